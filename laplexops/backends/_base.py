@@ -1,0 +1,44 @@
+"""The narrow interface every backend implements.
+
+The front end (``laplexops._operator``) validates, converts namespaces and caches plans; it only ever
+calls the members below and treats plans as opaque. A backend owns its arrays (NumPy for Numba, CuPy
+for CUDA), its sort, and the decayed scan — the one primitive that products, adjoints and gradients
+are composed of.
+"""
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+__all__ = ["Backend", "SIDE_ROWS_X", "SIDE_ROWS_Y"]
+
+SIDE_ROWS_X = 0  #: rows are the x anchors, columns the y anchors (W)
+SIDE_ROWS_Y = 1  #: rows are the y anchors, columns the x anchors (W^T)
+
+
+class Backend(Protocol):
+    """What a backend provides."""
+
+    #: short name used by ``backend=...``
+    name: str
+    #: the device kind whose data it serves: ``"cpu"`` or ``"cuda"``
+    device: str
+
+    def asarray(self, a: Any, dtype: Any = None) -> Any:
+        """The backend's native array for ``a`` (zero-copy where possible), optionally cast."""
+
+    def plan(self, x: Any, y: Any) -> Any:
+        """The plan of anchors ``x`` (rows) and ``y`` (columns): the merged sort, O(N log N).
+
+        ``x`` and ``y`` are native 1-D float arrays that the plan may keep (they are private copies);
+        ``y is x`` means both sides share one sort.
+        """
+
+    def apply(self, plan: Any, side: int, rate: complex | float, b: Any,
+              want_sum: bool = True, want_signed: bool = False,
+              want_moment: bool = False) -> tuple[Any, Any, Any]:
+        """Reductions of ``b`` (native, shape (n_side, k), the dtype of the result) on one side.
+
+        For side rows ``r`` and columns ``c`` of the side, and ``W_rc = exp(-rate |r - c|)``:
+        ``sum = W b``, ``signed = sum_c sign(r - c) W_rc b_c``, ``moment = sum_c |r - c| W_rc b_c``.
+        Returns the three (``None`` where not wanted); O(N k) on a built plan.
+        """

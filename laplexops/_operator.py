@@ -168,6 +168,11 @@ class LaplexOperator:
             cell.plan = self._backend.plan(x, y)
         return cell.plan
 
+    def prepare(self) -> LaplexOperator:
+        """Build the plan now (otherwise the first product does); returns ``self``. O(N log N)."""
+        self._plan
+        return self
+
     @property
     def _side(self) -> int:
         return SIDE_ROWS_X if not self._flip else 1 - SIDE_ROWS_X

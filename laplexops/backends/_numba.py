@@ -1,12 +1,15 @@
 """CPU backend: NumPy arrays, Numba kernels (radix sort, merge counts, decayed scans)."""
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
+
 import numpy as np
 
 from . import _numba_sort
 from ._base import SIDE_ROWS_X
 from ._numba_plan import merge_counts
-from ._numba_scan import decays, scan
+from ._numba_scan import scan
 
 __all__ = ["NumbaBackend", "NumbaPlan"]
 
@@ -15,9 +18,9 @@ _DECAY_CACHE_SIZE = 4
 
 
 class _Side:
-    """One orientation of a plan: sorted rows against sorted columns."""
+    """One orientation of a plan: sorted rows against sorted columns, and their merge counts."""
 
-    __slots__ = ("rs", "cs", "rperm", "cperm", "lo", "hi")
+    __slots__ = ("rs", "cs", "rperm", "cperm", "lo", "hi", "ties", "runs")
 
     def __init__(self, rs, cs, rperm, cperm):
         self.rs, self.cs, self.rperm, self.cperm = rs, cs, rperm, cperm
@@ -25,6 +28,25 @@ class _Side:
         self.lo = np.empty(rs.shape[0], dtype=index)
         self.hi = np.empty(rs.shape[0], dtype=index)
         merge_counts(rs, cs, self.lo, self.hi)
+        self.ties = bool((self.lo != self.hi).any())  # some row equals some column
+        self.runs = bool((cs[1:] == cs[:-1]).any())  # some columns repeat
+
+    def decays(self, rate, dtype: np.dtype):
+        """``(d, el, er)`` for ``rate`` in ``dtype`` (see ``_numba_scan``); vectorised, O(m + n)."""
+        real = np.finfo(dtype).dtype
+        rs, cs = self.rs.astype(real, copy=False), self.cs.astype(real, copy=False)
+        rate = dtype.type(rate)
+        n = cs.shape[0]
+        d = np.zeros(n, dtype)
+        if n == 0:
+            return d, np.zeros(rs.shape[0], dtype), np.zeros(rs.shape[0], dtype)
+        np.exp(-rate * np.diff(cs), out=d[1:])
+        with np.errstate(over="ignore", invalid="ignore"):  # the masked-out entries below
+            el = np.exp(-rate * (rs - cs[np.maximum(self.lo - 1, 0)]))
+            er = np.exp(-rate * (cs[np.minimum(self.hi, n - 1)] - rs))
+        el[self.lo == 0] = 0
+        er[self.hi == n] = 0
+        return d, el, er
 
 
 class NumbaPlan:
@@ -48,27 +70,58 @@ class NumbaPlan:
             yperm = sort(y) if yperm is None else yperm
         xs = x if xperm is _EMPTY_PERM else x[xperm]
         ys = xs if self.shared else (y if yperm is _EMPTY_PERM else y[yperm])
-        rows_x = _Side(xs, ys, xperm, yperm)
-        self.sides = (rows_x, rows_x if self.shared else _Side(ys, xs, yperm, xperm))
+        self._sorted = ((xs, xperm), (ys, yperm))
+        self._sides: list = [None, None]
         self._decays: dict = {}
+        self.scratch = _Scratch()
+
+    def side(self, side: int) -> _Side:
+        """The side's merge counts, built on first use (a matvec never builds the other side)."""
+        if self.shared:
+            side = SIDE_ROWS_X
+        if self._sides[side] is None:
+            (rs, rperm), (cs, cperm) = self._sorted[::-1] if side != SIDE_ROWS_X else self._sorted
+            self._sides[side] = _Side(rs, cs, rperm, cperm)
+        return self._sides[side]
 
     def decays(self, side: int, rate, dtype: np.dtype):
-        """``(d, el, er)`` of a side for ``rate`` in ``dtype``, cached (a few rates at a time)."""
+        """The side's decays for ``rate`` in ``dtype``, cached for a few (side, rate, dtype)."""
         if self.shared:
             side = SIDE_ROWS_X
         key = (side, rate, dtype)
         hit = self._decays.get(key)
         if hit is None:
-            s = self.sides[side]
-            hit = (np.empty(s.cs.shape[0], dtype), np.empty(s.rs.shape[0], dtype),
-                   np.empty(s.rs.shape[0], dtype))
-            real = np.finfo(dtype).dtype
-            decays(s.rs.astype(real, copy=False), s.cs.astype(real, copy=False), s.lo, s.hi,
-                   dtype.type(rate), *hit)
+            hit = self.side(side).decays(rate, dtype)
             if len(self._decays) >= _DECAY_CACHE_SIZE:
                 self._decays.pop(next(iter(self._decays)))
             self._decays[key] = hit
         return hit
+
+
+class _Scratch:
+    """Scan scratch arrays kept between calls: fresh multi-megabyte arrays cost page faults that
+    take longer than the scan itself. One set per plan; a concurrent caller gets its own."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._key = None
+        self._arrays: tuple = ()
+
+    @contextmanager
+    def __call__(self, dtype, k, sizes):
+        mine = self._lock.acquire(blocking=False)
+        try:
+            key = (dtype, k, sizes)
+            if not mine or self._key != key:
+                arrays = tuple(np.empty((k, size), dtype) for size in sizes)
+                if mine:
+                    self._key, self._arrays = key, arrays
+            else:
+                arrays = self._arrays
+            yield arrays
+        finally:
+            if mine:
+                self._lock.release()
 
 
 class NumbaBackend:
@@ -89,15 +142,15 @@ class NumbaBackend:
         return NumbaPlan(x, y)
 
     def apply(self, plan, side, rate, b, want_sum=True, want_signed=False, want_moment=False):
-        s = plan.sides[side]
+        s = plan.side(side)
         d, el, er = plan.decays(side, rate, b.dtype)
         b = np.ascontiguousarray(b)
-        m, k = s.rs.shape[0], b.shape[1]
+        m, n, k = s.rs.shape[0], s.cs.shape[0], b.shape[1]
         real = np.finfo(b.dtype).dtype
-        outs = [np.empty((m, k) if want else (0, 0), dtype=b.dtype)
-                for want in (want_sum, want_signed, want_moment)]
-        scan(s.rs.astype(real, copy=False), s.cs.astype(real, copy=False), s.lo, s.hi,
-             s.rperm, s.cperm, d, el, er, b, *outs)
-        return tuple(o if want else None
-                     for o, want in zip(outs, (want_sum, want_signed, want_moment)))
-
+        wants = (want_sum, want_signed, want_moment)
+        outs = [np.empty((m, k) if want else (0, 0), dtype=b.dtype) for want in wants]
+        sizes = (n, n, n * want_moment, n * want_moment, n * (want_sum and s.ties and s.runs))
+        with plan.scratch(b.dtype, k, sizes) as scratch:
+            scan(s.rs.astype(real, copy=False), s.cs.astype(real, copy=False), s.lo, s.hi,
+                 s.rperm, s.cperm, d, el, er, b, s.ties, s.runs, *outs, *scratch)
+        return tuple(o if want else None for o, want in zip(outs, wants))

@@ -14,126 +14,132 @@ strictly right. With the decays (only differences of neighbouring sorted anchors
 
 the forward recurrence ``F_c = d[c] F_{c-1} + b_c`` gives the left sum at row r as ``el[r] F_{lo-1}``
 and the backward recurrence ``B_c = d[c+1] B_{c+1} + b_c`` the right sum as ``er[r] B_{hi}``. Columns
-that tie with the row contribute their plain sum (weight exp(0) = 1), accumulated exactly by a run
-sum that restarts at every new column value. Three reductions come out of the same two passes:
+that tie with the row contribute their plain sum (weight exp(0) = 1): ``T_c``, the sum of ``b`` from c
+to the end of its run of equal values, read at ``lo`` (just ``b`` at ``lo`` when no columns repeat). Three reductions come out of these scans:
 
-    sum      (W b)_r                       = left + ties + right
+    sum      (W b)_r                       = left + T + right
     signed   sum_c sign(r - c) W_rc b_c    = left - right            (sign(0) = 0)
-    moment   sum_c |r - c| W_rc b_c        from the first-moment pair (F1, F):
+    moment   sum_c |r - c| W_rc b_c        from first-moment scans F1, B1:
              moving by Δ:  F1 <- e (F1 + Δ F),  F <- e F
 
-Each pass is O(m + n) per right-hand side; columns of a matmat run in parallel (``prange``).
+Phase 1 runs the forward and the backward scans of every right-hand side as independent tasks (two
+cores busy even for one vector); phase 2 combines them row by row, in parallel over rows. The column
+scans walk memory in order and have no data-dependent branches. O((m + n) k) work, O(n k) scratch.
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["decays", "scan"]
-
-
-@njit(cache=True, parallel=True)
-def decays(rs, cs, lo, hi, rate, d, el, er):  # pragma: no cover - compiled
-    """Fill ``d``, ``el``, ``er`` (the side's decays for ``rate``) in place; O(m + n)."""
-    n = cs.shape[0]
-    for c in prange(n):
-        d[c] = np.exp(-rate * (cs[c] - cs[c - 1])) if c > 0 else 0
-    for r in prange(rs.shape[0]):
-        a = lo[r]
-        e = hi[r]
-        el[r] = np.exp(-rate * (rs[r] - cs[a - 1])) if a > 0 else 0
-        er[r] = np.exp(-rate * (cs[e] - rs[r])) if e < n else 0
+__all__ = ["scan"]
 
 
 @njit(cache=True, inline="always")
-def _value(b, cperm, c, j):  # pragma: no cover - compiled
+def _column(b, cperm, c, j):  # pragma: no cover - compiled
+    """``b`` at sorted column ``c`` (``cperm`` empty: the columns were already sorted)."""
     if cperm.shape[0] == 0:
         return b[c, j]
     return b[cperm[c], j]
 
 
-@njit(cache=True, inline="always")
-def _step_right(b, cperm, cs, d, c, j, f, f1, want_moment):  # pragma: no cover - compiled
-    """Move the forward state from column c-1 to column c and add b_c."""
-    if c > 0:
-        if want_moment:
-            f1 = d[c] * (f1 + (cs[c] - cs[c - 1]) * f)
-        f = d[c] * f
-    return f + _value(b, cperm, c, j), f1
+@njit(cache=True)
+def _forward(cs, cperm, d, b, j, f, f1, want_moment):  # pragma: no cover - compiled
+    """``f[c] = d[c] f[c-1] + b_c`` and its first moment ``f1``, left to right."""
+    acc = b[0, j] * 0
+    acc1 = acc
+    for c in range(cs.shape[0]):
+        if c > 0:
+            if want_moment:
+                acc1 = d[c] * (acc1 + (cs[c] - cs[c - 1]) * acc)
+                f1[c] = acc1
+            acc = d[c] * acc
+        acc += _column(b, cperm, c, j)
+        f[c] = acc
+    if want_moment and cs.shape[0] > 0:
+        f1[0] = 0
 
 
-@njit(cache=True, inline="always")
-def _step_left(b, cperm, cs, d, c, j, f, f1, g, want_moment):  # pragma: no cover - compiled
-    """Move the backward state from column c+1 to column c, add b_c, update the run sum g."""
+@njit(cache=True)
+def _backward(cs, cperm, d, b, j, f, f1, want_moment):  # pragma: no cover - compiled
+    """``f[c] = d[c+1] f[c+1] + b_c`` and its first moment ``f1``, right to left."""
     n = cs.shape[0]
-    val = _value(b, cperm, c, j)
-    if c < n - 1:
-        if want_moment:
-            f1 = d[c + 1] * (f1 + (cs[c + 1] - cs[c]) * f)
-        f = d[c + 1] * f
-        if cs[c] == cs[c + 1]:
-            return f + val, f1, g + val
-    return f + val, f1, val
+    acc = b[0, j] * 0
+    acc1 = acc
+    for c in range(n - 1, -1, -1):
+        if c < n - 1:
+            if want_moment:
+                acc1 = d[c + 1] * (acc1 + (cs[c + 1] - cs[c]) * acc)
+                f1[c] = acc1
+            acc = d[c + 1] * acc
+        acc += _column(b, cperm, c, j)
+        f[c] = acc
+    if want_moment and n > 0:
+        f1[n - 1] = 0
+
+
+@njit(cache=True)
+def _runs(cs, cperm, b, j, t):  # pragma: no cover - compiled
+    """``t[c]`` = sum of ``b`` over the columns from c to the end of its run of equal values."""
+    n = cs.shape[0]
+    acc = b[0, j] * 0
+    for c in range(n - 1, -1, -1):
+        val = _column(b, cperm, c, j)
+        if c < n - 1 and cs[c] == cs[c + 1]:
+            acc += val
+        else:
+            acc = val
+        t[c] = acc
 
 
 @njit(cache=True, parallel=True)
-def scan(rs, cs, lo, hi, rperm, cperm, d, el, er, b,
-         out_sum, out_signed, out_moment):  # pragma: no cover - compiled
+def scan(rs, cs, lo, hi, rperm, cperm, d, el, er, b, ties, runs,
+         out_sum, out_signed, out_moment, fwd, bwd, fwd1, bwd1, run):  # pragma: no cover
     """Apply one side of a plan to the columns of ``b`` (shape (n, k), original column order).
 
     Writes, in original row order, whichever of ``out_sum``, ``out_signed``, ``out_moment`` (each
     (m, k), or (0, 0) when not wanted) is requested. ``rperm`` / ``cperm`` map sorted position to
-    original index; an empty permutation means the anchors were already sorted. O((m + n) k).
+    original index (empty: already sorted). ``ties``: some row ties with a column; ``runs``: some
+    columns tie with each other (else a row's ties are the one column at ``lo``). Scratch, shape
+    (k, n): ``fwd``, ``bwd``, and ``fwd1``, ``bwd1`` for moments, ``run`` for repeated columns
+    (each may be (k, 0) when its reduction is not wanted). O((m + n) k).
     """
     m = rs.shape[0]
     n = cs.shape[0]
     k = b.shape[1]
+    if m == 0 or k == 0:
+        return
     want_sum = out_sum.shape[0] > 0
     want_signed = out_signed.shape[0] > 0
     want_moment = out_moment.shape[0] > 0
-    for j in prange(k):
-        left = np.empty(m, dtype=b.dtype)
-        left1 = np.empty(m if want_moment else 0, dtype=b.dtype)
-        # forward: F = sum_{c' <= c} exp(-s (cs[c] - cs[c'])) b_c',  F1 its first moment
-        f = b.dtype.type(0)
-        f1 = b.dtype.type(0)
-        c = 0
-        for r in range(m):
-            a = lo[r]
-            while c < a:
-                f, f1 = _step_right(b, cperm, cs, d, c, j, f, f1, want_moment)
-                c += 1
-            left[r] = el[r] * f
-            if want_moment:
-                left1[r] = el[r] * (f1 + (rs[r] - cs[a - 1]) * f) if a > 0 else 0
-        # backward: B = sum_{c' >= c} exp(-s (cs[c'] - cs[c])) b_c',  B1 its first moment,
-        # g = plain sum of the run of columns equal to cs[c] (the ties of a row)
-        bb = b.dtype.type(0)
-        b1 = b.dtype.type(0)
-        g = b.dtype.type(0)
-        right = b.dtype.type(0)
-        right1 = b.dtype.type(0)
-        c = n
-        for r in range(m - 1, -1, -1):
-            a = lo[r]
-            e = hi[r]
-            if c >= e:  # else: this row ties with the previous one, reuse its right sums
-                while c > e:
-                    c -= 1
-                    bb, b1, g = _step_left(b, cperm, cs, d, c, j, bb, b1, g, want_moment)
-                right = er[r] * bb
-                if want_moment:
-                    right1 = er[r] * (b1 + (cs[e] - rs[r]) * bb) if e < n else 0
-            tie = b.dtype.type(0)
-            if a < e:
-                while c > a:  # the tied run [a, e): fold it into B and the run sum g
-                    c -= 1
-                    bb, b1, g = _step_left(b, cperm, cs, d, c, j, bb, b1, g, want_moment)
-                tie = g
-            i = r if rperm.shape[0] == 0 else rperm[r]
+    want_ties = want_sum and ties
+    want_runs = want_ties and runs
+    if n > 0:
+        for task in prange(2 * k):
+            j = task // 2
+            if task % 2 == 0:
+                _forward(cs, cperm, d, b, j, fwd[j], fwd1[j], want_moment)
+            else:
+                _backward(cs, cperm, d, b, j, bwd[j], bwd1[j], want_moment)
+                if want_runs:
+                    _runs(cs, cperm, b, j, run[j])
+    zero = el[0] * 0
+    for r in prange(m):
+        a = lo[r]
+        e = hi[r]
+        i = np.intp(r) if rperm.shape[0] == 0 else np.intp(rperm[r])
+        for j in range(k):
+            left = el[r] * fwd[j, a - 1] if a > 0 else zero
+            right = er[r] * bwd[j, e] if e < n else zero
             if want_sum:
-                out_sum[i, j] = left[r] + tie + right
+                total = left + right
+                if want_ties and a < e:
+                    total += run[j, a] if want_runs else _column(b, cperm, a, j)
+                out_sum[i, j] = total
             if want_signed:
-                out_signed[i, j] = left[r] - right
+                out_signed[i, j] = left - right
             if want_moment:
-                out_moment[i, j] = left1[r] + right1
+                m1 = el[r] * (fwd1[j, a - 1] + (rs[r] - cs[a - 1]) * fwd[j, a - 1]) \
+                    if a > 0 else zero
+                if e < n:
+                    m1 += er[r] * (bwd1[j, e] + (cs[e] - rs[r]) * bwd[j, e])
+                out_moment[i, j] = m1

@@ -1,0 +1,6 @@
+"""``python -m laplexops {demo,info,bench}``."""
+import sys
+
+from ._cli import main
+
+sys.exit(main())

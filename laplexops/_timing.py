@@ -1,0 +1,34 @@
+"""Small timing helpers shared by the demo and the benchmark command (not used by the library)."""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+
+def best_of(fn: Callable[[], object], repeat: int = 5, budget: float = 10.0) -> float:
+    """The fastest of up to ``repeat`` calls of ``fn`` in seconds (stops early past ``budget`` s)."""
+    best = float("inf")
+    start = time.perf_counter()
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+        if time.perf_counter() - start > budget:
+            break
+    return best
+
+
+def once(fn: Callable[[], object]) -> tuple[float, object]:
+    """``(seconds, result)`` of one call of ``fn``."""
+    t0 = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - t0, result
+
+
+def fmt_seconds(t: float) -> str:
+    """``t`` seconds in a readable unit."""
+    if t >= 1:
+        return f"{t:7.2f} s "
+    if t >= 1e-3:
+        return f"{t * 1e3:7.2f} ms"
+    return f"{t * 1e6:7.1f} us"

@@ -1,0 +1,96 @@
+"""asv benchmarks of LaplexOperator and of the peers its speed is reported against.
+
+Ratios, not absolute times, are what docs/benchmarks.md reports: compare ``OperatorSuite`` with
+``PeerSuite`` rows of the same run (``asv run --python=same --quick``).
+"""
+import numpy as np
+
+import laplexops as lx
+
+SIZES = [10**4, 10**5, 10**6, 10**7]
+DTYPES = ["float64", "float32"]
+
+
+def _anchors(n, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    x = (rng.random(n) * n).astype(dtype)
+    y = (rng.random(n) * n).astype(dtype)
+    v = rng.standard_normal(n).astype(dtype)
+    return x, y, v
+
+
+def _warm(dtype):
+    """Load the compiled kernels for ``dtype`` so that no timing includes the JIT."""
+    x, y, v = _anchors(64, dtype, seed=1)
+    op = lx.LaplexOperator(x, y)
+    op @ v
+    op.rmatvec(v)
+    op.gradient(v, v)
+
+
+class OperatorSuite:
+    params = (SIZES, DTYPES)
+    param_names = ["n", "dtype"]
+    timeout = 600
+
+    def setup(self, n, dtype):
+        _warm(dtype)
+        self.x, self.y, self.v = _anchors(n, dtype)
+        self.op = lx.LaplexOperator(self.x, self.y).prepare()
+        self.op @ self.v
+        self.op.rmatvec(self.v)
+        s = np.sort(self.x)
+        self.square = lx.LaplexOperator(s, s).prepare()
+        self.square @ self.v
+
+    def time_plan(self, n, dtype):
+        lx.LaplexOperator(self.x, self.y).prepare()
+
+    def time_matvec_fresh(self, n, dtype):
+        lx.LaplexOperator(self.x, self.y) @ self.v
+
+    def time_matvec_cached(self, n, dtype):
+        self.op @ self.v
+
+    def time_matvec_cached_sorted_square(self, n, dtype):
+        self.square @ self.v
+
+    def time_rmatvec_cached(self, n, dtype):
+        self.op.rmatvec(self.v)
+
+    def time_gradient_cached(self, n, dtype):
+        self.op.gradient(self.v, self.v)
+
+    def peakmem_matvec_fresh(self, n, dtype):
+        lx.LaplexOperator(self.x, self.y) @ self.v
+
+
+class PeerSuite:
+    """The peers of docs/benchmarks.md, on the same sizes."""
+
+    params = (SIZES, DTYPES)
+    param_names = ["n", "dtype"]
+    timeout = 600
+
+    def setup(self, n, dtype):
+        self.x, self.y, self.v = _anchors(n, dtype)
+        self.merged = np.concatenate([self.x, self.y])
+        self.sorted = np.sort(self.x).astype(np.float64)
+        self.v64 = self.v.astype(np.float64)
+        self.zeros = np.zeros(n)
+        try:
+            import celerite2
+            self.term = celerite2.terms.RealTerm(a=1.0, c=1.0)
+        except ImportError:
+            self.term = None
+
+    def time_argsort_merged(self, n, dtype):
+        np.argsort(self.merged)
+
+    def time_rfft(self, n, dtype):
+        np.fft.rfft(self.v)
+
+    def time_celerite2_dot_sorted(self, n, dtype):
+        if self.term is None:
+            raise NotImplementedError("celerite2 is not installed")
+        self.term.dot(self.sorted, self.zeros, self.v64)

@@ -9,7 +9,7 @@ import numpy as np
 from . import _numba_sort
 from ._base import SIDE_ROWS_X
 from ._numba_plan import merge_counts
-from ._numba_scan import scan
+from ._numba_scan import gather, scan
 
 __all__ = ["NumbaBackend", "NumbaPlan"]
 
@@ -108,12 +108,12 @@ class _Scratch:
         self._arrays: tuple = ()
 
     @contextmanager
-    def __call__(self, dtype, k, sizes):
+    def __call__(self, dtype, shapes):
         mine = self._lock.acquire(blocking=False)
         try:
-            key = (dtype, k, sizes)
+            key = (dtype, tuple(shapes))
             if not mine or self._key != key:
-                arrays = tuple(np.empty((k, size), dtype) for size in sizes)
+                arrays = tuple(np.empty(shape, dtype) for shape in shapes)
                 if mine:
                     self._key, self._arrays = key, arrays
             else:
@@ -149,8 +149,12 @@ class NumbaBackend:
         real = np.finfo(b.dtype).dtype
         wants = (want_sum, want_signed, want_moment)
         outs = [np.empty((m, k) if want else (0, 0), dtype=b.dtype) for want in wants]
-        sizes = (n, n, n * want_moment, n * want_moment, n * (want_sum and s.ties and s.runs))
-        with plan.scratch(b.dtype, k, sizes) as scratch:
+        shapes = [(k, n), (k, n), (k, n * want_moment), (k, n * want_moment),
+                  (k, n * (want_sum and s.ties and s.runs)), (n if s.cperm.size else 0, k)]
+        with plan.scratch(b.dtype, shapes) as (*scratch, sorted_b):
+            if s.cperm.size:
+                gather(b, s.cperm, sorted_b)
+                b = sorted_b
             scan(s.rs.astype(real, copy=False), s.cs.astype(real, copy=False), s.lo, s.hi,
-                 s.rperm, s.cperm, d, el, er, b, s.ties, s.runs, *outs, *scratch)
+                 s.rperm, d, el, er, b, s.ties, s.runs, *outs, *scratch)
         return tuple(o if want else None for o, want in zip(outs, wants))

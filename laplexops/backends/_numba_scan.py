@@ -31,19 +31,20 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["scan"]
+__all__ = ["gather", "scan"]
 
 
-@njit(cache=True, inline="always")
-def _column(b, cperm, c, j):  # pragma: no cover - compiled
-    """``b`` at sorted column ``c`` (``cperm`` empty: the columns were already sorted)."""
-    if cperm.shape[0] == 0:
-        return b[c, j]
-    return b[cperm[c], j]
+@njit(cache=True, parallel=True)
+def gather(b, perm, out):  # pragma: no cover - compiled
+    """``out[c] = b[perm[c]]`` row by row, in parallel: unsorted operands into sorted order."""
+    for c in prange(perm.shape[0]):
+        src = perm[c]
+        for j in range(b.shape[1]):
+            out[c, j] = b[src, j]
 
 
 @njit(cache=True)
-def _forward(cs, cperm, d, b, j, f, f1, want_moment):  # pragma: no cover - compiled
+def _forward(cs, d, b, j, f, f1, want_moment):  # pragma: no cover - compiled
     """``f[c] = d[c] f[c-1] + b_c`` and its first moment ``f1``, left to right."""
     acc = b[0, j] * 0
     acc1 = acc
@@ -53,14 +54,14 @@ def _forward(cs, cperm, d, b, j, f, f1, want_moment):  # pragma: no cover - comp
                 acc1 = d[c] * (acc1 + (cs[c] - cs[c - 1]) * acc)
                 f1[c] = acc1
             acc = d[c] * acc
-        acc += _column(b, cperm, c, j)
+        acc += b[c, j]
         f[c] = acc
     if want_moment and cs.shape[0] > 0:
         f1[0] = 0
 
 
 @njit(cache=True)
-def _backward(cs, cperm, d, b, j, f, f1, want_moment):  # pragma: no cover - compiled
+def _backward(cs, d, b, j, f, f1, want_moment):  # pragma: no cover - compiled
     """``f[c] = d[c+1] f[c+1] + b_c`` and its first moment ``f1``, right to left."""
     n = cs.shape[0]
     acc = b[0, j] * 0
@@ -71,19 +72,19 @@ def _backward(cs, cperm, d, b, j, f, f1, want_moment):  # pragma: no cover - com
                 acc1 = d[c + 1] * (acc1 + (cs[c + 1] - cs[c]) * acc)
                 f1[c] = acc1
             acc = d[c + 1] * acc
-        acc += _column(b, cperm, c, j)
+        acc += b[c, j]
         f[c] = acc
     if want_moment and n > 0:
         f1[n - 1] = 0
 
 
 @njit(cache=True)
-def _runs(cs, cperm, b, j, t):  # pragma: no cover - compiled
+def _runs(cs, b, j, t):  # pragma: no cover - compiled
     """``t[c]`` = sum of ``b`` over the columns from c to the end of its run of equal values."""
     n = cs.shape[0]
     acc = b[0, j] * 0
     for c in range(n - 1, -1, -1):
-        val = _column(b, cperm, c, j)
+        val = b[c, j]
         if c < n - 1 and cs[c] == cs[c + 1]:
             acc += val
         else:
@@ -92,13 +93,13 @@ def _runs(cs, cperm, b, j, t):  # pragma: no cover - compiled
 
 
 @njit(cache=True, parallel=True)
-def scan(rs, cs, lo, hi, rperm, cperm, d, el, er, b, ties, runs,
+def scan(rs, cs, lo, hi, rperm, d, el, er, b, ties, runs,
          out_sum, out_signed, out_moment, fwd, bwd, fwd1, bwd1, run):  # pragma: no cover
-    """Apply one side of a plan to the columns of ``b`` (shape (n, k), original column order).
+    """Apply one side of a plan to the columns of ``b`` (shape (n, k), in sorted column order).
 
     Writes, in original row order, whichever of ``out_sum``, ``out_signed``, ``out_moment`` (each
-    (m, k), or (0, 0) when not wanted) is requested. ``rperm`` / ``cperm`` map sorted position to
-    original index (empty: already sorted). ``ties``: some row ties with a column; ``runs``: some
+    (m, k), or (0, 0) when not wanted) is requested. ``rperm`` maps sorted row position to original
+    row (empty: already sorted). ``ties``: some row ties with a column; ``runs``: some
     columns tie with each other (else a row's ties are the one column at ``lo``). Scratch, shape
     (k, n): ``fwd``, ``bwd``, and ``fwd1``, ``bwd1`` for moments, ``run`` for repeated columns
     (each may be (k, 0) when its reduction is not wanted). O((m + n) k).
@@ -117,11 +118,11 @@ def scan(rs, cs, lo, hi, rperm, cperm, d, el, er, b, ties, runs,
         for task in prange(2 * k):
             j = task // 2
             if task % 2 == 0:
-                _forward(cs, cperm, d, b, j, fwd[j], fwd1[j], want_moment)
+                _forward(cs, d, b, j, fwd[j], fwd1[j], want_moment)
             else:
-                _backward(cs, cperm, d, b, j, bwd[j], bwd1[j], want_moment)
+                _backward(cs, d, b, j, bwd[j], bwd1[j], want_moment)
                 if want_runs:
-                    _runs(cs, cperm, b, j, run[j])
+                    _runs(cs, b, j, run[j])
     zero = el[0] * 0
     for r in prange(m):
         a = lo[r]
@@ -133,7 +134,7 @@ def scan(rs, cs, lo, hi, rperm, cperm, d, el, er, b, ties, runs,
             if want_sum:
                 total = left + right
                 if want_ties and a < e:
-                    total += run[j, a] if want_runs else _column(b, cperm, a, j)
+                    total += run[j, a] if want_runs else b[a, j]
                 out_sum[i, j] = total
             if want_signed:
                 out_signed[i, j] = left - right

@@ -1,0 +1,209 @@
+"""Exact, stable argsort of finite 1-D float arrays by LSD radix sort (Numba).
+
+Each float is mapped to an unsigned integer with the same order (``uint32``
+for float32, ``uint64`` for float64): negatives have all bits flipped,
+non-negatives get the sign bit set, and ``-0.0`` is first canonicalised to
+``+0.0`` so that the two zeros compare equal and keep their input order.
+The integer keys are then sorted least-significant digit first, carrying an
+``int32`` index payload, with one up-front pass that counts every digit's
+histogram.  A digit that is equal for all keys (its histogram has a single
+non-empty bucket) is skipped, which is common when values lie in a narrow
+range.  Every pass is a stable counting scatter, so the result is identical
+to ``np.argsort(keys, kind="stable")``.
+
+Inputs must be finite; NaN is not handled.  Below ``_SMALL_N`` elements (by
+dtype) the module defers to NumPy's stable sort, which is faster there, and
+likewise from ``2**31`` elements on, where the int32 payload would overflow.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+__all__ = ["argsort", "argsort_two", "is_sorted"]
+
+_SMALL_N = {np.dtype(np.float32): 2048, np.dtype(np.float64): 4096}  # measured crossovers
+_DIGIT_BITS = 8
+_RADIX = 1 << _DIGIT_BITS
+_MASK = np.uint64(_RADIX - 1)
+_UINT_OF = {np.dtype(np.float32): np.uint32, np.dtype(np.float64): np.uint64}
+
+
+@njit(cache=True, nogil=True)
+def _digit(key, p):
+    """Return digit ``p`` (``_DIGIT_BITS`` wide, least significant first) of ``key``."""
+    return np.intp((key >> np.uint64(p * _DIGIT_BITS)) & _MASK)
+
+
+@njit(cache=True, nogil=True)
+def _keys_and_counts(bits, sign, keys, counts):
+    """Map float bit patterns to order-preserving ``keys`` and count all digits.
+
+    Fills ``counts[p, d]`` (zeroed by the caller) with the number of keys
+    whose digit ``p`` equals ``d``.  Returns whether the keys are already
+    non-decreasing.  O(n * npasses) time, one read of ``bits``.
+    """
+    ascending = True
+    prev = sign ^ sign  # zero of the key dtype
+    for i in range(bits.size):
+        u = bits[i]
+        k = ~u if u > sign else u | sign  # u == sign is -0.0: maps to +0.0
+        ascending &= k >= prev
+        prev = k
+        keys[i] = k
+        for p in range(counts.shape[0]):
+            counts[p, _digit(k, p)] += 1
+    return ascending
+
+
+@njit(cache=True, nogil=True)
+def _scatter(src_k, src_i, dst_k, dst_i, offsets, p):
+    """Stable counting scatter of ``src_k``/``src_i`` by digit ``p``.
+
+    ``offsets`` holds each bucket's start in the destination and is consumed.
+    ``src_i=None`` means the identity payload; ``dst_k=None`` skips writing
+    keys (last pass).  Both ``None`` branches are pruned at compile time.
+    O(n) time.
+    """
+    for j in range(src_k.size):
+        k = src_k[j]
+        d = _digit(k, p)
+        pos = offsets[d]
+        offsets[d] = pos + 1
+        if dst_k is not None:
+            dst_k[pos] = k
+        if src_i is None:
+            dst_i[pos] = j
+        else:
+            dst_i[pos] = src_i[j]
+
+
+@njit(cache=True, nogil=True)
+def _exclusive_cumsum(counts):
+    """Return the exclusive prefix sum of ``counts``.  O(len(counts))."""
+    offsets = np.empty_like(counts)
+    total = 0
+    for d in range(counts.size):
+        offsets[d] = total
+        total += counts[d]
+    return offsets
+
+
+@njit(cache=True, nogil=True)
+def _radix_argsort_into(bits, sign, out, work):
+    """Write into int64 ``out`` the stable argsort of the floats whose bit
+    patterns are ``bits``, using the buffers ``work`` from :func:`_workspace`.
+
+    Runs one counting pass plus one scatter pass per digit that is not
+    constant over all keys (none if the keys are already sorted):
+    O(n * npasses) time.
+    """
+    src_k, dst_k, src_i, dst_i, counts = work
+    n = bits.size
+    if _keys_and_counts(bits, sign, src_k, counts):
+        out[:] = np.arange(n)
+        return
+    # Unsorted keys are not all equal, so at least one digit varies.
+    active = [p for p in range(counts.shape[0]) if counts[p, _digit(src_k[0], p)] != n]
+    if len(active) == 1:
+        _scatter(src_k, None, None, out, _exclusive_cumsum(counts[active[0]]), active[0])
+        return
+    p = active[0]
+    _scatter(src_k, None, dst_k, dst_i, _exclusive_cumsum(counts[p]), p)
+    for p in active[1:-1]:
+        src_k, dst_k = dst_k, src_k
+        src_i, dst_i = dst_i, src_i
+        _scatter(src_k, src_i, dst_k, dst_i, _exclusive_cumsum(counts[p]), p)
+    p = active[-1]
+    _scatter(dst_k, dst_i, None, out, _exclusive_cumsum(counts[p]), p)
+
+
+@njit(cache=True, parallel=True)
+def _radix_argsort_two(bits_a, sign_a, out_a, work_a, bits_b, sign_b, out_b, work_b):
+    """Run ``_radix_argsort_into`` on two arrays concurrently, one thread each."""
+    for t in prange(2):
+        if t == 0:
+            _radix_argsort_into(bits_a, sign_a, out_a, work_a)
+        else:
+            _radix_argsort_into(bits_b, sign_b, out_b, work_b)
+
+
+def _as_float_vector(keys):
+    """Return ``keys`` as a contiguous 1-D float32/float64 array, or raise TypeError."""
+    keys = np.ascontiguousarray(keys)
+    if keys.dtype not in _UINT_OF or keys.ndim != 1:
+        raise TypeError(f"expected a 1-D float32/float64 array, got {keys.dtype}, ndim={keys.ndim}")
+    return keys
+
+
+def _radix_args(keys):
+    """Return ``(bits, sign)``: float vector ``keys`` viewed as unsigned ints, and the sign bit."""
+    uint = _UINT_OF[keys.dtype]
+    return keys.view(uint), uint(1 << (8 * keys.itemsize - 1))
+
+
+def _use_numpy(keys):
+    """Return whether ``keys`` should go to NumPy's stable sort: too small to
+    gain from the radix sort, or too long for its int32 payload."""
+    return not _SMALL_N[keys.dtype] <= keys.size < 2**31
+
+
+def _workspace(bits):
+    """Allocate the output and scratch buffers for sorting ``bits``.
+
+    Allocated by NumPy rather than inside Numba because NumPy requests huge
+    pages for large arrays, which makes first touch markedly cheaper.
+    """
+    n = bits.size
+    npasses = -(-8 * bits.itemsize // _DIGIT_BITS)
+    work = (np.empty_like(bits), np.empty_like(bits), np.empty(n, np.int32), np.empty(n, np.int32),
+            np.zeros((npasses, _RADIX), np.int64))
+    return np.empty(n, np.int64), work
+
+
+def argsort(keys):
+    """Return the stable ascending argsort of a 1-D float32/float64 array.
+
+    Equal to ``np.argsort(keys, kind="stable")`` for finite input, with
+    ``-0.0 == +0.0``.  Returns an int64 permutation.  O(n) time (a fixed
+    number of radix passes), O(n) extra memory; NumPy's sort for small
+    inputs.
+    """
+    keys = _as_float_vector(keys)
+    if _use_numpy(keys):
+        return np.argsort(keys, kind="stable").astype(np.int64, copy=False)
+    bits, sign = _radix_args(keys)
+    out, work = _workspace(bits)
+    _radix_argsort_into(bits, sign, out, work)
+    return out
+
+
+def argsort_two(a, b):
+    """Return ``(argsort(a), argsort(b))``, sorting the two arrays in parallel.
+
+    ``a`` and ``b`` may differ in length and in dtype (float32/float64 each).
+    When both are large they are sorted concurrently on two threads; otherwise
+    sequentially.  Same complexity as two calls to :func:`argsort`.
+    """
+    a, b = _as_float_vector(a), _as_float_vector(b)
+    if _use_numpy(a) or _use_numpy(b):
+        return argsort(a), argsort(b)
+    bits_a, sign_a = _radix_args(a)
+    bits_b, sign_b = _radix_args(b)
+    out_a, work_a = _workspace(bits_a)
+    out_b, work_b = _workspace(bits_b)
+    _radix_argsort_two(bits_a, sign_a, out_a, work_a, bits_b, sign_b, out_b, work_b)
+    return out_a, out_b
+
+
+@njit(cache=True, nogil=True)
+def _is_sorted(keys):
+    """Return whether ``keys`` is non-decreasing; stops at the first descent."""
+    for i in range(1, keys.size):
+        if keys[i] < keys[i - 1]:
+            return False
+    return True
+
+
+def is_sorted(keys):
+    """Return whether 1-D real ``keys`` is ascending (non-decreasing).  O(n), early exit."""
+    return bool(_is_sorted(np.asarray(keys)))

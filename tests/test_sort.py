@@ -1,0 +1,97 @@
+"""Tests for the Numba radix argsort: exact agreement with NumPy's stable argsort."""
+
+import numpy as np
+import pytest
+
+from laplexops.backends import _numba_sort
+from laplexops.backends._numba_sort import argsort, argsort_two, is_sorted
+
+SIZES = [0, 1, 2, 100, 3000, 5000, 200_000]
+DTYPES = [np.float32, np.float64]
+
+
+def _inputs(rng, n, dtype):
+    """Yield ``(name, keys)`` pairs covering the cases a radix sort can get wrong."""
+    big = 300.0 if dtype == np.float64 else 37.0
+    yield "uniform", rng.random(n) * 1000
+    yield "normal", rng.standard_normal(n)
+    yield "ties", rng.integers(0, 10, n).astype(float)
+    yield "negative ties", rng.integers(-5, 5, n).astype(float)
+    yield "signed zeros", rng.choice([-0.0, 0.0, 1.0, -1.0], n)
+    yield "wide range", rng.choice([-1.0, 1.0], n) * 10.0 ** rng.uniform(-big, big, n)
+    yield "+-1e8", rng.uniform(-1e8, 1e8, n)
+    yield "narrow", 100 + rng.random(n) * 1e-3
+    yield "constant", np.full(n, 3.5)
+    yield "sorted", np.sort(rng.random(n))
+    yield "reversed", np.sort(rng.random(n))[::-1]
+
+
+def _check(keys, perm):
+    """Assert ``perm`` is exactly NumPy's stable argsort of ``keys``, as int64."""
+    assert perm.dtype == np.int64
+    np.testing.assert_array_equal(perm, np.argsort(keys, kind="stable"))
+
+
+@pytest.fixture(params=[False, True], ids=["default", "radix-only"])
+def force_radix(request, monkeypatch):
+    """Optionally disable the small-input NumPy fallback so tiny inputs hit the radix path."""
+    if request.param:
+        monkeypatch.setattr(_numba_sort, "_SMALL_N", dict.fromkeys(_numba_sort._SMALL_N, 0))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", SIZES)
+def test_argsort_matches_numpy_stable(force_radix, n, dtype):
+    rng = np.random.default_rng()
+    for _, keys in _inputs(rng, n, dtype):
+        keys = keys.astype(dtype)
+        _check(keys, argsort(keys))
+
+
+@pytest.mark.parametrize(
+    "dtypes", [(np.float64, np.float64), (np.float32, np.float32), (np.float64, np.float32)]
+)
+def test_argsort_two_matches_numpy_stable(force_radix, dtypes):
+    rng = np.random.default_rng()
+    for (_, a), (_, b) in zip(_inputs(rng, 100_000, dtypes[0]), _inputs(rng, 60_001, dtypes[1])):
+        a, b = a.astype(dtypes[0]), b[::-1].astype(dtypes[1])
+        pa, pb = argsort_two(a, b)
+        _check(a, pa)
+        _check(b, pb)
+
+
+def test_argsort_two_mixed_sizes():
+    rng = np.random.default_rng()
+    a, b = rng.random(10), rng.standard_normal(50_000)
+    for x, y in [(a, b), (b, a)]:
+        px, py = argsort_two(x, y)
+        _check(x, px)
+        _check(y, py)
+
+
+def test_strided_input():
+    keys = np.random.default_rng().standard_normal(20_000)[::2]
+    _check(keys, argsort(keys))
+
+
+def test_signed_zeros_are_equal_and_stable(force_radix):
+    keys = np.array([0.0, -0.0, -1.0, 0.0, -0.0, 1.0])
+    np.testing.assert_array_equal(argsort(keys), [2, 0, 1, 3, 4, 5])
+
+
+def test_rejects_non_float_input():
+    with pytest.raises(TypeError):
+        argsort(np.arange(10))
+    with pytest.raises(TypeError):
+        argsort(np.zeros((2, 2)))
+
+
+def test_is_sorted():
+    rng = np.random.default_rng()
+    x = np.sort(rng.standard_normal(10_000))
+    assert is_sorted(x) and is_sorted(x[:0]) and is_sorted(x[:1])
+    assert is_sorted(np.array([1.0, 1.0, 2.0]))
+    assert not is_sorted(np.array([1.0, 2.0, 1.5]))
+    y = x.copy()
+    y[5000] = y[4999] - 1.0
+    assert not is_sorted(y)

@@ -42,6 +42,8 @@ def _check_rate(rate: Any) -> float | complex:
     """``rate`` as a Python float (real) or complex (phased); errors per SPEC §5."""
     if isinstance(rate, (bool, np.bool_)) or getattr(rate, "dtype", None) in (bool, np.bool_):
         raise TypeError("rate must be a real or complex number; got a boolean")
+    if isinstance(rate, (str, bytes)):
+        raise TypeError(f"rate must be a real or complex number; got the string {rate!r}")
     try:
         value = complex(rate)
     except (TypeError, ValueError):

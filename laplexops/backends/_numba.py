@@ -9,7 +9,7 @@ import numpy as np
 from . import _numba_sort
 from ._base import SIDE_ROWS_X
 from ._numba_plan import merge_counts
-from ._numba_scan import gather, scan
+from ._numba_scan import decays, gather, scan
 
 __all__ = ["NumbaBackend", "NumbaPlan"]
 
@@ -32,21 +32,13 @@ class _Side:
         self.runs = bool((cs[1:] == cs[:-1]).any())  # some columns repeat
 
     def decays(self, rate, dtype: np.dtype):
-        """``(d, el, er)`` for ``rate`` in ``dtype`` (see ``_numba_scan``); vectorised, O(m + n)."""
+        """``(d, el, er)`` for ``rate`` in ``dtype`` (see ``_numba_scan``); O(m + n)."""
         real = np.finfo(dtype).dtype
-        rs, cs = self.rs.astype(real, copy=False), self.cs.astype(real, copy=False)
-        rate = dtype.type(rate)
-        n = cs.shape[0]
-        d = np.zeros(n, dtype)
-        if n == 0:
-            return d, np.zeros(rs.shape[0], dtype), np.zeros(rs.shape[0], dtype)
-        np.exp(-rate * np.diff(cs), out=d[1:])
-        with np.errstate(over="ignore", invalid="ignore"):  # the masked-out entries below
-            el = np.exp(-rate * (rs - cs[np.maximum(self.lo - 1, 0)]))
-            er = np.exp(-rate * (cs[np.minimum(self.hi, n - 1)] - rs))
-        el[self.lo == 0] = 0
-        er[self.hi == n] = 0
-        return d, el, er
+        m, n = self.rs.shape[0], self.cs.shape[0]
+        out = (np.empty(n, dtype), np.empty(m, dtype), np.empty(m, dtype))
+        decays(self.rs.astype(real, copy=False), self.cs.astype(real, copy=False), self.lo,
+               self.hi, dtype.type(rate), *out)
+        return out
 
 
 class NumbaPlan:
@@ -152,9 +144,16 @@ class NumbaBackend:
         shapes = [(k, n), (k, n), (k, n * want_moment), (k, n * want_moment),
                   (k, n * (want_sum and s.ties and s.runs)), (n if s.cperm.size else 0, k)]
         with plan.scratch(b.dtype, shapes) as (*scratch, sorted_b):
-            if s.cperm.size:
-                gather(b, s.cperm, sorted_b)
+            if s.cperm.size:  # complex values move as pairs of reals: several times faster
+                gather(_real_view(b), s.cperm, _real_view(sorted_b))
                 b = sorted_b
             scan(s.rs.astype(real, copy=False), s.cs.astype(real, copy=False), s.lo, s.hi,
                  s.rperm, d, el, er, b, s.ties, s.runs, *outs, *scratch)
         return tuple(o if want else None for o, want in zip(outs, wants))
+
+
+def _real_view(a: np.ndarray) -> np.ndarray:
+    """A C-contiguous (n, k) array as reals: (n, 2k) for complex dtypes, itself otherwise."""
+    if a.dtype.kind != "c":
+        return a
+    return a.view(np.finfo(a.dtype).dtype).reshape(a.shape[0], 2 * a.shape[1])

@@ -31,7 +31,20 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["gather", "scan"]
+__all__ = ["decays", "gather", "scan"]
+
+
+@njit(cache=True, parallel=True)
+def decays(rs, cs, lo, hi, rate, d, el, er):  # pragma: no cover - compiled
+    """Fill the side's decays ``d``, ``el``, ``er`` for ``rate`` (see above); O(m + n), parallel."""
+    n = cs.shape[0]
+    for c in prange(n):
+        d[c] = np.exp(-rate * (cs[c] - cs[c - 1])) if c > 0 else 0
+    for r in prange(rs.shape[0]):
+        a = lo[r]
+        e = hi[r]
+        el[r] = np.exp(-rate * (rs[r] - cs[a - 1])) if a > 0 else 0
+        er[r] = np.exp(-rate * (cs[e] - rs[r])) if e < n else 0
 
 
 @njit(cache=True, parallel=True)

@@ -1,0 +1,73 @@
+"""Hypothesis profiles and shared fixtures of the laplexops test suite.
+
+Profiles (select with the environment variable ``HYPOTHESIS_PROFILE``; default ``ci``):
+
+- ``ci``: 100 examples per property test (over 2,000 generated cases per run of the suite);
+- ``thorough``: 1,000 examples per property test;
+- ``dev``: 15 examples per property test, for quick iterations.
+
+``LAPLEXOPS_HYPOTHESIS_EXAMPLES=N`` overrides the number of examples per property test of whichever
+profile is loaded. ``deadline`` is off everywhere: Numba compiles on first call.
+
+At the end of a run the terminal summary reports how many Hypothesis cases were executed.
+"""
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+_override = os.environ.get("LAPLEXOPS_HYPOTHESIS_EXAMPLES", "").strip()
+_override_n = int(_override) if _override else None
+
+_common = dict(
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                           HealthCheck.filter_too_much],
+    print_blob=True,
+)
+for _name, _n in (("ci", 100), ("thorough", 1000), ("dev", 15)):
+    settings.register_profile(_name, max_examples=_override_n or _n, **_common)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture
+def rng():
+    """A fresh, unseeded generator: new random data on every run."""
+    return np.random.default_rng()
+
+
+# ------------------------------------------------------------------ count Hypothesis cases
+_PASSING = re.compile(r"(\d+) passing, (\d+) failing, and (\d+) invalid")
+_counts = {"cases": 0, "tests": 0}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    yield
+    if call.when != "call":
+        return
+    stats = getattr(item, "hypothesis_statistics", None)
+    if not stats:
+        return
+    found = _PASSING.findall(stats)
+    if found:
+        _counts["tests"] += 1
+        # every phase (reuse, generate, shrink, ...) reports the cases it ran
+        _counts["cases"] += sum(int(p) + int(f) for p, f, _ in found)
+
+
+def _profile_name() -> str:
+    getter = getattr(settings, "get_current_profile_name", None)
+    return getter() if getter else os.environ.get("HYPOTHESIS_PROFILE", "ci")
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _counts["tests"]:
+        terminalreporter.write_line(
+            f"hypothesis: {_counts['cases']} test cases executed by {_counts['tests']} property "
+            f"tests (profile {_profile_name()}, "
+            f"max_examples={settings.default.max_examples})")

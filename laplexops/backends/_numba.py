@@ -9,7 +9,7 @@ import numpy as np
 from . import _numba_sort
 from ._base import SIDE_ROWS_X
 from ._numba_plan import merge_counts
-from ._numba_scan import decays, gather, scan
+from ._numba_scan import decays, gather, scan, scan_square
 
 __all__ = ["NumbaBackend", "NumbaPlan"]
 
@@ -20,21 +20,24 @@ _DECAY_CACHE_SIZE = 4
 class _Side:
     """One orientation of a plan: sorted rows against sorted columns, and their merge counts."""
 
-    __slots__ = ("rs", "cs", "rperm", "cperm", "lo", "hi", "ties", "runs")
+    __slots__ = ("rs", "cs", "rperm", "cperm", "lo", "hi", "ties", "runs", "square")
 
     def __init__(self, rs, cs, rperm, cperm):
         self.rs, self.cs, self.rperm, self.cperm = rs, cs, rperm, cperm
-        index = np.int32 if rs.shape[0] + cs.shape[0] < 2**31 else np.int64
-        self.lo = np.empty(rs.shape[0], dtype=index)
-        self.hi = np.empty(rs.shape[0], dtype=index)
-        merge_counts(rs, cs, self.lo, self.hi)
-        self.ties = bool((self.lo != self.hi).any())  # some row equals some column
         self.runs = bool((cs[1:] == cs[:-1]).any())  # some columns repeat
+        # rows are the columns, all distinct: lo = arange, hi = lo + 1 (see scan_square)
+        self.square = rs is cs and not self.runs
+        index = np.int32 if rs.shape[0] + cs.shape[0] < 2**31 else np.int64
+        size = 0 if self.square else rs.shape[0]
+        self.lo = np.empty(size, dtype=index)
+        self.hi = np.empty(size, dtype=index)
+        merge_counts(rs[:size], cs, self.lo, self.hi)
+        self.ties = self.square or bool((self.lo != self.hi).any())  # a row equals a column
 
     def decays(self, rate, dtype: np.dtype):
         """``(d, el, er)`` for ``rate`` in ``dtype`` (see ``_numba_scan``); O(m + n)."""
         real = np.finfo(dtype).dtype
-        m, n = self.rs.shape[0], self.cs.shape[0]
+        m, n = self.lo.shape[0], self.cs.shape[0]  # m = 0 for a square side: no el, er
         out = (np.empty(n, dtype), np.empty(m, dtype), np.empty(m, dtype))
         decays(self.rs.astype(real, copy=False), self.cs.astype(real, copy=False), self.lo,
                self.hi, dtype.type(rate), *out)
@@ -141,14 +144,22 @@ class NumbaBackend:
         real = np.finfo(b.dtype).dtype
         wants = (want_sum, want_signed, want_moment)
         outs = [np.empty((m, k) if want else (0, 0), dtype=b.dtype) for want in wants]
-        shapes = [(k, n), (k, n), (k, n * want_moment), (k, n * want_moment),
-                  (k, n * (want_sum and s.ties and s.runs)), (n if s.cperm.size else 0, k)]
+        if s.square:
+            shapes = [(k, n), (k, n * want_moment)]
+        else:
+            shapes = [(k, n), (k, n), (k, n * want_moment), (k, n * want_moment),
+                      (k, n * (want_sum and s.ties and s.runs))]
+        shapes.append((n if s.cperm.size else 0, k))
         with plan.scratch(b.dtype, shapes) as (*scratch, sorted_b):
             if s.cperm.size:  # complex values move as pairs of reals: several times faster
                 gather(_real_view(b), s.cperm, _real_view(sorted_b))
                 b = sorted_b
-            scan(s.rs.astype(real, copy=False), s.cs.astype(real, copy=False), s.lo, s.hi,
-                 s.rperm, d, el, er, b, s.ties, s.runs, *outs, *scratch)
+            cs = s.cs.astype(real, copy=False)
+            if s.square:
+                scan_square(cs, s.rperm, d, b, *outs, *scratch)
+            else:
+                scan(s.rs.astype(real, copy=False), cs, s.lo, s.hi, s.rperm, d, el, er, b,
+                     s.ties, s.runs, *outs, *scratch)
         return tuple(o if want else None for o, want in zip(outs, wants))
 
 

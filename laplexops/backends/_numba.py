@@ -95,24 +95,27 @@ class NumbaPlan:
 
 class _Scratch:
     """Scan scratch arrays kept between calls: fresh multi-megabyte arrays cost page faults that
-    take longer than the scan itself. One set per plan; a concurrent caller gets its own."""
+    take longer than the scan itself. A few shapes per plan (a gradient uses two); a concurrent
+    caller gets arrays of its own."""
+
+    _KEEP = 3
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._key = None
-        self._arrays: tuple = ()
+        self._sets: dict = {}
 
     @contextmanager
     def __call__(self, dtype, shapes):
+        key = (dtype, tuple(shapes))
         mine = self._lock.acquire(blocking=False)
         try:
-            key = (dtype, tuple(shapes))
-            if not mine or self._key != key:
+            arrays = self._sets.pop(key, None) if mine else None
+            if arrays is None:
                 arrays = tuple(np.empty(shape, dtype) for shape in shapes)
-                if mine:
-                    self._key, self._arrays = key, arrays
-            else:
-                arrays = self._arrays
+            if mine:
+                self._sets[key] = arrays  # most recent last
+                while len(self._sets) > self._KEEP:
+                    self._sets.pop(next(iter(self._sets)))
             yield arrays
         finally:
             if mine:

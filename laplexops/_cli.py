@@ -209,6 +209,12 @@ def bench(n, dtype, rate, backend, seed, json_path=None) -> int:
     fresh = best_of(lambda: LaplexOperator(x, y, rate, backend=backend) @ v, repeat=3)
     row("fresh matvec m=n (sort included)", fresh, "np.argsort of 2n merged", t_argsort, 1.0)
     op = LaplexOperator(x, y, rate, backend=backend).prepare()
+    spacing = float(np.ptp(x)) / n
+    x2 = x + (rng.uniform(-0.01, 0.01, n) * spacing).astype(dtype)
+    y2 = y + (rng.uniform(-0.01, 0.01, n) * spacing).astype(dtype)
+    row("training step: with_anchors (1% moves) + matvec",
+        best_of(lambda: op.with_anchors(x2, y2) @ v, repeat=3), "np.argsort of 2n merged",
+        t_argsort)
     plan = best_of(lambda: LaplexOperator(x, y, rate, backend=backend).prepare(), repeat=3)
     row("plan alone (sorts + merge)", plan, "np.argsort of 2n merged", t_argsort)
     op @ v

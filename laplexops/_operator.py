@@ -30,12 +30,14 @@ class Gradients(NamedTuple):
 
 
 class _PlanCell:
-    """The lazily built plan, shared by an operator and its adjoint, transpose and re-rated copies."""
+    """The lazily built plan, shared by an operator and its adjoint, transpose and re-rated copies;
+    ``hint`` is the previous plan of a ``with_anchors`` step until this one is built."""
 
-    __slots__ = ("plan",)
+    __slots__ = ("plan", "hint")
 
-    def __init__(self):
+    def __init__(self, hint=None):
         self.plan = None
+        self.hint = hint
 
 
 def _check_rate(rate: Any) -> float | complex:
@@ -119,8 +121,17 @@ class LaplexOperator:
         return self._derived(self._flip, _check_rate(rate))
 
     def with_anchors(self, x: Any, y: Any) -> LaplexOperator:
-        """A new operator on new anchors with this rate and backend (a new plan)."""
-        return LaplexOperator(x, y, self._rate, self._backend.name)
+        """A new operator on new anchors with this rate and backend: the next training step.
+
+        Its plan is built on first use from this operator's plan when there is one: anchors that
+        moved little keep nearly the old order, which is repaired locally (O(N + moves)) instead
+        of sorted anew.
+        """
+        op = LaplexOperator(x, y, self._rate, self._backend.name)
+        if self._cell.plan is not None and op.shape == self.shape:
+            op._flip = self._flip  # the plan's orientation, so that the hint lines up
+            op._cell = _PlanCell(hint=self._cell.plan)
+        return op
 
     # ------------------------------------------------------------------ attributes
     @property
@@ -167,7 +178,8 @@ class LaplexOperator:
         cell = self._cell
         if cell.plan is None:
             x, y = (self._y, self._x) if self._flip else (self._x, self._y)
-            cell.plan = self._backend.plan(x, y)
+            cell.plan = self._backend.plan(x, y, cell.hint)
+            cell.hint = None
         return cell.plan
 
     def prepare(self) -> LaplexOperator:

@@ -26,11 +26,12 @@ class Backend(Protocol):
     def asarray(self, a: Any, dtype: Any = None) -> Any:
         """The backend's native array for ``a`` (zero-copy where possible), optionally cast."""
 
-    def plan(self, x: Any, y: Any) -> Any:
+    def plan(self, x: Any, y: Any, hint: Any = None) -> Any:
         """The plan of anchors ``x`` (rows) and ``y`` (columns): the merged sort, O(N log N).
 
         ``x`` and ``y`` are native 1-D float arrays that the plan may keep (they are private copies);
-        ``y is x`` means both sides share one sort.
+        ``y is x`` means both sides share one sort. ``hint``, a plan of this backend for anchors of
+        the same shapes, may be used to find the order faster when the anchors moved little.
         """
 
     def apply(self, plan: Any, side: int, rate: complex | float, b: Any,

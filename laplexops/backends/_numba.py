@@ -15,6 +15,7 @@ __all__ = ["NumbaBackend", "NumbaPlan"]
 
 _EMPTY_PERM = np.empty(0, dtype=np.int64)
 _DECAY_CACHE_SIZE = 4
+_REPAIR_MOVES = 4  # insertion moves per anchor before a plan repair falls back to a sort
 
 
 class _Side:
@@ -50,21 +51,19 @@ class NumbaPlan:
     An empty permutation marks anchors that were already sorted: no sort and no gathers for them.
     """
 
-    def __init__(self, x: np.ndarray, y: np.ndarray):
+    def __init__(self, x: np.ndarray, y: np.ndarray, hint: NumbaPlan | None = None):
         self.shape = (x.shape[0], y.shape[0])
         self.shared = y is x
-        sort = _numba_sort.argsort
-        xperm = _EMPTY_PERM if _numba_sort.is_sorted(x) else None
-        if self.shared:
-            yperm = xperm = sort(x) if xperm is None else xperm
-        else:
-            yperm = _EMPTY_PERM if _numba_sort.is_sorted(y) else None
-            if xperm is None and yperm is None:  # both sorts at once, one per core
-                xperm, yperm = _numba_sort.argsort_two(x, y)
-            xperm = sort(x) if xperm is None else xperm
-            yperm = sort(y) if yperm is None else yperm
-        xs = x if xperm is _EMPTY_PERM else x[xperm]
-        ys = xs if self.shared else (y if yperm is _EMPTY_PERM else y[yperm])
+        hx, hy = (None, None) if hint is None or hint.shape != self.shape else \
+            (hint._sorted[0][1], hint._sorted[1][1])
+        xperm, xs = _presorted(x, hx)
+        yperm, ys = (xperm, xs) if self.shared else _presorted(y, hy)
+        if xperm is None and yperm is None and not self.shared:  # both sorts at once, one per core
+            xperm, yperm = _numba_sort.argsort_two(x, y)
+        xperm = _numba_sort.argsort(x) if xperm is None else xperm
+        yperm = (xperm if self.shared else _numba_sort.argsort(y)) if yperm is None else yperm
+        xs = x[xperm] if xs is None else xs
+        ys = (xs if self.shared else y[yperm]) if ys is None else ys
         self._sorted = ((xs, xperm), (ys, yperm))
         self._sides: list = [None, None]
         self._decays: dict = {}
@@ -91,6 +90,23 @@ class NumbaPlan:
                 self._decays.pop(next(iter(self._decays)))
             self._decays[key] = hit
         return hit
+
+
+def _presorted(a: np.ndarray, hint_perm: np.ndarray | None):
+    """``(perm, a[perm])`` found without a full sort, else ``(None, None)``.
+
+    An empty perm when ``a`` is already sorted; otherwise ``hint_perm`` (a previous plan's order of
+    anchors of the same length, empty meaning identity) repaired by insertion when the anchors moved
+    little since — a training step — in O(n + moves), giving up past a few moves per anchor.
+    """
+    if _numba_sort.is_sorted(a):
+        return _EMPTY_PERM, a
+    if hint_perm is not None:
+        perm = np.arange(a.shape[0]) if hint_perm.size == 0 else hint_perm.copy()
+        values = a[perm]
+        if _numba_sort.repair(values, perm, _REPAIR_MOVES * a.shape[0]):
+            return perm, values
+    return None, None
 
 
 class _Scratch:
@@ -136,8 +152,8 @@ class NumbaBackend:
                 a = np.asarray(a)
         return a if dtype is None else a.astype(dtype, copy=False)
 
-    def plan(self, x, y):
-        return NumbaPlan(x, y)
+    def plan(self, x, y, hint=None):
+        return NumbaPlan(x, y, hint)
 
     def apply(self, plan, side, rate, b, want_sum=True, want_signed=False, want_moment=False):
         s = plan.side(side)

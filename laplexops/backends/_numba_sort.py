@@ -19,7 +19,7 @@ likewise from ``2**31`` elements on, where the int32 payload would overflow.
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["argsort", "argsort_two", "is_sorted"]
+__all__ = ["argsort", "argsort_two", "is_sorted", "repair"]
 
 _SMALL_N = {np.dtype(np.float32): 2048, np.dtype(np.float64): 4096}  # measured crossovers
 _DIGIT_BITS = 8
@@ -207,3 +207,32 @@ def _is_sorted(keys):
 def is_sorted(keys):
     """Return whether 1-D real ``keys`` is ascending (non-decreasing).  O(n), early exit."""
     return bool(_is_sorted(np.asarray(keys)))
+
+
+@njit(cache=True, nogil=True)
+def _insertion_repair(values, perm, budget):
+    moves = 0
+    for i in range(1, values.shape[0]):
+        v = values[i]
+        p = perm[i]
+        j = i - 1
+        while j >= 0 and values[j] > v:
+            values[j + 1] = values[j]
+            perm[j + 1] = perm[j]
+            j -= 1
+        moves += i - 1 - j
+        values[j + 1] = v
+        perm[j + 1] = p
+        if moves > budget:
+            return False
+    return True
+
+
+def repair(values, perm, budget):
+    """Sort ``values`` in place by stable insertion, permuting ``perm`` alongside.
+
+    For a previous sorting order applied to anchors that moved a little: O(n + moves). Gives up and
+    returns False (leaving both arrays scrambled) once more than ``budget`` element moves were needed;
+    True when ``values`` is sorted.
+    """
+    return bool(_insertion_repair(values, perm, budget))

@@ -11,7 +11,8 @@ from typing import Any
 import array_api_compat as compat
 import numpy as np
 
-__all__ = ["namespace", "device_kind", "to_numpy_dtype", "from_numpy_dtype", "result_to"]
+__all__ = ["namespace", "as_array", "device_kind", "same_device", "exportable", "to_numpy_dtype",
+           "from_numpy_dtype", "default_float", "result_to"]
 
 
 def namespace(*arrays: Any):

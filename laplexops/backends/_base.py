@@ -18,10 +18,8 @@ SIDE_ROWS_Y = 1  #: rows are the y anchors, columns the x anchors (W^T)
 class Backend(Protocol):
     """What a backend provides."""
 
-    #: short name used by ``backend=...``
+    #: short name used by ``backend=...`` (the device kind it serves is in ``backends.NAMES``)
     name: str
-    #: the device kind whose data it serves: ``"cpu"`` or ``"cuda"``
-    device: str
 
     def asarray(self, a: Any, dtype: Any = None) -> Any:
         """The backend's native array for ``a`` (zero-copy where possible), optionally cast."""

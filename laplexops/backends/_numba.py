@@ -142,7 +142,6 @@ class NumbaBackend:
     """Backend for host data (NumPy and anything DLPack-exportable to it)."""
 
     name = "numba"
-    device = "cpu"
 
     def asarray(self, a, dtype=None):
         if not isinstance(a, np.ndarray):

@@ -327,13 +327,13 @@ class LaplexOperator:
         s = self._rate
         plan, backend = self._plan, self._backend
         _, signed, moment = backend.apply(plan, self._side, s, V, False, True, True)
-        gc = G.conj()
+        gc = G.conj() if dtype.kind == "c" else G
         ct_sum, ct_signed, _ = backend.apply(plan, 1 - self._side, s, gc, True, True, False)
         real = np.dtype(self._x.dtype)
-        gx = (-s * gc * signed).real.sum(axis=1)
-        gy = (-s * V * ct_signed).real.sum(axis=1)
-        a = -(gc * moment).sum()
-        gv = ct_sum.conj()
+        gx = (-s * np.einsum("ik,ik->i", gc, signed)).real
+        gy = (-s * np.einsum("jk,jk->j", V, ct_signed)).real
+        a = -np.einsum("ik,ik->", gc, moment)
+        gv = ct_sum.conj() if dtype.kind == "c" else ct_sum
         if vdtype.kind != "c":
             gv = gv.real.astype(vdtype if vdtype.kind == "f" else real, copy=False)
         gv = gv.reshape(n) if vn.ndim == 1 else gv

@@ -62,8 +62,8 @@ class NumbaPlan:
             xperm, yperm = _numba_sort.argsort_two(x, y)
         xperm = _numba_sort.argsort(x) if xperm is None else xperm
         yperm = (xperm if self.shared else _numba_sort.argsort(y)) if yperm is None else yperm
-        xs = x[xperm] if xs is None else xs
-        ys = (xs if self.shared else y[yperm]) if ys is None else ys
+        xs = _take(x, xperm) if xs is None else xs
+        ys = (xs if self.shared else _take(y, yperm)) if ys is None else ys
         self._sorted = ((xs, xperm), (ys, yperm))
         self._sides: list = [None, None]
         self._decays: dict = {}
@@ -92,6 +92,13 @@ class NumbaPlan:
         return hit
 
 
+def _take(a: np.ndarray, perm: np.ndarray) -> np.ndarray:
+    """``a[perm]`` for 1-D ``a``, gathered in parallel."""
+    out = np.empty(perm.shape[0], a.dtype)
+    gather(a.reshape(-1, 1), perm, out.reshape(-1, 1))
+    return out
+
+
 def _presorted(a: np.ndarray, hint_perm: np.ndarray | None):
     """``(perm, a[perm])`` found without a full sort, else ``(None, None)``.
 
@@ -103,7 +110,7 @@ def _presorted(a: np.ndarray, hint_perm: np.ndarray | None):
         return _EMPTY_PERM, a
     if hint_perm is not None:
         perm = np.arange(a.shape[0]) if hint_perm.size == 0 else hint_perm.copy()
-        values = a[perm]
+        values = _take(a, perm)
         if _numba_sort.repair(values, perm, _REPAIR_MOVES * a.shape[0]):
             return perm, values
     return None, None

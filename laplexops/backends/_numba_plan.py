@@ -1,27 +1,41 @@
 """Merge counts of two sorted anchor sets (Numba), the O(m + n) half of building a plan."""
 from __future__ import annotations
 
-from numba import njit
+import numpy as np
+from numba import get_num_threads, njit, prange
 
 __all__ = ["merge_counts"]
 
 
-@njit(cache=True)
-def merge_counts(rs, cs, lo, hi):  # pragma: no cover - compiled
+@njit(cache=True, parallel=True)
+def _merge_counts(rs, cs, lo, hi, chunks):  # pragma: no cover - compiled
+    m = rs.shape[0]
+    n = cs.shape[0]
+    size = (m + chunks - 1) // chunks
+    for chunk in prange(chunks):
+        start = chunk * size
+        stop = min(m, start + size)
+        if start >= stop:
+            continue
+        a = np.searchsorted(cs, rs[start], side="left")  # where this chunk's walk starts
+        e = a
+        for r in range(start, stop):
+            z = rs[r]
+            while a < n and cs[a] < z:
+                a += 1
+            if e < a:
+                e = a
+            while e < n and cs[e] <= z:
+                e += 1
+            lo[r] = a
+            hi[r] = e
+
+
+def merge_counts(rs, cs, lo, hi):
     """For sorted ``rs`` and ``cs`` fill ``lo[r] = #{cs < rs[r]}`` and ``hi[r] = #{cs <= rs[r]}``.
 
-    One linear merge walk, O(m + n) (``np.searchsorted`` would be O(m log n)).
+    Linear merge walks over row chunks in parallel, each started by one binary search:
+    O(m + n) work (``np.searchsorted`` of every row would be O(m log n)).
     """
-    n = cs.shape[0]
-    a = 0
-    e = 0
-    for r in range(rs.shape[0]):
-        z = rs[r]
-        while a < n and cs[a] < z:
-            a += 1
-        if e < a:
-            e = a
-        while e < n and cs[e] <= z:
-            e += 1
-        lo[r] = a
-        hi[r] = e
+    chunks = get_num_threads() if rs.shape[0] > 65536 else 1
+    _merge_counts(rs, cs, lo, hi, chunks)

@@ -11,6 +11,7 @@ import argparse
 import json
 import platform
 import sys
+import time
 from importlib import metadata
 
 import numpy as np
@@ -90,17 +91,31 @@ def _gpu() -> str:
 
 # ---------------------------------------------------------------------------------------- demo
 class _Table:
-    """Prints rows as they complete, so that long steps show progress."""
+    """Prints rows as they complete; a step running over a second shows its progress in place
+    (on a terminal) until its row is done."""
 
     def __init__(self):
+        self._label = ""
+        self._started = 0.0
+        self._live = sys.stdout.isatty()
         print(f"{'step':<44} {'time':>10}  note")
         print("-" * 92)
 
     def start(self, label: str):
+        self._label, self._started = label, time.perf_counter()
         print(f"{label:<44} ", end="", flush=True)
 
+    def progress(self, note: str):
+        """Show ``note`` for the running step, once it has run for more than a second."""
+        if self._live and time.perf_counter() - self._started > 1.0:
+            print(f"\r{self._label:<44} {'...':>10}  {note:<40}", end="", flush=True)
+
     def done(self, seconds: float | None, note: str = ""):
-        print(f"{fmt_seconds(seconds) if seconds is not None else '':>10}  {note}", flush=True)
+        text = f"{fmt_seconds(seconds) if seconds is not None else '':>10}  {note}"
+        if self._live:
+            print(f"\r{self._label:<44} {text:<52}", flush=True)
+        else:
+            print(text, flush=True)
 
 
 def _problem(n: int, dtype: np.dtype, rate, seed):
@@ -123,10 +138,14 @@ def _warm_up(dtype, rate, backend):
     LaplexOperator(x, x, abs(complex(rate).real), backend=backend) @ v
 
 
-def _direct_rows(x, y, v, rate, rows):
+def _direct_rows(x, y, v, rate, rows, progress):
     """Rows of W @ v by direct float64 summation: the reference."""
     x64, y64, v64 = (np.asarray(a, dtype=np.float64) for a in (x, y, v))
-    return np.array([np.exp(-rate * np.abs(x64[i] - y64)) @ v64 for i in rows])
+    out = []
+    for count, i in enumerate(rows):
+        out.append(np.exp(-rate * np.abs(x64[i] - y64)) @ v64)
+        progress(f"row {count + 1} of {len(rows)}")
+    return np.array(out)
 
 
 def demo(n, dtype, rate, backend, seed) -> int:
@@ -157,7 +176,7 @@ def demo(n, dtype, rate, backend, seed) -> int:
     rows = rng.choice(n, size=min(100, n), replace=False)
     table.start(f"verify {len(rows)} random rows, direct sum")
     ours = np.asarray(op @ v)[rows]
-    t_ref, ref = once(lambda: _direct_rows(x, y, v, rate, rows))
+    t_ref, ref = once(lambda: _direct_rows(x, y, v, rate, rows, table.progress))
     err = float(np.linalg.norm(ours - ref) / np.linalg.norm(ref))
     ok_rows = err <= TOLERANCE[dtype.name]
     table.done(t_ref, f"rel. error {err:.1e} (<= {TOLERANCE[dtype.name]:.0e}): "
@@ -168,10 +187,15 @@ def demo(n, dtype, rate, backend, seed) -> int:
     system = sla.LinearOperator((n, n), matvec=lambda a: gram @ a + noise * a, dtype=dtype)
     b = rng.standard_normal(n).astype(dtype)
     iterations = []
+
+    def on_iteration(_):
+        iterations.append(1)
+        table.progress(f"iteration {len(iterations)}")
+
     rtol = 1e-8 if dtype == np.float64 else 1e-4
     table.start(f"cg on (K(x,x) + {noise} I) z = b")
     t_cg, (z, status) = once(lambda: sla.cg(system, b, rtol=rtol, maxiter=1000,
-                                            callback=lambda _: iterations.append(1)))
+                                            callback=on_iteration))
     residual = float(np.linalg.norm(gram @ z + noise * z - b) / np.linalg.norm(b))
     ok_cg = status == 0 and residual <= 10 * rtol
     table.done(t_cg, f"{len(iterations)} iterations, residual {residual:.1e}: "

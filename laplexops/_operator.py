@@ -214,12 +214,18 @@ class LaplexOperator:
         """``result_type(op.dtype, ...)``, where integer operands do not raise the precision."""
         return np.result_type(self._dtype, *(d for d in dtypes if d.kind in "fc"))
 
+    @staticmethod
+    def _working_dtype(result: np.dtype, operand: np.dtype) -> np.dtype:
+        """The operand at the result's precision, keeping a real operand real: a real vector
+        against a complex rate needs no complex copy (the backend promotes as it scans)."""
+        return result if operand.kind == "c" else np.finfo(result).dtype
+
     def _apply(self, v, adjoint: bool, ndims, what: str):
         m, n = self.shape
         native, dtype, original = self._operand(v, m if adjoint else n, what, ndims)
-        out_dtype = self._result_dtype(dtype)
+        work = self._working_dtype(self._result_dtype(dtype), dtype)
         k = 1 if native.ndim == 1 else native.shape[1]
-        b = native.astype(out_dtype, copy=False).reshape(native.shape[0], k)
+        b = native.astype(work, copy=False).reshape(native.shape[0], k)
         side = 1 - self._side if adjoint else self._side
         rate = self._rate.conjugate() if adjoint else self._rate
         out = self._backend.apply(self._plan, side, rate, b)[0]
@@ -322,19 +328,21 @@ class LaplexOperator:
                              f"got {tuple(gn.shape)}")
         dtype = self._result_dtype(vdtype, gdtype)
         k = 1 if vn.ndim == 1 else vn.shape[1]
-        V = vn.astype(dtype, copy=False).reshape(n, k)
-        G = gn.astype(dtype, copy=False).reshape(m, k)
+        V = vn.astype(self._working_dtype(dtype, vdtype), copy=False).reshape(n, k)
+        G = gn.astype(self._working_dtype(dtype, gdtype), copy=False).reshape(m, k)
         s = self._rate
         plan, backend = self._plan, self._backend
         _, signed, moment = backend.apply(plan, self._side, s, V, False, True, True)
-        gc = G.conj() if dtype.kind == "c" else G
+        gc = G.conj() if G.dtype.kind == "c" else G
         ct_sum, ct_signed, _ = backend.apply(plan, 1 - self._side, s, gc, True, True, False)
         real = np.dtype(self._x.dtype)
         gx = (-s * np.einsum("ik,ik->i", gc, signed)).real
         gy = (-s * np.einsum("jk,jk->j", V, ct_signed)).real
         a = -np.einsum("ik,ik->", gc, moment)
-        gv = ct_sum.conj() if dtype.kind == "c" else ct_sum
-        if vdtype.kind != "c":
+        gv = ct_sum.conj() if ct_sum.dtype.kind == "c" else ct_sum
+        if vdtype.kind == "c":
+            gv = gv.astype(dtype, copy=False)
+        else:
             gv = gv.real.astype(vdtype if vdtype.kind == "f" else real, copy=False)
         gv = gv.reshape(n) if vn.ndim == 1 else gv
         like = self._like

@@ -35,7 +35,10 @@ class Backend(Protocol):
     def apply(self, plan: Any, side: int, rate: complex | float, b: Any,
               want_sum: bool = True, want_signed: bool = False,
               want_moment: bool = False) -> tuple[Any, Any, Any]:
-        """Reductions of ``b`` (native, shape (n_side, k), the dtype of the result) on one side.
+        """Reductions of ``b`` (native, shape (n_side, k)) on one side.
+
+        ``b`` comes at the precision of the result; it may be real when the rate is complex (and
+        complex when the rate is real): the results are complex when either is.
 
         For side rows ``r`` and columns ``c`` of the side, and ``W_rc = exp(-rate |r - c|)``:
         ``sum = W b``, ``signed = sum_c sign(r - c) W_rc b_c``, ``moment = sum_c |r - c| W_rc b_c``.

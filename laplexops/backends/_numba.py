@@ -128,13 +128,14 @@ class _Scratch:
         self._sets: dict = {}
 
     @contextmanager
-    def __call__(self, dtype, shapes):
-        key = (dtype, tuple(shapes))
+    def __call__(self, layout):
+        """Arrays of the ``(shape, dtype)`` pairs in ``layout``, reused when seen recently."""
+        key = tuple(layout)
         mine = self._lock.acquire(blocking=False)
         try:
             arrays = self._sets.pop(key, None) if mine else None
             if arrays is None:
-                arrays = tuple(np.empty(shape, dtype) for shape in shapes)
+                arrays = tuple(np.empty(shape, dtype) for shape, dtype in layout)
             if mine:
                 self._sets[key] = arrays  # most recent last
                 while len(self._sets) > self._KEEP:
@@ -163,19 +164,21 @@ class NumbaBackend:
 
     def apply(self, plan, side, rate, b, want_sum=True, want_signed=False, want_moment=False):
         s = plan.side(side)
-        d, el, er = plan.decays(side, rate, b.dtype)
+        real = np.finfo(b.dtype).dtype
+        decay = np.result_type(real, np.complex64) if isinstance(rate, complex) else real
+        d, el, er = plan.decays(side, rate, decay)
         b = np.ascontiguousarray(b)
         m, n, k = s.rs.shape[0], s.cs.shape[0], b.shape[1]
-        real = np.finfo(b.dtype).dtype
+        dtype = np.result_type(b.dtype, d.dtype)
         wants = (want_sum, want_signed, want_moment)
-        outs = [np.empty((m, k) if want else (0, 0), dtype=b.dtype) for want in wants]
+        outs = [np.empty((m, k) if want else (0, 0), dtype=dtype) for want in wants]
         if s.square:
             shapes = [(k, n), (k, n * want_moment)]
         else:
             shapes = [(k, n), (k, n), (k, n * want_moment), (k, n * want_moment),
                       (k, n * (want_sum and s.ties and s.runs))]
-        shapes.append((n if s.cperm.size else 0, k))
-        with plan.scratch(b.dtype, shapes) as (*scratch, sorted_b):
+        layout = [(shape, dtype) for shape in shapes] + [((n if s.cperm.size else 0, k), b.dtype)]
+        with plan.scratch(layout) as (*scratch, sorted_b):
             if s.cperm.size:  # complex values move as pairs of reals: several times faster
                 gather(_real_view(b), s.cperm, _real_view(sorted_b))
                 b = sorted_b

@@ -21,8 +21,8 @@ class Backend(Protocol):
     #: short name used by ``backend=...`` (the device kind it serves is in ``backends.NAMES``)
     name: str
 
-    def asarray(self, a: Any, dtype: Any = None) -> Any:
-        """The backend's native array for ``a`` (zero-copy where possible), optionally cast."""
+    def asarray(self, a: Any) -> Any:
+        """The backend's native array for ``a`` (zero-copy where possible)."""
 
     def plan(self, x: Any, y: Any, hint: Any = None) -> Any:
         """The plan of anchors ``x`` (rows) and ``y`` (columns): the merged sort, O(N log N).

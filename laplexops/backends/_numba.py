@@ -151,13 +151,13 @@ class NumbaBackend:
 
     name = "numba"
 
-    def asarray(self, a, dtype=None):
-        if not isinstance(a, np.ndarray):
-            try:
-                a = np.from_dlpack(a)
-            except (TypeError, AttributeError, BufferError, RuntimeError):
-                a = np.asarray(a)
-        return a if dtype is None else a.astype(dtype, copy=False)
+    def asarray(self, a):
+        if isinstance(a, np.ndarray):
+            return a
+        try:
+            return np.from_dlpack(a)
+        except (TypeError, AttributeError, BufferError, RuntimeError):
+            return np.asarray(a)
 
     def plan(self, x, y, hint=None):
         return NumbaPlan(x, y, hint)

@@ -1,0 +1,96 @@
+"""The CUDA kernel sources and the template instances the CuPy backend uses.
+
+This module imports nothing beyond the standard library, so that CI (``.ci/run``) can emit a
+translation unit instantiating every kernel the backend may launch and compile it with nvcc for
+each target architecture, without CuPy or a GPU::
+
+    python laplexops/backends/_cuda_kernels.py DIR   # writes DIR/laplex_instances.cu
+
+The launch geometry is defined here, once, and reaches the sources as ``-D`` options.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+
+__all__ = ["SOURCE", "GEOMETRY", "options", "ctype", "splits_name", "tiles_name", "carries_name",
+           "sort_windows_name", "all_names", "instantiation_source"]
+
+#: the kernel source, next to this module
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "laplex_scan.cu")
+
+#: threads per scan block, items per thread (a tile is their product), threads of the carry scan,
+#: threads of a window sort (a window is twice that)
+GEOMETRY = {"LAPLEX_BLOCK": 128, "LAPLEX_ITEMS": 8, "LAPLEX_CARRY_BLOCK": 256,
+            "LAPLEX_SORT_BLOCK": 512}
+
+_CTYPES = {"float32": "float", "float64": "double", "complex64": "laplex::cx<float>",
+           "complex128": "laplex::cx<double>", "int32": "int", "int64": "long long"}
+_REALS = ("float32", "float64")
+_COMPLEX_OF = {"float32": "complex64", "float64": "complex128"}
+
+
+def options(geometry: dict | None = None) -> tuple[str, ...]:
+    """Compiler options defining the launch geometry (``GEOMETRY`` unless given)."""
+    return tuple(f"-D{key}={value}" for key, value in (geometry or GEOMETRY).items())
+
+
+def ctype(dtype_name: str) -> str:
+    """The C++ type of a NumPy dtype name in the kernels."""
+    return _CTYPES[dtype_name]
+
+
+def _bool(flag: bool) -> str:
+    return "true" if flag else "false"
+
+
+def splits_name(real: str) -> str:
+    return f"laplex::laplex_splits<{ctype(real)}>"
+
+
+def tiles_name(real: str, decay: str, operand: str, value: str, index: str, moment: bool) -> str:
+    return (f"laplex::laplex_tiles<{ctype(real)}, {ctype(decay)}, {ctype(operand)}, "
+            f"{ctype(value)}, {ctype(index)}, {_bool(moment)}>")
+
+
+def carries_name(real: str, decay: str, value: str, moment: bool) -> str:
+    return (f"laplex::laplex_carries<{ctype(real)}, {ctype(decay)}, {ctype(value)}, "
+            f"{_bool(moment)}>")
+
+
+def sort_windows_name(real: str, index: str) -> str:
+    return f"laplex::laplex_sort_windows<{ctype(real)}, {ctype(index)}>"
+
+
+def all_names() -> list[str]:
+    """Every template instance the backend can launch."""
+    names = []
+    for real in _REALS:
+        cplx = _COMPLEX_OF[real]
+        names.append(splits_name(real))
+        for index in ("int32", "int64"):
+            names.append(sort_windows_name(real, index))
+        for decay, operand, moment in itertools.product((real, cplx), (real, cplx), (False, True)):
+            value = cplx if cplx in (decay, operand) else real
+            for index in ("int32", "int64"):
+                names.append(tiles_name(real, decay, operand, value, index, moment))
+            names.append(carries_name(real, decay, value, moment))
+    return sorted(set(names))
+
+
+def instantiation_source() -> str:
+    """A translation unit that instantiates every kernel of ``all_names()`` (for nvcc in CI)."""
+    lines = [f'#include "{SOURCE}"', "", "void* const laplex_instances[] = {"]
+    lines += [f"    (void*)&{name}," for name in all_names()]
+    lines += ["};", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover - used by .ci/run
+    out = sys.argv[1] if len(sys.argv) > 1 else "."
+    path = os.path.join(out, "laplex_instances.cu")
+    with open(path, "w") as fh:
+        fh.write(instantiation_source())
+    print(path)
+    print(" ".join(options()))

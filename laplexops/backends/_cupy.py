@@ -1,0 +1,258 @@
+"""GPU backend: CuPy arrays, the kernels of ``laplex_scan.cu`` (see there for the scan itself).
+
+A plan holds the sorted anchors of both sides and their permutations (int32 while m + n < 2^31,
+none for anchors that are already sorted); each side of it adds, on first use, the merge-path
+splits of its tiles. A product is three launches over the merged order (tile maps, carries, tile
+outputs), O(N k) work and two reads of the tile data; see ``docs/gpu-validation.md`` for the byte
+model.
+
+The host code here is written against an array module ``xp`` and a kernel loader, so that the
+test suite can run it on the CPU with NumPy arrays and the same ``.cu`` source compiled for the
+host (``tests/cuda_emulation.py``); with CuPy, ``xp`` is ``cupy`` and kernels come from
+``cupy.RawModule``.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+from . import _cuda_kernels as kernels
+from ._base import SIDE_ROWS_X
+
+__all__ = ["CupyBackend", "CudaPlan", "RawModuleKernels"]
+
+_MAX_GRID_Y = 65535
+_REPAIR_PASSES = 4  # window-sort passes a plan repair may take before it falls back to a sort
+_NULL = np.uintp(0)
+
+
+class RawModuleKernels:
+    """Kernels compiled by NVRTC through ``cupy.RawModule``, one module per template instance,
+    built on first use (CuPy caches the binaries on disk)."""
+
+    def __init__(self, geometry: dict | None = None):
+        import cupy
+        self._cupy = cupy
+        with open(kernels.SOURCE) as fh:
+            self._code = fh.read()
+        self.geometry = dict(geometry or kernels.GEOMETRY)
+        self._options = ("-std=c++17",) + kernels.options(self.geometry)
+        self._functions: dict = {}
+
+    def get(self, name: str):
+        """The kernel ``name`` (a template instance of ``_cuda_kernels``), callable as
+        ``kernel(grid, block, args)``."""
+        fn = self._functions.get(name)
+        if fn is None:
+            module = self._cupy.RawModule(code=self._code, options=self._options,
+                                          name_expressions=[name])
+            fn = self._functions[name] = module.get_function(name)
+        return fn
+
+
+class _Side:
+    """One orientation of a plan: sorted rows against sorted columns, merged in tiles."""
+
+    __slots__ = ("rz", "cz", "rperm", "cperm", "square", "splits", "tiles", "m", "n")
+
+    def __init__(self, backend, rz, cz, rperm, cperm, shared):
+        xp = backend.xp
+        self.rz, self.cz, self.rperm, self.cperm = rz, cz, rperm, cperm
+        self.m, self.n = rz.shape[0], cz.shape[0]
+        # rows are the columns, all distinct: every merged item is both (one item per anchor)
+        self.square = shared and not bool(xp.any(cz[1:] == cz[:-1]))
+        total = self.n if self.square else self.m + self.n
+        self.tiles = -(-total // backend.tile)
+        self.splits = None
+        if not self.square and self.tiles:
+            self.splits = xp.empty(self.tiles + 1, dtype=np.int64)
+            count = self.tiles + 1
+            real = np.dtype(rz.dtype).name
+            backend.launch(kernels.splits_name(real), (-(-count // 256),), (256,),
+                           (rz, cz, np.int64(self.m), np.int64(self.n), np.int64(self.tiles),
+                            self.splits))
+
+
+class CudaPlan:
+    """Sorted anchors of both sides (with their permutations, ``None`` when already sorted) and
+    the sides built from them on first use."""
+
+    def __init__(self, backend, x, y, hint: CudaPlan | None = None):
+        self.shape = (x.shape[0], y.shape[0])
+        self.shared = y is x
+        self.index = np.dtype(np.int32 if x.shape[0] + y.shape[0] < 2**31 else np.int64)
+        self.device = backend.device_of(x)
+        usable = hint is not None and hint.shape == self.shape and hint.index == self.index
+        hx, hy = (hint._sorted[0][1], hint._sorted[1][1]) if usable else (None, None)
+        xs, xperm = backend.sort(x, hx, self.index)
+        ys, yperm = (xs, xperm) if self.shared else backend.sort(y, hy, self.index)
+        self._sorted = ((xs, xperm), (ys, yperm))
+        self._sides: list = [None, None]
+        self._backend = backend
+
+    def side(self, side: int) -> _Side:
+        if self.shared:
+            side = SIDE_ROWS_X
+        if self._sides[side] is None:
+            (rz, rperm), (cz, cperm) = self._sorted[::-1] if side != SIDE_ROWS_X else self._sorted
+            self._sides[side] = _Side(self._backend, rz, cz, rperm, cperm, self.shared)
+        return self._sides[side]
+
+
+class CupyBackend:
+    """Backend for CUDA data (CuPy arrays, and torch CUDA tensors through DLPack).
+
+    ``xp`` and ``kernels`` default to CuPy and ``RawModuleKernels``; the tests pass NumPy and
+    host-compiled kernels to run this same host code without a GPU.
+    """
+
+    name = "cupy"
+
+    def __init__(self, xp=None, kernels_=None, out_of_memory=None):
+        if xp is None:
+            import cupy
+            xp = cupy
+            kernels_ = kernels_ or RawModuleKernels()
+            out_of_memory = (cupy.cuda.memory.OutOfMemoryError,)
+        self.xp = xp
+        self.kernels = kernels_
+        self._out_of_memory = tuple(out_of_memory or ())
+        self._cupy = xp if xp.__name__ == "cupy" else None
+        self.geometry = self.kernels.geometry
+        self.tile = self.geometry["LAPLEX_BLOCK"] * self.geometry["LAPLEX_ITEMS"]
+
+    # ---------------------------------------------------------------------- arrays and devices
+    def asarray(self, a):
+        xp = self.xp
+        if isinstance(a, xp.ndarray):
+            return a
+        try:
+            return xp.from_dlpack(a)
+        except (TypeError, AttributeError, BufferError, RuntimeError, ValueError):
+            return xp.asarray(a)
+
+    def device_of(self, a):
+        return getattr(a, "device", None) if self._cupy is not None else None
+
+    def _on(self, device):
+        return device if device is not None and hasattr(device, "__enter__") else \
+            contextlib.nullcontext()
+
+    def launch(self, name, grid, block, args):
+        self.kernels.get(name)(tuple(grid), tuple(block), tuple(args))
+
+    @contextlib.contextmanager
+    def _memory(self, what: str, estimate: int):
+        """Turn a failed device allocation into ``MemoryError`` naming the sizes and the need."""
+        try:
+            yield
+        except self._out_of_memory as exc:
+            free = ""
+            if self._cupy is not None:
+                try:
+                    free_b, total_b = self._cupy.cuda.runtime.memGetInfo()
+                    free = f"; the device has {free_b / 1e9:.2f} of {total_b / 1e9:.2f} GB free"
+                except Exception:  # pragma: no cover - informational only
+                    pass
+            raise MemoryError(f"GPU out of memory in {what}: it needs about "
+                              f"{estimate / 1e9:.2f} GB{free} ({exc})") from None
+
+    # ---------------------------------------------------------------------- plan
+    def plan(self, x, y, hint=None):
+        m, n = x.shape[0], y.shape[0]
+        item = np.dtype(x.dtype).itemsize
+        # sorted copies, permutations, and the sort's keys and int64 indices in flight
+        estimate = (m + n) * (item + 4) + max(m, n) * (item + 16)
+        with self._on(self.device_of(x)), \
+                self._memory(f"the plan of {m} x {n} anchors ({x.dtype})", estimate):
+            return CudaPlan(self, x, y, hint)
+
+    def sort(self, a, hint_perm, index):
+        """``(a[perm], perm)`` with ``perm = None`` when ``a`` is already sorted; from a previous
+        order ``hint_perm`` (``None``: identity) repaired by window sorts when that is close."""
+        xp = self.xp
+        if _is_sorted(xp, a):
+            return a, None
+        if hint_perm is not None:
+            repaired = self._repair(a, hint_perm, index)
+            if repaired is not None:
+                return repaired
+        perm = xp.argsort(a).astype(index, copy=False)
+        return a[perm], perm
+
+    def _repair(self, a, hint_perm, index):
+        """Sort ``a`` by fixing up its order ``hint_perm``: O(n) per pass, a few passes for
+        anchors that moved by much less than their spacing; ``None`` when that does not finish."""
+        xp = self.xp
+        perm = hint_perm.copy()
+        values = a[perm]
+        window = 2 * self.geometry["LAPLEX_SORT_BLOCK"]
+        name = kernels.sort_windows_name(np.dtype(a.dtype).name, index.name)
+        n = a.shape[0]
+        for step in range(_REPAIR_PASSES):
+            if _is_sorted(xp, values):
+                return values, perm
+            offset = 0 if step % 2 == 0 else window // 2
+            blocks = -(-(n - offset) // window)
+            self.launch(name, (blocks,), (window // 2,),
+                        (values, perm, np.int64(n), np.int64(offset)))
+        return (values, perm) if _is_sorted(xp, values) else None
+
+    # ---------------------------------------------------------------------- apply
+    def apply(self, plan, side, rate, b, want_sum=True, want_signed=False, want_moment=False):
+        xp = self.xp
+        s = plan.side(side)
+        m, n, k = s.m, s.n, b.shape[1]
+        real = np.dtype(np.finfo(b.dtype).dtype)
+        cplx = np.result_type(real, np.complex64)
+        decay = cplx if isinstance(rate, complex) else real
+        value = np.result_type(b.dtype, decay)
+        wants = (want_sum, want_signed, want_moment)
+        agg = decay.itemsize + 3 * value.itemsize + 2 * real.itemsize  # sizeof(Agg) in the .cu
+        estimate = sum(wants) * m * k * value.itemsize + 2 * s.tiles * k * agg + \
+            (m + n) * real.itemsize
+        with self._on(plan.device), \
+                self._memory(f"a product of a {m} x {n} operator with {k} column(s) "
+                             f"({value.name})", estimate):
+            outs = [xp.empty((m, k), dtype=value) if want else None for want in wants]
+            if m == 0 or k == 0:
+                return tuple(outs)
+            if n == 0:
+                for out in outs:
+                    if out is not None:
+                        out[...] = 0
+                return tuple(outs)
+            b = xp.ascontiguousarray(b)
+            rz = s.rz.astype(real, copy=False)
+            cz = s.cz.astype(real, copy=False)
+            rate = complex(rate)
+            names = dict(real=real.name, decay=decay.name, value=value.name,
+                         moment=want_moment)
+            tiles_kernel = kernels.tiles_name(operand=np.dtype(b.dtype).name,
+                                              index=plan.index.name, **names)
+            carries_kernel = kernels.carries_name(**names)
+            fwd = xp.empty(s.tiles * min(k, _MAX_GRID_Y) * agg, dtype=np.uint8)
+            bwd = xp.empty_like(fwd)
+            for j0 in range(0, k, _MAX_GRID_Y):
+                kc = min(k, j0 + _MAX_GRID_Y) - j0
+                args = [rz, cz, _ptr(s.rperm), _ptr(s.cperm), _ptr(s.splits), np.int64(m),
+                        np.int64(n), np.int32(s.square), real.type(rate.real),
+                        real.type(rate.imag), b[:, j0:], np.int32(k),
+                        *(_ptr(None if o is None else o[:, j0:]) for o in outs), fwd, bwd]
+                self.launch(tiles_kernel, (s.tiles, kc), (self.geometry["LAPLEX_BLOCK"],),
+                            [np.int32(1)] + args)
+                self.launch(carries_kernel, (kc, 2), (self.geometry["LAPLEX_CARRY_BLOCK"],),
+                            (np.int64(s.tiles), fwd, bwd))
+                self.launch(tiles_kernel, (s.tiles, kc), (self.geometry["LAPLEX_BLOCK"],),
+                            [np.int32(3)] + args)
+            return tuple(outs)
+
+
+def _ptr(a):
+    """A kernel argument for an optional array: the array, or a null pointer."""
+    return _NULL if a is None else a
+
+
+def _is_sorted(xp, a) -> bool:
+    return a.shape[0] < 2 or not bool(xp.any(a[1:] < a[:-1]))

@@ -1,0 +1,485 @@
+// LAPLEX on CUDA: the decayed scan over a merged, sorted plan, as a blocked three-phase scan.
+//
+// One *side* of a plan: sorted row anchors rz (m), sorted column anchors cz (n). Merged in sorted
+// order (a row before a column of equal value) they form the items t = 0 .. N-1 with values z_t.
+// Moving from item t-1 to item t multiplies by the decay e_t = exp(-s (z_t - z_{t-1})) — only
+// differences of neighbouring sorted anchors enter exp. Column items carry the operand b_c.
+//
+//   forward   F_t = e_t F_{t-1} (+ b_t)          F1_t = e_t (F1_{t-1} + dz_t F_{t-1})
+//   backward  G_t = e_{t+1} G_{t+1} (+ b_t)      G1_t likewise, right to left
+//   ties      T_t = [dz_{t+1} == 0] T_{t+1} (+ b_t)  (columns equal to the row, after it)
+//
+// At a row item (F read before its own column value is added, G after):
+//   sum    = F + G                 (W b)_r
+//   signed = F - G + T             sum_c sign(r - c) W_rc b_c      (sign(0) = 0)
+//   moment = F1 + G1               sum_c |r - c| W_rc b_c
+//
+// Each step is an affine map of the state (F, F1, T); maps compose associatively (Agg below), so
+// the recurrences run as a parallel scan:
+//   phase 1  laplex_tiles(phase=1): each block reduces its tile of TILE items to one map per
+//            direction (both directions from one read of the tile)
+//   phase 2  laplex_carries: one block per (column, direction) scans the tile maps into the state
+//            entering each tile
+//   phase 3  laplex_tiles(phase=3): each block rescans its tile from those states and writes the
+//            three reductions for its rows, in original row order.
+// A tile is merged on the fly (merge path) from the global splits (laplex_splits). In "square"
+// mode the rows are the columns (x = y, distinct): every item is both. k right-hand sides run in one
+// launch (grid.y). Work O(N k); bytes per pass: the tile's anchors and column values, once.
+//
+// Types: R real (float/double), D decay (R or cx<R>), B operand (R or cx<R>), V result (cx<R> when
+// D or B is complex, else R), I permutation index (int or long long).
+// Launch geometry comes from the host as -D options (laplexops/backends/_cuda_kernels.py).
+
+#ifndef LAPLEX_BLOCK
+#define LAPLEX_BLOCK 128
+#endif
+#ifndef LAPLEX_ITEMS
+#define LAPLEX_ITEMS 8
+#endif
+#ifndef LAPLEX_CARRY_BLOCK
+#define LAPLEX_CARRY_BLOCK 256
+#endif
+#ifndef LAPLEX_SORT_BLOCK
+#define LAPLEX_SORT_BLOCK 512
+#endif
+#define LAPLEX_TILE (LAPLEX_BLOCK * LAPLEX_ITEMS)
+#define LAPLEX_SORT_WINDOW (2 * LAPLEX_SORT_BLOCK)
+
+namespace laplex {
+
+// ------------------------------------------------------------------------------------ scalars
+template <class R> struct cx {
+    R re, im;
+};
+
+template <class R> __device__ __forceinline__ cx<R> operator+(cx<R> a, cx<R> b) {
+    cx<R> o; o.re = a.re + b.re; o.im = a.im + b.im; return o;
+}
+template <class R> __device__ __forceinline__ cx<R> operator-(cx<R> a, cx<R> b) {
+    cx<R> o; o.re = a.re - b.re; o.im = a.im - b.im; return o;
+}
+template <class R> __device__ __forceinline__ cx<R> operator*(cx<R> a, cx<R> b) {
+    cx<R> o; o.re = a.re * b.re - a.im * b.im; o.im = a.re * b.im + a.im * b.re; return o;
+}
+template <class R> __device__ __forceinline__ cx<R> operator*(R a, cx<R> b) {
+    cx<R> o; o.re = a * b.re; o.im = a * b.im; return o;
+}
+
+__device__ __forceinline__ float exp_of(float a) { return expf(a); }
+__device__ __forceinline__ double exp_of(double a) { return exp(a); }
+__device__ __forceinline__ void sincos_of(float a, float* s, float* c) { sincosf(a, s, c); }
+__device__ __forceinline__ void sincos_of(double a, double* s, double* c) { sincos(a, s, c); }
+
+template <class R> __device__ __forceinline__ void set_zero(R& a) { a = R(0); }
+template <class R> __device__ __forceinline__ void set_zero(cx<R>& a) { a.re = R(0); a.im = R(0); }
+template <class R> __device__ __forceinline__ void set_one(R& a) { a = R(1); }
+template <class R> __device__ __forceinline__ void set_one(cx<R>& a) { a.re = R(1); a.im = R(0); }
+
+// operand into result type
+template <class R> __device__ __forceinline__ void assign(R& v, R b) { v = b; }
+template <class R> __device__ __forceinline__ void assign(cx<R>& v, R b) { v.re = b; v.im = R(0); }
+template <class R> __device__ __forceinline__ void assign(cx<R>& v, cx<R> b) { v = b; }
+
+// the decay exp(-s dz) for dz >= 0; s = s_re + i s_im
+template <class R> __device__ __forceinline__ void decay(R& e, R dz, R s_re, R) {
+    e = exp_of(-s_re * dz);
+}
+template <class R> __device__ __forceinline__ void decay(cx<R>& e, R dz, R s_re, R s_im) {
+    R mag = exp_of(-s_re * dz), sn, cs;
+    sincos_of(-s_im * dz, &sn, &cs);
+    e.re = mag * cs;
+    e.im = mag * sn;
+}
+
+// ------------------------------------------------------------------------------------ the map
+// The affine map of a segment of items: state (F, F1, T) -> (e F + p, e (F1 + dz F) + q, et T + t).
+// A state is the map applied to zero: its p, q, t.
+template <class D, class R, class V> struct Agg {
+    D e;   // decay across the segment
+    V p;   // sum
+    V q;   // first moment
+    V t;   // tie run (backward direction only)
+    R dz;  // length of the segment
+    R et;  // 1 when the segment has length 0, else 0
+};
+
+template <class D, class R, class V> __device__ __forceinline__ void set_identity(Agg<D, R, V>& a) {
+    set_one(a.e);
+    set_zero(a.p);
+    set_zero(a.q);
+    set_zero(a.t);
+    a.dz = R(0);
+    a.et = R(1);
+}
+
+// the map of `first` followed by `second`
+template <bool MOMENT, class D, class R, class V>
+__device__ __forceinline__ Agg<D, R, V> compose(const Agg<D, R, V>& first, const Agg<D, R, V>& second) {
+    Agg<D, R, V> o;
+    o.e = first.e * second.e;
+    o.p = second.e * first.p + second.p;
+    if (MOMENT) {
+        o.q = second.e * (first.q + second.dz * first.p) + second.q;
+        o.dz = first.dz + second.dz;
+    } else {
+        set_zero(o.q);
+        o.dz = R(0);
+    }
+    o.et = first.et * second.et;
+    o.t = second.et * first.t + second.t;
+    return o;
+}
+
+// Inclusive scan of one map per thread in composition order pos (0 first), Hillis-Steele in shared
+// memory; returns the exclusive prefix and sets `total` to the composition of all.
+template <int THREADS, bool MOMENT, class D, class R, class V>
+__device__ Agg<D, R, V> block_scan(Agg<D, R, V> value, int pos, Agg<D, R, V> (*buf)[THREADS],
+                                   Agg<D, R, V>& total) {
+    buf[0][pos] = value;
+    __syncthreads();
+    int src = 0;
+    for (int off = 1; off < THREADS; off *= 2) {
+        Agg<D, R, V> cur = buf[src][pos];
+        if (pos >= off) cur = compose<MOMENT>(buf[src][pos - off], cur);
+        buf[1 - src][pos] = cur;
+        __syncthreads();
+        src = 1 - src;
+    }
+    Agg<D, R, V> before;
+    if (pos > 0) before = buf[src][pos - 1];
+    else set_identity(before);
+    total = buf[src][THREADS - 1];
+    __syncthreads();  // buf is free again
+    return before;
+}
+
+// ------------------------------------------------------------------------------------ kernels
+// Rows before each tile boundary of the merged order (merge path), boundaries 0 .. tiles.
+template <class R>
+__device__ void splits_body(const R* __restrict__ rz, const R* __restrict__ cz, long long m,
+                            long long n, long long tiles, long long* __restrict__ splits) {
+    long long u = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (u > tiles) return;
+    long long diag = u * LAPLEX_TILE;
+    if (diag > m + n) diag = m + n;
+    long long lo = diag > n ? diag - n : 0, hi = diag < m ? diag : m;
+    while (lo < hi) {  // the first rows `lo` and columns `diag - lo` are the first diag items
+        long long mid = (lo + hi) / 2;
+        if (rz[mid] <= cz[diag - 1 - mid]) lo = mid + 1;
+        else hi = mid;
+    }
+    splits[u] = lo;
+}
+
+template <class R>
+__global__ void laplex_splits(const R* __restrict__ rz, const R* __restrict__ cz, long long m,
+                              long long n, long long tiles, long long* __restrict__ splits) {
+    splits_body(rz, cz, m, n, tiles, splits);
+}
+
+template <class R, class D, class B, class V, class I, bool MOMENT>
+__global__ void __launch_bounds__(LAPLEX_BLOCK)
+laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz,
+             const I* __restrict__ rperm, const I* __restrict__ cperm,
+             const long long* __restrict__ splits, const long long m, const long long n,
+             const int square, const R s_re, const R s_im, const B* __restrict__ b, const int k,
+             V* __restrict__ out_sum, V* __restrict__ out_signed, V* __restrict__ out_moment,
+             Agg<D, R, V>* __restrict__ fwd, Agg<D, R, V>* __restrict__ bwd) {
+    typedef Agg<D, R, V> A;
+    __shared__ R s_z[LAPLEX_TILE];  // rows of the tile, then its columns (square: the anchors)
+    __shared__ V s_b[LAPLEX_TILE];  // the tile's column values
+    __shared__ A s_scan[2][LAPLEX_BLOCK];
+    __shared__ R s_halo[2];         // the values of the items just before and just after the tile
+
+    const long long tiles = gridDim.x;
+    const long long tile = blockIdx.x;
+    const int col = blockIdx.y;
+    const int tid = threadIdx.x;
+    const long long total = square ? n : m + n;
+    const long long t0 = tile * LAPLEX_TILE;
+    const int len = (int)(total - t0 < LAPLEX_TILE ? total - t0 : LAPLEX_TILE);
+    long long i0, j0;
+    int nr, nc;
+    if (square) {
+        i0 = j0 = t0;
+        nr = nc = len;
+    } else {
+        i0 = splits[tile];
+        j0 = t0 - i0;
+        nr = (int)(splits[tile + 1] - i0);
+        nc = len - nr;
+    }
+    const int cbase = square ? 0 : nr;  // columns' offset in s_z
+
+    for (int u = tid; u < nr; u += LAPLEX_BLOCK) s_z[u] = rz[i0 + u];
+    if (!square)
+        for (int u = tid; u < nc; u += LAPLEX_BLOCK) s_z[nr + u] = cz[j0 + u];
+    for (int u = tid; u < nc; u += LAPLEX_BLOCK) {
+        long long c = j0 + u;
+        long long src = cperm ? (long long)cperm[c] : c;
+        assign(s_b[u], b[src * k + col]);
+    }
+    if (tid == 0) {
+        R before, after;
+        if (square) {
+            before = t0 > 0 ? cz[t0 - 1] : cz[0];
+            after = t0 + len < n ? cz[t0 + len] : cz[n - 1];
+        } else {
+            const long long i1 = i0 + nr, j1 = j0 + nc;
+            if (t0 == 0) {
+                before = (m > 0 && (n == 0 || rz[0] <= cz[0])) ? rz[0] : cz[0];
+            } else {
+                before = i0 > 0 ? rz[i0 - 1] : cz[j0 - 1];
+                if (i0 > 0 && j0 > 0 && cz[j0 - 1] > before) before = cz[j0 - 1];
+            }
+            if (i1 == m && j1 == n) {
+                after = m > 0 ? rz[m - 1] : cz[n - 1];
+                if (m > 0 && n > 0 && cz[n - 1] > after) after = cz[n - 1];
+            } else {
+                after = i1 < m ? rz[i1] : cz[j1];
+                if (i1 < m && j1 < n && cz[j1] < after) after = cz[j1];
+            }
+        }
+        s_halo[0] = before;
+        s_halo[1] = after;
+    }
+    __syncthreads();
+
+    // this thread's items: d0 .. d0 + cnt - 1 of the tile, merged from rows ii.. and columns jj..
+    const int d0 = tid * LAPLEX_ITEMS < len ? tid * LAPLEX_ITEMS : len;
+    const int cnt = len - d0 < LAPLEX_ITEMS ? len - d0 : LAPLEX_ITEMS;
+    int ii, jj;
+    if (square) {
+        ii = jj = d0;
+    } else {
+        int lo = d0 > nc ? d0 - nc : 0, hi = d0 < nr ? d0 : nr;
+        while (lo < hi) {
+            int mid = (lo + hi) / 2;
+            if (s_z[mid] <= s_z[nr + d0 - 1 - mid]) lo = mid + 1;
+            else hi = mid;
+        }
+        ii = lo;
+        jj = d0 - lo;
+    }
+    R prev;  // value of the item before this thread's first
+    if (d0 == 0) {
+        prev = s_halo[0];
+    } else if (square) {
+        prev = s_z[d0 - 1];
+    } else {
+        prev = ii > 0 ? s_z[ii - 1] : s_z[nr + jj - 1];
+        if (ii > 0 && jj > 0 && s_z[nr + jj - 1] > prev) prev = s_z[nr + jj - 1];
+    }
+
+    R z[LAPLEX_ITEMS];
+    V val[LAPLEX_ITEMS];
+    int row[LAPLEX_ITEMS];  // sorted row position relative to i0, or -1
+    bool is_col[LAPLEX_ITEMS];
+#pragma unroll
+    for (int u = 0; u < LAPLEX_ITEMS; ++u) {
+        row[u] = -1;
+        is_col[u] = false;
+        set_zero(val[u]);
+        z[u] = prev;
+        if (u < cnt) {
+            bool take_row;
+            if (square) take_row = true;
+            else take_row = ii < nr && (jj >= nc || s_z[ii] <= s_z[nr + jj]);
+            if (square) {
+                z[u] = s_z[ii];
+                row[u] = ii;
+                is_col[u] = true;
+                val[u] = s_b[jj];
+                ++ii;
+                ++jj;
+            } else if (take_row) {
+                z[u] = s_z[ii];
+                row[u] = ii;
+                ++ii;
+            } else {
+                z[u] = s_z[cbase + jj];
+                is_col[u] = true;
+                val[u] = s_b[jj];
+                ++jj;
+            }
+        }
+    }
+    R next;  // value of the item after this thread's last
+    if (d0 + cnt >= len) {
+        next = s_halo[1];
+    } else if (square) {
+        next = s_z[d0 + cnt];
+    } else {
+        next = ii < nr ? s_z[ii] : s_z[nr + jj];
+        if (ii < nr && jj < nc && s_z[nr + jj] < next) next = s_z[nr + jj];
+    }
+
+    // decays into each item from the one before it; e[cnt] into the next thread's first item
+    D e[LAPLEX_ITEMS + 1];
+    R dz[LAPLEX_ITEMS + 1];
+#pragma unroll
+    for (int u = 0; u <= LAPLEX_ITEMS; ++u) {
+        R here = u < cnt ? z[u] : next;
+        R before = u == 0 ? prev : z[u - 1];
+        dz[u] = u <= cnt ? here - before : R(0);
+        decay(e[u], dz[u], s_re, s_im);
+    }
+
+    // this thread's maps, forward (left to right) and backward (right to left)
+    A f, g;
+    set_identity(f);
+    set_identity(g);
+#pragma unroll
+    for (int u = 0; u < LAPLEX_ITEMS; ++u) {
+        if (u < cnt) {
+            A step;
+            step.e = e[u];
+            step.dz = dz[u];
+            step.et = R(1);
+            step.p = val[u];
+            set_zero(step.q);
+            set_zero(step.t);
+            f = compose<MOMENT>(f, step);
+        }
+    }
+#pragma unroll
+    for (int u = LAPLEX_ITEMS - 1; u >= 0; --u) {
+        if (u < cnt) {
+            A step;
+            step.e = e[u + 1];
+            step.dz = dz[u + 1];
+            step.et = dz[u + 1] == R(0) ? R(1) : R(0);
+            step.p = val[u];
+            set_zero(step.q);
+            step.t = val[u];
+            g = compose<MOMENT>(g, step);
+        }
+    }
+
+    A f_total, g_total;
+    const A f_before = block_scan<LAPLEX_BLOCK, MOMENT>(f, tid, s_scan, f_total);
+    const A g_before = block_scan<LAPLEX_BLOCK, MOMENT>(g, LAPLEX_BLOCK - 1 - tid, s_scan, g_total);
+    const long long slot = (long long)col * tiles + tile;
+    if (phase == 1) {
+        if (tid == 0) {
+            fwd[slot] = f_total;
+            bwd[slot] = g_total;
+        }
+        return;
+    }
+
+    // phase 3: the states entering this thread's items from each side, then the two walks
+    const A fs = compose<MOMENT>(fwd[slot], f_before);
+    const A gs = compose<MOMENT>(bwd[slot], g_before);
+    V F = fs.p, F1 = fs.q;
+    V left[LAPLEX_ITEMS], left1[LAPLEX_ITEMS];
+#pragma unroll
+    for (int u = 0; u < LAPLEX_ITEMS; ++u) {
+        if (u < cnt) {
+            if (MOMENT) F1 = e[u] * (F1 + dz[u] * F);
+            F = e[u] * F;
+            left[u] = F;
+            left1[u] = F1;
+            if (is_col[u]) F = F + val[u];
+        }
+    }
+    V G = gs.p, G1 = gs.q, T = gs.t;
+#pragma unroll
+    for (int u = LAPLEX_ITEMS - 1; u >= 0; --u) {
+        if (u < cnt) {
+            if (MOMENT) G1 = e[u + 1] * (G1 + dz[u + 1] * G);
+            G = e[u + 1] * G;
+            if (dz[u + 1] != R(0)) set_zero(T);
+            if (is_col[u]) {
+                G = G + val[u];
+                T = T + val[u];
+            }
+            if (row[u] >= 0) {
+                const long long r = i0 + row[u];
+                const long long o = (rperm ? (long long)rperm[r] : r) * k + col;
+                if (out_sum) out_sum[o] = left[u] + G;
+                if (out_signed) out_signed[o] = (left[u] - G) + T;
+                if (MOMENT && out_moment) out_moment[o] = left1[u] + G1;
+            }
+        }
+    }
+}
+
+// Phase 2: the state entering every tile, for one (column, direction) per block. The tile maps
+// are replaced by those states in place (a state is a map applied to zero: its p, q, t).
+template <class R, class D, class V, bool MOMENT>
+__global__ void __launch_bounds__(LAPLEX_CARRY_BLOCK)
+laplex_carries(const long long tiles, Agg<D, R, V>* __restrict__ fwd, Agg<D, R, V>* __restrict__ bwd) {
+    typedef Agg<D, R, V> A;
+    __shared__ A s_scan[2][LAPLEX_CARRY_BLOCK];
+    const bool backward = blockIdx.y == 1;
+    A* maps = (backward ? bwd : fwd) + (long long)blockIdx.x * tiles;
+    const int tid = threadIdx.x;
+    const long long chunk = (tiles + LAPLEX_CARRY_BLOCK - 1) / LAPLEX_CARRY_BLOCK;
+    const long long start = tid * chunk < tiles ? tid * chunk : tiles;
+    const long long stop = start + chunk < tiles ? start + chunk : tiles;
+    A acc;
+    set_identity(acc);
+    for (long long q = start; q < stop; ++q) acc = compose<MOMENT>(acc, maps[backward ? tiles - 1 - q : q]);
+    A all;
+    A state = block_scan<LAPLEX_CARRY_BLOCK, MOMENT>(acc, tid, s_scan, all);
+    for (long long q = start; q < stop; ++q) {
+        const long long t = backward ? tiles - 1 - q : q;
+        const A map = maps[t];
+        maps[t] = state;
+        state = compose<MOMENT>(state, map);
+    }
+}
+
+// Sort windows of LAPLEX_SORT_WINDOW values (with their permutation) starting at `offset`, in
+// shared memory (bitonic; ties broken by the permutation, so the order is total and repeatable).
+// Windows already in order are left untouched. Repairs a nearly sorted order in place.
+template <class R, class I>
+__global__ void __launch_bounds__(LAPLEX_SORT_BLOCK)
+laplex_sort_windows(R* __restrict__ values, I* __restrict__ perm, const long long n,
+                    const long long offset) {
+    __shared__ R s_v[LAPLEX_SORT_WINDOW];
+    __shared__ I s_p[LAPLEX_SORT_WINDOW];
+    __shared__ int s_unsorted;
+    const long long start = offset + (long long)blockIdx.x * LAPLEX_SORT_WINDOW;
+    const int tid = threadIdx.x;
+    if (tid == 0) s_unsorted = 0;
+    __syncthreads();
+    for (int u = tid; u < LAPLEX_SORT_WINDOW; u += LAPLEX_SORT_BLOCK) {
+        const long long a = start + u;
+        if (a + 1 < n && u + 1 < LAPLEX_SORT_WINDOW && values[a + 1] < values[a]) s_unsorted = 1;
+    }
+    __syncthreads();
+    if (!s_unsorted) return;
+    for (int u = tid; u < LAPLEX_SORT_WINDOW; u += LAPLEX_SORT_BLOCK) {
+        const long long a = start + u;
+        s_v[u] = a < n ? values[a] : values[n - 1];
+        s_p[u] = a < n ? perm[a] : I(-1);  // past the end: sorts last (a negative index)
+    }
+    __syncthreads();
+    const int len = (int)(n - start < LAPLEX_SORT_WINDOW ? n - start : LAPLEX_SORT_WINDOW);
+    for (int size = 2; size <= LAPLEX_SORT_WINDOW; size *= 2) {
+        for (int stride = size / 2; stride > 0; stride /= 2) {
+            for (int u = tid; u < LAPLEX_SORT_WINDOW / 2; u += LAPLEX_SORT_BLOCK) {
+                const int lo = 2 * u - (u & (stride - 1));
+                const int hi = lo + stride;
+                const bool ascending = (lo & size) == 0;
+                const bool lo_end = s_p[lo] < 0, hi_end = s_p[hi] < 0;
+                bool before;  // whether the item at hi sorts before the item at lo
+                if (lo_end || hi_end) before = lo_end && !hi_end;
+                else before = s_v[hi] < s_v[lo] || (s_v[hi] == s_v[lo] && s_p[hi] < s_p[lo]);
+                if (before == ascending && !(lo_end && hi_end)) {
+                    R tv = s_v[lo]; s_v[lo] = s_v[hi]; s_v[hi] = tv;
+                    I tp = s_p[lo]; s_p[lo] = s_p[hi]; s_p[hi] = tp;
+                }
+            }
+            __syncthreads();
+        }
+    }
+    for (int u = tid; u < len; u += LAPLEX_SORT_BLOCK) {
+        values[start + u] = s_v[u];
+        perm[start + u] = s_p[u];
+    }
+}
+
+}  // namespace laplex

@@ -1,0 +1,67 @@
+// Runs CUDA kernels of laplexops on the host, for tests without a GPU: every block in turn, its
+// threads as std::threads meeting at a std::barrier for __syncthreads. Static shared memory
+// becomes a function-static array (one block runs at a time). Only what laplex_scan.cu uses.
+#pragma once
+#include <barrier>
+#include <cmath>
+#include <cstddef>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+struct emu_dim3 { unsigned x, y, z; };
+
+inline thread_local emu_dim3 threadIdx, blockIdx;
+inline emu_dim3 blockDim, gridDim;
+inline std::barrier<>* emu_barrier = nullptr;
+
+inline void __syncthreads() { emu_barrier->arrive_and_wait(); }
+
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __launch_bounds__(x)
+#define __shared__ static
+#define __restrict__ __restrict
+
+namespace emu {
+
+template <class... A, std::size_t... I>
+void call(void (*kernel)(A...), void** args, std::index_sequence<I...>) {
+    kernel(*static_cast<std::remove_cv_t<std::remove_reference_t<A>>*>(args[I])...);
+}
+
+// kernel<<<grid, block>>>(*args...), one block after the other
+template <class... A>
+void launch(void (*kernel)(A...), emu_dim3 grid, emu_dim3 block, void** args) {
+    gridDim = grid;
+    blockDim = block;
+    const unsigned threads = block.x * block.y * block.z;
+    for (unsigned bz = 0; bz < grid.z; ++bz)
+        for (unsigned by = 0; by < grid.y; ++by)
+            for (unsigned bx = 0; bx < grid.x; ++bx) {
+                std::barrier<> barrier(threads);
+                emu_barrier = &barrier;
+                std::vector<std::thread> pool;
+                pool.reserve(threads);
+                for (unsigned t = 0; t < threads; ++t)
+                    pool.emplace_back([&, t] {
+                        threadIdx = {t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
+                        blockIdx = {bx, by, bz};
+                        call(kernel, args, std::index_sequence_for<A...>{});
+                        barrier.arrive_and_drop();  // an exited thread no longer holds others up
+                    });
+                for (auto& th : pool) th.join();
+            }
+}
+
+// the sizes of the kernel's parameters, so that the caller can check what it passes
+template <class... A>
+int sizes(void (*)(A...), long long* out) {
+    const long long s[] = {(long long)sizeof(A)..., 0};
+    for (std::size_t i = 0; i < sizeof...(A); ++i) out[i] = s[i];
+    return (int)sizeof...(A);
+}
+
+}  // namespace emu

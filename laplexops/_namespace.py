@@ -96,6 +96,8 @@ def result_to(xp: Any, native: Any, like: Any) -> Any:
     """A backend result ``native`` as an array of namespace ``xp`` on the device of ``like``."""
     if compat.is_numpy_namespace(xp) or compat.is_cupy_namespace(xp):
         return native
+    if compat.is_cupy_array(native):  # GPU results reach torch (or JAX) zero-copy
+        return xp.from_dlpack(native)
     try:
         return xp.asarray(native, device=compat.device(like))
     except (TypeError, ValueError):

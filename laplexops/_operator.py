@@ -148,6 +148,8 @@ class LaplexOperator:
         if isinstance(a, np.ndarray):
             a = a.view()
             a.flags.writeable = False
+        else:  # no read-only arrays on the GPU: a copy keeps the snapshot intact
+            a = a.copy()
         return ns.result_to(self._xp, a, self._like)
 
     @property
@@ -286,8 +288,12 @@ class LaplexOperator:
         return self.T
 
     def aslinearoperator(self):
-        """A ``scipy.sparse.linalg.LinearOperator`` applying this operator (NumPy data)."""
-        from scipy.sparse.linalg import LinearOperator
+        """A ``scipy.sparse.linalg.LinearOperator`` applying this operator for host data, a
+        ``cupyx.scipy.sparse.linalg.LinearOperator`` for CUDA data."""
+        if self._backend.name == "cupy":
+            from cupyx.scipy.sparse.linalg import LinearOperator
+        else:
+            from scipy.sparse.linalg import LinearOperator
         return LinearOperator(self.shape, matvec=self.matvec, rmatvec=self.rmatvec,
                               matmat=self.matmat, rmatmat=self.rmatmat, dtype=self._dtype)
 
@@ -300,9 +306,10 @@ class LaplexOperator:
         if m * n > DENSE_LIMIT and not force:
             raise ValueError(f"to_dense of a {m} x {n} operator ({m * n:.3g} entries) exceeds "
                              f"the guard of {DENSE_LIMIT:.0e}; pass force=True to build it anyway")
-        x = np.asarray(self._x, dtype=np.float64)
-        y = np.asarray(self._y, dtype=np.float64)
-        dense = np.exp(-self._rate * np.abs(x[:, None] - y[None, :])).astype(self._dtype)
+        xp = self._backend.xp
+        x = self._x.astype(np.float64)
+        y = self._y.astype(np.float64)
+        dense = xp.exp(-self._rate * xp.abs(x[:, None] - y[None, :])).astype(self._dtype)
         return ns.result_to(self._xp, dense, self._like)
 
     # ------------------------------------------------------------------ gradient
@@ -332,13 +339,14 @@ class LaplexOperator:
         G = gn.astype(self._working_dtype(dtype, gdtype), copy=False).reshape(m, k)
         s = self._rate
         plan, backend = self._plan, self._backend
+        einsum = backend.xp.einsum
         _, signed, moment = backend.apply(plan, self._side, s, V, False, True, True)
         gc = G.conj() if G.dtype.kind == "c" else G
         ct_sum, ct_signed, _ = backend.apply(plan, 1 - self._side, s, gc, True, True, False)
         real = np.dtype(self._x.dtype)
-        gx = (-s * np.einsum("ik,ik->i", gc, signed)).real
-        gy = (-s * np.einsum("jk,jk->j", V, ct_signed)).real
-        a = -np.einsum("ik,ik->", gc, moment)
+        gx = (-s * einsum("ik,ik->i", gc, signed)).real
+        gy = (-s * einsum("jk,jk->j", V, ct_signed)).real
+        a = -einsum("ik,ik->", gc, moment)
         gv = ct_sum.conj() if ct_sum.dtype.kind == "c" else ct_sum
         if vdtype.kind == "c":
             gv = gv.astype(dtype, copy=False)

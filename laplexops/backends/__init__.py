@@ -20,16 +20,29 @@ def _load(name: str) -> Backend:
         if name == "numba":
             from ._numba import NumbaBackend
             _loaded[name] = NumbaBackend()
+        elif name == "cupy" and _cuda_usable():
+            from ._cupy import CupyBackend
+            _loaded[name] = CupyBackend()
         else:
             raise RuntimeError(
                 f"the {name!r} backend is not available in this installation of laplexops "
-                f"(available: {', '.join(available())})")
+                f"(available: {', '.join(available())}); the GPU backend needs CuPy "
+                f"(pip install 'laplexops[gpu-cuda12]' or '[gpu-cuda13]') and a CUDA device")
     return _loaded[name]
+
+
+def _cuda_usable() -> bool:
+    """Whether CuPy imports and sees at least one CUDA device."""
+    try:
+        import cupy
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # ImportError, or CUDA errors without a driver or device
+        return False
 
 
 def available() -> list[str]:
     """Names of the backends that can run here."""
-    return ["numba"]
+    return ["numba"] + (["cupy"] if _cuda_usable() else [])
 
 
 def get_backend(name: str, device: str) -> Backend:

@@ -21,6 +21,9 @@ class Backend(Protocol):
     #: short name used by ``backend=...`` (the device kind it serves is in ``backends.NAMES``)
     name: str
 
+    #: the array module of the backend's native arrays (``numpy``, ``cupy``)
+    xp: Any
+
     def asarray(self, a: Any) -> Any:
         """The backend's native array for ``a`` (zero-copy where possible)."""
 

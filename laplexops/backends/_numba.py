@@ -150,6 +150,7 @@ class NumbaBackend:
     """Backend for host data (NumPy and anything DLPack-exportable to it)."""
 
     name = "numba"
+    xp = np
 
     def asarray(self, a):
         if isinstance(a, np.ndarray):

@@ -42,15 +42,18 @@ class HostKernels:
         with open(os.path.join(HERE, "emulate.h")) as fh:
             header = fh.read()
         unit = ["#include <math.h>", f'#include "{os.path.join(HERE, "emulate.h")}"',
-                f'#include "{cuda.SOURCE}"', 'extern "C" {']
+                f'#include "{cuda.SOURCE}"',
+                '#define EXPORT __attribute__((visibility("default")))', 'extern "C" {']
         for i, name in enumerate(self._names):
-            unit.append(f"void laplex_run_{i}(unsigned gx, unsigned gy, unsigned gz, unsigned bx, "
+            unit.append(f"EXPORT void laplex_run_{i}(unsigned gx, unsigned gy, unsigned gz, unsigned bx, "
                         f"unsigned by, unsigned bz, void** args) "
                         f"{{ emu::launch(&{name}, {{gx, gy, gz}}, {{bx, by, bz}}, args); }}")
-            unit.append(f"int laplex_sizes_{i}(long long* out) {{ return emu::sizes(&{name}, out); }}")
+            unit.append(f"EXPORT int laplex_sizes_{i}(long long* out) {{ return emu::sizes(&{name}, out); }}")
         unit.append("}")
         text = "\n".join(unit)
+        # each geometry's build keeps its symbols (the shared-memory statics above all) to itself
         flags = ["-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", "-w",
+                 "-fvisibility=hidden", "-fvisibility-inlines-hidden", "-fno-gnu-unique",
                  *cuda.options(self.geometry)]
         key = hashlib.sha256("\0".join([source, header, text, *flags]).encode()).hexdigest()[:16]
         folder = os.path.join(tempfile.gettempdir(), "laplexops-host-kernels")

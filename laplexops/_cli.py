@@ -36,6 +36,13 @@ def _parser() -> argparse.ArgumentParser:
         q.add_argument("--seed", type=int, default=None, help="random seed (default: fresh)")
         if name == "bench":
             q.add_argument("--json", default=None, help="also write the results to this file")
+            q.add_argument("--gpu", action="store_true",
+                           help="validate the GPU: its test suite and the GPU goals in one table")
+            q.add_argument("--log2n", type=int, default=27, help="with --gpu: n = 2^log2n")
+            q.add_argument("--huge", action="store_true",
+                           help="with --gpu: also a training step at m = n = 1e9 (float32)")
+            q.add_argument("--no-tests", action="store_true",
+                           help="with --gpu: timings only, skip the GPU test suite")
     sub.add_parser("info", help="versions, backends, GPU")
     return p
 
@@ -45,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "info":
         return info()
     rate = args.rate.real if args.rate.imag == 0 else args.rate
+    if args.command == "bench" and args.gpu:
+        from ._gpu_bench import gpu_bench
+        return gpu_bench(args.log2n, args.seed, args.json, args.huge, not args.no_tests)
     run = demo if args.command == "demo" else bench
     kwargs = {"json_path": args.json} if args.command == "bench" else {}
     return run(int(args.n), np.dtype(args.dtype), rate, args.backend, args.seed, **kwargs)

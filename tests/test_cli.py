@@ -33,3 +33,12 @@ def test_demo_passes(extra):
 def test_unknown_command_fails():
     r = _run("no-such-command")
     assert r.returncode != 0
+
+
+def test_bench_gpu_without_a_device_says_so():
+    from laplexops.backends import available
+    if "cupy" in available():
+        pytest.skip("a GPU is present: bench --gpu would run in full")
+    r = _run("bench", "--gpu")
+    assert r.returncode == 2
+    assert "needs CuPy and a CUDA device" in r.stderr

@@ -94,3 +94,47 @@ class PeerSuite:
         if self.term is None:
             raise NotImplementedError("celerite2 is not installed")
         self.term.dot(self.sorted, self.zeros, self.v64)
+
+
+class GpuSuite:
+    """The CuPy backend against ``cupy.fft.fft`` (complex64, same length) in the same run; skipped
+    (NotImplementedError in setup) without a CUDA device."""
+
+    params = ([2**20, 2**24, 2**27],)
+    param_names = ["n"]
+    timeout = 600
+
+    def setup(self, n):
+        from laplexops.backends import available
+        if "cupy" not in available():
+            raise NotImplementedError("no CUDA device with CuPy")
+        import cupy
+        self.cupy = cupy
+        rng = cupy.random.default_rng(0)
+        self.x = rng.random(n, dtype=np.float32) * n
+        self.y = rng.random(n, dtype=np.float32) * n
+        self.v = rng.standard_normal(n, dtype=np.float32)
+        self.signal = (self.v + 1j * self.v).astype(np.complex64)
+        self.op = lx.LaplexOperator(self.x, self.y).prepare()
+        self.op @ self.v
+        lx.LaplexOperator(self.x[:5000], self.y[:5000]) @ self.v[:5000]  # compile the kernels
+        cupy.cuda.Device().synchronize()
+
+    def _sync(self):
+        self.cupy.cuda.Device().synchronize()
+
+    def time_fresh_matvec(self, n):
+        lx.LaplexOperator(self.x, self.y) @ self.v
+        self._sync()
+
+    def time_cached_matvec(self, n):
+        self.op @ self.v
+        self._sync()
+
+    def time_gradient(self, n):
+        self.op.gradient(self.v, self.v)
+        self._sync()
+
+    def time_peer_cupy_fft(self, n):
+        self.cupy.fft.fft(self.signal)
+        self._sync()

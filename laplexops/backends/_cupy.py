@@ -256,3 +256,30 @@ def _ptr(a):
 
 def _is_sorted(xp, a) -> bool:
     return a.shape[0] < 2 or not bool(xp.any(a[1:] < a[:-1]))
+
+
+def matvec_bytes(m: int, n: int, k: int = 1, real=np.float32, operand=None, value=None,
+                 square: bool = False, row_perm: bool = False, col_perm: bool = False,
+                 outputs: int = 1, index=np.int32, tile: int | None = None) -> int:
+    """The byte model of one ``apply`` on a built plan: bytes read and written in device memory.
+
+    Per right-hand side, phases 1 and 3 each read the tile's anchors (``m + n`` values, ``n`` in
+    square mode), its column values (``n``, gathered through ``n`` column indices when the columns
+    were not sorted) and the tile splits; phase 3 writes ``outputs`` results per row (scattered
+    through ``m`` row indices when the rows were not sorted). The tile maps cost 8 passes over
+    ``tiles`` maps (phase 1 writes both directions, phase 2 reads and rewrites them, phase 3
+    reads them). Per-kernel halos and launch constants are left out (under 0.1%).
+    """
+    real = np.dtype(real)
+    operand = np.dtype(operand or real)
+    value = np.dtype(value or np.result_type(operand, real))
+    decay = value if value.kind == "c" else real
+    index = np.dtype(index)
+    tile = tile or kernels.GEOMETRY["LAPLEX_BLOCK"] * kernels.GEOMETRY["LAPLEX_ITEMS"]
+    total = n if square else m + n
+    tiles = -(-total // tile)
+    agg = decay.itemsize + 3 * value.itemsize + 2 * real.itemsize
+    read = total * real.itemsize + n * operand.itemsize + col_perm * n * index.itemsize + \
+        (0 if square else (tiles + 1) * 8)
+    write = outputs * m * value.itemsize + row_perm * m * index.itemsize
+    return k * (2 * read + write + 8 * tiles * agg)

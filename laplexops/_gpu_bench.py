@@ -1,0 +1,164 @@
+"""``python -m laplexops bench --gpu``: validate a GPU installation in one table.
+
+Runs the GPU test suite (``tests/test_cuda.py`` and ``tests/test_gpu.py`` when the source tree is
+there), then times the issue-3 goals against peers measured in the same run on the same device:
+``cupy.fft.fft`` of a complex64 vector of the same length, and the device-to-device copy
+bandwidth (the byte model of ``matvec_bytes`` turns a matvec time into a bandwidth).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from . import LaplexOperator
+from ._timing import fmt_seconds
+
+_TESTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests")
+
+
+def gpu_seconds(cupy, fn, repeat: int = 5) -> float:
+    """The fastest of ``repeat`` calls (after one warm-up), device work included."""
+    fn()
+    cupy.cuda.Device().synchronize()
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        cupy.cuda.Device().synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _run_tests() -> tuple[str, float, bool]:
+    files = [os.path.join(_TESTS, f) for f in ("test_cuda.py", "test_gpu.py")]
+    if not all(os.path.exists(f) for f in files):
+        return "test suite not found (run from a source checkout)", 0.0, True
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           *files], capture_output=True, text=True, cwd=os.path.dirname(_TESTS))
+    last = (proc.stdout.strip().splitlines() or ["no output"])[-1]
+    if proc.returncode != 0:
+        print(proc.stdout[-6000:], proc.stderr[-2000:], sep="\n")
+    return last, time.perf_counter() - t0, proc.returncode == 0
+
+
+def gpu_bench(log2n: int = 27, seed=None, json_path=None, huge: bool = False,
+              tests: bool = True) -> int:
+    from .backends import available
+    if "cupy" not in available():
+        print("bench --gpu needs CuPy and a CUDA device (pip install 'laplexops[gpu-cuda13]'); "
+              "none is usable here", file=sys.stderr)
+        return 2
+    import cupy
+
+    from .backends._cupy import matvec_bytes
+
+    props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+    device = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+    n = 2**log2n
+    print(f"laplexops bench --gpu: {device}, CuPy {cupy.__version__}, m = n = 2^{log2n} = {n:,}, "
+          f"float32")
+    print(f"{'case':<46} {'ours':>10}  {'peer':<28} {'peer time':>10}  {'ratio':>7}  goal")
+    print("-" * 118)
+    results, ok = [], True
+
+    def row(case, ours, peer, peer_time, ratio, goal="", met=None):
+        nonlocal ok
+        verdict = "" if met is None else ("meets" if met else "MISSES")
+        ok = ok and met is not False
+        results.append(dict(case=case, seconds=ours, peer=peer, peer_seconds=peer_time,
+                            ratio=ratio, goal=goal, met=met))
+        print(f"{case:<46} {fmt_seconds(ours) if ours else '':>10}  {peer:<28} "
+              f"{fmt_seconds(peer_time) if peer_time else '':>10}  "
+              f"{ratio if isinstance(ratio, str) else f'{ratio:7.2f}':>7}  {goal} {verdict}",
+              flush=True)
+
+    if tests:
+        summary, seconds, passed = _run_tests()
+        row("GPU test suite (test_cuda, test_gpu)", seconds, summary[:28], 0, "", "all pass",
+            passed)
+
+    rng = cupy.random.default_rng(seed)
+    x = rng.random(n, dtype=np.float32) * n
+    y = rng.random(n, dtype=np.float32) * n
+    v = rng.standard_normal(n, dtype=np.float32)
+    signal = (rng.standard_normal(n, dtype=np.float32) +
+              1j * rng.standard_normal(n, dtype=np.float32)).astype(np.complex64)
+    t_fft = gpu_seconds(cupy, lambda: cupy.fft.fft(signal))
+    block = cupy.empty(2**28, dtype=np.float32)
+    t_copy = gpu_seconds(cupy, lambda: block.copy())
+    copy_bw = 2 * block.nbytes / t_copy
+    del block, signal
+
+    fresh = gpu_seconds(cupy, lambda: LaplexOperator(x, y, 1.0) @ v, repeat=3)
+    row("fresh matvec, random anchors (sort included)", fresh, "cupy.fft.fft c64, same n",
+        t_fft, fresh / t_fft, "<= 5", fresh / t_fft <= 5)
+
+    op = LaplexOperator(x, y, 1.0).prepare()
+    step = cupy.float32(0.01)  # spacing is about 1: moves of at most 1% of it
+    x2 = x + (rng.random(n, dtype=np.float32) * 2 - 1) * step
+    y2 = y + (rng.random(n, dtype=np.float32) * 2 - 1) * step
+    train = gpu_seconds(cupy, lambda: op.with_anchors(x2, y2) @ v, repeat=3)
+    row("training step: with_anchors (1% moves) + matvec", train, "cupy.fft.fft c64, same n",
+        t_fft, train / t_fft, "<= 2", train / t_fft <= 2)
+
+    op @ v
+    cached = gpu_seconds(cupy, lambda: op @ v)
+    row("cached matvec, random anchors", cached, "cupy.fft.fft c64, same n", t_fft,
+        cached / t_fft)
+    grad = gpu_seconds(cupy, lambda: op.gradient(v, v), repeat=3)
+    row("gradient (x, y, rate, v), cached plan", grad, "cupy.fft.fft c64, same n", t_fft,
+        grad / t_fft)
+
+    xs, ys = cupy.sort(x), cupy.sort(y)
+    for label, a, b, square in (("cached matvec, sorted x and y", xs, ys, False),
+                                ("cached matvec, sorted x = y (square)", xs, xs, True)):
+        sop = LaplexOperator(a, b, 1.0).prepare()
+        sop @ v
+        t = gpu_seconds(cupy, lambda: sop @ v)
+        bw = matvec_bytes(n, n, square=square) / t
+        row(label, t, f"copy {copy_bw / 1e9:.0f} GB/s", t_copy, f"{bw / copy_bw:.0%}",
+            ">= 60% of copy bandwidth", bw / copy_bw >= 0.6)
+        results[-1]["bytes_per_second"] = bw
+    del op, sop, x, y, x2, y2, xs, ys, v
+    cupy.get_default_memory_pool().free_all_blocks()
+
+    if huge:
+        ok &= _huge_step(cupy, row, seed)
+    print("-" * 118)
+    print("PASS: every goal met" if ok else "FAIL: see the rows marked MISSES")
+    if json_path:
+        with open(json_path, "w") as fh:
+            json.dump({"device": device, "cupy": cupy.__version__, "n": n,
+                       "copy_bytes_per_second": copy_bw, "results": results}, fh, indent=2)
+    return 0 if ok else 1
+
+
+def _huge_step(cupy, row, seed) -> bool:
+    """A training step (matvec + gradient) at m = n = 1e9, float32, fresh anchors."""
+    n = 10**9
+    pool = cupy.get_default_memory_pool()
+    rng = cupy.random.default_rng(seed)
+    t0 = time.perf_counter()
+    try:
+        op = LaplexOperator(rng.random(n, dtype=np.float32) * n,
+                            rng.random(n, dtype=np.float32) * n, 1.0)
+        v = rng.standard_normal(n, dtype=np.float32)
+        out = op @ v
+        op.gradient(v, out)
+        cupy.cuda.Device().synchronize()
+        seconds = time.perf_counter() - t0
+        peak = pool.total_bytes()
+        row("training step m = n = 1e9 (matvec + gradient)", seconds,
+            f"pool {peak / 2**30:.1f} GiB", 0, "", "completes", True)
+        return True
+    except MemoryError as exc:
+        row("training step m = n = 1e9 (matvec + gradient)", 0, "out of memory", 0, "",
+            "completes", False)
+        print(f"  {exc}")
+        return False

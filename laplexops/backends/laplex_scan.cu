@@ -186,6 +186,8 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
              V* __restrict__ out_sum, V* __restrict__ out_signed, V* __restrict__ out_moment,
              Agg<D, R, V>* __restrict__ fwd, Agg<D, R, V>* __restrict__ bwd) {
     typedef Agg<D, R, V> A;
+    static_assert(sizeof(A) == sizeof(D) + 3 * sizeof(V) + 2 * sizeof(R),
+                  "the host sizes the tile maps as sizeof(D) + 3 sizeof(V) + 2 sizeof(R)");
     __shared__ R s_z[LAPLEX_TILE];  // rows of the tile, then its columns (square: the anchors)
     __shared__ V s_b[LAPLEX_TILE];  // the tile's column values
     __shared__ A s_scan[2][LAPLEX_BLOCK];

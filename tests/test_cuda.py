@@ -259,6 +259,23 @@ def test_plan_repair_from_previous_order(target, rng, fraction):
         assert np.array_equal(a, backend.apply(fresh, side, 0.9, b)[0])
 
 
+def test_plan_repair_from_sorted_anchors(target, rng):
+    """Anchors that were sorted (identity order, no permutation) and then moved a little."""
+    if isinstance(target, Gpu):
+        pytest.skip("the argsort count is observable on the host target")
+    backend = target.backend
+    x = np.sort(rng.uniform(0, 1000, 1000))
+    old = backend.plan(x, x)
+    x2 = x + rng.uniform(-0.05, 0.05, 1000)
+    assert np.any(np.diff(x2) < 0)
+    before = target.xp.argsorts
+    new = backend.plan(x2, x2, hint=old)
+    assert target.xp.argsorts == before
+    v = rng.standard_normal((1000, 1))
+    want = lx.LaplexOperator(x2, x2, 1.0) @ v
+    assert rel_err(backend.apply(new, 0, 1.0, v)[0], want) <= 1e-12
+
+
 def test_plan_repair_gives_up_on_a_shuffle(target, rng):
     if isinstance(target, Gpu):
         pytest.skip("the argsort count is observable on the host target")

@@ -25,6 +25,7 @@ __all__ = ["CupyBackend", "CudaPlan", "RawModuleKernels"]
 _MAX_GRID_Y = 65535
 _REPAIR_PASSES = 4  # window-sort passes a plan repair may take before it falls back to a sort
 _NULL = np.uintp(0)
+_IDENTITY = "identity"  # a previous order that was the identity (its anchors were sorted)
 
 
 class RawModuleKernels:
@@ -84,7 +85,9 @@ class CudaPlan:
         self.index = np.dtype(np.int32 if x.shape[0] + y.shape[0] < 2**31 else np.int64)
         self.device = backend.device_of(x)
         usable = hint is not None and hint.shape == self.shape and hint.index == self.index
-        hx, hy = (hint._sorted[0][1], hint._sorted[1][1]) if usable else (None, None)
+        # the previous orders; anchors that were sorted then had the identity order
+        hx, hy = ((_IDENTITY if perm is None else perm for _, perm in hint._sorted) if usable
+                  else (None, None))
         xs, xperm = backend.sort(x, hx, self.index)
         ys, yperm = (xs, xperm) if self.shared else backend.sort(y, hy, self.index)
         self._sorted = ((xs, xperm), (ys, yperm))
@@ -170,7 +173,8 @@ class CupyBackend:
 
     def sort(self, a, hint_perm, index):
         """``(a[perm], perm)`` with ``perm = None`` when ``a`` is already sorted; from a previous
-        order ``hint_perm`` (``None``: identity) repaired by window sorts when that is close."""
+        order ``hint_perm`` (``_IDENTITY`` when that was the identity) repaired by window sorts
+        when it is close."""
         xp = self.xp
         if _is_sorted(xp, a):
             return a, None
@@ -185,8 +189,12 @@ class CupyBackend:
         """Sort ``a`` by fixing up its order ``hint_perm``: O(n) per pass, a few passes for
         anchors that moved by much less than their spacing; ``None`` when that does not finish."""
         xp = self.xp
-        perm = hint_perm.copy()
-        values = a[perm]
+        if isinstance(hint_perm, str):  # _IDENTITY
+            perm = xp.arange(a.shape[0], dtype=index)
+            values = a.copy()
+        else:
+            perm = hint_perm.copy()
+            values = a[perm]
         window = 2 * self.geometry["LAPLEX_SORT_BLOCK"]
         name = kernels.sort_windows_name(np.dtype(a.dtype).name, index.name)
         n = a.shape[0]

@@ -5,6 +5,8 @@
 """
 from __future__ import annotations
 
+import functools
+
 from ._base import SIDE_ROWS_X, SIDE_ROWS_Y, Backend
 
 __all__ = ["Backend", "SIDE_ROWS_X", "SIDE_ROWS_Y", "available", "get_backend", "NAMES"]
@@ -31,8 +33,9 @@ def _load(name: str) -> Backend:
     return _loaded[name]
 
 
+@functools.lru_cache(maxsize=None)
 def _cuda_usable() -> bool:
-    """Whether CuPy imports and sees at least one CUDA device."""
+    """Whether CuPy imports and sees at least one CUDA device (asked once per process)."""
     try:
         import cupy
         return cupy.cuda.runtime.getDeviceCount() > 0

@@ -8,7 +8,7 @@ model.
 
 The host code here is written against an array module ``xp`` and a kernel loader, so that the
 test suite can run it on the CPU with NumPy arrays and the same ``.cu`` source compiled for the
-host (``tests/cuda_emulation.py``); with CuPy, ``xp`` is ``cupy`` and kernels come from
+host (``tests/cuda_host``); with CuPy, ``xp`` is ``cupy`` and kernels come from
 ``cupy.RawModule``.
 """
 from __future__ import annotations
@@ -217,7 +217,7 @@ class CupyBackend:
         decay = cplx if isinstance(rate, complex) else real
         value = np.result_type(b.dtype, decay)
         wants = (want_sum, want_signed, want_moment)
-        agg = decay.itemsize + 3 * value.itemsize + 2 * real.itemsize  # sizeof(Agg) in the .cu
+        agg = _map_bytes(real, decay, value)
         estimate = sum(wants) * m * k * value.itemsize + 2 * s.tiles * k * agg + \
             (m + n) * real.itemsize
         with self._on(plan.device), \
@@ -257,6 +257,11 @@ class CupyBackend:
             return tuple(outs)
 
 
+def _map_bytes(real: np.dtype, decay: np.dtype, value: np.dtype) -> int:
+    """``sizeof(Agg<D, R, V>)`` of the kernels (a static_assert there holds it to this)."""
+    return decay.itemsize + 3 * value.itemsize + 2 * real.itemsize
+
+
 def _ptr(a):
     """A kernel argument for an optional array: the array, or a null pointer."""
     return _NULL if a is None else a
@@ -286,7 +291,7 @@ def matvec_bytes(m: int, n: int, k: int = 1, real=np.float32, operand=None, valu
     tile = tile or kernels.GEOMETRY["LAPLEX_BLOCK"] * kernels.GEOMETRY["LAPLEX_ITEMS"]
     total = n if square else m + n
     tiles = -(-total // tile)
-    agg = decay.itemsize + 3 * value.itemsize + 2 * real.itemsize
+    agg = _map_bytes(real, decay, value)
     read = total * real.itemsize + n * operand.itemsize + col_perm * n * index.itemsize + \
         (0 if square else (tiles + 1) * 8)
     write = outputs * m * value.itemsize + row_perm * m * index.itemsize

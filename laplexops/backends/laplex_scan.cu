@@ -156,8 +156,8 @@ __device__ Agg<D, R, V> block_scan(Agg<D, R, V> value, int pos, Agg<D, R, V> (*b
 // ------------------------------------------------------------------------------------ kernels
 // Rows before each tile boundary of the merged order (merge path), boundaries 0 .. tiles.
 template <class R>
-__device__ void splits_body(const R* __restrict__ rz, const R* __restrict__ cz, long long m,
-                            long long n, long long tiles, long long* __restrict__ splits) {
+__global__ void laplex_splits(const R* __restrict__ rz, const R* __restrict__ cz, long long m,
+                              long long n, long long tiles, long long* __restrict__ splits) {
     long long u = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (u > tiles) return;
     long long diag = u * LAPLEX_TILE;
@@ -169,12 +169,6 @@ __device__ void splits_body(const R* __restrict__ rz, const R* __restrict__ cz, 
         else hi = mid;
     }
     splits[u] = lo;
-}
-
-template <class R>
-__global__ void laplex_splits(const R* __restrict__ rz, const R* __restrict__ cz, long long m,
-                              long long n, long long tiles, long long* __restrict__ splits) {
-    splits_body(rz, cz, m, n, tiles, splits);
 }
 
 template <class R, class D, class B, class V, class I, bool MOMENT>
@@ -211,7 +205,6 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
         nr = (int)(splits[tile + 1] - i0);
         nc = len - nr;
     }
-    const int cbase = square ? 0 : nr;  // columns' offset in s_z
 
     for (int u = tid; u < nr; u += LAPLEX_BLOCK) s_z[u] = rz[i0 + u];
     if (!square)
@@ -284,9 +277,6 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
         set_zero(val[u]);
         z[u] = prev;
         if (u < cnt) {
-            bool take_row;
-            if (square) take_row = true;
-            else take_row = ii < nr && (jj >= nc || s_z[ii] <= s_z[nr + jj]);
             if (square) {
                 z[u] = s_z[ii];
                 row[u] = ii;
@@ -294,12 +284,12 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
                 val[u] = s_b[jj];
                 ++ii;
                 ++jj;
-            } else if (take_row) {
+            } else if (ii < nr && (jj >= nc || s_z[ii] <= s_z[nr + jj])) {  // a row first on ties
                 z[u] = s_z[ii];
                 row[u] = ii;
                 ++ii;
             } else {
-                z[u] = s_z[cbase + jj];
+                z[u] = s_z[nr + jj];
                 is_col[u] = true;
                 val[u] = s_b[jj];
                 ++jj;

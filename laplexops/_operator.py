@@ -340,13 +340,17 @@ class LaplexOperator:
         s = self._rate
         plan, backend = self._plan, self._backend
         einsum = backend.xp.einsum
-        _, signed, moment = backend.apply(plan, self._side, s, V, False, True, True)
-        gc = G.conj() if G.dtype.kind == "c" else G
-        ct_sum, ct_signed, _ = backend.apply(plan, 1 - self._side, s, gc, True, True, False)
         real = np.dtype(self._x.dtype)
+        gc = G.conj() if G.dtype.kind == "c" else G
+        # one side at a time: the row reductions are contracted (and freed) before the column
+        # pass allocates its own, which keeps the peak at about two m x k intermediates
+        _, signed, moment = backend.apply(plan, self._side, s, V, False, True, True)
         gx = (-s * einsum("ik,ik->i", gc, signed)).real
-        gy = (-s * einsum("jk,jk->j", V, ct_signed)).real
         a = -einsum("ik,ik->", gc, moment)
+        del signed, moment
+        ct_sum, ct_signed, _ = backend.apply(plan, 1 - self._side, s, gc, True, True, False)
+        gy = (-s * einsum("jk,jk->j", V, ct_signed)).real
+        del ct_signed
         gv = ct_sum.conj() if ct_sum.dtype.kind == "c" else ct_sum
         if vdtype.kind == "c":
             gv = gv.astype(dtype, copy=False)

@@ -330,6 +330,54 @@ def test_production_geometry_on_the_host(rng):
     assert rel_err(got.y, want.y) <= 1e-11 and abs(got.rate - want.rate) <= 1e-11 * abs(want.rate)
 
 
+def test_memory_plan_of_a_training_step(rng):
+    """The memory plan of docs/gpu-validation.md, measured on the backend's host code (NumPy
+    reports its allocations to tracemalloc): beyond the inputs x, y, v, g, a fresh float32 step
+    (snapshots, plan, matvec, gradient) peaks at 24 bytes per anchor and a step re-planned from
+    the previous plan at 12 beyond the snapshots and that plan. At m = n = 1e9 that is 48 GB next
+    to 16 GB of inputs on an 80 GB GPU. (The GPU's sort adds its own scratch, see the docs.)"""
+    import gc
+    import tracemalloc
+
+    from laplexops._operator import _PlanCell
+    if not _host_available():
+        pytest.skip("no C++ compiler")
+    target = _target("host-production")
+    n = 2**15
+    x, y = (rng.random(n) * n).astype(np.float32), (rng.random(n) * n).astype(np.float32)
+    v, g = rng.standard_normal(n).astype(np.float32), rng.standard_normal(n).astype(np.float32)
+    x2, y2 = np.nextafter(x, np.float32(2 * n)), np.nextafter(y, np.float32(-1))  # 1-ulp moves
+    warm = target.operator(x[:3000], y[:3000], 1.0)
+    warm.gradient(v[:3000], warm @ v[:3000])
+    del warm
+
+    def bytes_per_anchor(step):
+        gc.collect()
+        base = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        kept = step()
+        return (tracemalloc.get_traced_memory()[1] - base) / (2 * n), kept
+
+    def fresh():
+        op = target.operator(x, y, 1.0)
+        op.gradient(v, op @ v)
+        return op
+
+    tracemalloc.start()  # before the plans exist: freeing the previous plan counts
+    try:
+        peak, op = bytes_per_anchor(fresh)
+        assert peak <= 25, f"fresh step: {peak:.1f} bytes per anchor beyond the inputs"
+        op2 = target.operator(x2, y2, 1.0)
+        op2._cell = _PlanCell(hint=op._cell.plan)  # op.with_anchors for the host target
+        del op
+        argsorts = target.xp.argsorts
+        peak, _ = bytes_per_anchor(lambda: op2.gradient(v, op2 @ v))
+    finally:
+        tracemalloc.stop()
+    assert target.xp.argsorts == argsorts  # repaired, not sorted
+    assert peak <= 13, f"training step: {peak:.1f} bytes per anchor beyond snapshots and hint"
+
+
 def test_out_of_memory_becomes_memory_error(rng):
     """A failed device allocation surfaces as MemoryError naming the sizes and the estimate."""
     if not _host_available():

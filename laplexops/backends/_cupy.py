@@ -218,8 +218,10 @@ class CupyBackend:
         value = np.result_type(b.dtype, decay)
         wants = (want_sum, want_signed, want_moment)
         agg = _map_bytes(real, decay, value)
-        estimate = sum(wants) * m * k * value.itemsize + 2 * s.tiles * k * agg + \
-            (m + n) * real.itemsize
+        kc = min(k, _MAX_GRID_Y)
+        staged = s.cperm is not None  # phase 1 gathers the column values once, for phase 3
+        estimate = sum(wants) * m * k * value.itemsize + 2 * s.tiles * kc * agg + \
+            (m + n) * real.itemsize + staged * n * kc * np.dtype(b.dtype).itemsize
         with self._on(plan.device), \
                 self._memory(f"a product of a {m} x {n} operator with {k} column(s) "
                              f"({value.name})", estimate):
@@ -240,13 +242,14 @@ class CupyBackend:
             tiles_kernel = kernels.tiles_name(operand=np.dtype(b.dtype).name,
                                               index=plan.index.name, **names)
             carries_kernel = kernels.carries_name(**names)
-            fwd = xp.empty(s.tiles * min(k, _MAX_GRID_Y) * agg, dtype=np.uint8)
+            fwd = xp.empty(s.tiles * kc * agg, dtype=np.uint8)
             bwd = xp.empty_like(fwd)
+            stage = xp.empty(n * kc, dtype=b.dtype) if staged else None
             for j0 in range(0, k, _MAX_GRID_Y):
                 kc = min(k, j0 + _MAX_GRID_Y) - j0
                 args = [rz, cz, _ptr(s.rperm), _ptr(s.cperm), _ptr(s.splits), np.int64(m),
                         np.int64(n), np.int32(s.square), real.type(rate.real),
-                        real.type(rate.imag), b[:, j0:], np.int32(k),
+                        real.type(rate.imag), b[:, j0:], np.int32(k), _ptr(stage),
                         *(_ptr(None if o is None else o[:, j0:]) for o in outs), fwd, bwd]
                 self.launch(tiles_kernel, (s.tiles, kc), (self.geometry["LAPLEX_BLOCK"],),
                             [np.int32(1)] + args)
@@ -277,9 +280,10 @@ def matvec_bytes(m: int, n: int, k: int = 1, real=np.float32, operand=None, valu
     """The byte model of one ``apply`` on a built plan: bytes read and written in device memory.
 
     Per right-hand side, phases 1 and 3 each read the tile's anchors (``m + n`` values, ``n`` in
-    square mode), its column values (``n``, gathered through ``n`` column indices when the columns
-    were not sorted) and the tile splits; phase 3 writes ``outputs`` results per row (scattered
-    through ``m`` row indices when the rows were not sorted). The tile maps cost 8 passes over
+    square mode), its column values (``n``) and the tile splits; when the columns were not sorted,
+    phase 1 gathers the values through ``n`` column indices and stores them in sorted order, which
+    phase 3 reads. Phase 3 writes ``outputs`` results per row (scattered through ``m`` row indices,
+    read once per result, when the rows were not sorted). The tile maps cost 8 passes over
     ``tiles`` maps (phase 1 writes both directions, phase 2 reads and rewrites them, phase 3
     reads them). Per-kernel halos and launch constants are left out (under 0.1%).
     """
@@ -292,7 +296,8 @@ def matvec_bytes(m: int, n: int, k: int = 1, real=np.float32, operand=None, valu
     total = n if square else m + n
     tiles = -(-total // tile)
     agg = _map_bytes(real, decay, value)
-    read = total * real.itemsize + n * operand.itemsize + col_perm * n * index.itemsize + \
-        (0 if square else (tiles + 1) * 8)
-    write = outputs * m * value.itemsize + row_perm * m * index.itemsize
-    return k * (2 * read + write + 8 * tiles * agg)
+    read = 2 * (total * real.itemsize + n * operand.itemsize +
+                (0 if square else (tiles + 1) * 8)) + col_perm * n * index.itemsize
+    write = outputs * m * (value.itemsize + row_perm * index.itemsize) + \
+        col_perm * n * operand.itemsize
+    return k * (read + write + 8 * tiles * agg)

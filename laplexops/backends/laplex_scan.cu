@@ -171,14 +171,36 @@ __global__ void laplex_splits(const R* __restrict__ rz, const R* __restrict__ cz
     splits[u] = lo;
 }
 
+// One result of a tile's rows: each thread puts its rows' values (rows are numbered 0 .. nr-1
+// within the tile) in shared memory, then the block writes them in sorted row order, to the
+// original row through rperm. `out` is a kernel argument, the same for the whole block.
+template <class V, class I>
+__device__ __forceinline__ void write_rows(V* __restrict__ out, const V (&value)[LAPLEX_ITEMS],
+                                           const int (&row)[LAPLEX_ITEMS], const int cnt,
+                                           V* s_out, const int nr, const long long i0,
+                                           const I* __restrict__ rperm, const int k,
+                                           const int col, const int tid) {
+    if (!out) return;
+    __syncthreads();  // s_out is free: every thread has read what it held before
+#pragma unroll
+    for (int u = 0; u < LAPLEX_ITEMS; ++u)
+        if (u < cnt && row[u] >= 0) s_out[row[u]] = value[u];
+    __syncthreads();
+    for (int u = tid; u < nr; u += LAPLEX_BLOCK) {
+        const long long r = i0 + u;
+        out[(rperm ? (long long)rperm[r] : r) * k + col] = s_out[u];
+    }
+}
+
 template <class R, class D, class B, class V, class I, bool MOMENT>
 __global__ void __launch_bounds__(LAPLEX_BLOCK)
 laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz,
              const I* __restrict__ rperm, const I* __restrict__ cperm,
              const long long* __restrict__ splits, const long long m, const long long n,
              const int square, const R s_re, const R s_im, const B* __restrict__ b, const int k,
-             V* __restrict__ out_sum, V* __restrict__ out_signed, V* __restrict__ out_moment,
-             Agg<D, R, V>* __restrict__ fwd, Agg<D, R, V>* __restrict__ bwd) {
+             B* __restrict__ stage, V* __restrict__ out_sum, V* __restrict__ out_signed,
+             V* __restrict__ out_moment, Agg<D, R, V>* __restrict__ fwd,
+             Agg<D, R, V>* __restrict__ bwd) {
     typedef Agg<D, R, V> A;
     static_assert(sizeof(A) == sizeof(D) + 3 * sizeof(V) + 2 * sizeof(R),
                   "the host sizes the tile maps as sizeof(D) + 3 sizeof(V) + 2 sizeof(R)");
@@ -210,9 +232,15 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
     if (!square)
         for (int u = tid; u < nc; u += LAPLEX_BLOCK) s_z[nr + u] = cz[j0 + u];
     for (int u = tid; u < nc; u += LAPLEX_BLOCK) {
-        long long c = j0 + u;
-        long long src = cperm ? (long long)cperm[c] : c;
-        assign(s_b[u], b[src * k + col]);
+        const long long c = j0 + u;
+        B value;
+        if (cperm && stage && phase == 3) {
+            value = stage[col * n + c];  // gathered by phase 1, read in order
+        } else {
+            value = b[(cperm ? (long long)cperm[c] : c) * k + col];
+            if (cperm && stage) stage[col * n + c] = value;
+        }
+        assign(s_b[u], value);
     }
     if (tid == 0) {
         R before, after;
@@ -376,6 +404,7 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
         }
     }
     V G = gs.p, G1 = gs.q, T = gs.t;
+    V signed_[LAPLEX_ITEMS];
 #pragma unroll
     for (int u = LAPLEX_ITEMS - 1; u >= 0; --u) {
         if (u < cnt) {
@@ -386,15 +415,16 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
                 G = G + val[u];
                 T = T + val[u];
             }
-            if (row[u] >= 0) {
-                const long long r = i0 + row[u];
-                const long long o = (rperm ? (long long)rperm[r] : r) * k + col;
-                if (out_sum) out_sum[o] = left[u] + G;
-                if (out_signed) out_signed[o] = (left[u] - G) + T;
-                if (MOMENT && out_moment) out_moment[o] = left1[u] + G1;
-            }
+            signed_[u] = (left[u] - G) + T;
+            left[u] = left[u] + G;       // now the sum
+            left1[u] = left1[u] + G1;    // now the moment
         }
     }
+    // the tile's rows are consecutive in sorted order: stage each result in s_b (the column
+    // values are in registers now) and write it out in row order, coalesced
+    write_rows(out_sum, left, row, cnt, s_b, nr, i0, rperm, k, col, tid);
+    write_rows(out_signed, signed_, row, cnt, s_b, nr, i0, rperm, k, col, tid);
+    if (MOMENT) write_rows(out_moment, left1, row, cnt, s_b, nr, i0, rperm, k, col, tid);
 }
 
 // Phase 2: the state entering every tile, for one (column, direction) per block. The tile maps

@@ -187,22 +187,21 @@ class CupyBackend:
 
     def _repair(self, a, hint_perm, index):
         """Sort ``a`` by fixing up its order ``hint_perm``: O(n) per pass, a few passes for
-        anchors that moved by much less than their spacing; ``None`` when that does not finish."""
+        anchors that moved by much less than their spacing; ``None`` when that does not finish.
+        The first pass gathers ``a`` in that order as it loads its windows."""
         xp = self.xp
-        if isinstance(hint_perm, str):  # _IDENTITY
-            perm = xp.arange(a.shape[0], dtype=index)
-            values = a.copy()
-        else:
-            perm = hint_perm.copy()
-            values = a[perm]
+        n = a.shape[0]
+        values = xp.empty_like(a)
+        perm = xp.empty(n, dtype=index)
+        source = (a, _NULL if isinstance(hint_perm, str) else hint_perm)  # str: _IDENTITY
         window = 2 * self.geometry["LAPLEX_SORT_BLOCK"]
         name = kernels.sort_windows_name(np.dtype(a.dtype).name, index.name)
-        n = a.shape[0]
-        for step in range(_REPAIR_PASSES):  # a window already in order is only read
+        for step in range(_REPAIR_PASSES):  # after the first, a window in order is only read
             offset = 0 if step % 2 == 0 else window // 2
             blocks = -(-(n - offset) // window)
             self.launch(name, (blocks,), (window // 2,),
-                        (values, perm, np.int64(n), np.int64(offset)))
+                        (values, perm, *(source if step == 0 else (_NULL, _NULL)), np.int64(n),
+                         np.int64(offset)))
             if _is_sorted(xp, values):
                 return values, perm
         return None

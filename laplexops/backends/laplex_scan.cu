@@ -456,46 +456,63 @@ laplex_carries(const long long tiles, Agg<D, R, V>* __restrict__ fwd, Agg<D, R, 
 // Sort windows of LAPLEX_SORT_WINDOW values (with their permutation) starting at `offset`, in
 // shared memory (bitonic; ties broken by the permutation, so the order is total and repeatable).
 // Windows already in order are left untouched. Repairs a nearly sorted order in place.
+// Gather mode (src given, offset 0): the window's values are first gathered, src[src_perm[a]]
+// (src[a] without src_perm), and every window is written, sorted or not: the first pass of a plan
+// repair, fused with the gather of the new anchors in the previous order.
 template <class R, class I>
 __global__ void __launch_bounds__(LAPLEX_SORT_BLOCK)
-laplex_sort_windows(R* __restrict__ values, I* __restrict__ perm, const long long n,
-                    const long long offset) {
+laplex_sort_windows(R* __restrict__ values, I* __restrict__ perm, const R* __restrict__ src,
+                    const I* __restrict__ src_perm, const long long n, const long long offset) {
     __shared__ R s_v[LAPLEX_SORT_WINDOW];
     __shared__ I s_p[LAPLEX_SORT_WINDOW];
     __shared__ int s_unsorted;
+    const bool gather = src != nullptr;
     const long long start = offset + (long long)blockIdx.x * LAPLEX_SORT_WINDOW;
     const int tid = threadIdx.x;
+    const int len = (int)(n - start < LAPLEX_SORT_WINDOW ? n - start : LAPLEX_SORT_WINDOW);
     if (tid == 0) s_unsorted = 0;
     __syncthreads();
+    if (!gather) {  // in place: a window in order is only read
+        for (int u = tid; u + 1 < len; u += LAPLEX_SORT_BLOCK)
+            if (values[start + u + 1] < values[start + u]) s_unsorted = 1;
+        __syncthreads();
+        if (!s_unsorted) return;
+    }
     for (int u = tid; u < LAPLEX_SORT_WINDOW; u += LAPLEX_SORT_BLOCK) {
         const long long a = start + u;
-        if (a + 1 < n && u + 1 < LAPLEX_SORT_WINDOW && values[a + 1] < values[a]) s_unsorted = 1;
+        if (u < len) {
+            const I p = gather ? (src_perm ? src_perm[a] : I(a)) : perm[a];
+            s_p[u] = p;
+            s_v[u] = gather ? src[p] : values[a];
+        } else {
+            s_p[u] = I(-1);  // past the end: sorts last (a negative index)
+            s_v[u] = R(0);
+        }
     }
     __syncthreads();
-    if (!s_unsorted) return;
-    for (int u = tid; u < LAPLEX_SORT_WINDOW; u += LAPLEX_SORT_BLOCK) {
-        const long long a = start + u;
-        s_v[u] = a < n ? values[a] : values[n - 1];
-        s_p[u] = a < n ? perm[a] : I(-1);  // past the end: sorts last (a negative index)
+    if (gather) {
+        for (int u = tid; u + 1 < len; u += LAPLEX_SORT_BLOCK)
+            if (s_v[u + 1] < s_v[u]) s_unsorted = 1;
+        __syncthreads();
     }
-    __syncthreads();
-    const int len = (int)(n - start < LAPLEX_SORT_WINDOW ? n - start : LAPLEX_SORT_WINDOW);
-    for (int size = 2; size <= LAPLEX_SORT_WINDOW; size *= 2) {
-        for (int stride = size / 2; stride > 0; stride /= 2) {
-            for (int u = tid; u < LAPLEX_SORT_WINDOW / 2; u += LAPLEX_SORT_BLOCK) {
-                const int lo = 2 * u - (u & (stride - 1));
-                const int hi = lo + stride;
-                const bool ascending = (lo & size) == 0;
-                const bool lo_end = s_p[lo] < 0, hi_end = s_p[hi] < 0;
-                bool before;  // whether the item at hi sorts before the item at lo
-                if (lo_end || hi_end) before = lo_end && !hi_end;
-                else before = s_v[hi] < s_v[lo] || (s_v[hi] == s_v[lo] && s_p[hi] < s_p[lo]);
-                if (before == ascending && !(lo_end && hi_end)) {
-                    R tv = s_v[lo]; s_v[lo] = s_v[hi]; s_v[hi] = tv;
-                    I tp = s_p[lo]; s_p[lo] = s_p[hi]; s_p[hi] = tp;
+    if (s_unsorted) {
+        for (int size = 2; size <= LAPLEX_SORT_WINDOW; size *= 2) {
+            for (int stride = size / 2; stride > 0; stride /= 2) {
+                for (int u = tid; u < LAPLEX_SORT_WINDOW / 2; u += LAPLEX_SORT_BLOCK) {
+                    const int lo = 2 * u - (u & (stride - 1));
+                    const int hi = lo + stride;
+                    const bool ascending = (lo & size) == 0;
+                    const bool lo_end = s_p[lo] < 0, hi_end = s_p[hi] < 0;
+                    bool before;  // whether the item at hi sorts before the item at lo
+                    if (lo_end || hi_end) before = lo_end && !hi_end;
+                    else before = s_v[hi] < s_v[lo] || (s_v[hi] == s_v[lo] && s_p[hi] < s_p[lo]);
+                    if (before == ascending && !(lo_end && hi_end)) {
+                        R tv = s_v[lo]; s_v[lo] = s_v[hi]; s_v[hi] = tv;
+                        I tp = s_p[lo]; s_p[lo] = s_p[hi]; s_p[hi] = tp;
+                    }
                 }
+                __syncthreads();
             }
-            __syncthreads();
         }
     }
     for (int u = tid; u < len; u += LAPLEX_SORT_BLOCK) {

@@ -152,8 +152,8 @@ def gpu_bench(log2n: int = 27, seed=None, json_path=None, huge: bool = False,
 
 
 class _PeakMemory:
-    """The peak of the bytes in use in CuPy's default pool while active (a pool memory hook; the
-    pool's held bytes when hooks are unavailable)."""
+    """The peak of the bytes in use in CuPy's default pool while active (a pool memory hook that
+    looks at the pool after every allocation)."""
 
     def __init__(self, cupy):
         self.pool = cupy.get_default_memory_pool()
@@ -201,7 +201,6 @@ def _huge_step(cupy, row, seed, n: int = 10**9) -> bool:
     pool.free_all_blocks()
     rng = cupy.random.default_rng(seed)
     case = f"m = n = {n:,}"
-    ok = True
     try:
         x = rng.random(n, dtype=np.float32) * n
         y = rng.random(n, dtype=np.float32) * n
@@ -236,10 +235,9 @@ def _huge_step(cupy, row, seed, n: int = 10**9) -> bool:
         row(f"training step {case} (1-ulp moves, {moved:.0%} moved)", seconds,
             f"peak {memory.peak / 2**30:.1f} GiB in use", 0,
             f"{(memory.peak - inputs) / (2 * n):.1f} B/anchor", "< 1 s", seconds < 1.0)
-        ok = seconds < 1.0
+        return seconds < 1.0
     except MemoryError as exc:
         row(f"training step {case} (matvec + gradient)", 0, "out of memory", 0, "",
             "completes", False)
         print(f"  {exc}")
         return False
-    return ok

@@ -249,6 +249,22 @@ def test_square_and_sorted_paths(target, rng):
         assert rel_err(target.back(got.x), g.x) <= 1e-11, label
 
 
+def test_columns_beyond_one_launch(target, rng, monkeypatch):
+    """More right-hand sides than one launch's grid.y holds run in chunks (65535 on a GPU; 2 here),
+    sharing the tile maps and the staged column values between chunks."""
+    if isinstance(target, Gpu):
+        pytest.skip("the chunk size is a device limit; the host target shrinks it")
+    monkeypatch.setattr(_cupy, "_MAX_GRID_Y", 2)
+    x, y = rng.uniform(0, 50, 300), rng.uniform(0, 50, 200)
+    V = rng.standard_normal((200, 5)) + 1j * rng.standard_normal((200, 5))
+    op = _operator(target, x, y, 0.7)
+    assert rel_err(target.back(op @ target.to(V)), lx.LaplexOperator(x, y, 0.7) @ V) <= 1e-12
+    G = rng.standard_normal((300, 5))
+    got, want = op.gradient(target.to(V), G), lx.LaplexOperator(x, y, 0.7).gradient(V, G)
+    assert rel_err(target.back(got.x), want.x) <= 1e-11
+    assert abs(got.rate - want.rate) <= 1e-11 * abs(want.rate)
+
+
 def test_empty_sides(target, rng):
     for m, n in ((0, 5), (5, 0), (0, 0)):
         x, y = rng.standard_normal(m), rng.standard_normal(n)

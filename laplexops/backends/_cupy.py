@@ -217,10 +217,10 @@ class CupyBackend:
         value = np.result_type(b.dtype, decay)
         wants = (want_sum, want_signed, want_moment)
         agg = _map_bytes(real, decay, value)
-        kc = min(k, _MAX_GRID_Y)
+        chunk = min(k, _MAX_GRID_Y)  # columns per launch
         staged = s.cperm is not None  # phase 1 gathers the column values once, for phase 3
-        estimate = sum(wants) * m * k * value.itemsize + 2 * s.tiles * kc * agg + \
-            (m + n) * real.itemsize + staged * n * kc * np.dtype(b.dtype).itemsize
+        estimate = sum(wants) * m * k * value.itemsize + 2 * s.tiles * chunk * agg + \
+            (m + n) * real.itemsize + staged * n * chunk * np.dtype(b.dtype).itemsize
         with self._on(plan.device), \
                 self._memory(f"a product of a {m} x {n} operator with {k} column(s) "
                              f"({value.name})", estimate):
@@ -241,9 +241,9 @@ class CupyBackend:
             tiles_kernel = kernels.tiles_name(operand=np.dtype(b.dtype).name,
                                               index=plan.index.name, **names)
             carries_kernel = kernels.carries_name(**names)
-            fwd = xp.empty(s.tiles * kc * agg, dtype=np.uint8)
+            fwd = xp.empty(s.tiles * chunk * agg, dtype=np.uint8)
             bwd = xp.empty_like(fwd)
-            stage = xp.empty(n * kc, dtype=b.dtype) if staged else None
+            stage = xp.empty(n * chunk, dtype=b.dtype) if staged else None
             for j0 in range(0, k, _MAX_GRID_Y):
                 kc = min(k, j0 + _MAX_GRID_Y) - j0
                 args = [rz, cz, _ptr(s.rperm), _ptr(s.cperm), _ptr(s.splits), np.int64(m),

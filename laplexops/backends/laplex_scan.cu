@@ -228,6 +228,15 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
         nc = len - nr;
     }
 
+    // phase 3: the states entering this tile (phase 2's output), loaded now so that their latency
+    // overlaps the tile's loads below instead of adding to it
+    const long long slot = (long long)col * tiles + tile;
+    A carry_f, carry_g;
+    if (phase == 3) {
+        carry_f = fwd[slot];
+        carry_g = bwd[slot];
+    }
+
     for (int u = tid; u < nr; u += LAPLEX_BLOCK) s_z[u] = rz[i0 + u];
     if (!square)
         for (int u = tid; u < nc; u += LAPLEX_BLOCK) s_z[nr + u] = cz[j0 + u];
@@ -379,7 +388,6 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
     A f_total, g_total;
     const A f_before = block_scan<LAPLEX_BLOCK, MOMENT>(f, tid, s_scan, f_total);
     const A g_before = block_scan<LAPLEX_BLOCK, MOMENT>(g, LAPLEX_BLOCK - 1 - tid, s_scan, g_total);
-    const long long slot = (long long)col * tiles + tile;
     if (phase == 1) {
         if (tid == 0) {
             fwd[slot] = f_total;
@@ -389,8 +397,8 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
     }
 
     // phase 3: the states entering this thread's items from each side, then the two walks
-    const A fs = compose<MOMENT>(fwd[slot], f_before);
-    const A gs = compose<MOMENT>(bwd[slot], g_before);
+    const A fs = compose<MOMENT>(carry_f, f_before);
+    const A gs = compose<MOMENT>(carry_g, g_before);
     V F = fs.p, F1 = fs.q;
     V left[LAPLEX_ITEMS], left1[LAPLEX_ITEMS];
 #pragma unroll

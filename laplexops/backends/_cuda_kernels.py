@@ -15,7 +15,7 @@ import os
 import sys
 
 __all__ = ["SOURCE", "GEOMETRY", "options", "ctype", "splits_name", "tiles_name", "carries_name",
-           "sort_windows_name", "all_names", "instantiation_source"]
+           "sort_windows_name", "window_seams_name", "all_names", "instantiation_source"]
 
 #: the kernel source, next to this module
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "laplex_scan.cu")
@@ -63,12 +63,17 @@ def sort_windows_name(real: str, index: str) -> str:
     return f"laplex::laplex_sort_windows<{ctype(real)}, {ctype(index)}>"
 
 
+def window_seams_name(real: str) -> str:
+    return f"laplex::laplex_window_seams<{ctype(real)}>"
+
+
 def all_names() -> list[str]:
     """Every template instance the backend can launch."""
     names = []
     for real in _REALS:
         cplx = _COMPLEX_OF[real]
         names.append(splits_name(real))
+        names.append(window_seams_name(real))
         for index in ("int32", "int64"):
             names.append(sort_windows_name(real, index))
         for decay, operand, moment in itertools.product((real, cplx), (real, cplx), (False, True)):

@@ -529,4 +529,16 @@ laplex_sort_windows(R* __restrict__ values, I* __restrict__ perm, const R* __res
     }
 }
 
+// After a window pass every window is in order, so the values are sorted when every seam between
+// neighbouring windows is: values[p - 1] <= values[p] at p = offset + j * LAPLEX_SORT_WINDOW
+// (j >= 1; also j = 0 when offset > 0, the seam with the untouched prefix). Sets *unsorted to 1
+// when one is not. Reads two values per window instead of the whole array.
+template <class R>
+__global__ void laplex_window_seams(const R* __restrict__ values, const long long n,
+                                    const long long offset, int* __restrict__ unsorted) {
+    const long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x + (offset > 0 ? 0 : 1);
+    const long long p = offset + j * LAPLEX_SORT_WINDOW;
+    if (p > 0 && p < n && values[p] < values[p - 1]) *unsorted = 1;
+}
+
 }  // namespace laplex

@@ -265,6 +265,23 @@ def test_columns_beyond_one_launch(target, rng, monkeypatch):
     assert abs(got.rate - want.rate) <= 1e-11 * abs(want.rate)
 
 
+@pytest.mark.parametrize("rate", [0.05, 0.02 + 0.3j])
+def test_carries_over_many_spans(target, rng, rate):
+    """Enough tiles that phase 2 takes its three-launch path (span totals, their scan, the scan:
+    on the host target from 33 tiles on), for two columns, products and gradients (moments)."""
+    m, n = 2600, 2100
+    x, y = rng.uniform(0, 300, m), rng.uniform(0, 300, n)
+    V = rng.standard_normal((n, 2)) + 1j * rng.standard_normal((n, 2))
+    G = rng.standard_normal((m, 2))
+    op, cpu = _operator(target, x, y, rate), lx.LaplexOperator(x, y, rate)
+    assert rel_err(target.back(op @ target.to(V)), cpu @ V) <= 1e-12
+    assert rel_err(target.back(op.H @ target.to(G)), cpu.H @ G) <= 1e-12
+    got, want = op.gradient(target.to(V), target.to(G)), cpu.gradient(V, G)
+    for name in ("x", "y", "v"):
+        assert rel_err(target.back(getattr(got, name)), getattr(want, name)) <= 1e-10, name
+    assert abs(got.rate - want.rate) <= 1e-10 * abs(want.rate)
+
+
 def test_empty_sides(target, rng):
     for m, n in ((0, 5), (5, 0), (0, 0)):
         x, y = rng.standard_normal(m), rng.standard_normal(n)

@@ -24,6 +24,7 @@ __all__ = ["CupyBackend", "CudaPlan", "RawModuleKernels"]
 
 _MAX_GRID_Y = 65535
 _REPAIR_PASSES = 4  # window-sort passes a plan repair may take before it falls back to a sort
+_CARRY_ITEMS = 8  # tile maps per thread of a carry block
 _NULL = np.uintp(0)
 _IDENTITY = "identity"  # a previous order that was the identity (its anchors were sorted)
 
@@ -250,6 +251,10 @@ class CupyBackend:
             fwd = xp.empty(s.tiles * chunk * agg, dtype=np.uint8)
             bwd = xp.empty_like(fwd)
             stage = xp.empty(n * chunk, dtype=b.dtype) if staged else None
+            span = self.geometry["LAPLEX_CARRY_BLOCK"] * _CARRY_ITEMS  # tile maps per block
+            spans = -(-s.tiles // span)
+            totals = (xp.empty(spans * chunk * agg, dtype=np.uint8),
+                      xp.empty(spans * chunk * agg, dtype=np.uint8)) if spans > 1 else None
             for j0 in range(0, k, _MAX_GRID_Y):
                 kc = min(k, j0 + _MAX_GRID_Y) - j0
                 args = [rz, cz, _ptr(s.rperm), _ptr(s.cperm), _ptr(s.splits), np.int64(m),
@@ -258,11 +263,28 @@ class CupyBackend:
                         *(_ptr(None if o is None else o[:, j0:]) for o in outs), fwd, bwd]
                 self.launch(tiles_kernel, (s.tiles, kc), (self.geometry["LAPLEX_BLOCK"],),
                             [np.int32(1)] + args)
-                self.launch(carries_kernel, (kc, 2), (self.geometry["LAPLEX_CARRY_BLOCK"],),
-                            (np.int64(s.tiles), fwd, bwd))
+                self._carries(carries_kernel, s.tiles, kc, span, fwd, bwd, totals)
                 self.launch(tiles_kernel, (s.tiles, kc), (self.geometry["LAPLEX_BLOCK"],),
                             [np.int32(3)] + args)
             return tuple(outs)
+
+
+    def _carries(self, name, tiles, k, span, fwd, bwd, totals):
+        """Phase 2 for ``k`` columns: the tile maps become the states entering the tiles. One
+        block per (column, direction) up to ``span`` tiles; beyond, the totals of spans of
+        ``span`` tiles, a scan of those, then every span's scan from its entering state."""
+        block = (self.geometry["LAPLEX_CARRY_BLOCK"],)
+        if totals is None:
+            self.launch(name, (1, k, 2), block, (np.int64(tiles), np.int64(tiles), np.int32(1),
+                                                 np.int32(1), fwd, bwd, _NULL, _NULL))
+            return
+        spans = -(-tiles // span)
+        self.launch(name, (spans, k, 2), block, (np.int64(tiles), np.int64(span), np.int32(1),
+                                                 np.int32(0), fwd, bwd, *totals))
+        self.launch(name, (1, k, 2), block, (np.int64(spans), np.int64(spans), np.int32(0),
+                                             np.int32(1), *totals, _NULL, _NULL))
+        self.launch(name, (spans, k, 2), block, (np.int64(tiles), np.int64(span), np.int32(1),
+                                                 np.int32(1), fwd, bwd, *totals))
 
 
 def _map_bytes(real: np.dtype, decay: np.dtype, value: np.dtype) -> int:
@@ -288,9 +310,10 @@ def matvec_bytes(m: int, n: int, k: int = 1, real=np.float32, operand=None, valu
     square mode), its column values (``n``) and the tile splits; when the columns were not sorted,
     phase 1 gathers the values through ``n`` column indices and stores them in sorted order, which
     phase 3 reads. Phase 3 writes ``outputs`` results per row (scattered through ``m`` row indices,
-    read once per result, when the rows were not sorted). The tile maps cost 8 passes over
-    ``tiles`` maps (phase 1 writes both directions, phase 2 reads and rewrites them, phase 3
-    reads them). Per-kernel halos and launch constants are left out (under 0.1%).
+    read once per result, when the rows were not sorted). The tile maps cost 10 passes over
+    ``tiles`` maps (phase 1 writes both directions, phase 2 reads them twice and rewrites them,
+    phase 3 reads them). Per-kernel halos, span totals and launch constants are left out (under
+    0.1%).
     """
     real = np.dtype(real)
     operand = np.dtype(operand or real)
@@ -305,4 +328,4 @@ def matvec_bytes(m: int, n: int, k: int = 1, real=np.float32, operand=None, valu
                 (0 if square else (tiles + 1) * 8)) + col_perm * n * index.itemsize
     write = outputs * m * (value.itemsize + row_perm * index.itemsize) + \
         col_perm * n * operand.itemsize
-    return k * (read + write + 8 * tiles * agg)
+    return k * (read + write + 10 * tiles * agg)

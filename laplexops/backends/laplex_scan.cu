@@ -18,8 +18,8 @@
 // the recurrences run as a parallel scan:
 //   phase 1  laplex_tiles(phase=1): each block reduces its tile of TILE items to one map per
 //            direction (both directions from one read of the tile)
-//   phase 2  laplex_carries: one block per (column, direction) scans the tile maps into the state
-//            entering each tile
+//   phase 2  laplex_carries: scans the tile maps of each (column, direction) into the state
+//            entering each tile (one block each, or chunk totals first for many tiles)
 //   phase 3  laplex_tiles(phase=3): each block rescans its tile from those states and writes the
 //            three reductions for its rows, in original row order.
 // A tile is merged on the fly (merge path) from the global splits (laplex_splits). In "square"
@@ -435,26 +435,47 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
     if (MOMENT) write_rows(out_moment, left1, row, cnt, s_b, nr, i0, rperm, k, col, tid);
 }
 
-// Phase 2: the state entering every tile, for one (column, direction) per block. The tile maps
-// are replaced by those states in place (a state is a map applied to zero: its p, q, t).
+// Phase 2: the state entering every tile, from the tile maps of phase 1, in place (a state is a
+// map applied to zero: its p, q, t). The maps of one (column, direction) compose in the order of
+// their positions q = 0 .. count-1: map q, or map count-1-q for the backward direction when
+// `reverse`. Block (chunk, column, direction) takes the positions [chunk * span, chunk * span +
+// span), a contiguous run per thread:
+//   scan = 0: writes the composition of its maps to its total, totals[column * chunks + chunk];
+//   scan = 1: replaces each of its maps by the state entering it, starting from its total (the
+//             state entering the chunk, once the totals themselves are scanned) or, without totals,
+//             from zero.
+// Up to `span` tiles take one launch of one block per (column, direction); more take three
+// (totals, a scan of the totals, the scan) so that the carries use the whole GPU.
 template <class R, class D, class V, bool MOMENT>
 __global__ void __launch_bounds__(LAPLEX_CARRY_BLOCK)
-laplex_carries(const long long tiles, Agg<D, R, V>* __restrict__ fwd, Agg<D, R, V>* __restrict__ bwd) {
+laplex_carries(const long long count, const long long span, const int reverse, const int scan,
+               Agg<D, R, V>* __restrict__ fwd, Agg<D, R, V>* __restrict__ bwd,
+               Agg<D, R, V>* __restrict__ fwd_totals, Agg<D, R, V>* __restrict__ bwd_totals) {
     typedef Agg<D, R, V> A;
     __shared__ A s_scan[2][LAPLEX_CARRY_BLOCK];
-    const bool backward = blockIdx.y == 1;
-    A* maps = (backward ? bwd : fwd) + (long long)blockIdx.x * tiles;
+    const bool backward = blockIdx.z == 1;
+    const bool flip = backward && reverse;
+    A* maps = (backward ? bwd : fwd) + (long long)blockIdx.y * count;
+    A* total = backward ? bwd_totals : fwd_totals;
+    if (total) total += (long long)blockIdx.y * gridDim.x + blockIdx.x;
     const int tid = threadIdx.x;
-    const long long chunk = (tiles + LAPLEX_CARRY_BLOCK - 1) / LAPLEX_CARRY_BLOCK;
-    const long long start = tid * chunk < tiles ? tid * chunk : tiles;
-    const long long stop = start + chunk < tiles ? start + chunk : tiles;
+    const long long b0 = (long long)blockIdx.x * span;
+    const long long b1 = b0 + span < count ? b0 + span : count;
+    const long long per = (b1 - b0 + LAPLEX_CARRY_BLOCK - 1) / LAPLEX_CARRY_BLOCK;
+    const long long start = b0 + tid * per < b1 ? b0 + tid * per : b1;
+    const long long stop = start + per < b1 ? start + per : b1;
     A acc;
     set_identity(acc);
-    for (long long q = start; q < stop; ++q) acc = compose<MOMENT>(acc, maps[backward ? tiles - 1 - q : q]);
+    for (long long q = start; q < stop; ++q) acc = compose<MOMENT>(acc, maps[flip ? count - 1 - q : q]);
     A all;
-    A state = block_scan<LAPLEX_CARRY_BLOCK, MOMENT>(acc, tid, s_scan, all);
+    const A before = block_scan<LAPLEX_CARRY_BLOCK, MOMENT>(acc, tid, s_scan, all);
+    if (!scan) {
+        if (tid == 0) *total = all;
+        return;
+    }
+    A state = total ? compose<MOMENT>(*total, before) : before;
     for (long long q = start; q < stop; ++q) {
-        const long long t = backward ? tiles - 1 - q : q;
+        const long long t = flip ? count - 1 - q : q;
         const A map = maps[t];
         maps[t] = state;
         state = compose<MOMENT>(state, map);

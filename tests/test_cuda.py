@@ -114,11 +114,14 @@ class Gpu:
         return self.cupy.asnumpy(a)
 
 
-def _host_available() -> bool:
-    """A C++ compiler for the host build, unless ``LAPLEXOPS_HOST_KERNELS=0`` (``bench --gpu``
-    sets it: on a GPU machine the device is what needs checking; CI runs the host target)."""
+def _require_host() -> None:
+    """Skip unless there is a C++ compiler for the host build and ``LAPLEXOPS_HOST_KERNELS`` is not
+    ``0`` (``bench --gpu`` sets it: on a GPU machine the device is what needs checking; CI runs the
+    host target)."""
     from cuda_host.kernels import compiler
-    return os.environ.get("LAPLEXOPS_HOST_KERNELS", "1") != "0" and compiler() is not None
+    if os.environ.get("LAPLEXOPS_HOST_KERNELS", "1") == "0" or compiler() is None:
+        pytest.skip("no C++ compiler for the host build of the CUDA kernels (or "
+                    "LAPLEXOPS_HOST_KERNELS=0)")
 
 
 _TARGETS: dict = {}
@@ -131,9 +134,7 @@ def _target(name):
                 pytest.skip("no CUDA device with CuPy here")
             _TARGETS[name] = Gpu()
         else:
-            if not _host_available():
-                pytest.skip("no C++ compiler for the host build of the CUDA kernels (or "
-                            "LAPLEXOPS_HOST_KERNELS=0)")
+            _require_host()
             from cuda_host.kernels import SMALL
             _TARGETS[name] = Host(SMALL if name == "host" else None)
     return _TARGETS[name]
@@ -384,8 +385,6 @@ def test_plan_repair_gives_up_on_a_shuffle(target, rng):
 
 def test_production_geometry_on_the_host(rng):
     """The launch geometry the GPU uses (tiles of 1024 items), through the host build."""
-    if not _host_available():
-        pytest.skip("no C++ compiler for the host build (or LAPLEXOPS_HOST_KERNELS=0)")
     target = _target("host-production")
     m, n = 2500, 1900
     x, y = rng.uniform(0, 100, m), rng.uniform(0, 100, n)
@@ -407,8 +406,6 @@ def test_memory_plan_of_a_training_step(rng):
     import tracemalloc
 
     from laplexops._operator import _PlanCell
-    if not _host_available():
-        pytest.skip("no C++ compiler for the host build (or LAPLEXOPS_HOST_KERNELS=0)")
     target = _target("host-production")
     n = 2**15
     x, y = (rng.random(n) * n).astype(np.float32), (rng.random(n) * n).astype(np.float32)
@@ -447,8 +444,7 @@ def test_memory_plan_of_a_training_step(rng):
 
 def test_out_of_memory_becomes_memory_error(rng):
     """A failed device allocation surfaces as MemoryError naming the sizes and the estimate."""
-    if not _host_available():
-        pytest.skip("no C++ compiler for the host build (or LAPLEXOPS_HOST_KERNELS=0)")
+    _require_host()
 
     class DeviceOOM(Exception):
         pass
@@ -471,8 +467,7 @@ def test_out_of_memory_becomes_memory_error(rng):
 def test_kernel_arguments_are_checked(rng):
     """The host build checks the byte size of every argument against the kernel's parameters,
     which catches a Python int passed where the kernel takes an int32 (or the reverse)."""
-    if not _host_available():
-        pytest.skip("no C++ compiler for the host build (or LAPLEXOPS_HOST_KERNELS=0)")
+    _require_host()
     from laplexops.backends import _cuda_kernels as names
     kernels = _target("host").kernels
     fn = kernels.get(names.splits_name("float64"))

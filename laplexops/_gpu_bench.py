@@ -100,6 +100,11 @@ def gpu_bench(log2n: int = 27, seed=None, json_path=None, huge: bool = False,
     fresh = gpu_seconds(cupy, lambda: LaplexOperator(x, y, 1.0) @ v, repeat=3)
     row("fresh matvec, random anchors (sort included)", fresh, "cupy.fft.fft c64, same n",
         t_fft, fresh / t_fft, "<= 5", fresh / t_fft <= 5)
+    # the plan alone: the backend's radix sorts (keys and int32 permutations out) against CuPy's
+    plan = gpu_seconds(cupy, lambda: LaplexOperator(x, y, 1.0).prepare(), repeat=3)
+    t_argsort = gpu_seconds(cupy, lambda: (cupy.argsort(x), cupy.argsort(y)), repeat=3)
+    row("plan of random anchors (validation, snapshots, sorts)", plan,
+        "cupy.argsort of x and of y", t_argsort, plan / t_argsort)
 
     op = LaplexOperator(x, y, 1.0).prepare()
     step = cupy.float32(0.01)  # spacing is about 1: moves of at most 1% of it

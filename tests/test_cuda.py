@@ -56,22 +56,6 @@ def _term_size(x, y, rate, a, forward: bool) -> float:
 
 
 # ------------------------------------------------------------------------------------ targets
-class _CountingNumpy:
-    """NumPy, counting calls of ``argsort`` (to see which plans sorted from scratch)."""
-
-    __name__ = "numpy"
-
-    def __init__(self):
-        self.argsorts = 0
-
-    def argsort(self, *args, **kwargs):
-        self.argsorts += 1
-        return np.argsort(*args, **kwargs)
-
-    def __getattr__(self, name):
-        return getattr(np, name)
-
-
 class Host:
     """The CUDA backend on the CPU."""
 
@@ -79,7 +63,7 @@ class Host:
 
     def __init__(self, geometry):
         from cuda_host.kernels import HostKernels
-        self.xp = _CountingNumpy()
+        self.xp = np
         self.kernels = HostKernels(geometry)
         self.backend = _cupy.CupyBackend(xp=self.xp, kernels_=self.kernels)
 
@@ -112,6 +96,11 @@ class Gpu:
 
     def back(self, a):
         return self.cupy.asnumpy(a)
+
+
+def _full_sorts(target) -> int:
+    """How many radix sort passes the host target has launched (a plan built from scratch)."""
+    return sum("laplex_radix_counts" in name for name in target.kernels.launches)
 
 
 def _require_host() -> None:
@@ -301,21 +290,62 @@ def test_repeated_calls_are_bitwise_identical(target, rng):
 
 
 # ------------------------------------------------------------------------------------ plans
+def _backend(target):
+    return target.backend if target.backend is not None else _cupy.CupyBackend()
+
+
+@pytest.mark.parametrize("index", [np.int32, np.int64])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@given(data=st.data())
+def test_radix_sort_is_numpys_stable_argsort(target, dtype, index, data):
+    """The plan's sort of fresh anchors: keys and permutation exactly NumPy's stable argsort
+    (ties in input order, -0.0 equal to +0.0), across tiles, with passes skipped when a digit is
+    the same for every key."""
+    n = data.draw(st.integers(2, 300), label="n")
+    kind = data.draw(st.sampled_from(["normal", "ties", "spread", "narrow", "zeros"]))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    a = {"normal": lambda: rng.standard_normal(n),
+         "ties": lambda: rng.integers(-3, 4, n) * 0.25,
+         "spread": lambda: rng.uniform(-1, 1, n) * 10.0 ** rng.integers(-8, 9, n),
+         "narrow": lambda: 1 + rng.random(n) * 2.0**-20,
+         "zeros": lambda: rng.choice([-0.0, 0.0, 1.0, -1.0], n)}[kind]().astype(dtype)
+    keys, perm = _backend(target)._radix_sort(target.to(a), np.dtype(index))
+    want = np.argsort(a, kind="stable")
+    if perm is None:  # every digit the same for every key: already in order
+        assert np.all(a == a[0])
+    else:
+        assert perm.dtype == index
+        np.testing.assert_array_equal(target.back(perm), want)
+    np.testing.assert_array_equal(target.back(keys), a[want])
+
+
+def test_radix_sort_skips_constant_digits(rng):
+    """float32 values in [1, 1 + 2^-20) differ in their lowest byte only: one scatter pass."""
+    target = _target("host")
+    a = (1 + rng.random(500) * 2.0**-20).astype(np.float32)
+    before = len(target.kernels.launches)
+    keys, perm = target.backend._radix_sort(a, np.dtype(np.int32))
+    launched = target.kernels.launches[before:]
+    assert sum("radix_counts" in name for name in launched) == 4
+    assert sum("radix_scatter" in name for name in launched) == 1
+    np.testing.assert_array_equal(perm, np.argsort(a, kind="stable"))
+
+
 @pytest.mark.parametrize("fraction", [0.01, 0.3])
 def test_plan_repair_from_previous_order(target, rng, fraction):
     """Anchors moved by a fraction of their spacing: the plan is repaired from the previous
-    order by window sorts (no argsort), and products equal those of a fresh plan."""
+    order by window sorts (no radix sort), and products equal those of a fresh plan."""
     if isinstance(target, Gpu):
-        pytest.skip("the argsort count is observable on the host target")
+        pytest.skip("the sorts launched are observable on the host target")
     backend = target.backend
     m, n = 3000, 2000
     x, y = rng.uniform(0, m, m), rng.uniform(0, m, n)
     old = backend.plan(x, y)
     x2 = x + rng.uniform(-fraction, fraction, m)
     y2 = y + rng.uniform(-fraction, fraction, n)
-    before = target.xp.argsorts
+    before = _full_sorts(target)
     new = backend.plan(x2, y2, hint=old)
-    assert target.xp.argsorts == before, "a full sort ran although the old order was close"
+    assert _full_sorts(target) == before, "a full sort ran although the old order was close"
     fresh = backend.plan(x2, y2)
     for side, b in ((0, rng.standard_normal((n, 1))), (1, rng.standard_normal((m, 1)))):
         a = backend.apply(new, side, 0.9, b)[0]
@@ -326,7 +356,7 @@ def test_plan_repair_of_float32_ties_moved_by_one_ulp(target, rng):
     """float32 anchors on neighbouring floats (runs of ties), each moved one unit in the last
     place down, up or not: the moves cross into the next runs; the repaired plan is right."""
     if isinstance(target, Gpu):
-        pytest.skip("the argsort count is observable on the host target")
+        pytest.skip("the sorts launched are observable on the host target")
     backend = target.backend
     m, n = 3000, 2000
     ulp = np.spacing(np.float32(600))  # anchors on 1000 neighbouring floats: runs of ties
@@ -339,9 +369,9 @@ def test_plan_repair_of_float32_ties_moved_by_one_ulp(target, rng):
         return np.nextafter(a, a + step.astype(np.float32) * np.float32(2000))
 
     x2, y2 = moved(x), moved(y)
-    before = target.xp.argsorts
+    before = _full_sorts(target)
     new = backend.plan(x2, y2, hint=old)
-    assert target.xp.argsorts == before, "a full sort ran although the old order was close"
+    assert _full_sorts(target) == before, "a full sort ran although the old order was close"
     for side, b in ((0, rng.standard_normal((n, 1))), (1, rng.standard_normal((m, 1)))):
         b = b.astype(np.float32)
         # a rate that decays over the 0.06 the anchors span (else W is nearly all ones and
@@ -354,15 +384,15 @@ def test_plan_repair_of_float32_ties_moved_by_one_ulp(target, rng):
 def test_plan_repair_from_sorted_anchors(target, rng):
     """Anchors that were sorted (identity order, no permutation) and then moved a little."""
     if isinstance(target, Gpu):
-        pytest.skip("the argsort count is observable on the host target")
+        pytest.skip("the sorts launched are observable on the host target")
     backend = target.backend
     x = np.sort(rng.uniform(0, 1000, 1000))
     old = backend.plan(x, x)
     x2 = x + rng.uniform(-0.05, 0.05, 1000)
     assert np.any(np.diff(x2) < 0)
-    before = target.xp.argsorts
+    before = _full_sorts(target)
     new = backend.plan(x2, x2, hint=old)
-    assert target.xp.argsorts == before
+    assert _full_sorts(target) == before
     v = rng.standard_normal((1000, 1))
     want = lx.LaplexOperator(x2, x2, 1.0) @ v
     assert rel_err(backend.apply(new, 0, 1.0, v)[0], want) <= 1e-12
@@ -370,14 +400,14 @@ def test_plan_repair_from_sorted_anchors(target, rng):
 
 def test_plan_repair_gives_up_on_a_shuffle(target, rng):
     if isinstance(target, Gpu):
-        pytest.skip("the argsort count is observable on the host target")
+        pytest.skip("the sorts launched are observable on the host target")
     backend = target.backend
     x = rng.uniform(0, 1, 500)
     old = backend.plan(x, x)
     x2 = rng.permutation(x)
-    before = target.xp.argsorts
+    before = _full_sorts(target)
     new = backend.plan(x2, x2, hint=old)
-    assert target.xp.argsorts == before + 1  # fell back to the sort
+    assert _full_sorts(target) > before  # fell back to the sort
     v = rng.standard_normal((500, 1))
     want = lx.LaplexOperator(x2, x2, 1.0) @ v
     assert rel_err(backend.apply(new, 0, 1.0, v)[0], want) <= 1e-12
@@ -434,11 +464,11 @@ def test_memory_plan_of_a_training_step(rng):
         op2 = target.operator(x2, y2, 1.0)
         op2._cell = _PlanCell(hint=op._cell.plan)  # op.with_anchors for the host target
         del op
-        argsorts = target.xp.argsorts
+        sorts = _full_sorts(target)
         peak, _ = bytes_per_anchor(lambda: op2.gradient(v, op2 @ v))
     finally:
         tracemalloc.stop()
-    assert target.xp.argsorts == argsorts  # repaired, not sorted
+    assert _full_sorts(target) == sorts  # repaired, not sorted
     assert peak <= 13, f"training step: {peak:.1f} bytes per anchor beyond snapshots and hint"
 
 
@@ -449,7 +479,12 @@ def test_out_of_memory_becomes_memory_error(rng):
     class DeviceOOM(Exception):
         pass
 
-    class Exhausted(_CountingNumpy):
+    class Exhausted:
+        __name__ = "numpy"
+
+        def __getattr__(self, name):
+            return getattr(np, name)
+
         def empty(self, shape, dtype=float):
             if int(np.prod(shape)) > 10_000:
                 raise DeviceOOM("out of memory allocating")
@@ -459,7 +494,9 @@ def test_out_of_memory_becomes_memory_error(rng):
     backend = _cupy.CupyBackend(xp=Exhausted(), kernels_=HostKernels(SMALL),
                                 out_of_memory=(DeviceOOM,))
     x, y = rng.standard_normal(20_000), rng.standard_normal(30)
-    plan = backend.plan(x, y)
+    with pytest.raises(MemoryError, match=r"plan of 20000 x 30 anchors.*needs about"):
+        backend.plan(x, y)  # the radix sort's buffers
+    plan = backend.plan(np.sort(x), y)  # sorted: x needs no buffers
     with pytest.raises(MemoryError, match=r"20000 x 30 operator with 1 column.*needs about"):
         backend.apply(plan, 0, 1.0, rng.standard_normal((30, 1)))
 

@@ -15,15 +15,17 @@ import os
 import sys
 
 __all__ = ["SOURCE", "GEOMETRY", "options", "ctype", "splits_name", "tiles_name", "carries_name",
-           "sort_windows_name", "window_seams_name", "all_names", "instantiation_source"]
+           "sort_windows_name", "window_seams_name", "radix_counts_name",
+           "radix_scatter_name", "all_names", "instantiation_source"]
 
 #: the kernel source, next to this module
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "laplex_scan.cu")
 
 #: threads per scan block, items per thread (a tile is their product), threads of the carry scan,
-#: threads of a window sort (a window is twice that)
+#: threads of a window sort (a window is twice that), threads of a radix sort block and keys per
+#: thread (a radix tile is their product)
 GEOMETRY = {"LAPLEX_BLOCK": 128, "LAPLEX_ITEMS": 8, "LAPLEX_CARRY_BLOCK": 256,
-            "LAPLEX_SORT_BLOCK": 512}
+            "LAPLEX_SORT_BLOCK": 512, "LAPLEX_RADIX_BLOCK": 64, "LAPLEX_RADIX_ITEMS": 16}
 
 _CTYPES = {"float32": "float", "float64": "double", "complex64": "laplex::cx<float>",
            "complex128": "laplex::cx<double>", "int32": "int", "int64": "long long"}
@@ -67,6 +69,14 @@ def window_seams_name(real: str) -> str:
     return f"laplex::laplex_window_seams<{ctype(real)}>"
 
 
+def radix_counts_name(real: str, index: str) -> str:
+    return f"laplex::laplex_radix_counts<{ctype(real)}, {ctype(index)}>"
+
+
+def radix_scatter_name(real: str, index: str) -> str:
+    return f"laplex::laplex_radix_scatter<{ctype(real)}, {ctype(index)}>"
+
+
 def all_names() -> list[str]:
     """Every template instance the backend can launch."""
     names = []
@@ -76,6 +86,8 @@ def all_names() -> list[str]:
         names.append(window_seams_name(real))
         for index in ("int32", "int64"):
             names.append(sort_windows_name(real, index))
+            names.append(radix_counts_name(real, index))
+            names.append(radix_scatter_name(real, index))
         for decay, operand, moment in itertools.product((real, cplx), (real, cplx), (False, True)):
             value = cplx if cplx in (decay, operand) else real
             for index in ("int32", "int64"):

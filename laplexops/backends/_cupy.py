@@ -1,8 +1,9 @@
 """GPU backend: CuPy arrays, the kernels of ``laplex_scan.cu`` (see there for the scan itself).
 
 A plan holds the sorted anchors of both sides and their permutations (int32 while m + n < 2^31,
-none for anchors that are already sorted); each side of it adds, on first use, the merge-path
-splits of its tiles. A product is three launches over the merged order (tile maps, carries, tile
+none for anchors that are already sorted), from the kernels' LSD radix sort, or from the previous
+plan's order repaired by window sorts (``with_anchors``); each side of it adds, on first use, the
+merge-path splits of its tiles. A product is three launches over the merged order (tile maps, carries, tile
 outputs), O(N k) work and two reads of the tile data; see ``docs/gpu-validation.md`` for the byte
 model.
 
@@ -25,6 +26,7 @@ __all__ = ["CupyBackend", "CudaPlan", "RawModuleKernels"]
 _MAX_GRID_Y = 65535
 _REPAIR_PASSES = 4  # window-sort passes a plan repair may take before it falls back to a sort
 _CARRY_ITEMS = 8  # tile maps per thread of a carry block
+_RADIX_DIGITS = 256  # buckets of a radix sort pass (8 bits)
 _NULL = np.uintp(0)
 _IDENTITY = "identity"  # a previous order that was the identity (its anchors were sorted)
 
@@ -166,8 +168,12 @@ class CupyBackend:
     def plan(self, x, y, hint=None):
         m, n = x.shape[0], y.shape[0]
         item = np.dtype(x.dtype).itemsize
-        # sorted copies, permutations, and the sort's keys and int64 indices in flight
-        estimate = (m + n) * (item + 4) + max(m, n) * (item + 16)
+        # sorted copies and permutations; a radix sort's second key and index buffers and its
+        # digit counts and their scan (256 each per tile of keys) in flight
+        index = 4 if m + n < 2**31 else 8
+        tile = self.geometry["LAPLEX_RADIX_BLOCK"] * self.geometry["LAPLEX_RADIX_ITEMS"]
+        estimate = (m + n) * (item + index) + \
+            max(m, n) * (item + index) + 2 * _RADIX_DIGITS * index * -(-max(m, n) // tile)
         with self._on(self.device_of(x)), \
                 self._memory(f"the plan of {m} x {n} anchors ({x.dtype})", estimate):
             return CudaPlan(self, x, y, hint)
@@ -183,8 +189,41 @@ class CupyBackend:
             repaired = self._repair(a, hint_perm, index)
             if repaired is not None:
                 return repaired
-        perm = xp.argsort(a).astype(index, copy=False)
-        return a[perm], perm
+        return self._radix_sort(a, index)
+
+    def _radix_sort(self, a, index):
+        """``(a[perm], perm)`` for the stable ``perm`` (``index`` dtype) sorting ``a``: LSD radix
+        sort, 8 bits a pass, the keys sorted with their permutation (no gather afterwards). A
+        pass whose digit is the same for every key moves nothing and is skipped (as on the CPU);
+        that takes one look at the 256 digit totals per pass."""
+        xp = self.xp
+        n = a.shape[0]
+        tile = self.geometry["LAPLEX_RADIX_BLOCK"] * self.geometry["LAPLEX_RADIX_ITEMS"]
+        tiles = -(-n // tile)
+        real = np.dtype(a.dtype).name
+        count = kernels.radix_counts_name(real, index.name)
+        scatter = kernels.radix_scatter_name(real, index.name)
+        counts = xp.empty(_RADIX_DIGITS * tiles, dtype=index)
+        ends = xp.empty_like(counts)
+        keys, perm = a, None
+        spare = []  # output buffers of a pass: the input of the one before it
+        for shift in range(0, 8 * a.dtype.itemsize, 8):
+            self.launch(count, (tiles,), (self.geometry["LAPLEX_RADIX_BLOCK"],),
+                        (keys, np.int64(n), np.int32(shift), counts))
+            xp.cumsum(counts, out=ends)
+            digit_ends = ends[tiles - 1::tiles]  # where each digit's keys end in the output
+            sizes = xp.concatenate((digit_ends[:1], digit_ends[1:] - digit_ends[:-1]))
+            if bool(xp.any(sizes == n)):
+                continue  # one digit holds every key
+            out_keys, out_perm = spare.pop() if spare else (xp.empty_like(a),
+                                                            xp.empty(n, dtype=index))
+            self.launch(scatter, (tiles,), (self.geometry["LAPLEX_RADIX_BLOCK"],),
+                        (keys, _ptr(perm), out_keys, out_perm, np.int64(n), np.int32(shift),
+                         ends))
+            if perm is not None:
+                spare.append((keys, perm))
+            keys, perm = out_keys, out_perm
+        return keys, perm  # perm None: every key had the same digits (already in order)
 
     def _repair(self, a, hint_perm, index):
         """Sort ``a`` by fixing up its order ``hint_perm``: O(n) per pass, a few passes for

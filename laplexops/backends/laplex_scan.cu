@@ -42,6 +42,12 @@
 #ifndef LAPLEX_SORT_BLOCK
 #define LAPLEX_SORT_BLOCK 512
 #endif
+#ifndef LAPLEX_RADIX_BLOCK
+#define LAPLEX_RADIX_BLOCK 64
+#endif
+#ifndef LAPLEX_RADIX_ITEMS
+#define LAPLEX_RADIX_ITEMS 16
+#endif
 #define LAPLEX_TILE (LAPLEX_BLOCK * LAPLEX_ITEMS)
 #define LAPLEX_SORT_WINDOW (2 * LAPLEX_SORT_BLOCK)
 
@@ -560,6 +566,155 @@ __global__ void laplex_window_seams(const R* __restrict__ values, const long lon
     const long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x + (offset > 0 ? 0 : 1);
     const long long p = offset + j * LAPLEX_SORT_WINDOW;
     if (p > 0 && p < n && values[p] < values[p - 1]) *unsorted = 1;
+}
+
+// ------------------------------------------------------------------------------------ radix sort
+// A stable LSD radix sort of finite floats with their permutation (the plan of fresh anchors):
+// per 8-bit digit, laplex_radix_counts counts the digit in each tile of LAPLEX_RADIX_TILE keys,
+// the host scans those counts (digit-major, so the scan gives every (digit, tile) its end in the
+// output), and laplex_radix_scatter ranks each tile stably and writes it there. 4 passes for
+// float32 (8 for float64), each reading the keys three times in all and the permutation once and
+// writing both: 4 + 2 (4 + sizeof(I)) bytes per key and pass, the keys sorted on output (no
+// gather). The first pass takes the identity permutation without reading one.
+#define LAPLEX_RADIX_TILE (LAPLEX_RADIX_BLOCK * LAPLEX_RADIX_ITEMS)
+#define LAPLEX_RADIX_DIGITS 256
+
+// the order-preserving unsigned key of a finite float (-0.0 as +0.0, as NumPy orders them)
+template <class R> struct RadixKey;
+template <> struct RadixKey<float> {
+    typedef unsigned U;
+    static __device__ __forceinline__ U of(float a) {
+        U u = __float_as_uint(a);
+        if (u == 0x80000000u) u = 0u;
+        return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+    }
+};
+template <> struct RadixKey<double> {
+    typedef unsigned long long U;
+    static __device__ __forceinline__ U of(double a) {
+        U u = (U)__double_as_longlong(a);
+        if (u == 0x8000000000000000ull) u = 0ull;
+        return (u & 0x8000000000000000ull) ? ~u : (u | 0x8000000000000000ull);
+    }
+};
+
+template <class R> __device__ __forceinline__ int radix_digit(R a, int shift) {
+    return (int)((RadixKey<R>::of(a) >> shift) & (LAPLEX_RADIX_DIGITS - 1));
+}
+
+// where entry e of the scatter's rank table lies (one pad pair per thread's run of digits)
+__device__ __forceinline__ int radix_slot(int e) { return e + 2 * (e / LAPLEX_RADIX_DIGITS); }
+
+// counts[d * tiles + tile]: how many keys of the tile have digit d (at bit `shift`)
+template <class R, class I>
+__global__ void __launch_bounds__(LAPLEX_RADIX_BLOCK)
+laplex_radix_counts(const R* __restrict__ keys, const long long n, const int shift,
+                    I* __restrict__ counts) {
+    __shared__ int s_count[LAPLEX_RADIX_DIGITS];
+    const int tid = threadIdx.x;
+    const long long tiles = gridDim.x;
+    const long long start = (long long)blockIdx.x * LAPLEX_RADIX_TILE;
+    const int len = (int)(n - start < LAPLEX_RADIX_TILE ? n - start : LAPLEX_RADIX_TILE);
+    for (int d = tid; d < LAPLEX_RADIX_DIGITS; d += LAPLEX_RADIX_BLOCK) s_count[d] = 0;
+    __syncthreads();
+    for (int u = tid; u < len; u += LAPLEX_RADIX_BLOCK)
+        atomicAdd(&s_count[radix_digit(keys[start + u], shift)], 1);
+    __syncthreads();
+    for (int d = tid; d < LAPLEX_RADIX_DIGITS; d += LAPLEX_RADIX_BLOCK)
+        counts[d * tiles + blockIdx.x] = I(s_count[d]);
+}
+
+// One stable scatter pass: the tile's keys (and permutation, the identity when perm is null) go
+// to keys_out/perm_out, where ends (the inclusive scan of laplex_radix_counts) puts them. Within
+// the tile, each thread holds LAPLEX_RADIX_ITEMS consecutive keys and counts its digits in its own
+// column of a digit-major table; the table's exclusive scan is then every (digit, thread)'s first
+// rank, so equal digits keep their order. The ranked tile is exchanged through shared memory, so
+// each digit's run is written contiguously.
+template <class R, class I>
+__global__ void __launch_bounds__(LAPLEX_RADIX_BLOCK)
+laplex_radix_scatter(const R* __restrict__ keys, const I* __restrict__ perm,
+                     R* __restrict__ keys_out, I* __restrict__ perm_out, const long long n,
+                     const int shift, const I* __restrict__ ends) {
+    constexpr int T = LAPLEX_RADIX_BLOCK, K = LAPLEX_RADIX_ITEMS, TILE = LAPLEX_RADIX_TILE;
+    constexpr int D = LAPLEX_RADIX_DIGITS, TABLE = D * T;
+    static_assert(TILE < 65536, "ranks are 16-bit");
+    static_assert(TILE * (sizeof(R) + sizeof(I)) <= TABLE * sizeof(unsigned short),
+                  "the exchange reuses the rank table");
+    static_assert(T % 2 == 0, "the padded rank table is a whole number of 8-byte words");
+    // the rank table (entry e of thread e / D at e + 2 (e / D): each thread's run of D entries
+    // starts in another bank), then (once ranked) the exchange of keys and permutation
+    __shared__ unsigned long long s_table[(TABLE + 2 * T) / 4];
+    __shared__ unsigned short s_start[D + 1];  // first rank of each digit in the tile
+    __shared__ long long s_base[D];            // output position of the tile's rank 0 of digit d
+    __shared__ int s_sum[T];
+    unsigned short* rank = reinterpret_cast<unsigned short*>(s_table);
+    R* x_keys = reinterpret_cast<R*>(s_table);
+    I* x_perm = reinterpret_cast<I*>(x_keys + TILE);
+    const int tid = threadIdx.x;
+    const long long tiles = gridDim.x;
+    const long long start = (long long)blockIdx.x * TILE;
+    const int len = (int)(n - start < TILE ? n - start : TILE);
+
+    // coalesced loads through the exchange, then K consecutive items per thread
+    for (int u = tid; u < len; u += T) {
+        x_keys[u] = keys[start + u];
+        x_perm[u] = perm ? perm[start + u] : I(start + u);
+    }
+    __syncthreads();
+    R key[K];
+    I idx[K];
+    int digit[K];
+    unsigned short local[K];
+    for (int j = 0; j < K; ++j) {
+        const int u = tid * K + j;
+        digit[j] = -1;
+        if (u < len) {
+            key[j] = x_keys[u];
+            idx[j] = x_perm[u];
+            digit[j] = radix_digit(key[j], shift);
+        }
+    }
+    __syncthreads();
+    unsigned* words = reinterpret_cast<unsigned*>(s_table);
+    for (int w = tid; w < (TABLE + 2 * T) / 2; w += T) words[w] = 0u;
+    __syncthreads();
+    for (int j = 0; j < K; ++j)
+        if (digit[j] >= 0) local[j] = rank[radix_slot(digit[j] * T + tid)]++;
+    __syncthreads();
+    // exclusive scan of the table in (digit, thread) order: thread t scans entries t*D .. t*D+D-1
+    unsigned short* run = rank + radix_slot(tid * D);
+    int sum = 0;
+    for (int e = 0; e < D; ++e) sum += run[e];
+    s_sum[tid] = sum;
+    __syncthreads();
+    int running = 0;
+    for (int t = 0; t < tid; ++t) running += s_sum[t];
+    for (int e = 0; e < D; ++e) {
+        const int c = run[e];
+        run[e] = (unsigned short)running;
+        running += c;
+    }
+    __syncthreads();
+    for (int d = tid; d < D; d += T) s_start[d] = rank[radix_slot(d * T)];
+    if (tid == 0) s_start[D] = (unsigned short)len;
+    for (int j = 0; j < K; ++j)
+        if (digit[j] >= 0)
+            local[j] = (unsigned short)(local[j] + rank[radix_slot(digit[j] * T + tid)]);
+    __syncthreads();
+    for (int d = tid; d < D; d += T)  // the digit's run of this tile ends at ends[d * tiles + tile]
+        s_base[d] = (long long)ends[d * tiles + blockIdx.x] - s_start[d + 1];
+    for (int j = 0; j < K; ++j)
+        if (digit[j] >= 0) {
+            x_keys[local[j]] = key[j];
+            x_perm[local[j]] = idx[j];
+        }
+    __syncthreads();
+    for (int u = tid; u < len; u += T) {
+        const R a = x_keys[u];
+        const long long p = s_base[radix_digit(a, shift)] + u;
+        keys_out[p] = a;
+        perm_out[p] = x_perm[u];
+    }
 }
 
 }  // namespace laplex

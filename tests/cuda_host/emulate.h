@@ -2,8 +2,10 @@
 // threads as std::threads meeting at a std::barrier for __syncthreads. Static shared memory
 // becomes a function-static array (one block runs at a time). Only what laplex_scan.cu uses.
 #pragma once
+#include <atomic>
 #include <barrier>
 #include <cmath>
+#include <cstring>
 #include <cstddef>
 #include <thread>
 #include <type_traits>
@@ -17,6 +19,14 @@ inline emu_dim3 blockDim, gridDim;
 inline std::barrier<>* emu_barrier = nullptr;
 
 inline void __syncthreads() { emu_barrier->arrive_and_wait(); }
+
+template <class T> T atomicAdd(T* address, T value) {
+    return std::atomic_ref<T>(*address).fetch_add(value);
+}
+inline unsigned __float_as_uint(float a) { unsigned u; std::memcpy(&u, &a, sizeof u); return u; }
+inline long long __double_as_longlong(double a) {
+    long long u; std::memcpy(&u, &a, sizeof u); return u;
+}
 
 #define __global__
 #define __device__

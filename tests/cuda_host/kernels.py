@@ -18,7 +18,8 @@ from laplexops.backends import _cuda_kernels as cuda
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 #: a small geometry: many tiles, carry chunks and sort windows even for short inputs
-SMALL = {"LAPLEX_BLOCK": 8, "LAPLEX_ITEMS": 4, "LAPLEX_CARRY_BLOCK": 4, "LAPLEX_SORT_BLOCK": 8}
+SMALL = {"LAPLEX_BLOCK": 8, "LAPLEX_ITEMS": 4, "LAPLEX_CARRY_BLOCK": 4, "LAPLEX_SORT_BLOCK": 8,
+         "LAPLEX_RADIX_BLOCK": 4, "LAPLEX_RADIX_ITEMS": 4}
 
 
 def compiler() -> str | None:
@@ -52,7 +53,7 @@ class HostKernels:
         unit.append("}")
         text = "\n".join(unit)
         # each geometry's build keeps its symbols (the shared-memory statics above all) to itself
-        flags = ["-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", "-w",
+        flags = ["-std=c++20", "-O1", "-fno-strict-aliasing", "-shared", "-fPIC", "-pthread", "-w",
                  "-fvisibility=hidden", "-fvisibility-inlines-hidden", "-fno-gnu-unique",
                  *cuda.options(self.geometry)]
         key = hashlib.sha256("\0".join([source, header, text, *flags]).encode()).hexdigest()[:16]

@@ -182,34 +182,49 @@ class CupyBackend:
         """``(a[perm], perm)`` with ``perm = None`` when ``a`` is already sorted; from a previous
         order ``hint_perm`` (``_IDENTITY`` when that was the identity) repaired by window sorts
         when it is close."""
-        xp = self.xp
-        if _is_sorted(xp, a):
+        if a.shape[0] < 2:
+            return a, None
+        counts, unsorted = self._radix_counts(a, 0, index, check_order=True)
+        if not unsorted:
             return a, None
         if hint_perm is not None:
             repaired = self._repair(a, hint_perm, index)
             if repaired is not None:
                 return repaired
-        return self._radix_sort(a, index)
+        return self._radix_sort(a, index, counts)
 
-    def _radix_sort(self, a, index):
+    def _radix_counts(self, keys, shift, index, check_order=False, counts=None):
+        """The digit counts of every radix tile of ``keys`` at bit ``shift`` (digit-major), and
+        with ``check_order`` whether ``keys`` is out of order (from the same read)."""
+        xp = self.xp
+        n = keys.shape[0]
+        tiles = -(-n // (self.geometry["LAPLEX_RADIX_BLOCK"] * self.geometry["LAPLEX_RADIX_ITEMS"]))
+        if counts is None:
+            counts = xp.empty(_RADIX_DIGITS * tiles, dtype=index)
+        flag = xp.zeros(1, dtype=np.int32) if check_order else None
+        self.launch(kernels.radix_counts_name(np.dtype(keys.dtype).name, index.name), (tiles,),
+                    (self.geometry["LAPLEX_RADIX_BLOCK"],),
+                    (keys, np.int64(n), np.int32(shift), counts, _ptr(flag)))
+        return counts, check_order and bool(flag[0])
+
+    def _radix_sort(self, a, index, counts=None):
         """``(a[perm], perm)`` for the stable ``perm`` (``index`` dtype) sorting ``a``: LSD radix
         sort, 8 bits a pass, the keys sorted with their permutation (no gather afterwards). A
         pass whose digit is the same for every key moves nothing and is skipped (as on the CPU);
-        that takes one look at the 256 digit totals per pass."""
+        that takes one look at the 256 digit totals per pass. ``counts``: those of the first
+        pass, when already counted."""
         xp = self.xp
         n = a.shape[0]
-        tile = self.geometry["LAPLEX_RADIX_BLOCK"] * self.geometry["LAPLEX_RADIX_ITEMS"]
-        tiles = -(-n // tile)
-        real = np.dtype(a.dtype).name
-        count = kernels.radix_counts_name(real, index.name)
-        scatter = kernels.radix_scatter_name(real, index.name)
-        counts = xp.empty(_RADIX_DIGITS * tiles, dtype=index)
+        tiles = -(-n // (self.geometry["LAPLEX_RADIX_BLOCK"] * self.geometry["LAPLEX_RADIX_ITEMS"]))
+        scatter = kernels.radix_scatter_name(np.dtype(a.dtype).name, index.name)
+        if counts is None:
+            counts, _ = self._radix_counts(a, 0, index)
         ends = xp.empty_like(counts)
         keys, perm = a, None
         spare = []  # output buffers of a pass: the input of the one before it
         for shift in range(0, 8 * a.dtype.itemsize, 8):
-            self.launch(count, (tiles,), (self.geometry["LAPLEX_RADIX_BLOCK"],),
-                        (keys, np.int64(n), np.int32(shift), counts))
+            if shift:
+                self._radix_counts(keys, shift, index, counts=counts)
             xp.cumsum(counts, out=ends)
             digit_ends = ends[tiles - 1::tiles]  # where each digit's keys end in the output
             sizes = xp.concatenate((digit_ends[:1], digit_ends[1:] - digit_ends[:-1]))
@@ -334,10 +349,6 @@ def _map_bytes(real: np.dtype, decay: np.dtype, value: np.dtype) -> int:
 def _ptr(a):
     """A kernel argument for an optional array: the array, or a null pointer."""
     return _NULL if a is None else a
-
-
-def _is_sorted(xp, a) -> bool:
-    return a.shape[0] < 2 or not bool(xp.any(a[1:] < a[:-1]))
 
 
 def matvec_bytes(m: int, n: int, k: int = 1, real=np.float32, operand=None, value=None,

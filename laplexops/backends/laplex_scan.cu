@@ -605,23 +605,33 @@ template <class R> __device__ __forceinline__ int radix_digit(R a, int shift) {
 // where entry e of the scatter's rank table lies (one pad pair per thread's run of digits)
 __device__ __forceinline__ int radix_slot(int e) { return e + 2 * (e / LAPLEX_RADIX_DIGITS); }
 
-// counts[d * tiles + tile]: how many keys of the tile have digit d (at bit `shift`)
+// counts[d * tiles + tile]: how many keys of the tile have digit d (at bit `shift`). With
+// `unsorted` given, also sets *unsorted to 1 when a key is below the one before it (the plan's
+// "already sorted?" question answered from the same read as the first pass's counts).
 template <class R, class I>
 __global__ void __launch_bounds__(LAPLEX_RADIX_BLOCK)
 laplex_radix_counts(const R* __restrict__ keys, const long long n, const int shift,
-                    I* __restrict__ counts) {
+                    I* __restrict__ counts, int* __restrict__ unsorted) {
     __shared__ int s_count[LAPLEX_RADIX_DIGITS];
+    __shared__ int s_unsorted;
     const int tid = threadIdx.x;
     const long long tiles = gridDim.x;
     const long long start = (long long)blockIdx.x * LAPLEX_RADIX_TILE;
     const int len = (int)(n - start < LAPLEX_RADIX_TILE ? n - start : LAPLEX_RADIX_TILE);
     for (int d = tid; d < LAPLEX_RADIX_DIGITS; d += LAPLEX_RADIX_BLOCK) s_count[d] = 0;
+    if (tid == 0) s_unsorted = 0;
     __syncthreads();
-    for (int u = tid; u < len; u += LAPLEX_RADIX_BLOCK)
-        atomicAdd(&s_count[radix_digit(keys[start + u], shift)], 1);
+    bool descent = false;
+    for (int u = tid; u < len; u += LAPLEX_RADIX_BLOCK) {
+        const R a = keys[start + u];
+        atomicAdd(&s_count[radix_digit(a, shift)], 1);
+        if (unsorted && start + u > 0 && a < keys[start + u - 1]) descent = true;
+    }
+    if (descent) s_unsorted = 1;
     __syncthreads();
     for (int d = tid; d < LAPLEX_RADIX_DIGITS; d += LAPLEX_RADIX_BLOCK)
         counts[d * tiles + blockIdx.x] = I(s_count[d]);
+    if (tid == 0 && s_unsorted) *unsorted = 1;
 }
 
 // One stable scatter pass: the tile's keys (and permutation, the identity when perm is null) go

@@ -427,6 +427,17 @@ def test_production_geometry_on_the_host(rng):
     assert rel_err(got.y, want.y) <= 1e-11 and abs(got.rate - want.rate) <= 1e-11 * abs(want.rate)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_production_radix_tiles_on_the_host(rng, dtype):
+    """The GPU's radix geometry (8 warps, 4096 or 2048 keys a tile) over several tiles."""
+    backend = _target("host-production").backend
+    a = np.concatenate([rng.standard_normal(9000), rng.integers(0, 9, 3000) * 0.5]).astype(dtype)
+    for index in (np.int32, np.int64):
+        keys, perm = backend._radix_sort(a, np.dtype(index))
+        np.testing.assert_array_equal(perm, np.argsort(a, kind="stable"))
+        np.testing.assert_array_equal(keys, np.sort(a))
+
+
 def test_memory_plan_of_a_training_step(rng):
     """The memory plan of docs/gpu-validation.md, measured on the backend's host code (NumPy
     reports its allocations to tracemalloc): beyond the inputs x, y, v, g, a fresh float32 step
@@ -497,7 +508,7 @@ def test_out_of_memory_becomes_memory_error(rng):
     x, y = rng.standard_normal(20_000), rng.standard_normal(30)
     with pytest.raises(MemoryError, match=r"plan of 20000 x 30 anchors.*needs about"):
         backend.plan(x, y)  # the radix sort's buffers
-    plan = _cupy.CupyBackend(xp=np, kernels_=kernels).plan(x, y)
+    plan = _cupy.CupyBackend(xp=np, kernels_=kernels).plan(np.sort(x), y)
     with pytest.raises(MemoryError, match=r"20000 x 30 operator with 1 column.*needs about"):
         backend.apply(plan, 0, 1.0, rng.standard_normal((30, 1)))
 

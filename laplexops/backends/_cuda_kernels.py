@@ -15,21 +15,23 @@ import os
 import sys
 
 __all__ = ["SOURCE", "GEOMETRY", "options", "ctype", "splits_name", "tiles_name", "carries_name",
-           "sort_windows_name", "window_seams_name", "radix_counts_name",
+           "sort_windows_name", "window_seams_name", "radix_tile", "radix_counts_name",
            "radix_scatter_name", "all_names", "instantiation_source"]
 
 #: the kernel source, next to this module
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "laplex_scan.cu")
 
 #: threads per scan block, items per thread (a tile is their product), threads of the carry scan,
-#: threads of a window sort (a window is twice that), threads of a radix sort block and keys per
-#: thread (a radix tile is their product)
+#: threads of a window sort (a window is twice that), threads of a radix sort block (whole warps)
+#: and keys per thread (a radix tile is their product; half as many keys for pairs of a key and
+#: an index wider than 8 bytes, see ``radix_tile``)
 GEOMETRY = {"LAPLEX_BLOCK": 128, "LAPLEX_ITEMS": 8, "LAPLEX_CARRY_BLOCK": 256,
-            "LAPLEX_SORT_BLOCK": 512, "LAPLEX_RADIX_BLOCK": 64, "LAPLEX_RADIX_ITEMS": 16}
+            "LAPLEX_SORT_BLOCK": 512, "LAPLEX_RADIX_BLOCK": 256, "LAPLEX_RADIX_ITEMS": 16}
 
 _CTYPES = {"float32": "float", "float64": "double", "complex64": "laplex::cx<float>",
            "complex128": "laplex::cx<double>", "int32": "int", "int64": "long long"}
 _REALS = ("float32", "float64")
+_ITEMSIZE = {"float32": 4, "float64": 8, "int32": 4, "int64": 8}
 _COMPLEX_OF = {"float32": "complex64", "float64": "complex128"}
 
 
@@ -67,6 +69,13 @@ def sort_windows_name(real: str, index: str) -> str:
 
 def window_seams_name(real: str) -> str:
     return f"laplex::laplex_window_seams<{ctype(real)}>"
+
+
+def radix_tile(geometry: dict, real: str, index: str) -> int:
+    """Keys per radix tile (``RadixTile<R, I>::SIZE`` of the kernels) for this geometry."""
+    items = geometry["LAPLEX_RADIX_ITEMS"]
+    pair = _ITEMSIZE[real] + _ITEMSIZE[index]
+    return geometry["LAPLEX_RADIX_BLOCK"] * (items if pair <= 8 else items // 2)
 
 
 def radix_counts_name(real: str, index: str) -> str:

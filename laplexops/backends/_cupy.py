@@ -171,7 +171,7 @@ class CupyBackend:
         # sorted copies and permutations; a radix sort's second key and index buffers and its
         # digit counts and their scan (256 each per tile of keys) in flight
         index = 4 if m + n < 2**31 else 8
-        tile = self.geometry["LAPLEX_RADIX_BLOCK"] * self.geometry["LAPLEX_RADIX_ITEMS"]
+        tile = kernels.radix_tile(self.geometry, np.dtype(x.dtype).name, f"int{8 * index}")
         estimate = (m + n) * (item + index) + \
             max(m, n) * (item + index) + 2 * _RADIX_DIGITS * index * -(-max(m, n) // tile)
         with self._on(self.device_of(x)), \
@@ -198,7 +198,7 @@ class CupyBackend:
         with ``check_order`` whether ``keys`` is out of order (from the same read)."""
         xp = self.xp
         n = keys.shape[0]
-        tiles = -(-n // (self.geometry["LAPLEX_RADIX_BLOCK"] * self.geometry["LAPLEX_RADIX_ITEMS"]))
+        tiles = -(-n // kernels.radix_tile(self.geometry, np.dtype(keys.dtype).name, index.name))
         if counts is None:
             counts = xp.empty(_RADIX_DIGITS * tiles, dtype=index)
         flag = xp.zeros(1, dtype=np.int32) if check_order else None
@@ -215,7 +215,7 @@ class CupyBackend:
         pass, when already counted."""
         xp = self.xp
         n = a.shape[0]
-        tiles = -(-n // (self.geometry["LAPLEX_RADIX_BLOCK"] * self.geometry["LAPLEX_RADIX_ITEMS"]))
+        tiles = -(-n // kernels.radix_tile(self.geometry, np.dtype(a.dtype).name, index.name))
         scatter = kernels.radix_scatter_name(np.dtype(a.dtype).name, index.name)
         if counts is None:
             counts, _ = self._radix_counts(a, 0, index)

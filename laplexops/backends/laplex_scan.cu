@@ -43,7 +43,7 @@
 #define LAPLEX_SORT_BLOCK 512
 #endif
 #ifndef LAPLEX_RADIX_BLOCK
-#define LAPLEX_RADIX_BLOCK 64
+#define LAPLEX_RADIX_BLOCK 256
 #endif
 #ifndef LAPLEX_RADIX_ITEMS
 #define LAPLEX_RADIX_ITEMS 16
@@ -570,14 +570,22 @@ __global__ void laplex_window_seams(const R* __restrict__ values, const long lon
 
 // ------------------------------------------------------------------------------------ radix sort
 // A stable LSD radix sort of finite floats with their permutation (the plan of fresh anchors):
-// per 8-bit digit, laplex_radix_counts counts the digit in each tile of LAPLEX_RADIX_TILE keys,
-// the host scans those counts (digit-major, so the scan gives every (digit, tile) its end in the
-// output), and laplex_radix_scatter ranks each tile stably and writes it there. 4 passes for
-// float32 (8 for float64), each reading the keys three times in all and the permutation once and
-// writing both: 4 + 2 (4 + sizeof(I)) bytes per key and pass, the keys sorted on output (no
-// gather). The first pass takes the identity permutation without reading one.
-#define LAPLEX_RADIX_TILE (LAPLEX_RADIX_BLOCK * LAPLEX_RADIX_ITEMS)
+// per 8-bit digit, laplex_radix_counts counts the digit in each tile of keys, the host scans
+// those counts (digit-major, so the scan gives every (digit, tile) its end in the output), and
+// laplex_radix_scatter ranks each tile stably and writes it there. 4 passes for float32 (8 for
+// float64); per key and pass the keys are read twice and the permutation once, both written once;
+// the keys come out sorted (no gather). The first pass takes the identity permutation without
+// reading one.
 #define LAPLEX_RADIX_DIGITS 256
+#define LAPLEX_RADIX_WARPS (LAPLEX_RADIX_BLOCK / 32)
+
+// A radix tile: LAPLEX_RADIX_ITEMS keys per thread for 8-byte (key, index) pairs, half as many for
+// wider pairs (the tile passes through shared memory). The host sizes the counts by this.
+template <class R, class I> struct RadixTile {
+    static constexpr int ITEMS = sizeof(R) + sizeof(I) <= 8 ? LAPLEX_RADIX_ITEMS
+                                                            : LAPLEX_RADIX_ITEMS / 2;
+    static constexpr int SIZE = LAPLEX_RADIX_BLOCK * ITEMS;
+};
 
 // the order-preserving unsigned key of a finite float (-0.0 as +0.0, as NumPy orders them)
 template <class R> struct RadixKey;
@@ -602,9 +610,6 @@ template <class R> __device__ __forceinline__ int radix_digit(R a, int shift) {
     return (int)((RadixKey<R>::of(a) >> shift) & (LAPLEX_RADIX_DIGITS - 1));
 }
 
-// where entry e of the scatter's rank table lies (one pad pair per thread's run of digits)
-__device__ __forceinline__ int radix_slot(int e) { return e + 2 * (e / LAPLEX_RADIX_DIGITS); }
-
 // counts[d * tiles + tile]: how many keys of the tile have digit d (at bit `shift`). With
 // `unsorted` given, also sets *unsorted to 1 when a key is below the one before it (the plan's
 // "already sorted?" question answered from the same read as the first pass's counts).
@@ -612,12 +617,13 @@ template <class R, class I>
 __global__ void __launch_bounds__(LAPLEX_RADIX_BLOCK)
 laplex_radix_counts(const R* __restrict__ keys, const long long n, const int shift,
                     I* __restrict__ counts, int* __restrict__ unsorted) {
+    constexpr int TILE = RadixTile<R, I>::SIZE;
     __shared__ int s_count[LAPLEX_RADIX_DIGITS];
     __shared__ int s_unsorted;
     const int tid = threadIdx.x;
     const long long tiles = gridDim.x;
-    const long long start = (long long)blockIdx.x * LAPLEX_RADIX_TILE;
-    const int len = (int)(n - start < LAPLEX_RADIX_TILE ? n - start : LAPLEX_RADIX_TILE);
+    const long long start = (long long)blockIdx.x * TILE;
+    const int len = (int)(n - start < TILE ? n - start : TILE);
     for (int d = tid; d < LAPLEX_RADIX_DIGITS; d += LAPLEX_RADIX_BLOCK) s_count[d] = 0;
     if (tid == 0) s_unsorted = 0;
     __syncthreads();
@@ -635,95 +641,105 @@ laplex_radix_counts(const R* __restrict__ keys, const long long n, const int shi
 }
 
 // One stable scatter pass: the tile's keys (and permutation, the identity when perm is null) go
-// to keys_out/perm_out, where ends (the inclusive scan of laplex_radix_counts) puts them. Within
-// the tile, each thread holds LAPLEX_RADIX_ITEMS consecutive keys and counts its digits in its own
-// column of a digit-major table; the table's exclusive scan is then every (digit, thread)'s first
-// rank, so equal digits keep their order. The ranked tile is exchanged through shared memory, so
-// each digit's run is written contiguously.
+// to keys_out/perm_out, where ends (the inclusive scan of laplex_radix_counts) puts them.
+// Warp w owns a contiguous run of the tile and reads it in rounds of 32 consecutive keys (lane l
+// of round j: key w·32·ITEMS + 32 j + l, coalesced). Each round ranks its keys within the warp:
+// lanes with the same digit find each other (__match_any_sync); a key's rank is the warp's count
+// of its digit so far plus its peers in lower lanes. Ranks follow input order, so equal digits keep
+// their order. Per (digit, warp) counts then become the tile's ranks (digit-major, warps in order),
+// the ranked tile is exchanged through shared memory, and each digit's run is written contiguously.
 template <class R, class I>
 __global__ void __launch_bounds__(LAPLEX_RADIX_BLOCK)
 laplex_radix_scatter(const R* __restrict__ keys, const I* __restrict__ perm,
                      R* __restrict__ keys_out, I* __restrict__ perm_out, const long long n,
                      const int shift, const I* __restrict__ ends) {
-    constexpr int T = LAPLEX_RADIX_BLOCK, K = LAPLEX_RADIX_ITEMS, TILE = LAPLEX_RADIX_TILE;
-    constexpr int D = LAPLEX_RADIX_DIGITS, TABLE = D * T;
-    static_assert(TILE < 65536, "ranks are 16-bit");
-    static_assert(TILE * (sizeof(R) + sizeof(I)) <= TABLE * sizeof(unsigned short),
-                  "the exchange reuses the rank table");
-    static_assert(T % 2 == 0, "the padded rank table is a whole number of 8-byte words");
-    // the rank table (entry e of thread e / D at e + 2 (e / D): each thread's run of D entries
-    // starts in another bank), then (once ranked) the exchange of keys and permutation
-    __shared__ unsigned long long s_table[(TABLE + 2 * T) / 4];
-    __shared__ unsigned short s_start[D + 1];  // first rank of each digit in the tile
-    __shared__ long long s_base[D];            // output position of the tile's rank 0 of digit d
-    __shared__ int s_sum[T];
-    unsigned short* rank = reinterpret_cast<unsigned short*>(s_table);
-    R* x_keys = reinterpret_cast<R*>(s_table);
-    I* x_perm = reinterpret_cast<I*>(x_keys + TILE);
-    const int tid = threadIdx.x;
+    constexpr int T = LAPLEX_RADIX_BLOCK, W = LAPLEX_RADIX_WARPS, D = LAPLEX_RADIX_DIGITS;
+    constexpr int K = RadixTile<R, I>::ITEMS, TILE = RadixTile<R, I>::SIZE;
+    constexpr int GROUPS = 16, GROUP = D / GROUPS;  // the scan of the digit totals
+    static_assert(T % 32 == 0 && T >= GROUPS, "whole warps, and one thread per digit group");
+    static_assert(TILE < 65536 && K >= 1, "16-bit ranks");
+    __shared__ unsigned short s_warp[D * W];  // per (digit, warp): count, then first rank in digit
+    __shared__ int s_start[D + 1];            // first rank of each digit in the tile
+    __shared__ int s_group[GROUPS];
+    __shared__ long long s_base[D];           // output position of the tile's rank 0 of digit d
+    __shared__ R s_key[TILE];
+    __shared__ I s_perm[TILE];
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const unsigned lower = (1u << lane) - 1u;  // lanes below this one
     const long long tiles = gridDim.x;
     const long long start = (long long)blockIdx.x * TILE;
     const int len = (int)(n - start < TILE ? n - start : TILE);
+    for (int e = tid; e < D * W; e += T) s_warp[e] = 0;
 
-    // coalesced loads through the exchange, then K consecutive items per thread
-    for (int u = tid; u < len; u += T) {
-        x_keys[u] = keys[start + u];
-        x_perm[u] = perm ? perm[start + u] : I(start + u);
-    }
-    __syncthreads();
     R key[K];
     I idx[K];
-    int digit[K];
-    unsigned short local[K];
+    int tag[K];  // digit (D past the end of the keys), then | rank within (digit, warp) << 16
     for (int j = 0; j < K; ++j) {
-        const int u = tid * K + j;
-        digit[j] = -1;
+        const int u = warp * 32 * K + j * 32 + lane;
+        tag[j] = D;
         if (u < len) {
-            key[j] = x_keys[u];
-            idx[j] = x_perm[u];
-            digit[j] = radix_digit(key[j], shift);
+            key[j] = keys[start + u];
+            idx[j] = perm ? perm[start + u] : I(start + u);
+            tag[j] = radix_digit(key[j], shift);
         }
     }
     __syncthreads();
-    unsigned* words = reinterpret_cast<unsigned*>(s_table);
-    for (int w = tid; w < (TABLE + 2 * T) / 2; w += T) words[w] = 0u;
-    __syncthreads();
-    for (int j = 0; j < K; ++j)
-        if (digit[j] >= 0) local[j] = rank[radix_slot(digit[j] * T + tid)]++;
-    __syncthreads();
-    // exclusive scan of the table in (digit, thread) order: thread t scans entries t*D .. t*D+D-1
-    unsigned short* run = rank + radix_slot(tid * D);
-    int sum = 0;
-    for (int e = 0; e < D; ++e) sum += run[e];
-    s_sum[tid] = sum;
-    __syncthreads();
-    int running = 0;
-    for (int t = 0; t < tid; ++t) running += s_sum[t];
-    for (int e = 0; e < D; ++e) {
-        const int c = run[e];
-        run[e] = (unsigned short)running;
-        running += c;
+    for (int j = 0; j < K; ++j) {
+        const int d = tag[j];
+        const unsigned peers = __match_any_sync(0xffffffffu, d);
+        const int before = d < D ? s_warp[d * W + warp] : 0;
+        __syncwarp();
+        if (d < D && (peers & lower) == 0)  // the lowest of the peers counts them all
+            s_warp[d * W + warp] = (unsigned short)(before + __popc(peers));
+        __syncwarp();
+        tag[j] = d | ((before + __popc(peers & lower)) << 16);
     }
     __syncthreads();
-    for (int d = tid; d < D; d += T) s_start[d] = rank[radix_slot(d * T)];
-    if (tid == 0) s_start[D] = (unsigned short)len;
-    for (int j = 0; j < K; ++j)
-        if (digit[j] >= 0)
-            local[j] = (unsigned short)(local[j] + rank[radix_slot(digit[j] * T + tid)]);
+    // per digit: the warps' counts become their first ranks within the digit; digit totals
+    for (int d = tid; d < D; d += T) {
+        int run = 0;
+        for (int w = 0; w < W; ++w) {
+            const int c = s_warp[d * W + w];
+            s_warp[d * W + w] = (unsigned short)run;
+            run += c;
+        }
+        s_start[d] = run;
+    }
+    __syncthreads();
+    // exclusive scan of the digit totals: GROUPS threads of GROUP digits each
+    if (tid < GROUPS) {
+        int sum = 0;
+        for (int d = tid * GROUP; d < tid * GROUP + GROUP; ++d) sum += s_start[d];
+        s_group[tid] = sum;
+    }
+    __syncthreads();
+    if (tid < GROUPS) {
+        int run = 0;
+        for (int g = 0; g < tid; ++g) run += s_group[g];
+        for (int d = tid * GROUP; d < tid * GROUP + GROUP; ++d) {
+            const int c = s_start[d];
+            s_start[d] = run;
+            run += c;
+        }
+    }
+    if (tid == 0) s_start[D] = len;
     __syncthreads();
     for (int d = tid; d < D; d += T)  // the digit's run of this tile ends at ends[d * tiles + tile]
         s_base[d] = (long long)ends[d * tiles + blockIdx.x] - s_start[d + 1];
-    for (int j = 0; j < K; ++j)
-        if (digit[j] >= 0) {
-            x_keys[local[j]] = key[j];
-            x_perm[local[j]] = idx[j];
+    for (int j = 0; j < K; ++j) {
+        const int d = tag[j] & 0xffff;
+        if (d < D) {
+            const int rank = s_start[d] + s_warp[d * W + warp] + (tag[j] >> 16);
+            s_key[rank] = key[j];
+            s_perm[rank] = idx[j];
         }
+    }
     __syncthreads();
     for (int u = tid; u < len; u += T) {
-        const R a = x_keys[u];
+        const R a = s_key[u];
         const long long p = s_base[radix_digit(a, shift)] + u;
         keys_out[p] = a;
-        perm_out[p] = x_perm[u];
+        perm_out[p] = s_perm[u];
     }
 }
 

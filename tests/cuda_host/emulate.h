@@ -1,12 +1,16 @@
 // Runs CUDA kernels of laplexops on the host, for tests without a GPU: every block in turn, its
-// threads as std::threads meeting at a std::barrier for __syncthreads. Static shared memory
-// becomes a function-static array (one block runs at a time). Only what laplex_scan.cu uses.
+// threads as std::threads meeting at a std::barrier for __syncthreads, and each warp of 32 at its
+// own barrier for __syncwarp and __match_any_sync (the kernels call those with the whole warp).
+// Static shared memory becomes a function-static array (one block runs at a time). Only what
+// laplex_scan.cu uses.
 #pragma once
 #include <atomic>
 #include <barrier>
 #include <cmath>
-#include <cstring>
 #include <cstddef>
+#include <cstring>
+#include <algorithm>
+#include <memory>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -17,8 +21,26 @@ struct emu_dim3 { unsigned x, y, z; };
 inline thread_local emu_dim3 threadIdx, blockIdx;
 inline emu_dim3 blockDim, gridDim;
 inline std::barrier<>* emu_barrier = nullptr;
+inline thread_local std::barrier<>* emu_warp = nullptr;  // this thread's warp
+inline thread_local unsigned emu_thread = 0;             // linear index in the block
+inline unsigned long long* emu_lanes = nullptr;          // one slot per thread of the block
 
 inline void __syncthreads() { emu_barrier->arrive_and_wait(); }
+inline void __syncwarp(unsigned = 0xffffffffu) { emu_warp->arrive_and_wait(); }
+
+// the lanes of `mask` in this warp whose `value` equals this lane's
+template <class T> unsigned __match_any_sync(unsigned mask, T value) {
+    const unsigned base = emu_thread & ~31u;
+    emu_lanes[emu_thread] = (unsigned long long)value;
+    emu_warp->arrive_and_wait();
+    const unsigned threads = blockDim.x * blockDim.y * blockDim.z;
+    unsigned peers = 0;
+    for (unsigned l = 0; l < 32 && base + l < threads; ++l)
+        if (((mask >> l) & 1u) && emu_lanes[base + l] == emu_lanes[emu_thread]) peers |= 1u << l;
+    emu_warp->arrive_and_wait();  // every lane has read the slots before they are reused
+    return peers;
+}
+inline int __popc(unsigned a) { return __builtin_popcount(a); }
 
 template <class T> T atomicAdd(T* address, T value) {
     return std::atomic_ref<T>(*address).fetch_add(value);
@@ -53,14 +75,22 @@ void launch(void (*kernel)(A...), emu_dim3 grid, emu_dim3 block, void** args) {
             for (unsigned bx = 0; bx < grid.x; ++bx) {
                 std::barrier<> barrier(threads);
                 emu_barrier = &barrier;
+                std::vector<std::unique_ptr<std::barrier<>>> warps;
+                for (unsigned w = 0; w * 32 < threads; ++w)
+                    warps.emplace_back(new std::barrier<>(std::min(32u, threads - w * 32)));
+                std::vector<unsigned long long> lanes(threads);
+                emu_lanes = lanes.data();
                 std::vector<std::thread> pool;
                 pool.reserve(threads);
                 for (unsigned t = 0; t < threads; ++t)
                     pool.emplace_back([&, t] {
                         threadIdx = {t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
                         blockIdx = {bx, by, bz};
+                        emu_thread = t;
+                        emu_warp = warps[t / 32].get();
                         call(kernel, args, std::index_sequence_for<A...>{});
                         barrier.arrive_and_drop();  // an exited thread no longer holds others up
+                        emu_warp->arrive_and_drop();
                     });
                 for (auto& th : pool) th.join();
             }

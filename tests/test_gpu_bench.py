@@ -57,7 +57,7 @@ def test_bench_gpu_table_and_json(tmp_path, capsys):
     assert code in (0, 1)  # goals are for a GPU; the stand-in only has to run them all
     report = json.loads(out.read_text())
     cases = [r["case"] for r in report["results"]]
-    assert len(cases) == 10, cases
+    assert len(cases) == 11, cases
     assert cases[-2].startswith("fresh step m = n = 3,000")
     assert cases[-1].startswith("training step m = n = 3,000 (1-ulp moves,")
     for r in report["results"]:

@@ -219,13 +219,12 @@ class CupyBackend:
         scatter = kernels.radix_scatter_name(np.dtype(a.dtype).name, index.name)
         if counts is None:
             counts, _ = self._radix_counts(a, 0, index)
-        ends = xp.empty_like(counts)
         keys, perm = a, None
         spare = []  # output buffers of a pass: the input of the one before it
         for shift in range(0, 8 * a.dtype.itemsize, 8):
             if shift:
                 self._radix_counts(keys, shift, index, counts=counts)
-            xp.cumsum(counts, out=ends)
+            ends = xp.cumsum(counts, dtype=index)
             digit_ends = ends[tiles - 1::tiles]  # where each digit's keys end in the output
             sizes = xp.concatenate((digit_ends[:1], digit_ends[1:] - digit_ends[:-1]))
             if bool(xp.any(sizes == n)):

@@ -649,7 +649,7 @@ laplex_radix_counts(const R* __restrict__ keys, const long long n, const int shi
 // their order. Per (digit, warp) counts then become the tile's ranks (digit-major, warps in order),
 // the ranked tile is exchanged through shared memory, and each digit's run is written contiguously.
 template <class R, class I>
-__global__ void __launch_bounds__(LAPLEX_RADIX_BLOCK)
+__global__ void __launch_bounds__(LAPLEX_RADIX_BLOCK, 3)
 laplex_radix_scatter(const R* __restrict__ keys, const I* __restrict__ perm,
                      R* __restrict__ keys_out, I* __restrict__ perm_out, const long long n,
                      const int shift, const I* __restrict__ ends) {

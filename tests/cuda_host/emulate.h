@@ -53,7 +53,7 @@ inline long long __double_as_longlong(double a) {
 #define __global__
 #define __device__
 #define __forceinline__ inline
-#define __launch_bounds__(x)
+#define __launch_bounds__(...)
 #define __shared__ static
 #define __restrict__ __restrict
 

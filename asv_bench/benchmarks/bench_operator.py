@@ -131,6 +131,15 @@ class GpuSuite:
         self.op @ self.v
         self._sync()
 
+    def time_plan(self, n):
+        lx.LaplexOperator(self.x, self.y).prepare()
+        self._sync()
+
+    def time_peer_cupy_argsort(self, n):
+        self.cupy.argsort(self.x)
+        self.cupy.argsort(self.y)
+        self._sync()
+
     def time_gradient(self, n):
         self.op.gradient(self.v, self.v)
         self._sync()

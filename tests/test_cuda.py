@@ -442,7 +442,7 @@ def test_memory_plan_of_a_training_step(rng):
     """The memory plan of docs/gpu-validation.md, measured on the backend's host code (NumPy
     reports its allocations to tracemalloc): beyond the inputs x, y, v, g, a fresh float32 step
     (snapshots, plan with its radix sorts' scratch, matvec, gradient) peaks at 25 bytes per anchor
-    and a step re-planned from the previous plan at 12.5 beyond the snapshots and that plan. At
+    and a step re-planned from the previous plan at 12.6 beyond the snapshots and that plan. At
     m = n = 1e9 that is 49 GB next to 16 GB of inputs on an 80 GB GPU."""
     import gc
     import tracemalloc

@@ -215,6 +215,8 @@ class CupyBackend:
         pass, when already counted."""
         xp = self.xp
         n = a.shape[0]
+        if n < 2:
+            return a, None
         tiles = -(-n // kernels.radix_tile(self.geometry, np.dtype(a.dtype).name, index.name))
         scatter = kernels.radix_scatter_name(np.dtype(a.dtype).name, index.name)
         if counts is None:

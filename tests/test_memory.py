@@ -55,3 +55,17 @@ def test_matmat_memory_is_linear_in_columns():
     op @ V[:, :1]  # plan and kernels outside the trace
     peak = _peak_bytes(lambda: op @ V)
     assert peak < 12 * n * k * 8, f"peak {peak / 1e6:.1f} MB for a ({n}, {k}) matmat"
+
+
+@pytest.mark.parametrize("dtype, per_point", [(np.float64, 60), (np.float32, 40)])
+def test_fresh_matvec_peak_per_point(dtype, per_point):
+    """A fresh float64 matvec (validation, snapshots, plan, product) peaks at about 56 bytes per
+    point of m + n (36 for float32), the figure of issue 3's memory goal."""
+    rng = np.random.default_rng()
+    m, n = 300_000, 200_000
+    x, y = (rng.random(m) * m).astype(dtype), (rng.random(n) * n).astype(dtype)
+    v = rng.standard_normal(n).astype(dtype)
+    k = 5000
+    lx.LaplexOperator(x[:k], y[:k]) @ v[:k]  # compile outside the trace
+    peak = _peak_bytes(lambda: lx.LaplexOperator(x, y) @ v)
+    assert peak <= per_point * (m + n), f"{peak / (m + n):.1f} bytes per point"

@@ -3,9 +3,9 @@
 A plan holds the sorted anchors of both sides and their permutations (int32 while m + n < 2^31,
 none for anchors that are already sorted), from the kernels' LSD radix sort, or from the previous
 plan's order repaired by window sorts (``with_anchors``); each side of it adds, on first use, the
-merge-path splits of its tiles. A product is three launches over the merged order (tile maps, carries, tile
-outputs), O(N k) work and two reads of the tile data; see ``docs/gpu-validation.md`` for the byte
-model.
+merge-path splits of its tiles. A product is three launches over the merged order (tile maps,
+carries, tile outputs), O(N k) work and two reads of the tile data; see ``docs/gpu-validation.md``
+for the byte model and the sort.
 
 The host code here is written against an array module ``xp`` and a kernel loader, so that the
 test suite can run it on the CPU with NumPy arrays and the same ``.cu`` source compiled for the

@@ -1,4 +1,5 @@
-// Runs CUDA kernels of laplexops on the host, for tests without a GPU: every block in turn, its
+// Runs CUDA kernels of laplexops on the host, for tests without a GPU: every block in turn (in a
+// shuffled order), its
 // threads as std::threads meeting at a std::barrier for __syncthreads, and each warp of 32 at its
 // own barrier for __syncwarp and __match_any_sync (the kernels call those with the whole warp).
 // Static shared memory becomes a function-static array (one block runs at a time). Only what
@@ -11,6 +12,7 @@
 #include <cstring>
 #include <algorithm>
 #include <memory>
+#include <random>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -64,36 +66,40 @@ void call(void (*kernel)(A...), void** args, std::index_sequence<I...>) {
     kernel(*static_cast<std::remove_cv_t<std::remove_reference_t<A>>*>(args[I])...);
 }
 
-// kernel<<<grid, block>>>(*args...), one block after the other
+// kernel<<<grid, block>>>(*args...), one block after the other, in a shuffled order (a GPU runs
+// blocks in no set order: a kernel that relied on one would fail here)
 template <class... A>
 void launch(void (*kernel)(A...), emu_dim3 grid, emu_dim3 block, void** args) {
     gridDim = grid;
     blockDim = block;
     const unsigned threads = block.x * block.y * block.z;
-    for (unsigned bz = 0; bz < grid.z; ++bz)
-        for (unsigned by = 0; by < grid.y; ++by)
-            for (unsigned bx = 0; bx < grid.x; ++bx) {
-                std::barrier<> barrier(threads);
-                emu_barrier = &barrier;
-                std::vector<std::unique_ptr<std::barrier<>>> warps;
-                for (unsigned w = 0; w * 32 < threads; ++w)
-                    warps.emplace_back(new std::barrier<>(std::min(32u, threads - w * 32)));
-                std::vector<unsigned long long> lanes(threads);
-                emu_lanes = lanes.data();
-                std::vector<std::thread> pool;
-                pool.reserve(threads);
-                for (unsigned t = 0; t < threads; ++t)
-                    pool.emplace_back([&, t] {
-                        threadIdx = {t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
-                        blockIdx = {bx, by, bz};
-                        emu_thread = t;
-                        emu_warp = warps[t / 32].get();
-                        call(kernel, args, std::index_sequence_for<A...>{});
-                        barrier.arrive_and_drop();  // an exited thread no longer holds others up
-                        emu_warp->arrive_and_drop();
-                    });
-                for (auto& th : pool) th.join();
-            }
+    std::vector<unsigned long long> order((unsigned long long)grid.x * grid.y * grid.z);
+    for (unsigned long long b = 0; b < order.size(); ++b) order[b] = b;
+    std::mt19937_64 shuffle(order.size());
+    std::shuffle(order.begin(), order.end(), shuffle);
+    for (const unsigned long long b : order) {
+        const unsigned bx = b % grid.x, by = (b / grid.x) % grid.y, bz = b / (grid.x * grid.y);
+        std::barrier<> barrier(threads);
+        emu_barrier = &barrier;
+        std::vector<std::unique_ptr<std::barrier<>>> warps;
+        for (unsigned w = 0; w * 32 < threads; ++w)
+            warps.emplace_back(new std::barrier<>(std::min(32u, threads - w * 32)));
+        std::vector<unsigned long long> lanes(threads);
+        emu_lanes = lanes.data();
+        std::vector<std::thread> pool;
+        pool.reserve(threads);
+        for (unsigned t = 0; t < threads; ++t)
+            pool.emplace_back([&, t] {
+                threadIdx = {t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
+                blockIdx = {bx, by, bz};
+                emu_thread = t;
+                emu_warp = warps[t / 32].get();
+                call(kernel, args, std::index_sequence_for<A...>{});
+                barrier.arrive_and_drop();  // an exited thread no longer holds others up
+                emu_warp->arrive_and_drop();
+            });
+        for (auto& th : pool) th.join();
+    }
 }
 
 // the sizes of the kernel's parameters, so that the caller can check what it passes

@@ -1,9 +1,8 @@
 // Runs CUDA kernels of laplexops on the host, for tests without a GPU: every block in turn (in a
-// shuffled order), its
-// threads as std::threads meeting at a std::barrier for __syncthreads, and each warp of 32 at its
-// own barrier for __syncwarp and __match_any_sync (the kernels call those with the whole warp).
-// Static shared memory becomes a function-static array (one block runs at a time). Only what
-// laplex_scan.cu uses.
+// shuffled order), its threads as std::threads meeting at a std::barrier for __syncthreads, and
+// each warp of 32 at its own barrier for __syncwarp and __match_any_sync (the kernels call those
+// with the whole warp). Static shared memory becomes a function-static array (one block runs at a
+// time). Only what laplex_scan.cu uses.
 #pragma once
 #include <atomic>
 #include <barrier>

@@ -53,7 +53,7 @@ class HostKernels:
         unit.append("}")
         text = "\n".join(unit)
         # each geometry's build keeps its symbols (the shared-memory statics above all) to itself
-        flags = ["-std=c++20", "-O1", "-fno-strict-aliasing", "-shared", "-fPIC", "-pthread", "-w",
+        flags = ["-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", "-w",
                  "-fvisibility=hidden", "-fvisibility-inlines-hidden", "-fno-gnu-unique",
                  *cuda.options(self.geometry)]
         key = hashlib.sha256("\0".join([source, header, text, *flags]).encode()).hexdigest()[:16]

@@ -193,12 +193,17 @@ class CupyBackend:
                 return repaired
         return self._radix_sort(a, index, counts)
 
+    def _radix_tiles(self, keys, index) -> int:
+        """Radix tiles over ``keys`` (one block each)."""
+        tile = kernels.radix_tile(self.geometry, np.dtype(keys.dtype).name, index.name)
+        return -(-keys.shape[0] // tile)
+
     def _radix_counts(self, keys, shift, index, check_order=False, counts=None):
         """The digit counts of every radix tile of ``keys`` at bit ``shift`` (digit-major), and
         with ``check_order`` whether ``keys`` is out of order (from the same read)."""
         xp = self.xp
         n = keys.shape[0]
-        tiles = -(-n // kernels.radix_tile(self.geometry, np.dtype(keys.dtype).name, index.name))
+        tiles = self._radix_tiles(keys, index)
         if counts is None:
             counts = xp.empty(_RADIX_DIGITS * tiles, dtype=index)
         flag = xp.zeros(1, dtype=np.int32) if check_order else None
@@ -217,7 +222,7 @@ class CupyBackend:
         n = a.shape[0]
         if n < 2:
             return a, None
-        tiles = -(-n // kernels.radix_tile(self.geometry, np.dtype(a.dtype).name, index.name))
+        tiles = self._radix_tiles(a, index)
         scatter = kernels.radix_scatter_name(np.dtype(a.dtype).name, index.name)
         if counts is None:
             counts, _ = self._radix_counts(a, 0, index)

@@ -373,6 +373,9 @@ def test_plan_repair_of_float32_ties_moved_by_one_ulp(target, rng):
     before = _full_sorts(target)
     new = backend.plan(x2, y2, hint=old)
     assert _full_sorts(target) == before, "a full sort ran although the old order was close"
+    # ties in a fresh plan's order (by original index), also across the seams of the windows
+    for (keys, perm), a in zip(new._sorted, (x2, y2)):
+        np.testing.assert_array_equal(target.back(perm), np.argsort(a, kind="stable"))
     for side, b in ((0, rng.standard_normal((n, 1))), (1, rng.standard_normal((m, 1)))):
         b = b.astype(np.float32)
         # a rate that decays over the 0.06 the anchors span (else W is nearly all ones and

@@ -49,8 +49,11 @@ def _fake_cupy():
     return fake
 
 
-def test_bench_gpu_table_and_json(tmp_path, capsys):
+def test_bench_gpu_table_and_json(tmp_path, capsys, monkeypatch):
     out = tmp_path / "gpu.json"
+    # NumPy arrays have no device memory to hand to cudaMemcpy: a host copy stands in
+    monkeypatch.setattr(_gpu_bench, "device_copy_seconds",
+                        lambda cupy, nbytes: _gpu_bench.best_of(lambda: np.ones(nbytes, np.uint8).copy()))
     code = _gpu_bench.gpu_bench(log2n=11, seed=1, json_path=str(out), huge=True, tests=False,
                                 huge_n=3000, cupy=_fake_cupy())
     text = capsys.readouterr().out

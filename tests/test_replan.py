@@ -83,3 +83,22 @@ def test_repair_gives_up_past_its_budget(rng):
     assert _numba_sort.repair(out, p, 10**7)
     np.testing.assert_array_equal(out, np.sort(values))
     np.testing.assert_array_equal(values[p], out)
+
+
+def test_repair_orders_ties_by_original_index(rng):
+    """float32 anchors in runs of ties, moved by one ulp: the repaired order is a fresh plan's
+    (NumPy's stable argsort), not the previous order of the ties, and so are the products."""
+    ulp = np.spacing(np.float32(600))
+    x = np.float32(600) + rng.integers(0, 300, 3000).astype(np.float32) * ulp
+    step = rng.integers(-1, 2, x.shape[0]).astype(np.float32)
+    x2 = np.nextafter(x, x + step * np.float32(2000))
+    old = np.argsort(x, kind="stable")
+    values, perm = x2[old], old.copy()
+    assert _numba_sort.repair(values, perm, 10**7)
+    np.testing.assert_array_equal(perm, np.argsort(x2, kind="stable"))
+    y = np.float32(600) + rng.integers(0, 300, 2000).astype(np.float32) * ulp
+    v = rng.standard_normal(2000).astype(np.float32)
+    op = lx.LaplexOperator(x, y, 2000.0)
+    op @ v
+    y2 = np.nextafter(y, y - 1)
+    np.testing.assert_array_equal(op.with_anchors(x2, y2) @ v, lx.LaplexOperator(x2, y2, 2000.0) @ v)

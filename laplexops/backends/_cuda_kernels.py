@@ -22,11 +22,13 @@ __all__ = ["SOURCE", "GEOMETRY", "options", "ctype", "splits_name", "tiles_name"
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "laplex_scan.cu")
 
 #: threads per scan block, items per thread (a tile is their product), threads of the carry scan,
-#: threads of a window sort (a window is twice that), threads of a radix sort block (whole warps)
+#: threads of a window sort (a window is twice that) and its odd-even rounds before the bitonic
+#: network, threads of a radix sort block (whole warps)
 #: and keys per thread (a radix tile is their product; half as many keys for pairs of a key and
 #: an index wider than 8 bytes, see ``radix_tile``)
 GEOMETRY = {"LAPLEX_BLOCK": 128, "LAPLEX_ITEMS": 8, "LAPLEX_CARRY_BLOCK": 256,
-            "LAPLEX_SORT_BLOCK": 512, "LAPLEX_RADIX_BLOCK": 256, "LAPLEX_RADIX_ITEMS": 16}
+            "LAPLEX_SORT_BLOCK": 512, "LAPLEX_SORT_ROUNDS": 64, "LAPLEX_RADIX_BLOCK": 256,
+            "LAPLEX_RADIX_ITEMS": 16}
 
 _CTYPES = {"float32": "float", "float64": "double", "complex64": "laplex::cx<float>",
            "complex128": "laplex::cx<double>", "int32": "int", "int64": "long long"}
@@ -67,8 +69,8 @@ def sort_windows_name(real: str, index: str) -> str:
     return f"laplex::laplex_sort_windows<{ctype(real)}, {ctype(index)}>"
 
 
-def window_seams_name(real: str) -> str:
-    return f"laplex::laplex_window_seams<{ctype(real)}>"
+def window_seams_name(real: str, index: str) -> str:
+    return f"laplex::laplex_window_seams<{ctype(real)}, {ctype(index)}>"
 
 
 def radix_tile(geometry: dict, real: str, index: str) -> int:
@@ -92,8 +94,8 @@ def all_names() -> list[str]:
     for real in _REALS:
         cplx = _COMPLEX_OF[real]
         names.append(splits_name(real))
-        names.append(window_seams_name(real))
         for index in ("int32", "int64"):
+            names.append(window_seams_name(real, index))
             names.append(sort_windows_name(real, index))
             names.append(radix_counts_name(real, index))
             names.append(radix_scatter_name(real, index))

@@ -258,7 +258,7 @@ class CupyBackend:
         window = 2 * self.geometry["LAPLEX_SORT_BLOCK"]
         real = np.dtype(a.dtype).name
         sort_windows = kernels.sort_windows_name(real, index.name)
-        seams = kernels.window_seams_name(real)
+        seams = kernels.window_seams_name(real, index.name)
         unsorted = xp.zeros(1, dtype=np.int32)
         for step in range(_REPAIR_PASSES):  # after the first, a window in order is only read
             offset = 0 if step % 2 == 0 else window // 2
@@ -268,7 +268,7 @@ class CupyBackend:
                          np.int64(offset)))
             unsorted[...] = 0
             self.launch(seams, (-(-blocks // 256),), (256,),
-                        (values, np.int64(n), np.int64(offset), unsorted))
+                        (values, perm, np.int64(n), np.int64(offset), unsorted))
             if not int(unsorted[0]):  # every window is in order: the seams decide
                 return values, perm
         return None

@@ -216,7 +216,7 @@ def _insertion_repair(values, perm, budget):
         v = values[i]
         p = perm[i]
         j = i - 1
-        while j >= 0 and values[j] > v:
+        while j >= 0 and (values[j] > v or (values[j] == v and perm[j] > p)):
             values[j + 1] = values[j]
             perm[j + 1] = perm[j]
             j -= 1
@@ -229,7 +229,8 @@ def _insertion_repair(values, perm, budget):
 
 
 def repair(values, perm, budget):
-    """Sort ``values`` in place by stable insertion, permuting ``perm`` alongside.
+    """Sort ``values`` in place by insertion, permuting ``perm`` alongside; ties by ``perm`` (the
+    original indices), which is the order of a fresh plan (a stable argsort).
 
     For a previous sorting order applied to anchors that moved a little: O(n + moves). Gives up and
     returns False (leaving both arrays scrambled) once more than ``budget`` element moves were needed;

@@ -42,6 +42,9 @@
 #ifndef LAPLEX_SORT_BLOCK
 #define LAPLEX_SORT_BLOCK 512
 #endif
+#ifndef LAPLEX_SORT_ROUNDS
+#define LAPLEX_SORT_ROUNDS 64
+#endif
 #ifndef LAPLEX_RADIX_BLOCK
 #define LAPLEX_RADIX_BLOCK 256
 #endif
@@ -71,7 +74,12 @@ template <class R> __device__ __forceinline__ cx<R> operator*(R a, cx<R> b) {
     cx<R> o; o.re = a * b.re; o.im = a * b.im; return o;
 }
 
-__device__ __forceinline__ float exp_of(float a) { return expf(a); }
+#ifndef LAPLEX_FAST_EXP
+#define LAPLEX_FAST_EXP 0
+#endif
+// float decays through the hardware exp2 (__expf: a relative error of about (2 + 1.2 |a|) 2^-24,
+// on terms weighted by exp(a)) when LAPLEX_FAST_EXP is 1
+__device__ __forceinline__ float exp_of(float a) { return LAPLEX_FAST_EXP ? __expf(a) : expf(a); }
 __device__ __forceinline__ double exp_of(double a) { return exp(a); }
 __device__ __forceinline__ void sincos_of(float a, float* s, float* c) { sincosf(a, s, c); }
 __device__ __forceinline__ void sincos_of(double a, double* s, double* c) { sincos(a, s, c); }
@@ -136,27 +144,67 @@ __device__ __forceinline__ Agg<D, R, V> compose(const Agg<D, R, V>& first, const
     return o;
 }
 
-// Inclusive scan of one map per thread in composition order pos (0 first), Hillis-Steele in shared
-// memory; returns the exclusive prefix and sets `total` to the composition of all.
-template <int THREADS, bool MOMENT, class D, class R, class V>
-__device__ Agg<D, R, V> block_scan(Agg<D, R, V> value, int pos, Agg<D, R, V> (*buf)[THREADS],
-                                   Agg<D, R, V>& total) {
-    buf[0][pos] = value;
-    __syncthreads();
-    int src = 0;
-    for (int off = 1; off < THREADS; off *= 2) {
-        Agg<D, R, V> cur = buf[src][pos];
-        if (pos >= off) cur = compose<MOMENT>(buf[src][pos - off], cur);
-        buf[1 - src][pos] = cur;
-        __syncthreads();
-        src = 1 - src;
+// Warp shuffles of the fields of a map (a complex value as its two parts).
+template <class T> __device__ __forceinline__ T shuffle(T a, int delta, bool down) {
+    return down ? __shfl_down_sync(0xffffffffu, a, delta) : __shfl_up_sync(0xffffffffu, a, delta);
+}
+template <class R> __device__ __forceinline__ cx<R> shuffle(cx<R> a, int delta, bool down) {
+    a.re = shuffle(a.re, delta, down);
+    a.im = shuffle(a.im, delta, down);
+    return a;
+}
+template <bool MOMENT, class D, class R, class V>
+__device__ __forceinline__ Agg<D, R, V> shuffle(const Agg<D, R, V>& a, int delta, bool down) {
+    Agg<D, R, V> o;
+    o.e = shuffle(a.e, delta, down);
+    o.p = shuffle(a.p, delta, down);
+    o.t = shuffle(a.t, delta, down);
+    o.et = shuffle(a.et, delta, down);
+    if (MOMENT) {
+        o.q = shuffle(a.q, delta, down);
+        o.dz = shuffle(a.dz, delta, down);
+    } else {  // compose() keeps these zero without moments
+        set_zero(o.q);
+        o.dz = R(0);
     }
-    Agg<D, R, V> before;
-    if (pos > 0) before = buf[src][pos - 1];
-    else set_identity(before);
-    total = buf[src][THREADS - 1];
-    __syncthreads();  // buf is free again
-    return before;
+    return o;
+}
+
+// Scan of one map per thread of a block of THREADS threads (whole warps, or one warp of fewer),
+// composed in thread order (REVERSE: from the last thread to the first). Returns the composition
+// of the maps before this thread's (exclusive) and sets `total` to the composition of all. Warps
+// scan by shuffles (log2(32) steps); then each thread composes the totals of the warps before its
+// own from shared memory (at most THREADS / 32 of them). Two block barriers.
+template <int THREADS, bool MOMENT, bool REVERSE, class D, class R, class V>
+__device__ Agg<D, R, V> block_scan(const Agg<D, R, V> value, Agg<D, R, V>& total) {
+    typedef Agg<D, R, V> A;
+    constexpr int WIDTH = THREADS < 32 ? THREADS : 32;
+    constexpr int WARPS = (THREADS + 31) / 32;
+    static_assert(THREADS <= 32 || THREADS % 32 == 0, "a scan block is whole warps");
+    __shared__ A s_warp[WARPS];
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    A inclusive = value;
+#pragma unroll
+    for (int delta = 1; delta < WIDTH; delta *= 2) {
+        const A other = shuffle<MOMENT>(inclusive, delta, REVERSE);
+        if (REVERSE ? lane + delta < WIDTH : lane >= delta) inclusive = compose<MOMENT>(other, inclusive);
+    }
+    A before = shuffle<MOMENT>(inclusive, 1, REVERSE);
+    if (lane == (REVERSE ? WIDTH - 1 : 0)) set_identity(before);
+    if (lane == (REVERSE ? 0 : WIDTH - 1)) s_warp[warp] = inclusive;
+    __syncthreads();
+    A prefix, all;
+    set_identity(prefix);
+    set_identity(all);
+#pragma unroll
+    for (int i = 0; i < WARPS; ++i) {
+        const int w = REVERSE ? WARPS - 1 - i : i;
+        if (w == warp) prefix = all;
+        all = compose<MOMENT>(all, s_warp[w]);
+    }
+    total = all;
+    __syncthreads();  // s_warp is free again
+    return compose<MOMENT>(prefix, before);
 }
 
 // ------------------------------------------------------------------------------------ kernels
@@ -212,7 +260,6 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
                   "the host sizes the tile maps as sizeof(D) + 3 sizeof(V) + 2 sizeof(R)");
     __shared__ R s_z[LAPLEX_TILE];  // rows of the tile, then its columns (square: the anchors)
     __shared__ V s_b[LAPLEX_TILE];  // the tile's column values
-    __shared__ A s_scan[2][LAPLEX_BLOCK];
     __shared__ R s_halo[2];         // the values of the items just before and just after the tile
 
     const long long tiles = gridDim.x;
@@ -392,8 +439,8 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
     }
 
     A f_total, g_total;
-    const A f_before = block_scan<LAPLEX_BLOCK, MOMENT>(f, tid, s_scan, f_total);
-    const A g_before = block_scan<LAPLEX_BLOCK, MOMENT>(g, LAPLEX_BLOCK - 1 - tid, s_scan, g_total);
+    const A f_before = block_scan<LAPLEX_BLOCK, MOMENT, false>(f, f_total);
+    const A g_before = block_scan<LAPLEX_BLOCK, MOMENT, true>(g, g_total);
     if (phase == 1) {
         if (tid == 0) {
             fwd[slot] = f_total;
@@ -458,7 +505,6 @@ laplex_carries(const long long count, const long long span, const int reverse, c
                Agg<D, R, V>* __restrict__ fwd, Agg<D, R, V>* __restrict__ bwd,
                Agg<D, R, V>* __restrict__ fwd_totals, Agg<D, R, V>* __restrict__ bwd_totals) {
     typedef Agg<D, R, V> A;
-    __shared__ A s_scan[2][LAPLEX_CARRY_BLOCK];
     const bool backward = blockIdx.z == 1;
     const bool flip = backward && reverse;
     A* maps = (backward ? bwd : fwd) + (long long)blockIdx.y * count;
@@ -474,7 +520,7 @@ laplex_carries(const long long count, const long long span, const int reverse, c
     set_identity(acc);
     for (long long q = start; q < stop; ++q) acc = compose<MOMENT>(acc, maps[flip ? count - 1 - q : q]);
     A all;
-    const A before = block_scan<LAPLEX_CARRY_BLOCK, MOMENT>(acc, tid, s_scan, all);
+    const A before = block_scan<LAPLEX_CARRY_BLOCK, MOMENT, false>(acc, all);
     if (!scan) {
         if (tid == 0) *total = all;
         return;
@@ -488,30 +534,51 @@ laplex_carries(const long long count, const long long span, const int reverse, c
     }
 }
 
+// The order of a plan: by value, ties by original index (NumPy's stable argsort; the radix sort's
+// order). Whether (va, pa) sorts before (vb, pb).
+template <class R, class I>
+__device__ __forceinline__ bool before(const R va, const I pa, const R vb, const I pb) {
+    return va < vb || (va == vb && pa < pb);
+}
+
+// One compare-exchange of a window in shared memory: items lo < hi into ascending (else descending)
+// order; past-the-end items (index -1) sort last. Whether the two were swapped.
+template <class R, class I>
+__device__ __forceinline__ bool exchange(R* s_v, I* s_p, const int lo, const int hi,
+                                         const bool ascending) {
+    const bool lo_end = s_p[lo] < 0, hi_end = s_p[hi] < 0;
+    if (lo_end && hi_end) return false;
+    const bool hi_first = (lo_end || hi_end) ? lo_end : before(s_v[hi], s_p[hi], s_v[lo], s_p[lo]);
+    if (hi_first != ascending) return false;
+    const R tv = s_v[lo]; s_v[lo] = s_v[hi]; s_v[hi] = tv;
+    const I tp = s_p[lo]; s_p[lo] = s_p[hi]; s_p[hi] = tp;
+    return true;
+}
+
+
 // Sort windows of LAPLEX_SORT_WINDOW values (with their permutation) starting at `offset`, in
-// shared memory (bitonic; ties broken by the permutation, so the order is total and repeatable).
-// Windows already in order are left untouched. Repairs a nearly sorted order in place.
-// Gather mode (src given, offset 0): the window's values are first gathered, src[src_perm[a]]
-// (src[a] without src_perm), and every window is written, sorted or not: the first pass of a plan
-// repair, fused with the gather of the new anchors in the previous order.
+// shared memory, by value and then index (a total order, the order of a fresh plan). Items that
+// moved a few places take a few odd-even transposition rounds (one exchange per thread and a
+// block vote each; done after an even and an odd round without an exchange); a window still out of
+// order after LAPLEX_SORT_ROUNDS rounds goes through the bitonic network.
+// Gather mode (src given, offset 0; the first pass of a plan repair): the window's values are first
+// gathered, src[src_perm[a]] (src[a] without src_perm), and every window is written, sorted or not.
+// In place (every later pass, at offsets alternating W/2 and 0, W = LAPLEX_SORT_WINDOW): each half
+// of a window lies in one window of the pass before, which left it in order, so the window is in
+// order when its middle seam is; only those that are not are loaded, sorted and written.
 template <class R, class I>
 __global__ void __launch_bounds__(LAPLEX_SORT_BLOCK)
 laplex_sort_windows(R* __restrict__ values, I* __restrict__ perm, const R* __restrict__ src,
                     const I* __restrict__ src_perm, const long long n, const long long offset) {
     __shared__ R s_v[LAPLEX_SORT_WINDOW];
     __shared__ I s_p[LAPLEX_SORT_WINDOW];
-    __shared__ int s_unsorted;
     const bool gather = src != nullptr;
     const long long start = offset + (long long)blockIdx.x * LAPLEX_SORT_WINDOW;
     const int tid = threadIdx.x;
     const int len = (int)(n - start < LAPLEX_SORT_WINDOW ? n - start : LAPLEX_SORT_WINDOW);
-    if (tid == 0) s_unsorted = 0;
-    __syncthreads();
-    if (!gather) {  // in place: a window in order is only read
-        for (int u = tid; u + 1 < len; u += LAPLEX_SORT_BLOCK)
-            if (values[start + u + 1] < values[start + u]) s_unsorted = 1;
-        __syncthreads();
-        if (!s_unsorted) return;
+    if (!gather) {
+        const long long mid = start + LAPLEX_SORT_WINDOW / 2;
+        if (mid >= n || !before(values[mid], perm[mid], values[mid - 1], perm[mid - 1])) return;
     }
     for (int u = tid; u < LAPLEX_SORT_WINDOW; u += LAPLEX_SORT_BLOCK) {
         const long long a = start + u;
@@ -525,26 +592,19 @@ laplex_sort_windows(R* __restrict__ values, I* __restrict__ perm, const R* __res
         }
     }
     __syncthreads();
-    if (gather) {
-        for (int u = tid; u + 1 < len; u += LAPLEX_SORT_BLOCK)
-            if (s_v[u + 1] < s_v[u]) s_unsorted = 1;
-        __syncthreads();
+    int quiet = 0;  // rounds in a row without an exchange
+    for (int round = 0; round < LAPLEX_SORT_ROUNDS && quiet < 2; ++round) {
+        bool swapped = false;
+        for (int lo = 2 * tid + (round & 1); lo + 1 < LAPLEX_SORT_WINDOW; lo += 2 * LAPLEX_SORT_BLOCK)
+            swapped |= exchange(s_v, s_p, lo, lo + 1, true);
+        quiet = __syncthreads_or(swapped) ? 0 : quiet + 1;
     }
-    if (s_unsorted) {
+    if (quiet < 2) {
         for (int size = 2; size <= LAPLEX_SORT_WINDOW; size *= 2) {
             for (int stride = size / 2; stride > 0; stride /= 2) {
                 for (int u = tid; u < LAPLEX_SORT_WINDOW / 2; u += LAPLEX_SORT_BLOCK) {
                     const int lo = 2 * u - (u & (stride - 1));
-                    const int hi = lo + stride;
-                    const bool ascending = (lo & size) == 0;
-                    const bool lo_end = s_p[lo] < 0, hi_end = s_p[hi] < 0;
-                    bool before;  // whether the item at hi sorts before the item at lo
-                    if (lo_end || hi_end) before = lo_end && !hi_end;
-                    else before = s_v[hi] < s_v[lo] || (s_v[hi] == s_v[lo] && s_p[hi] < s_p[lo]);
-                    if (before == ascending && !(lo_end && hi_end)) {
-                        R tv = s_v[lo]; s_v[lo] = s_v[hi]; s_v[hi] = tv;
-                        I tp = s_p[lo]; s_p[lo] = s_p[hi]; s_p[hi] = tp;
-                    }
+                    exchange(s_v, s_p, lo, lo + stride, (lo & size) == 0);
                 }
                 __syncthreads();
             }
@@ -556,16 +616,18 @@ laplex_sort_windows(R* __restrict__ values, I* __restrict__ perm, const R* __res
     }
 }
 
-// After a window pass every window is in order, so the values are sorted when every seam between
-// neighbouring windows is: values[p - 1] <= values[p] at p = offset + j * LAPLEX_SORT_WINDOW
-// (j >= 1; also j = 0 when offset > 0, the seam with the untouched prefix). Sets *unsorted to 1
-// when one is not. Reads two values per window instead of the whole array.
-template <class R>
-__global__ void laplex_window_seams(const R* __restrict__ values, const long long n,
-                                    const long long offset, int* __restrict__ unsorted) {
+// After a window pass every window is in order, so the plan is in order when every seam between
+// neighbouring windows is: item p - 1 before item p (by value, then index) at
+// p = offset + j * LAPLEX_SORT_WINDOW (j >= 1; also j = 0 when offset > 0, the seam with the
+// untouched prefix). Sets *unsorted to 1 when one is not. Reads two items per window instead of
+// the whole array.
+template <class R, class I>
+__global__ void laplex_window_seams(const R* __restrict__ values, const I* __restrict__ perm,
+                                    const long long n, const long long offset,
+                                    int* __restrict__ unsorted) {
     const long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x + (offset > 0 ? 0 : 1);
     const long long p = offset + j * LAPLEX_SORT_WINDOW;
-    if (p > 0 && p < n && values[p] < values[p - 1]) *unsorted = 1;
+    if (p > 0 && p < n && before(values[p], perm[p], values[p - 1], perm[p - 1])) *unsorted = 1;
 }
 
 // ------------------------------------------------------------------------------------ radix sort

@@ -1,7 +1,7 @@
 // Runs CUDA kernels of laplexops on the host, for tests without a GPU: every block in turn (in a
 // shuffled order), its threads as std::threads meeting at a std::barrier for __syncthreads, and
-// each warp of 32 at its own barrier for __syncwarp and __match_any_sync (the kernels call those
-// with the whole warp). Static shared memory becomes a function-static array (one block runs at a
+// each warp of 32 at its own barrier for __syncwarp, __match_any_sync and the shuffles (the
+// kernels call those with the whole warp). Static shared memory becomes a function-static array (one block runs at a
 // time). Only what laplex_scan.cu uses.
 #pragma once
 #include <atomic>
@@ -24,23 +24,67 @@ inline emu_dim3 blockDim, gridDim;
 inline std::barrier<>* emu_barrier = nullptr;
 inline thread_local std::barrier<>* emu_warp = nullptr;  // this thread's warp
 inline thread_local unsigned emu_thread = 0;             // linear index in the block
-inline unsigned long long* emu_lanes = nullptr;          // one slot per thread of the block
+inline unsigned long long* emu_lanes = nullptr;          // two slots per thread of the block
 
 inline void __syncthreads() { emu_barrier->arrive_and_wait(); }
+
+// __syncthreads_or through three block-wide vote slots used in turn: thread 0 clears the next one
+// before the barrier (every thread has read it, two votes back, to get this far)
+inline std::atomic<int>* emu_votes = nullptr;
+inline thread_local unsigned emu_vote_count = 0;
+inline int __syncthreads_or(int predicate) {
+    const unsigned k = emu_vote_count++;
+    if (emu_thread == 0) emu_votes[(k + 1) % 3].store(0);
+    if (predicate) emu_votes[k % 3].store(1);
+    emu_barrier->arrive_and_wait();
+    return emu_votes[k % 3].load();
+}
 inline void __syncwarp(unsigned = 0xffffffffu) { emu_warp->arrive_and_wait(); }
+
+// Warp exchanges go through two slots per thread, used in turn: a lane that runs ahead into the
+// next exchange writes the other slot while slower lanes still read this one, and it cannot reach
+// the one after (this slot again) before they all arrive there. One warp barrier per exchange.
+inline thread_local unsigned emu_exchanges = 0;
+inline unsigned long long* emu_exchange_slots() {
+    const unsigned threads = blockDim.x * blockDim.y * blockDim.z;
+    return emu_lanes + (emu_exchanges++ % 2) * threads;
+}
 
 // the lanes of `mask` in this warp whose `value` equals this lane's
 template <class T> unsigned __match_any_sync(unsigned mask, T value) {
     const unsigned base = emu_thread & ~31u;
-    emu_lanes[emu_thread] = (unsigned long long)value;
+    unsigned long long* slots = emu_exchange_slots();
+    slots[emu_thread] = (unsigned long long)value;
     emu_warp->arrive_and_wait();
     const unsigned threads = blockDim.x * blockDim.y * blockDim.z;
     unsigned peers = 0;
     for (unsigned l = 0; l < 32 && base + l < threads; ++l)
-        if (((mask >> l) & 1u) && emu_lanes[base + l] == emu_lanes[emu_thread]) peers |= 1u << l;
-    emu_warp->arrive_and_wait();  // every lane has read the slots before they are reused
+        if (((mask >> l) & 1u) && slots[base + l] == slots[emu_thread]) peers |= 1u << l;
     return peers;
 }
+// the value of lane - delta (up) or lane + delta (down) of this warp; its own outside the warp
+template <class T> T emu_shuffle(T value, int delta) {
+    static_assert(sizeof(T) <= sizeof(unsigned long long), "a shuffle moves up to 8 bytes");
+    const unsigned base = emu_thread & ~31u;
+    const unsigned threads = blockDim.x * blockDim.y * blockDim.z;
+    const unsigned width = std::min(32u, threads - base);
+    unsigned long long* slots = emu_exchange_slots();
+    unsigned long long bits = 0;
+    std::memcpy(&bits, &value, sizeof(T));
+    slots[emu_thread] = bits;
+    emu_warp->arrive_and_wait();
+    const long long lane = (long long)(emu_thread - base) + delta;
+    T out = value;
+    if (lane >= 0 && lane < (long long)width) std::memcpy(&out, &slots[base + lane], sizeof(T));
+    return out;
+}
+template <class T> T __shfl_up_sync(unsigned, T value, unsigned delta) {
+    return emu_shuffle(value, -(int)delta);
+}
+template <class T> T __shfl_down_sync(unsigned, T value, unsigned delta) {
+    return emu_shuffle(value, (int)delta);
+}
+inline float __expf(float a) { return std::exp(a); }
 inline int __popc(unsigned a) { return __builtin_popcount(a); }
 
 template <class T> T atomicAdd(T* address, T value) {
@@ -83,8 +127,10 @@ void launch(void (*kernel)(A...), emu_dim3 grid, emu_dim3 block, void** args) {
         std::vector<std::unique_ptr<std::barrier<>>> warps;
         for (unsigned w = 0; w * 32 < threads; ++w)
             warps.emplace_back(new std::barrier<>(std::min(32u, threads - w * 32)));
-        std::vector<unsigned long long> lanes(threads);
+        std::vector<unsigned long long> lanes(2 * threads);  // two exchange slots each
         emu_lanes = lanes.data();
+        std::atomic<int> votes[3] = {0, 0, 0};
+        emu_votes = votes;
         std::vector<std::thread> pool;
         pool.reserve(threads);
         for (unsigned t = 0; t < threads; ++t)

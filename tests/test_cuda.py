@@ -417,6 +417,27 @@ def test_plan_repair_gives_up_on_a_shuffle(target, rng):
     assert rel_err(backend.apply(new, 0, 1.0, v)[0], want) <= 1e-12
 
 
+def test_production_window_sorts_of_long_tie_runs(rng):
+    """Windows of 1024 in the production geometry: float32 anchors in runs of ~60 ties moved by
+    one ulp (items far out of place: the bitonic network) and by a fraction of their spacing
+    (odd-even rounds); the repaired orders are NumPy's stable argsort, without a full sort."""
+    target = _target("host-production")
+    backend = target.backend
+    ulp = np.spacing(np.float32(600))
+    x = np.float32(600) + rng.integers(0, 70, 4100).astype(np.float32) * ulp
+    y = np.sort(rng.uniform(0, 4000, 3900)).astype(np.float32)
+    old = backend.plan(x, y)
+    step = rng.integers(-1, 2, x.shape[0]).astype(np.float32)
+    x2 = np.nextafter(x, x + step * np.float32(2000))
+    y2 = y + rng.uniform(-0.3, 0.3, y.shape[0]).astype(np.float32)
+    before = _full_sorts(target)
+    new = backend.plan(x2, y2, hint=old)
+    assert _full_sorts(target) == before, "a full sort ran although the old order was close"
+    for (keys, perm), a in zip(new._sorted, (x2, y2)):
+        np.testing.assert_array_equal(target.back(perm), np.argsort(a, kind="stable"))
+        np.testing.assert_array_equal(target.back(keys), np.sort(a, kind="stable"))
+
+
 def test_production_geometry_on_the_host(rng):
     """The launch geometry the GPU uses (tiles of 1024 items), through the host build."""
     target = _target("host-production")

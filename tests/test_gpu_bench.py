@@ -60,9 +60,11 @@ def test_bench_gpu_table_and_json(tmp_path, capsys, monkeypatch):
     assert code in (0, 1)  # goals are for a GPU; the stand-in only has to run them all
     report = json.loads(out.read_text())
     cases = [r["case"] for r in report["results"]]
-    assert len(cases) == 11, cases
-    assert cases[-2].startswith("fresh step m = n = 3,000")
-    assert cases[-1].startswith("training step m = n = 3,000 (1-ulp moves,")
+    assert len(cases) == 12, cases
+    assert cases[-3].startswith("fresh step m = n = 3,000")
+    assert cases[-2].startswith("training step m = n = 3,000, pool emptied (")
+    assert cases[-1].startswith("training step m = n = 3,000, training loop (")
+    assert report["results"][-2]["met"] is None and report["results"][-1]["met"] is not None
     for r in report["results"]:
         assert r["seconds"] > 0, r
         assert r["case"] in text

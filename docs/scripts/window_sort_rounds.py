@@ -1,0 +1,58 @@
+"""How many odd-even transposition rounds the first window pass of a plan repair needs.
+
+A NumPy model of ``laplex_sort_windows`` (docs/gpu-validation.md, run 5): float32 anchors with
+spacing 1 around 2^(23+b), so that they sit in runs of about 2^b ties, each moved by one unit in
+the last place (down, up or not); the new keys are taken in the old plan's order and cut into
+windows of 1024; a window counts as far out of order when some item sorts after the one 48 places
+ahead (the kernel then uses the bitonic network). Prints, per run length, the share of such
+windows and the rounds the others need. Run: ``python docs/scripts/window_sort_rounds.py``.
+"""
+import numpy as np
+
+WINDOW, REACH = 1024, 48
+rng = np.random.default_rng(0)
+
+
+def ulp_moves(a):
+    r = rng.random(a.shape[0])
+    step = ((r > 2 / 3).astype(np.float32) - (r < 1 / 3).astype(np.float32))
+    return np.nextafter(a, a + step * np.float32(2 * np.abs(a).max() + 1))
+
+
+def rounds_needed(windows, cap=2048):
+    """Rounds until an even and an odd round exchange nothing, per window (rows)."""
+    a = windows.copy()
+    quiet = np.zeros(a.shape[0], int)
+    done = np.full(a.shape[0], -1)
+    for r in range(cap):
+        lo = np.arange(r & 1, WINDOW - 1, 2)
+        left, right = a[:, lo], a[:, lo + 1]
+        swap = left > right
+        a[:, lo], a[:, lo + 1] = np.where(swap, right, left), np.where(swap, left, right)
+        quiet = np.where(swap.any(axis=1), 0, quiet + 1)
+        done[(quiet == 2) & (done < 0)] = r + 1
+        if (done >= 0).all():
+            break
+    return done
+
+
+def study(label, x):
+    n = x.shape[0]
+    old = np.argsort(x, kind="stable")
+    new = ulp_moves(x)
+    rank = np.empty(n, np.int64)
+    rank[np.argsort(new, kind="stable")] = np.arange(n)  # the order of a fresh plan
+    windows = rank[old][: n // WINDOW * WINDOW].reshape(-1, WINDOW)
+    far = (windows[:, REACH:] < windows[:, :-REACH]).any(axis=1)
+    line = f"{label:24} far {far.mean():6.1%}"
+    if (~far).any():
+        rounds = rounds_needed(windows[~far])
+        line += f"; others: rounds median {np.median(rounds):.0f}, max {rounds.max()}"
+    print(line)
+
+
+if __name__ == "__main__":
+    n = 2**21
+    for b in range(2, 7):
+        base = np.float32(2.0 ** (23 + b))
+        study(f"runs of ~{2**b} ties", base + (rng.random(n) * n).astype(np.float32))

@@ -136,3 +136,30 @@ def test_with_anchors_repairs_the_plan_at_scale(rng):
         repaired = op.with_anchors(x2, y2) @ v
         fresh = lx.LaplexOperator(x2, y2, 1.0) @ v
         assert bool(cupy.all(repaired == fresh))
+
+
+@pytest.mark.parametrize("change", [{"LAPLEX_PAD": 1}, {"LAPLEX_LEAN_PHASE1": 1},
+                                    {"LAPLEX_PAD": 1, "LAPLEX_LEAN_PHASE1": 1}],
+                         ids=["padded", "lean", "padded-lean"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernel_variants_match_the_default(rng, change, dtype):
+    """The launch-geometry variants that ``docs/scripts/gpu_variants.py`` times give the default
+    kernels' reductions (rows sorted and not, ties, a complex rate), over ~300 tiles."""
+    from laplexops.backends import _cuda_kernels as kernels
+    from laplexops.backends._cupy import CupyBackend, RawModuleKernels
+    default = CupyBackend()
+    variant = CupyBackend(kernels_=RawModuleKernels(dict(kernels.GEOMETRY, **change)))
+    m, n = 170_000, 130_000
+    x = np.round(rng.uniform(0, 2000, m), 1).astype(dtype)  # runs of ties
+    y = rng.uniform(0, 2000, n).astype(dtype)
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    for xs, ys in ((x, y), (np.sort(x), np.sort(y))):
+        a, b = cupy.asarray(xs), cupy.asarray(ys)
+        plans = default.plan(a, b), variant.plan(a, b)
+        for side, size in ((0, n), (1, m)):
+            v = cupy.asarray(rng.standard_normal((size, 2)).astype(dtype))
+            for rate in (0.3, 0.2 + 1.5j):
+                want = default.apply(plans[0], side, rate, v, True, True, True)
+                got = variant.apply(plans[1], side, rate, v, True, True, True)
+                for w, g in zip(want, got):
+                    assert rel_err(cupy.asnumpy(g), cupy.asnumpy(w)) <= tol

@@ -144,6 +144,22 @@ __device__ __forceinline__ Agg<D, R, V> compose(const Agg<D, R, V>& first, const
     return o;
 }
 
+// The map of one step onto an item: the decay e over dz from the item before (forward) or after
+// (backward), then the item's value (zero for a row); backward steps carry the tie run too.
+template <class D, class R, class V>
+__device__ __forceinline__ Agg<D, R, V> step_map(const D e, const R dz, const V value,
+                                                 const bool backward) {
+    Agg<D, R, V> a;
+    a.e = e;
+    a.dz = dz;
+    a.et = backward && dz != R(0) ? R(0) : R(1);
+    a.p = value;
+    set_zero(a.q);
+    if (backward) a.t = value;
+    else set_zero(a.t);
+    return a;
+}
+
 // Warp shuffles of the fields of a map (a complex value as its two parts).
 template <class T> __device__ __forceinline__ T shuffle(T a, int delta, bool down) {
     return down ? __shfl_down_sync(0xffffffffu, a, delta) : __shfl_up_sync(0xffffffffu, a, delta);
@@ -187,7 +203,8 @@ __device__ Agg<D, R, V> block_scan(const Agg<D, R, V> value, Agg<D, R, V>& total
 #pragma unroll
     for (int delta = 1; delta < WIDTH; delta *= 2) {
         const A other = shuffle<MOMENT>(inclusive, delta, REVERSE);
-        if (REVERSE ? lane + delta < WIDTH : lane >= delta) inclusive = compose<MOMENT>(other, inclusive);
+        if (REVERSE ? lane + delta < WIDTH : lane >= delta)
+            inclusive = compose<MOMENT>(other, inclusive);
     }
     A before = shuffle<MOMENT>(inclusive, 1, REVERSE);
     if (lane == (REVERSE ? WIDTH - 1 : 0)) set_identity(before);
@@ -225,6 +242,19 @@ __global__ void laplex_splits(const R* __restrict__ rz, const R* __restrict__ cz
     splits[u] = lo;
 }
 
+// Shared memory of a tile is indexed through pad(): a thread's items are consecutive, so the
+// threads of a warp read words LAPLEX_ITEMS apart, all in a few banks; with LAPLEX_PAD 1, one spare
+// word after every 32 spreads them over all 32 banks (10 more registers per thread; off until a GPU
+// run shows it pays, docs/gpu-validation.md).
+#ifndef LAPLEX_PAD
+#define LAPLEX_PAD 0
+#endif
+#ifndef LAPLEX_LEAN_PHASE1
+#define LAPLEX_LEAN_PHASE1 0
+#endif
+__host__ __device__ constexpr int padded(int n) { return LAPLEX_PAD ? n + n / 32 : n; }
+__device__ __forceinline__ int pad(int i) { return LAPLEX_PAD ? i + (i >> 5) : i; }
+
 // One result of a tile's rows: each thread puts its rows' values (rows are numbered 0 .. nr-1
 // within the tile) in shared memory, then the block writes them in sorted row order, to the
 // original row through rperm. `out` is a kernel argument, the same for the whole block.
@@ -238,11 +268,11 @@ __device__ __forceinline__ void write_rows(V* __restrict__ out, const V (&value)
     __syncthreads();  // s_out is free: every thread has read what it held before
 #pragma unroll
     for (int u = 0; u < LAPLEX_ITEMS; ++u)
-        if (u < cnt && row[u] >= 0) s_out[row[u]] = value[u];
+        if (u < cnt && row[u] >= 0) s_out[pad(row[u])] = value[u];
     __syncthreads();
     for (int u = tid; u < nr; u += LAPLEX_BLOCK) {
         const long long r = i0 + u;
-        out[(rperm ? (long long)rperm[r] : r) * k + col] = s_out[u];
+        out[(rperm ? (long long)rperm[r] : r) * k + col] = s_out[pad(u)];
     }
 }
 
@@ -258,9 +288,10 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
     typedef Agg<D, R, V> A;
     static_assert(sizeof(A) == sizeof(D) + 3 * sizeof(V) + 2 * sizeof(R),
                   "the host sizes the tile maps as sizeof(D) + 3 sizeof(V) + 2 sizeof(R)");
-    __shared__ R s_z[LAPLEX_TILE];  // rows of the tile, then its columns (square: the anchors)
-    __shared__ V s_b[LAPLEX_TILE];  // the tile's column values
+    __shared__ R s_z[padded(LAPLEX_TILE)];  // rows of the tile, then its columns (square: anchors)
+    __shared__ V s_b[padded(LAPLEX_TILE)];  // the tile's column values
     __shared__ R s_halo[2];         // the values of the items just before and just after the tile
+    __shared__ R s_ends[2];         // lean phase 1: the values of the tile's first and last items
 
     const long long tiles = gridDim.x;
     const long long tile = blockIdx.x;
@@ -280,6 +311,15 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
         nr = (int)(splits[tile + 1] - i0);
         nc = len - nr;
     }
+    // Lean phase 1 (LAPLEX_LEAN_PHASE1, not square): a tile's maps need only its columns. A row
+    // adds nothing; the decays across it multiply to the decay across the gap between the columns
+    // around it (the maps compose dz additively and the tie flag as "every gap zero"). So the
+    // columns alone are scanned, from the item before the tile to the item after it, and the gaps
+    // between the tile's end items and its outer columns are composed on at the end: no rows
+    // loaded, no merge, about half the items per thread.
+    const bool lean = LAPLEX_LEAN_PHASE1 && phase == 1 && !square;
+    const int rows = lean ? 0 : nr;      // the rows this launch merges into the tile
+    const int items = lean ? nc : len;   // and the items it scans
 
     // phase 3: the states entering this tile (phase 2's output), loaded now so that their latency
     // overlaps the tile's loads below instead of adding to it
@@ -290,9 +330,9 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
         carry_g = bwd[slot];
     }
 
-    for (int u = tid; u < nr; u += LAPLEX_BLOCK) s_z[u] = rz[i0 + u];
+    for (int u = tid; u < rows; u += LAPLEX_BLOCK) s_z[pad(u)] = rz[i0 + u];
     if (!square)
-        for (int u = tid; u < nc; u += LAPLEX_BLOCK) s_z[nr + u] = cz[j0 + u];
+        for (int u = tid; u < nc; u += LAPLEX_BLOCK) s_z[pad(rows + u)] = cz[j0 + u];
     for (int u = tid; u < nc; u += LAPLEX_BLOCK) {
         const long long c = j0 + u;
         B value;
@@ -302,7 +342,7 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
             value = b[(cperm ? (long long)cperm[c] : c) * k + col];
             if (cperm && stage) stage[col * n + c] = value;
         }
-        assign(s_b[u], value);
+        assign(s_b[pad(u)], value);
     }
     if (tid == 0) {
         R before, after;
@@ -327,20 +367,27 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
         }
         s_halo[0] = before;
         s_halo[1] = after;
+        if (lean) {
+            R first = nr > 0 && (nc == 0 || rz[i0] <= cz[j0]) ? rz[i0] : cz[j0];
+            R last = nr > 0 ? rz[i0 + nr - 1] : cz[j0 + nc - 1];
+            if (nr > 0 && nc > 0 && cz[j0 + nc - 1] > last) last = cz[j0 + nc - 1];
+            s_ends[0] = first;
+            s_ends[1] = last;
+        }
     }
     __syncthreads();
 
     // this thread's items: d0 .. d0 + cnt - 1 of the tile, merged from rows ii.. and columns jj..
-    const int d0 = tid * LAPLEX_ITEMS < len ? tid * LAPLEX_ITEMS : len;
-    const int cnt = len - d0 < LAPLEX_ITEMS ? len - d0 : LAPLEX_ITEMS;
+    const int d0 = tid * LAPLEX_ITEMS < items ? tid * LAPLEX_ITEMS : items;
+    const int cnt = items - d0 < LAPLEX_ITEMS ? items - d0 : LAPLEX_ITEMS;
     int ii, jj;
     if (square) {
         ii = jj = d0;
     } else {
-        int lo = d0 > nc ? d0 - nc : 0, hi = d0 < nr ? d0 : nr;
+        int lo = d0 > nc ? d0 - nc : 0, hi = d0 < rows ? d0 : rows;
         while (lo < hi) {
             int mid = (lo + hi) / 2;
-            if (s_z[mid] <= s_z[nr + d0 - 1 - mid]) lo = mid + 1;
+            if (s_z[pad(mid)] <= s_z[pad(rows + d0 - 1 - mid)]) lo = mid + 1;
             else hi = mid;
         }
         ii = lo;
@@ -350,10 +397,10 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
     if (d0 == 0) {
         prev = s_halo[0];
     } else if (square) {
-        prev = s_z[d0 - 1];
+        prev = s_z[pad(d0 - 1)];
     } else {
-        prev = ii > 0 ? s_z[ii - 1] : s_z[nr + jj - 1];
-        if (ii > 0 && jj > 0 && s_z[nr + jj - 1] > prev) prev = s_z[nr + jj - 1];
+        prev = ii > 0 ? s_z[pad(ii - 1)] : s_z[pad(rows + jj - 1)];
+        if (ii > 0 && jj > 0 && s_z[pad(rows + jj - 1)] > prev) prev = s_z[pad(rows + jj - 1)];
     }
 
     R z[LAPLEX_ITEMS];
@@ -368,32 +415,33 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
         z[u] = prev;
         if (u < cnt) {
             if (square) {
-                z[u] = s_z[ii];
+                z[u] = s_z[pad(ii)];
                 row[u] = ii;
                 is_col[u] = true;
-                val[u] = s_b[jj];
+                val[u] = s_b[pad(jj)];
                 ++ii;
                 ++jj;
-            } else if (ii < nr && (jj >= nc || s_z[ii] <= s_z[nr + jj])) {  // a row first on ties
-                z[u] = s_z[ii];
+            } else if (ii < rows && (jj >= nc || s_z[pad(ii)] <= s_z[pad(rows + jj)])) {
+                // a row first on ties
+                z[u] = s_z[pad(ii)];
                 row[u] = ii;
                 ++ii;
             } else {
-                z[u] = s_z[nr + jj];
+                z[u] = s_z[pad(rows + jj)];
                 is_col[u] = true;
-                val[u] = s_b[jj];
+                val[u] = s_b[pad(jj)];
                 ++jj;
             }
         }
     }
     R next;  // value of the item after this thread's last
-    if (d0 + cnt >= len) {
+    if (d0 + cnt >= items) {
         next = s_halo[1];
     } else if (square) {
-        next = s_z[d0 + cnt];
+        next = s_z[pad(d0 + cnt)];
     } else {
-        next = ii < nr ? s_z[ii] : s_z[nr + jj];
-        if (ii < nr && jj < nc && s_z[nr + jj] < next) next = s_z[nr + jj];
+        next = ii < rows ? s_z[pad(ii)] : s_z[pad(rows + jj)];
+        if (ii < rows && jj < nc && s_z[pad(rows + jj)] < next) next = s_z[pad(rows + jj)];
     }
 
     // decays into each item from the one before it; e[cnt] into the next thread's first item
@@ -414,27 +462,13 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
 #pragma unroll
     for (int u = 0; u < LAPLEX_ITEMS; ++u) {
         if (u < cnt) {
-            A step;
-            step.e = e[u];
-            step.dz = dz[u];
-            step.et = R(1);
-            step.p = val[u];
-            set_zero(step.q);
-            set_zero(step.t);
-            f = compose<MOMENT>(f, step);
+            f = compose<MOMENT>(f, step_map(e[u], dz[u], val[u], false));
         }
     }
 #pragma unroll
     for (int u = LAPLEX_ITEMS - 1; u >= 0; --u) {
         if (u < cnt) {
-            A step;
-            step.e = e[u + 1];
-            step.dz = dz[u + 1];
-            step.et = dz[u + 1] == R(0) ? R(1) : R(0);
-            step.p = val[u];
-            set_zero(step.q);
-            step.t = val[u];
-            g = compose<MOMENT>(g, step);
+            g = compose<MOMENT>(g, step_map(e[u + 1], dz[u + 1], val[u], true));
         }
     }
 
@@ -443,6 +477,17 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
     const A g_before = block_scan<LAPLEX_BLOCK, MOMENT, true>(g, g_total);
     if (phase == 1) {
         if (tid == 0) {
+            if (lean) {  // the gaps from the last column to the tile's end, and from its start
+                V zero;
+                set_zero(zero);
+                D gap;
+                const R fdz = s_ends[1] - (nc > 0 ? s_z[pad(nc - 1)] : s_halo[0]);
+                decay(gap, fdz, s_re, s_im);
+                f_total = compose<MOMENT>(f_total, step_map(gap, fdz, zero, false));
+                const R gdz = (nc > 0 ? s_z[pad(0)] : s_halo[1]) - s_ends[0];
+                decay(gap, gdz, s_re, s_im);
+                g_total = compose<MOMENT>(g_total, step_map(gap, gdz, zero, true));
+            }
             fwd[slot] = f_total;
             bwd[slot] = g_total;
         }

@@ -97,6 +97,7 @@ inline long long __double_as_longlong(double a) {
 
 #define __global__
 #define __device__
+#define __host__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
 #define __shared__ static

@@ -1,0 +1,90 @@
+"""Kernel variants side by side on one GPU, in one run (docs/gpu-validation.md, runs 3 and 5).
+
+Each variant is a launch geometry (``_cuda_kernels.GEOMETRY`` overrides, compiled by NVRTC as its
+own modules), timed with CUDA events after a warm-up at m = n = 2^log2n float32, against
+``cupy.fft.fft`` of a complex64 vector of the same length in the same run:
+
+* cached products: sorted x and y, sorted distinct x = y (square), random order, and the
+  gradient's row pass (signed and moment sums);
+* plan repairs (``plan(x2, y2, hint=plan(x, y))``): 1-ulp moves of random anchors with spacing 1
+  (runs of ~8 ties at 2^27), and of anchors ~2^29 apart by 1 (runs of ~64 ties, as at 1e9).
+
+Run: ``python docs/scripts/gpu_variants.py [log2n]`` on a machine with CuPy and a CUDA device.
+"""
+import sys
+import time
+
+import cupy
+import numpy as np
+
+from laplexops._gpu_bench import _ulp_moves
+from laplexops.backends import _cuda_kernels as kernels
+from laplexops.backends._cupy import CupyBackend, RawModuleKernels
+
+VARIANTS = {
+    "default": {},
+    "padded tiles": {"LAPLEX_PAD": 1},
+    "lean phase 1": {"LAPLEX_LEAN_PHASE1": 1},
+    "lean phase 1, padded": {"LAPLEX_LEAN_PHASE1": 1, "LAPLEX_PAD": 1},
+    "lean, padded, __expf": {"LAPLEX_LEAN_PHASE1": 1, "LAPLEX_PAD": 1, "LAPLEX_FAST_EXP": 1},
+    "lean, padded, 128 x 16 tiles": {"LAPLEX_LEAN_PHASE1": 1, "LAPLEX_PAD": 1, "LAPLEX_ITEMS": 16},
+    "window sorts: bitonic only": {"LAPLEX_SORT_ROUNDS": 0},
+}
+
+
+def event_seconds(fn, repeat=5):
+    fn()
+    best = float("inf")
+    for _ in range(repeat):
+        start, stop = cupy.cuda.Event(), cupy.cuda.Event()
+        start.record()
+        fn()
+        stop.record()
+        stop.synchronize()
+        best = min(best, cupy.cuda.get_elapsed_time(start, stop) * 1e-3)
+    return best
+
+
+def main(log2n=27):
+    n = 2**log2n
+    rng = cupy.random.default_rng(0)
+    signal = (rng.standard_normal(n, dtype=np.float32) +
+              1j * rng.standard_normal(n, dtype=np.float32)).astype(np.complex64)
+    end = time.perf_counter() + 1.0
+    while time.perf_counter() < end:  # an idle GPU starts at a low clock
+        cupy.fft.fft(signal)
+        cupy.cuda.Device().synchronize()
+    fft = event_seconds(lambda: cupy.fft.fft(signal), 10)
+    del signal
+    x = rng.random(n, dtype=np.float32) * n
+    y = rng.random(n, dtype=np.float32) * n
+    v = rng.standard_normal((n, 1), dtype=np.float32)
+    xs, ys = cupy.sort(x), cupy.sort(y)
+    distinct = cupy.unique(xs)
+    w = v[:distinct.shape[0]]
+    x2, y2 = _ulp_moves(cupy, rng, x), _ulp_moves(cupy, rng, y)
+    runs = cupy.float32(2.0**29) + (rng.random(n, dtype=np.float32) * n)  # ~64 ties per value
+    runs2 = _ulp_moves(cupy, rng, runs)
+    name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"]
+    name = name.decode() if isinstance(name, bytes) else name
+    print(f"{name}, m = n = 2^{log2n}, "
+          f"cupy.fft.fft c64 {fft * 1e3:.3f} ms; times in ms")
+    print(f"{'variant':28} {'sorted':>8} {'square':>8} {'random':>8} {'moment':>8} "
+          f"{'repair':>8} {'repair64':>9}")
+    for label, change in VARIANTS.items():
+        backend = CupyBackend(kernels_=RawModuleKernels(dict(kernels.GEOMETRY, **change)))
+        plans = [backend.plan(xs, ys), backend.plan(distinct, distinct), backend.plan(x, y)]
+        for plan in plans:
+            plan.side(0)
+        old, old64 = plans[2], backend.plan(runs, runs)
+        times = [event_seconds(lambda: backend.apply(plans[0], 0, 1.0, v)),
+                 event_seconds(lambda: backend.apply(plans[1], 0, 1.0, w)),
+                 event_seconds(lambda: backend.apply(plans[2], 0, 1.0, v)),
+                 event_seconds(lambda: backend.apply(plans[2], 0, 1.0, v, False, True, True)),
+                 event_seconds(lambda: backend.plan(x2, y2, hint=old), 3),
+                 event_seconds(lambda: backend.plan(runs2, runs2, hint=old64), 3)]
+        print(f"{label:28} " + " ".join(f"{t * 1e3:8.3f}" for t in times), flush=True)
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 27)

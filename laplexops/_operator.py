@@ -92,9 +92,8 @@ class LaplexOperator:
         rate = _check_rate(rate)
         xp, x, y, real = _anchors(x, y)
         chosen = get_backend(backend, ns.device_kind(x))
-        xs = chosen.asarray(ns.exportable(x)).astype(real, copy=True)  # snapshots
-        ys = xs if (y is x or _equal(xp, x, y)) else \
-            chosen.asarray(ns.exportable(y)).astype(real, copy=True)
+        xs = _snapshot(chosen, x, real, "x")
+        ys = xs if (y is x or _equal(xp, x, y)) else _snapshot(chosen, y, real, "y")
         self._init(xp, xs, ys, rate, chosen, like=x)
 
     def _init(self, xp, x, y, rate, backend, cell=None, flip=False, like=None):
@@ -367,7 +366,8 @@ class LaplexOperator:
 
 
 def _anchors(x: Any, y: Any):
-    """Validate anchors per SPEC §5; return (namespace, x, y, their real NumPy dtype)."""
+    """Validate anchors per SPEC §5 (their finiteness as they are copied, ``_snapshot``); return
+    (namespace, x, y, their real NumPy dtype)."""
     x, y = ns.as_array(x), ns.as_array(y)
     xp = ns.namespace(x, y)
     if not ns.same_device(x, y):
@@ -380,13 +380,19 @@ def _anchors(x: Any, y: Any):
             raise TypeError(f"anchors must be real; {name} has dtype {a.dtype}")
         if a.ndim != 1:
             raise ValueError(f"anchors must be 1-D; {name} has shape {tuple(a.shape)}")
-        if dtype.kind == "f" and not bool(xp.all(xp.isfinite(a))):
-            bad = int(a.shape[0] - int(xp.sum(xp.astype(xp.isfinite(a), xp.int64))))
-            raise ValueError(f"anchors must be finite; {name} has {bad} non-finite value(s)")
         dtypes.append(dtype)
     floats = [d for d in dtypes if d.kind == "f"]
     real = np.result_type(*floats) if floats else ns.default_float(xp)
     return xp, x, y, real
+
+
+def _snapshot(backend, a, real, name: str):
+    """The backend's private copy of anchors ``a`` as ``real``; ``ValueError`` (SPEC §5) when one
+    is not finite (checked in the same pass as the copy)."""
+    copy, bad = backend.snapshot(backend.asarray(ns.exportable(a)), real)
+    if bad:
+        raise ValueError(f"anchors must be finite; {name} has {bad} non-finite value(s)")
+    return copy
 
 
 def _equal(xp, x, y) -> bool:

@@ -417,6 +417,27 @@ def test_plan_repair_gives_up_on_a_shuffle(target, rng):
     assert rel_err(backend.apply(new, 0, 1.0, v)[0], want) <= 1e-12
 
 
+@pytest.mark.parametrize("blocks", [8192, 2], ids=["one-round", "grid-stride"])
+def test_snapshot_copies_and_counts_nonfinite(rng, monkeypatch, blocks):
+    """``CupyBackend.snapshot`` (``laplex_snapshot``): the anchors converted and copied, and their
+    non-finite values counted, in one pass; other types through the array module."""
+    monkeypatch.setattr(_cupy, "_SNAPSHOT_BLOCKS", blocks)
+    backend = _target("host").backend
+    for source, real in (("float32", "float32"), ("float32", "float64"),
+                         ("float64", "float64")):
+        for n, bad in ((0, 0), (1, 0), (5000, 0), (5000, 7), (3, 3)):
+            a = rng.uniform(-1e8, 1e8, n).astype(source)
+            where = rng.choice(n, bad, replace=False)
+            a[where] = rng.choice([np.nan, np.inf, -np.inf], bad)
+            copy, count = backend.snapshot(a, np.dtype(real))
+            assert count == bad and copy.dtype == real and copy is not a
+            np.testing.assert_array_equal(copy, a.astype(real))
+    ints = rng.integers(-9, 9, 100)
+    copy, count = backend.snapshot(ints, np.dtype(np.float64))
+    assert count == 0 and copy.dtype == np.float64
+    np.testing.assert_array_equal(copy, ints)
+
+
 def test_production_window_sorts_of_long_tie_runs(rng):
     """Windows of 1024 in the production geometry: float32 anchors in runs of ~60 ties moved by
     one ulp (items far out of place: the bitonic network) and by a fraction of their spacing

@@ -27,6 +27,10 @@ class Backend(Protocol):
     def asarray(self, a: Any) -> Any:
         """The backend's native array for ``a`` (zero-copy where possible)."""
 
+    def snapshot(self, a: Any, dtype: Any) -> tuple[Any, int]:
+        """A private copy of native 1-D array ``a`` as ``dtype`` (a float type at least as wide),
+        and how many of its values are not finite (NaN, +-inf). One pass over ``a``."""
+
     def plan(self, x: Any, y: Any, hint: Any = None) -> Any:
         """The plan of anchors ``x`` (rows) and ``y`` (columns): the merged sort, O(N log N).
 

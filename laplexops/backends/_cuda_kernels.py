@@ -16,7 +16,8 @@ import sys
 
 __all__ = ["SOURCE", "GEOMETRY", "options", "ctype", "splits_name", "tiles_name", "carries_name",
            "sort_windows_name", "window_seams_name", "radix_tile", "radix_counts_name",
-           "radix_scatter_name", "all_names", "instantiation_source"]
+           "radix_scatter_name", "SNAPSHOT_PAIRS", "snapshot_name", "all_names",
+           "instantiation_source"]
 
 #: the kernel source, next to this module
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "laplex_scan.cu")
@@ -74,6 +75,14 @@ def window_seams_name(real: str, index: str) -> str:
     return f"laplex::laplex_window_seams<{ctype(real)}, {ctype(index)}>"
 
 
+#: (source, snapshot) float pairs of ``laplex_snapshot``: anchors keep their type or widen
+SNAPSHOT_PAIRS = (("float32", "float32"), ("float32", "float64"), ("float64", "float64"))
+
+
+def snapshot_name(source: str, real: str) -> str:
+    return f"laplex::laplex_snapshot<{ctype(source)}, {ctype(real)}>"
+
+
 def radix_tile(geometry: dict, real: str, index: str) -> int:
     """Keys per radix tile (``RadixTile<R, I>::SIZE`` of the kernels) for this geometry."""
     items = geometry["LAPLEX_RADIX_ITEMS"]
@@ -91,7 +100,7 @@ def radix_scatter_name(real: str, index: str) -> str:
 
 def all_names() -> list[str]:
     """Every template instance the backend can launch."""
-    names = []
+    names = [snapshot_name(source, real) for source, real in SNAPSHOT_PAIRS]
     for real in _REALS:
         cplx = _COMPLEX_OF[real]
         names.append(splits_name(real))

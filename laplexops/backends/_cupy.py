@@ -29,6 +29,7 @@ _CARRY_ITEMS = 8  # tile maps per thread of a carry block
 _RADIX_DIGITS = 256  # buckets of a radix sort pass (8 bits)
 _NULL = np.uintp(0)
 _IDENTITY = "identity"  # a previous order that was the identity (its anchors were sorted)
+_SNAPSHOT_BLOCKS = 8192  # blocks of 256 threads of a snapshot at most (a grid-stride loop beyond)
 
 
 class RawModuleKernels:
@@ -163,6 +164,29 @@ class CupyBackend:
                     pass
             raise MemoryError(f"GPU out of memory in {what}: it needs about "
                               f"{estimate / 1e9:.2f} GB{free} ({exc})") from None
+
+    def snapshot(self, a, dtype):
+        """``a`` copied as ``dtype`` and its count of non-finite values, from one read of ``a``
+        (``laplex_snapshot``; other types than float32/float64 through CuPy)."""
+        xp = self.xp
+        dtype, source = np.dtype(dtype), np.dtype(a.dtype)
+        n = a.shape[0]
+        with self._on(self.device_of(a)), \
+                self._memory(f"a snapshot of {n} anchors ({dtype})", n * dtype.itemsize):
+            if (source.name, dtype.name) not in kernels.SNAPSHOT_PAIRS:
+                out = a.astype(dtype, copy=True)
+                finite = xp.isfinite(out) if dtype.kind == "f" else None
+                bad = 0 if finite is None or bool(xp.all(finite)) else \
+                    int(n - int(xp.count_nonzero(finite)))
+                return out, bad
+            out = xp.empty(n, dtype=dtype)
+            bad = xp.zeros(1, dtype=np.uint64)
+            if n:
+                block = 256
+                self.launch(kernels.snapshot_name(source.name, dtype.name),
+                            (min(-(-n // (4 * block)), _SNAPSHOT_BLOCKS),), (block,),
+                            (xp.ascontiguousarray(a), out, np.int64(n), bad))
+            return out, int(bad[0])
 
     # ---------------------------------------------------------------------- plan
     def plan(self, x, y, hint=None):

@@ -160,6 +160,12 @@ class NumbaBackend:
         except (TypeError, AttributeError, BufferError, RuntimeError):
             return np.asarray(a)
 
+    def snapshot(self, a, dtype):
+        out = np.asarray(a).astype(dtype, copy=True)
+        if out.dtype.kind != "f" or np.isfinite(out).all():
+            return out, 0
+        return out, int(out.size - np.count_nonzero(np.isfinite(out)))
+
     def plan(self, x, y, hint=None):
         return NumbaPlan(x, y, hint)
 

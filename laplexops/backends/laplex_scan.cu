@@ -689,6 +689,30 @@ __global__ void laplex_window_seams(const R* __restrict__ values, const I* __res
     if (p > 0 && p < n && before(values[p], perm[p], values[p - 1], perm[p - 1])) *unsorted = 1;
 }
 
+// ------------------------------------------------------------------------------------ snapshots
+// dst = src converted to R (a widening or equal float type), and *nonfinite += the number of
+// non-finite values: the anchors' private copy and their validation in one read (a - a is 0
+// exactly for a finite a, NaN otherwise). Grid-stride, four independent loads per thread and round.
+template <class S, class R>
+__global__ void laplex_snapshot(const S* __restrict__ src, R* __restrict__ dst, const long long n,
+                                unsigned long long* __restrict__ nonfinite) {
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    unsigned long long bad = 0;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += 4 * stride) {
+        S a[4];
+#pragma unroll
+        for (int u = 0; u < 4; ++u)
+            if (i + u * stride < n) a[u] = src[i + u * stride];
+#pragma unroll
+        for (int u = 0; u < 4; ++u)
+            if (i + u * stride < n) {
+                bad += !(a[u] - a[u] == S(0));
+                dst[i + u * stride] = R(a[u]);
+            }
+    }
+    if (bad) atomicAdd(nonfinite, bad);
+}
+
 // ------------------------------------------------------------------------------------ radix sort
 // A stable LSD radix sort of finite floats with their permutation (the plan of fresh anchors):
 // per 8-bit digit, laplex_radix_counts counts the digit in each tile of keys, the host scans

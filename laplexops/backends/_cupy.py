@@ -284,7 +284,7 @@ class CupyBackend:
         sort_windows = kernels.sort_windows_name(real, index.name)
         seams = kernels.window_seams_name(real, index.name)
         unsorted = xp.zeros(1, dtype=np.int32)
-        for step in range(_REPAIR_PASSES):  # after the first, a window in order is only read
+        for step in range(_REPAIR_PASSES):  # later passes load only windows with a broken seam
             offset = 0 if step % 2 == 0 else window // 2
             blocks = -(-(n - offset) // window)
             self.launch(sort_windows, (blocks,), (window // 2,),

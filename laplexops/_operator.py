@@ -383,7 +383,8 @@ def _anchors(x: Any, y: Any):
         dtypes.append(dtype)
     floats = [d for d in dtypes if d.kind == "f"]
     real = np.result_type(*floats) if floats else ns.default_float(xp)
-    return xp, x, y, real
+    # half precision cannot hold the decays' range: float16 anchors compute in float32
+    return xp, x, y, np.result_type(real, np.float32)
 
 
 def _snapshot(backend, a, real, name: str):

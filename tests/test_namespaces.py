@@ -165,3 +165,15 @@ def test_sequences_are_read_as_numpy():
     np.testing.assert_allclose(out, dense_ref([0.0, 1.0, 2.5], [1.0, 3.0], 0.5) @ [1.0, -2.0],
                                rtol=1e-14)
     np.testing.assert_allclose(op @ [1.0, -2.0], out, rtol=0, atol=0)
+
+
+def test_half_precision_anchors_compute_in_float32(rng):
+    """float16 anchors (SPEC: the operator is float32 or float64) become float32, as integer
+    anchors become the default float."""
+    x = rng.uniform(0, 50, 40).astype(np.float16)
+    y = rng.uniform(0, 50, 30).astype(np.float16)
+    op = lx.LaplexOperator(x, y, 0.5)
+    assert op.dtype == np.float32
+    v = rng.standard_normal(30).astype(np.float32)
+    want = lx.LaplexOperator(x.astype(np.float32), y.astype(np.float32), 0.5) @ v
+    np.testing.assert_array_equal(op @ v, want)

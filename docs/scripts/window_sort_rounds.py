@@ -4,8 +4,8 @@ A NumPy model of ``laplex_sort_windows`` (docs/gpu-validation.md, run 5): float3
 spacing 1 around 2^(23+b), so that they sit in runs of about 2^b ties, each moved by one unit in
 the last place (down, up or not); the new keys are taken in the old plan's order and cut into
 windows of 1024; a window counts as far out of order when some item sorts after the one 48 places
-ahead (the kernel then uses the bitonic network). Prints, per run length, the share of such
-windows and the rounds the others need. Run: ``python docs/scripts/window_sort_rounds.py``.
+ahead (the kernel then uses the bitonic network); last, anchors without ties moved by up to 1% of
+their spacing. Prints, per case, the share of such windows and the rounds the others need. Run: ``python docs/scripts/window_sort_rounds.py``.
 """
 import numpy as np
 
@@ -36,10 +36,11 @@ def rounds_needed(windows, cap=2048):
     return done
 
 
-def study(label, x):
+def study(label, x, new=None):
+    """``new``: the moved anchors (default: ``x`` moved by one ulp)."""
     n = x.shape[0]
     old = np.argsort(x, kind="stable")
-    new = ulp_moves(x)
+    new = ulp_moves(x) if new is None else new
     rank = np.empty(n, np.int64)
     rank[np.argsort(new, kind="stable")] = np.arange(n)  # the order of a fresh plan
     windows = rank[old][: n // WINDOW * WINDOW].reshape(-1, WINDOW)
@@ -56,3 +57,5 @@ if __name__ == "__main__":
     for b in range(2, 7):
         base = np.float32(2.0 ** (23 + b))
         study(f"runs of ~{2**b} ties", base + (rng.random(n) * n).astype(np.float32))
+    x = rng.random(n) * n  # float64: no ties; moves of up to 1% of the spacing
+    study("no ties, 1% moves", x, x + rng.uniform(-0.01, 0.01, n))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-__all__ = ["Backend", "SIDE_ROWS_X", "SIDE_ROWS_Y"]
+__all__ = ["Backend", "SIDE_ROWS_X", "SIDE_ROWS_Y", "snapshot_with"]
 
 SIDE_ROWS_X = 0  #: rows are the x anchors, columns the y anchors (W)
 SIDE_ROWS_Y = 1  #: rows are the y anchors, columns the x anchors (W^T)
@@ -51,3 +51,13 @@ class Backend(Protocol):
         ``sum = W b``, ``signed = sum_c sign(r - c) W_rc b_c``, ``moment = sum_c |r - c| W_rc b_c``.
         Returns the three (``None`` where not wanted); O(N k) on a built plan.
         """
+
+
+def snapshot_with(xp: Any, a: Any, dtype: Any) -> tuple[Any, int]:
+    """``Backend.snapshot`` through array module ``xp``: the copy, then a count of its non-finite
+    values (a second pass; the count itself only when there is one)."""
+    out = a.astype(dtype, copy=True)
+    if out.dtype.kind != "f":
+        return out, 0
+    finite = xp.isfinite(out)
+    return out, 0 if bool(xp.all(finite)) else int(out.shape[0] - int(xp.count_nonzero(finite)))

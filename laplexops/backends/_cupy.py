@@ -19,7 +19,7 @@ import contextlib
 import numpy as np
 
 from . import _cuda_kernels as kernels
-from ._base import SIDE_ROWS_X
+from ._base import SIDE_ROWS_X, snapshot_with
 
 __all__ = ["CupyBackend", "CudaPlan", "RawModuleKernels"]
 
@@ -174,11 +174,7 @@ class CupyBackend:
         with self._on(self.device_of(a)), \
                 self._memory(f"a snapshot of {n} anchors ({dtype})", n * dtype.itemsize):
             if (source.name, dtype.name) not in kernels.SNAPSHOT_PAIRS:
-                out = a.astype(dtype, copy=True)
-                finite = xp.isfinite(out) if dtype.kind == "f" else None
-                bad = 0 if finite is None or bool(xp.all(finite)) else \
-                    int(n - int(xp.count_nonzero(finite)))
-                return out, bad
+                return snapshot_with(xp, a, dtype)
             out = xp.empty(n, dtype=dtype)
             bad = xp.zeros(1, dtype=np.uint64)
             if n:

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from . import _numba_sort
-from ._base import SIDE_ROWS_X
+from ._base import SIDE_ROWS_X, snapshot_with
 from ._numba_plan import merge_counts
 from ._numba_scan import decays, gather, scan, scan_square
 
@@ -161,10 +161,7 @@ class NumbaBackend:
             return np.asarray(a)
 
     def snapshot(self, a, dtype):
-        out = np.asarray(a).astype(dtype, copy=True)
-        if out.dtype.kind != "f" or np.isfinite(out).all():
-            return out, 0
-        return out, int(out.size - np.count_nonzero(np.isfinite(out)))
+        return snapshot_with(np, np.asarray(a), dtype)
 
     def plan(self, x, y, hint=None):
         return NumbaPlan(x, y, hint)

@@ -255,6 +255,24 @@ __global__ void laplex_splits(const R* __restrict__ rz, const R* __restrict__ cz
 __host__ __device__ constexpr int padded(int n) { return LAPLEX_PAD ? n + n / 32 : n; }
 __device__ __forceinline__ int pad(int i) { return LAPLEX_PAD ? i + (i >> 5) : i; }
 
+// Merged items from global memory, by value (the two sorted sides, rows i_lo .. i_hi - 1 and
+// columns j_lo .. j_hi - 1; at least one side not empty): the first item at or after rows i and
+// columns j, and the last item before them.
+template <class R>
+__device__ __forceinline__ R item_after(const R* rz, long long i, long long i_hi, const R* cz,
+                                        long long j, long long j_hi) {
+    if (i >= i_hi) return cz[j];
+    if (j >= j_hi) return rz[i];
+    return rz[i] <= cz[j] ? rz[i] : cz[j];
+}
+template <class R>
+__device__ __forceinline__ R item_before(const R* rz, long long i_lo, long long i, const R* cz,
+                                         long long j_lo, long long j) {
+    if (i <= i_lo) return cz[j - 1];
+    if (j <= j_lo) return rz[i - 1];
+    return rz[i - 1] >= cz[j - 1] ? rz[i - 1] : cz[j - 1];
+}
+
 // One result of a tile's rows: each thread puts its rows' values (rows are numbered 0 .. nr-1
 // within the tile) in shared memory, then the block writes them in sorted row order, to the
 // original row through rperm. `out` is a kernel argument, the same for the whole block.
@@ -351,28 +369,15 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
             after = t0 + len < n ? cz[t0 + len] : cz[n - 1];
         } else {
             const long long i1 = i0 + nr, j1 = j0 + nc;
-            if (t0 == 0) {
-                before = (m > 0 && (n == 0 || rz[0] <= cz[0])) ? rz[0] : cz[0];
-            } else {
-                before = i0 > 0 ? rz[i0 - 1] : cz[j0 - 1];
-                if (i0 > 0 && j0 > 0 && cz[j0 - 1] > before) before = cz[j0 - 1];
-            }
-            if (i1 == m && j1 == n) {
-                after = m > 0 ? rz[m - 1] : cz[n - 1];
-                if (m > 0 && n > 0 && cz[n - 1] > after) after = cz[n - 1];
-            } else {
-                after = i1 < m ? rz[i1] : cz[j1];
-                if (i1 < m && j1 < n && cz[j1] < after) after = cz[j1];
-            }
+            before = t0 == 0 ? item_after(rz, 0, m, cz, 0, n) : item_before(rz, 0, i0, cz, 0, j0);
+            after = i1 == m && j1 == n ? item_before(rz, 0, m, cz, 0, n)
+                                       : item_after(rz, i1, m, cz, j1, n);
         }
         s_halo[0] = before;
         s_halo[1] = after;
-        if (lean) {
-            R first = nr > 0 && (nc == 0 || rz[i0] <= cz[j0]) ? rz[i0] : cz[j0];
-            R last = nr > 0 ? rz[i0 + nr - 1] : cz[j0 + nc - 1];
-            if (nr > 0 && nc > 0 && cz[j0 + nc - 1] > last) last = cz[j0 + nc - 1];
-            s_ends[0] = first;
-            s_ends[1] = last;
+        if (lean) {  // the tile's own first and last items
+            s_ends[0] = item_after(rz, i0, i0 + nr, cz, j0, j0 + nc);
+            s_ends[1] = item_before(rz, i0, i0 + nr, cz, j0, j0 + nc);
         }
     }
     __syncthreads();

@@ -262,7 +262,12 @@ def _huge_step(cupy, row, seed, n: int = 10**9) -> bool:
             del x, y
             if label == "pool emptied":
                 pool.free_all_blocks()
-            op, seconds, (peak, per_anchor) = timed(lambda: op.with_anchors(x2, y2))
+            # as a training loop's `op = op.with_anchors(...)`: nothing but the new operator
+            # holds the previous one (its plan is the repair's hint, freed once the new plan
+            # exists), so the step's products do not run beside a second plan and snapshots
+            previous = [op]
+            del op
+            op, seconds, (peak, per_anchor) = timed(lambda: previous.pop().with_anchors(x2, y2))
             x, y = x2, y2
             del x2, y2
             loop = label == "training loop"

@@ -126,12 +126,22 @@ def _target(name):
         else:
             _require_host()
             from cuda_host.kernels import SMALL
-            _TARGETS[name] = Host(SMALL if name == "host" else None)
+            # host-plain: the small geometry with the kernel variants off (host turns them on):
+            # phase 1 merges rows and columns, shared memory unpadded
+            geometry = {"host": SMALL, "host-plain": dict(SMALL, LAPLEX_PAD=0,
+                                                          LAPLEX_LEAN_PHASE1=0)}.get(name)
+            _TARGETS[name] = Host(geometry)
     return _TARGETS[name]
 
 
 @pytest.fixture(params=["host", "gpu"], scope="module")
 def target(request):
+    return _target(request.param)
+
+
+@pytest.fixture(params=["host", "host-plain", "gpu"], scope="module")
+def any_target(request):
+    """``target``, plus the small host geometry with the kernel variants off."""
     return _target(request.param)
 
 
@@ -148,7 +158,8 @@ DTYPES = [np.float64, np.float32]
 # ------------------------------------------------------------------------------------ products
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
 @given(data=st.data())
-def test_products_match_reference_and_numba(target, dtype, data):
+def test_products_match_reference_and_numba(any_target, dtype, data):
+    target = any_target
     p = data.draw(problems(dtype=dtype, min_size=0, max_m=70, max_n=70))
     x, y, rate, m, n, rng = p["x"], p["y"], p["rate"], p["m"], p["n"], p["rng"]
     vdtype = data.draw(operand_dtypes(dtype))
@@ -175,7 +186,8 @@ def test_products_match_reference_and_numba(target, dtype, data):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
 @given(data=st.data())
-def test_gradients_match_numba(target, dtype, data):
+def test_gradients_match_numba(any_target, dtype, data):
+    target = any_target
     p = data.draw(problems(dtype=dtype, max_m=60, max_n=60))
     x, y, rate, m, n, rng = p["x"], p["y"], p["rate"], p["m"], p["n"], p["rng"]
     vdtype = data.draw(operand_dtypes(dtype))
@@ -221,7 +233,7 @@ def test_spread_1e8_and_ties(target, rng, rate):
     assert rel_err(got, want) <= 1e-12
 
 
-def test_square_and_sorted_paths(target, rng):
+def test_square_and_sorted_paths(any_target, rng):
     """x = y (the square mode), sorted anchors (no permutations), and a shared array with
     repeats (merged as two sides): all three against the Numba backend."""
     n = 2500
@@ -232,12 +244,12 @@ def test_square_and_sorted_paths(target, rng):
     v = rng.standard_normal((n, 2))
     for label, x, y in (("square", a, a), ("sorted", s, np.sort(rng.uniform(0, n, n))),
                         ("sorted square", s, s), ("repeats", rep, rep)):
-        op = _operator(target, x, y, 0.7)
+        op = _operator(any_target, x, y, 0.7)
         want = lx.LaplexOperator(x, y, 0.7)
-        assert rel_err(target.back(op @ target.to(v)), want @ v) <= 1e-12, label
+        assert rel_err(any_target.back(op @ any_target.to(v)), want @ v) <= 1e-12, label
         g = want.gradient(v, v)
-        got = op.gradient(target.to(v), target.to(v))
-        assert rel_err(target.back(got.x), g.x) <= 1e-11, label
+        got = op.gradient(any_target.to(v), any_target.to(v))
+        assert rel_err(any_target.back(got.x), g.x) <= 1e-11, label
 
 
 def test_columns_beyond_one_launch(target, rng, monkeypatch):

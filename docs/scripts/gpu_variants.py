@@ -6,7 +6,8 @@ own modules), timed with CUDA events after a warm-up at m = n = 2^log2n float32,
 
 * cached products: sorted x and y, sorted distinct x = y (square), random order, and the
   gradient's row pass (signed and moment sums);
-* plan repairs (``plan(x2, y2, hint=plan(x, y))``): 1-ulp moves of random anchors with spacing 1
+* plan repairs (``plan(x2, y2, hint=plan(x, y))``, for the default and window-sort variants):
+  1-ulp moves of random anchors with spacing 1
   (runs of ~8 ties at 2^27), and of anchors ~2^29 apart by 1 (runs of ~64 ties, as at 1e9).
 
 Run: ``python docs/scripts/gpu_variants.py [log2n]`` on a machine with CuPy and a CUDA device.
@@ -23,12 +24,13 @@ from laplexops.backends._cupy import CupyBackend, RawModuleKernels
 
 VARIANTS = {
     "default": {},
+    "full phase 1 (not lean)": {"LAPLEX_LEAN_PHASE1": 0},
     "padded tiles": {"LAPLEX_PAD": 1},
-    "lean phase 1": {"LAPLEX_LEAN_PHASE1": 1},
-    "lean phase 1, padded": {"LAPLEX_LEAN_PHASE1": 1, "LAPLEX_PAD": 1},
-    "lean, padded, __expf": {"LAPLEX_LEAN_PHASE1": 1, "LAPLEX_PAD": 1, "LAPLEX_FAST_EXP": 1},
-    "lean, padded, 128 x 16 tiles": {"LAPLEX_LEAN_PHASE1": 1, "LAPLEX_PAD": 1, "LAPLEX_ITEMS": 16},
-    "window sorts: bitonic only": {"LAPLEX_SORT_ROUNDS": 0},
+    "8 blocks per SM (64 registers)": {"LAPLEX_TILE_MIN_BLOCKS": 8},
+    "128 x 9 tiles (no bank conflicts)": {"LAPLEX_ITEMS": 9},
+    "128 x 9, 8 blocks per SM": {"LAPLEX_ITEMS": 9, "LAPLEX_TILE_MIN_BLOCKS": 8},
+    "__expf": {"LAPLEX_FAST_EXP": 1},
+    "128 x 16 tiles": {"LAPLEX_ITEMS": 16},
 }
 
 
@@ -69,21 +71,22 @@ def main(log2n=27):
     name = name.decode() if isinstance(name, bytes) else name
     print(f"{name}, m = n = 2^{log2n}, "
           f"cupy.fft.fft c64 {fft * 1e3:.3f} ms; times in ms")
-    print(f"{'variant':28} {'sorted':>8} {'square':>8} {'random':>8} {'moment':>8} "
+    print(f"{'variant':34} {'sorted':>8} {'square':>8} {'random':>8} {'moment':>8} "
           f"{'repair':>8} {'repair64':>9}")
     for label, change in VARIANTS.items():
         backend = CupyBackend(kernels_=RawModuleKernels(dict(kernels.GEOMETRY, **change)))
         plans = [backend.plan(xs, ys), backend.plan(distinct, distinct), backend.plan(x, y)]
         for plan in plans:
             plan.side(0)
-        old, old64 = plans[2], backend.plan(runs, runs)
         times = [event_seconds(lambda: backend.apply(plans[0], 0, 1.0, v)),
                  event_seconds(lambda: backend.apply(plans[1], 0, 1.0, w)),
                  event_seconds(lambda: backend.apply(plans[2], 0, 1.0, v)),
-                 event_seconds(lambda: backend.apply(plans[2], 0, 1.0, v, False, True, True)),
-                 event_seconds(lambda: backend.plan(x2, y2, hint=old), 3),
-                 event_seconds(lambda: backend.plan(runs2, runs2, hint=old64), 3)]
-        print(f"{label:28} " + " ".join(f"{t * 1e3:8.3f}" for t in times), flush=True)
+                 event_seconds(lambda: backend.apply(plans[2], 0, 1.0, v, False, True, True))]
+        if "LAPLEX_SORT_ROUNDS" in change or not change:  # the tile variants repair alike
+            old, old64 = plans[2], backend.plan(runs, runs)
+            times += [event_seconds(lambda: backend.plan(x2, y2, hint=old), 3),
+                      event_seconds(lambda: backend.plan(runs2, runs2, hint=old64), 3)]
+        print(f"{label:34} " + " ".join(f"{t * 1e3:8.3f}" for t in times), flush=True)
 
 
 if __name__ == "__main__":

@@ -26,11 +26,14 @@ SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "laplex_scan.c
 #: threads of a window sort (a window is twice that) and its odd-even rounds before the bitonic
 #: network, threads of a radix sort block (whole warps) and keys per thread (a radix tile is their
 #: product; half as many keys for pairs of a key and an index wider than 8 bytes, see
-#: ``radix_tile``), whether a scan tile's shared memory is padded against bank conflicts, and
-#: whether phase 1 scans a tile's columns alone (both off until a GPU run shows that they pay)
+#: ``radix_tile``), whether a scan tile's shared memory is padded against bank conflicts (off:
+#: slower for sorted products on an H200, docs/gpu-validation.md run 6), whether phase 1 scans a
+#: tile's columns alone (on: 10% faster there), and how many scan blocks must fit on a
+#: multiprocessor (a cap on the scan kernel's registers; 0: the compiler's choice)
 GEOMETRY = {"LAPLEX_BLOCK": 128, "LAPLEX_ITEMS": 8, "LAPLEX_CARRY_BLOCK": 256,
             "LAPLEX_SORT_BLOCK": 512, "LAPLEX_SORT_ROUNDS": 64, "LAPLEX_RADIX_BLOCK": 256,
-            "LAPLEX_RADIX_ITEMS": 16, "LAPLEX_PAD": 0, "LAPLEX_LEAN_PHASE1": 0}
+            "LAPLEX_RADIX_ITEMS": 16, "LAPLEX_PAD": 0, "LAPLEX_LEAN_PHASE1": 1,
+            "LAPLEX_TILE_MIN_BLOCKS": 0}
 
 _CTYPES = {"float32": "float", "float64": "double", "complex64": "laplex::cx<float>",
            "complex128": "laplex::cx<double>", "int32": "int", "int64": "long long"}

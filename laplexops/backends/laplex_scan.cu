@@ -36,6 +36,14 @@
 #ifndef LAPLEX_ITEMS
 #define LAPLEX_ITEMS 8
 #endif
+#ifndef LAPLEX_TILE_MIN_BLOCKS  // scan blocks that must fit on a multiprocessor (caps registers)
+#define LAPLEX_TILE_MIN_BLOCKS 0  // 0: the compiler's choice
+#endif
+#if LAPLEX_TILE_MIN_BLOCKS > 0
+#define LAPLEX_TILE_BOUNDS __launch_bounds__(LAPLEX_BLOCK, LAPLEX_TILE_MIN_BLOCKS)
+#else
+#define LAPLEX_TILE_BOUNDS __launch_bounds__(LAPLEX_BLOCK)
+#endif
 #ifndef LAPLEX_CARRY_BLOCK
 #define LAPLEX_CARRY_BLOCK 256
 #endif
@@ -84,6 +92,12 @@ __device__ __forceinline__ double exp_of(double a) { return exp(a); }
 __device__ __forceinline__ void sincos_of(float a, float* s, float* c) { sincosf(a, s, c); }
 __device__ __forceinline__ void sincos_of(double a, double* s, double* c) { sincos(a, s, c); }
 
+template <class R> __device__ __forceinline__ R infinity();
+template <> __device__ __forceinline__ float infinity<float>() { return __int_as_float(0x7f800000); }
+template <> __device__ __forceinline__ double infinity<double>() {
+    return __longlong_as_double(0x7ff0000000000000LL);
+}
+
 template <class R> __device__ __forceinline__ void set_zero(R& a) { a = R(0); }
 template <class R> __device__ __forceinline__ void set_zero(cx<R>& a) { a.re = R(0); a.im = R(0); }
 template <class R> __device__ __forceinline__ void set_one(R& a) { a = R(1); }
@@ -126,8 +140,9 @@ template <class D, class R, class V> __device__ __forceinline__ void set_identit
     a.et = R(1);
 }
 
-// the map of `first` followed by `second`
-template <bool MOMENT, class D, class R, class V>
+// the map of `first` followed by `second`; without TIES (forward maps, whose tie run is always
+// empty) the tie fields are left as identity
+template <bool MOMENT, bool TIES = true, class D, class R, class V>
 __device__ __forceinline__ Agg<D, R, V> compose(const Agg<D, R, V>& first, const Agg<D, R, V>& second) {
     Agg<D, R, V> o;
     o.e = first.e * second.e;
@@ -139,8 +154,13 @@ __device__ __forceinline__ Agg<D, R, V> compose(const Agg<D, R, V>& first, const
         set_zero(o.q);
         o.dz = R(0);
     }
-    o.et = first.et * second.et;
-    o.t = second.et * first.t + second.t;
+    if (TIES) {
+        o.et = first.et * second.et;
+        o.t = second.et * first.t + second.t;
+    } else {
+        o.et = R(1);
+        set_zero(o.t);
+    }
     return o;
 }
 
@@ -169,13 +189,18 @@ template <class R> __device__ __forceinline__ cx<R> shuffle(cx<R> a, int delta, 
     a.im = shuffle(a.im, delta, down);
     return a;
 }
-template <bool MOMENT, class D, class R, class V>
+template <bool MOMENT, bool TIES, class D, class R, class V>
 __device__ __forceinline__ Agg<D, R, V> shuffle(const Agg<D, R, V>& a, int delta, bool down) {
     Agg<D, R, V> o;
     o.e = shuffle(a.e, delta, down);
     o.p = shuffle(a.p, delta, down);
-    o.t = shuffle(a.t, delta, down);
-    o.et = shuffle(a.et, delta, down);
+    if (TIES) {
+        o.t = shuffle(a.t, delta, down);
+        o.et = shuffle(a.et, delta, down);
+    } else {
+        set_zero(o.t);
+        o.et = R(1);
+    }
     if (MOMENT) {
         o.q = shuffle(a.q, delta, down);
         o.dz = shuffle(a.dz, delta, down);
@@ -191,7 +216,7 @@ __device__ __forceinline__ Agg<D, R, V> shuffle(const Agg<D, R, V>& a, int delta
 // of the maps before this thread's (exclusive) and sets `total` to the composition of all. Warps
 // scan by shuffles (log2(32) steps); then each thread composes the totals of the warps before its
 // own from shared memory (at most THREADS / 32 of them). Two block barriers.
-template <int THREADS, bool MOMENT, bool REVERSE, class D, class R, class V>
+template <int THREADS, bool MOMENT, bool REVERSE, bool TIES, class D, class R, class V>
 __device__ Agg<D, R, V> block_scan(const Agg<D, R, V> value, Agg<D, R, V>& total) {
     typedef Agg<D, R, V> A;
     constexpr int WIDTH = THREADS < 32 ? THREADS : 32;
@@ -202,11 +227,11 @@ __device__ Agg<D, R, V> block_scan(const Agg<D, R, V> value, Agg<D, R, V>& total
     A inclusive = value;
 #pragma unroll
     for (int delta = 1; delta < WIDTH; delta *= 2) {
-        const A other = shuffle<MOMENT>(inclusive, delta, REVERSE);
+        const A other = shuffle<MOMENT, TIES>(inclusive, delta, REVERSE);
         if (REVERSE ? lane + delta < WIDTH : lane >= delta)
-            inclusive = compose<MOMENT>(other, inclusive);
+            inclusive = compose<MOMENT, TIES>(other, inclusive);
     }
-    A before = shuffle<MOMENT>(inclusive, 1, REVERSE);
+    A before = shuffle<MOMENT, TIES>(inclusive, 1, REVERSE);
     if (lane == (REVERSE ? WIDTH - 1 : 0)) set_identity(before);
     if (lane == (REVERSE ? 0 : WIDTH - 1)) s_warp[warp] = inclusive;
     __syncthreads();
@@ -217,11 +242,11 @@ __device__ Agg<D, R, V> block_scan(const Agg<D, R, V> value, Agg<D, R, V>& total
     for (int i = 0; i < WARPS; ++i) {
         const int w = REVERSE ? WARPS - 1 - i : i;
         if (w == warp) prefix = all;
-        all = compose<MOMENT>(all, s_warp[w]);
+        all = compose<MOMENT, TIES>(all, s_warp[w]);
     }
     total = all;
     __syncthreads();  // s_warp is free again
-    return compose<MOMENT>(prefix, before);
+    return compose<MOMENT, TIES>(prefix, before);
 }
 
 // ------------------------------------------------------------------------------------ kernels
@@ -295,7 +320,7 @@ __device__ __forceinline__ void write_rows(V* __restrict__ out, const V (&value)
 }
 
 template <class R, class D, class B, class V, class I, bool MOMENT>
-__global__ void __launch_bounds__(LAPLEX_BLOCK)
+__global__ void LAPLEX_TILE_BOUNDS
 laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz,
              const I* __restrict__ rperm, const I* __restrict__ cperm,
              const long long* __restrict__ splits, const long long m, const long long n,
@@ -306,7 +331,9 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
     typedef Agg<D, R, V> A;
     static_assert(sizeof(A) == sizeof(D) + 3 * sizeof(V) + 2 * sizeof(R),
                   "the host sizes the tile maps as sizeof(D) + 3 sizeof(V) + 2 sizeof(R)");
-    __shared__ R s_z[padded(LAPLEX_TILE)];  // rows of the tile, then its columns (square: anchors)
+    // rows of the tile, +inf, its columns, +inf (square: its anchors); the infinities end each
+    // side for the merge (anchors are finite)
+    __shared__ R s_z[padded(LAPLEX_TILE + 2)];
     __shared__ V s_b[padded(LAPLEX_TILE)];  // the tile's column values
     __shared__ R s_halo[2];         // the values of the items just before and just after the tile
     __shared__ R s_ends[2];         // lean phase 1: the values of the tile's first and last items
@@ -338,6 +365,7 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
     const bool lean = LAPLEX_LEAN_PHASE1 && phase == 1 && !square;
     const int rows = lean ? 0 : nr;      // the rows this launch merges into the tile
     const int items = lean ? nc : len;   // and the items it scans
+    const int cb = rows + 1;             // where the columns start in s_z (not square)
 
     // phase 3: the states entering this tile (phase 2's output), loaded now so that their latency
     // overlaps the tile's loads below instead of adding to it
@@ -348,19 +376,40 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
         carry_g = bwd[slot];
     }
 
-    for (int u = tid; u < rows; u += LAPLEX_BLOCK) s_z[pad(u)] = rz[i0 + u];
-    if (!square)
-        for (int u = tid; u < nc; u += LAPLEX_BLOCK) s_z[pad(rows + u)] = cz[j0 + u];
-    for (int u = tid; u < nc; u += LAPLEX_BLOCK) {
-        const long long c = j0 + u;
-        B value;
-        if (cperm && stage && phase == 3) {
-            value = stage[col * n + c];  // gathered by phase 1, read in order
-        } else {
-            value = b[(cperm ? (long long)cperm[c] : c) * k + col];
-            if (cperm && stage) stage[col * n + c] = value;
+    // The tile's anchors into s_z (its rows, then its columns from cb on; square: its anchors) and its column
+    // values into s_b. Every thread issues all of its loads before its first store, so a tile
+    // waits for one memory latency, not one per item of a thread.
+    {
+        const int zlen = square ? rows : rows + nc;
+        // this thread's first item of each kind; item u = tid + q * LAPLEX_BLOCK is a row below
+        // `rows`, else column u - rows (the column pointer is offset by -rows for that)
+        const R* __restrict__ rzt = rz + (i0 + tid);
+        const R* __restrict__ czt = cz + (j0 - rows + tid);
+        const long long c0 = j0 + tid;
+        const bool staged = cperm && stage && phase == 3;  // gathered by phase 1, read in order
+        const bool stage_now = cperm && stage && phase == 1;
+        B* __restrict__ stage_col = stage ? stage + ((long long)col * n + c0) : nullptr;
+        R zv[LAPLEX_ITEMS];
+        B bv[LAPLEX_ITEMS];
+#pragma unroll
+        for (int q = 0; q < LAPLEX_ITEMS; ++q) {
+            const int u = tid + q * LAPLEX_BLOCK;
+            if (u < zlen) zv[q] = (u < rows ? rzt : czt)[q * LAPLEX_BLOCK];
+            if (u < nc) {
+                const long long c = c0 + q * LAPLEX_BLOCK;
+                if (staged) bv[q] = stage_col[q * LAPLEX_BLOCK];
+                else bv[q] = b[(cperm ? (long long)cperm[c] : c) * k + col];
+            }
         }
-        assign(s_b[pad(u)], value);
+#pragma unroll
+        for (int q = 0; q < LAPLEX_ITEMS; ++q) {
+            const int u = tid + q * LAPLEX_BLOCK;
+            if (u < zlen) s_z[pad(u < rows ? u : u + 1)] = zv[q];
+            if (u < nc) {
+                assign(s_b[pad(u)], bv[q]);
+                if (stage_now) stage_col[q * LAPLEX_BLOCK] = bv[q];
+            }
+        }
     }
     if (tid == 0) {
         R before, after;
@@ -375,6 +424,10 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
         }
         s_halo[0] = before;
         s_halo[1] = after;
+        if (!square) {
+            s_z[pad(rows)] = infinity<R>();
+            s_z[pad(cb + nc)] = infinity<R>();
+        }
         if (lean) {  // the tile's own first and last items
             s_ends[0] = item_after(rz, i0, i0 + nr, cz, j0, j0 + nc);
             s_ends[1] = item_before(rz, i0, i0 + nr, cz, j0, j0 + nc);
@@ -392,7 +445,7 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
         int lo = d0 > nc ? d0 - nc : 0, hi = d0 < rows ? d0 : rows;
         while (lo < hi) {
             int mid = (lo + hi) / 2;
-            if (s_z[pad(mid)] <= s_z[pad(rows + d0 - 1 - mid)]) lo = mid + 1;
+            if (s_z[pad(mid)] <= s_z[pad(cb + d0 - 1 - mid)]) lo = mid + 1;
             else hi = mid;
         }
         ii = lo;
@@ -404,59 +457,58 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
     } else if (square) {
         prev = s_z[pad(d0 - 1)];
     } else {
-        prev = ii > 0 ? s_z[pad(ii - 1)] : s_z[pad(rows + jj - 1)];
-        if (ii > 0 && jj > 0 && s_z[pad(rows + jj - 1)] > prev) prev = s_z[pad(rows + jj - 1)];
+        prev = ii > 0 ? s_z[pad(ii - 1)] : s_z[pad(cb + jj - 1)];
+        if (ii > 0 && jj > 0 && s_z[pad(cb + jj - 1)] > prev) prev = s_z[pad(cb + jj - 1)];
     }
 
+    // The thread's items, merged without branches: zr and zc are the values of the next row and
+    // the next column (read only while that side has items left; a row first on ties). Slots past
+    // the thread's cnt items repeat the last item's value and carry no operand, so their steps are
+    // identity maps (a zero gap and a zero value) and no loop below needs a bound; the gap to the
+    // next thread's first item is then the step of the last slot.
     R z[LAPLEX_ITEMS];
     V val[LAPLEX_ITEMS];
-    int row[LAPLEX_ITEMS];  // sorted row position relative to i0, or -1
+    int row[LAPLEX_ITEMS];  // sorted row position relative to i0, or -1 (a column, a spare slot)
     bool is_col[LAPLEX_ITEMS];
+    R last = prev;
+    R zr = square ? R(0) : s_z[pad(ii)];       // +inf once the rows are done
+    R zc = square ? R(0) : s_z[pad(cb + jj)];  // +inf once the columns are done
 #pragma unroll
     for (int u = 0; u < LAPLEX_ITEMS; ++u) {
-        row[u] = -1;
-        is_col[u] = false;
+        const bool live = u < cnt;
         set_zero(val[u]);
-        z[u] = prev;
-        if (u < cnt) {
-            if (square) {
-                z[u] = s_z[pad(ii)];
-                row[u] = ii;
-                is_col[u] = true;
-                val[u] = s_b[pad(jj)];
-                ++ii;
-                ++jj;
-            } else if (ii < rows && (jj >= nc || s_z[pad(ii)] <= s_z[pad(rows + jj)])) {
-                // a row first on ties
-                z[u] = s_z[pad(ii)];
-                row[u] = ii;
-                ++ii;
-            } else {
-                z[u] = s_z[pad(rows + jj)];
-                is_col[u] = true;
-                val[u] = s_b[pad(jj)];
-                ++jj;
-            }
+        if (square) {
+            z[u] = live ? s_z[pad(d0 + u)] : last;
+            row[u] = live ? d0 + u : -1;
+            is_col[u] = live;
+            if (live) val[u] = s_b[pad(d0 + u)];
+        } else {
+            const bool take_row = zr <= zc;  // a row first on ties
+            z[u] = live ? (take_row ? zr : zc) : last;
+            row[u] = live && take_row ? ii : -1;
+            is_col[u] = live && !take_row;
+            if (is_col[u]) val[u] = s_b[pad(jj)];
+            // advance the side taken and read its next value (a spare slot reads the same again)
+            ii += live && take_row;
+            jj += live && !take_row;
+            const R znew = s_z[pad(take_row ? ii : cb + jj)];
+            zr = take_row ? znew : zr;
+            zc = take_row ? zc : znew;
         }
+        last = z[u];
     }
-    R next;  // value of the item after this thread's last
-    if (d0 + cnt >= items) {
-        next = s_halo[1];
-    } else if (square) {
-        next = s_z[pad(d0 + cnt)];
-    } else {
-        next = ii < rows ? s_z[pad(ii)] : s_z[pad(rows + jj)];
-        if (ii < rows && jj < nc && s_z[pad(rows + jj)] < next) next = s_z[pad(rows + jj)];
-    }
+    R next;  // value of the item after this thread's last (none for a thread without items)
+    if (cnt == 0) next = prev;
+    else if (d0 + cnt >= items) next = s_halo[1];
+    else if (square) next = s_z[pad(d0 + cnt)];
+    else next = zr <= zc ? zr : zc;
 
-    // decays into each item from the one before it; e[cnt] into the next thread's first item
+    // decays into each slot from the one before it; e[LAPLEX_ITEMS] into the next thread's first
     D e[LAPLEX_ITEMS + 1];
     R dz[LAPLEX_ITEMS + 1];
 #pragma unroll
     for (int u = 0; u <= LAPLEX_ITEMS; ++u) {
-        R here = u < cnt ? z[u] : next;
-        R before = u == 0 ? prev : z[u - 1];
-        dz[u] = u <= cnt ? here - before : R(0);
+        dz[u] = (u < LAPLEX_ITEMS ? z[u] : next) - (u == 0 ? prev : z[u - 1]);
         decay(e[u], dz[u], s_re, s_im);
     }
 
@@ -465,31 +517,25 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
     set_identity(f);
     set_identity(g);
 #pragma unroll
-    for (int u = 0; u < LAPLEX_ITEMS; ++u) {
-        if (u < cnt) {
-            f = compose<MOMENT>(f, step_map(e[u], dz[u], val[u], false));
-        }
-    }
+    for (int u = 0; u < LAPLEX_ITEMS; ++u)
+        f = compose<MOMENT, false>(f, step_map(e[u], dz[u], val[u], false));
 #pragma unroll
-    for (int u = LAPLEX_ITEMS - 1; u >= 0; --u) {
-        if (u < cnt) {
-            g = compose<MOMENT>(g, step_map(e[u + 1], dz[u + 1], val[u], true));
-        }
-    }
+    for (int u = LAPLEX_ITEMS - 1; u >= 0; --u)
+        g = compose<MOMENT>(g, step_map(e[u + 1], dz[u + 1], val[u], true));
 
     A f_total, g_total;
-    const A f_before = block_scan<LAPLEX_BLOCK, MOMENT, false>(f, f_total);
-    const A g_before = block_scan<LAPLEX_BLOCK, MOMENT, true>(g, g_total);
+    const A f_before = block_scan<LAPLEX_BLOCK, MOMENT, false, false>(f, f_total);
+    const A g_before = block_scan<LAPLEX_BLOCK, MOMENT, true, true>(g, g_total);
     if (phase == 1) {
         if (tid == 0) {
             if (lean) {  // the gaps from the last column to the tile's end, and from its start
                 V zero;
                 set_zero(zero);
                 D gap;
-                const R fdz = s_ends[1] - (nc > 0 ? s_z[pad(nc - 1)] : s_halo[0]);
+                const R fdz = s_ends[1] - (nc > 0 ? s_z[pad(cb + nc - 1)] : s_halo[0]);
                 decay(gap, fdz, s_re, s_im);
-                f_total = compose<MOMENT>(f_total, step_map(gap, fdz, zero, false));
-                const R gdz = (nc > 0 ? s_z[pad(0)] : s_halo[1]) - s_ends[0];
+                f_total = compose<MOMENT, false>(f_total, step_map(gap, fdz, zero, false));
+                const R gdz = (nc > 0 ? s_z[pad(cb)] : s_halo[1]) - s_ends[0];
                 decay(gap, gdz, s_re, s_im);
                 g_total = compose<MOMENT>(g_total, step_map(gap, gdz, zero, true));
             }
@@ -500,36 +546,33 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
     }
 
     // phase 3: the states entering this thread's items from each side, then the two walks
-    const A fs = compose<MOMENT>(carry_f, f_before);
+    const A fs = compose<MOMENT, false>(carry_f, f_before);
     const A gs = compose<MOMENT>(carry_g, g_before);
     V F = fs.p, F1 = fs.q;
     V left[LAPLEX_ITEMS], left1[LAPLEX_ITEMS];
 #pragma unroll
     for (int u = 0; u < LAPLEX_ITEMS; ++u) {
-        if (u < cnt) {
-            if (MOMENT) F1 = e[u] * (F1 + dz[u] * F);
-            F = e[u] * F;
-            left[u] = F;
-            left1[u] = F1;
-            if (is_col[u]) F = F + val[u];
-        }
+        if (MOMENT) F1 = e[u] * (F1 + dz[u] * F);
+        F = e[u] * F;
+        left[u] = F;
+        left1[u] = F1;
+        if (is_col[u]) F = F + val[u];
     }
+    const bool want_signed = out_signed != nullptr;  // the tie run T serves the signed sum only
     V G = gs.p, G1 = gs.q, T = gs.t;
     V signed_[LAPLEX_ITEMS];
 #pragma unroll
     for (int u = LAPLEX_ITEMS - 1; u >= 0; --u) {
-        if (u < cnt) {
-            if (MOMENT) G1 = e[u + 1] * (G1 + dz[u + 1] * G);
-            G = e[u + 1] * G;
+        if (MOMENT) G1 = e[u + 1] * (G1 + dz[u + 1] * G);
+        G = e[u + 1] * G;
+        if (is_col[u]) G = G + val[u];
+        if (want_signed) {
             if (dz[u + 1] != R(0)) set_zero(T);
-            if (is_col[u]) {
-                G = G + val[u];
-                T = T + val[u];
-            }
+            if (is_col[u]) T = T + val[u];
             signed_[u] = (left[u] - G) + T;
-            left[u] = left[u] + G;       // now the sum
-            left1[u] = left1[u] + G1;    // now the moment
         }
+        left[u] = left[u] + G;       // now the sum
+        left1[u] = left1[u] + G1;    // now the moment
     }
     // the tile's rows are consecutive in sorted order: stage each result in s_b (the column
     // values are in registers now) and write it out in row order, coalesced
@@ -570,7 +613,7 @@ laplex_carries(const long long count, const long long span, const int reverse, c
     set_identity(acc);
     for (long long q = start; q < stop; ++q) acc = compose<MOMENT>(acc, maps[flip ? count - 1 - q : q]);
     A all;
-    const A before = block_scan<LAPLEX_CARRY_BLOCK, MOMENT, false>(acc, all);
+    const A before = block_scan<LAPLEX_CARRY_BLOCK, MOMENT, false, true>(acc, all);
     if (!scan) {
         if (tid == 0) *total = all;
         return;

@@ -91,6 +91,8 @@ template <class T> T atomicAdd(T* address, T value) {
     return std::atomic_ref<T>(*address).fetch_add(value);
 }
 inline unsigned __float_as_uint(float a) { unsigned u; std::memcpy(&u, &a, sizeof u); return u; }
+inline float __int_as_float(int i) { float a; std::memcpy(&a, &i, sizeof a); return a; }
+inline double __longlong_as_double(long long i) { double a; std::memcpy(&a, &i, sizeof a); return a; }
 inline long long __double_as_longlong(double a) {
     long long u; std::memcpy(&u, &a, sizeof u); return u;
 }

@@ -138,9 +138,9 @@ def test_with_anchors_repairs_the_plan_at_scale(rng):
         assert bool(cupy.all(repaired == fresh))
 
 
-@pytest.mark.parametrize("change", [{"LAPLEX_PAD": 1}, {"LAPLEX_LEAN_PHASE1": 1},
-                                    {"LAPLEX_PAD": 1, "LAPLEX_LEAN_PHASE1": 1}],
-                         ids=["padded", "lean", "padded-lean"])
+@pytest.mark.parametrize("change", [{"LAPLEX_PAD": 1}, {"LAPLEX_LEAN_PHASE1": 0},
+                                    {"LAPLEX_ITEMS": 8, "LAPLEX_TILE_MIN_BLOCKS": 8}],
+                         ids=["padded", "full-phase-1", "8-items-8-blocks"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_kernel_variants_match_the_default(rng, change, dtype):
     """The launch-geometry variants that ``docs/scripts/gpu_variants.py`` times give the default

@@ -26,11 +26,9 @@ VARIANTS = {
     "default": {},
     "full phase 1 (not lean)": {"LAPLEX_LEAN_PHASE1": 0},
     "padded tiles": {"LAPLEX_PAD": 1},
+    "128 x 8 tiles (bank conflicts)": {"LAPLEX_ITEMS": 8},
     "8 blocks per SM (64 registers)": {"LAPLEX_TILE_MIN_BLOCKS": 8},
-    "128 x 9 tiles (no bank conflicts)": {"LAPLEX_ITEMS": 9},
-    "128 x 9, 8 blocks per SM": {"LAPLEX_ITEMS": 9, "LAPLEX_TILE_MIN_BLOCKS": 8},
     "__expf": {"LAPLEX_FAST_EXP": 1},
-    "128 x 16 tiles": {"LAPLEX_ITEMS": 16},
 }
 
 

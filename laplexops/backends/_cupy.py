@@ -379,11 +379,13 @@ def _ptr(a):
 
 def matvec_bytes(m: int, n: int, k: int = 1, real=np.float32, operand=None, value=None,
                  square: bool = False, row_perm: bool = False, col_perm: bool = False,
-                 outputs: int = 1, index=np.int32, tile: int | None = None) -> int:
+                 outputs: int = 1, index=np.int32, tile: int | None = None,
+                 lean: bool | None = None) -> int:
     """The byte model of one ``apply`` on a built plan: bytes read and written in device memory.
 
     Per right-hand side, phases 1 and 3 each read the tile's anchors (``m + n`` values, ``n`` in
-    square mode), its column values (``n``) and the tile splits; when the columns were not sorted,
+    square mode; a lean phase 1, ``LAPLEX_LEAN_PHASE1``, reads only the ``n`` column anchors), its
+    column values (``n``) and the tile splits; when the columns were not sorted,
     phase 1 gathers the values through ``n`` column indices and stores them in sorted order, which
     phase 3 reads. Phase 3 writes ``outputs`` results per row (scattered through ``m`` row indices,
     read once per result, when the rows were not sorted). The tile maps cost 10 passes over
@@ -397,11 +399,14 @@ def matvec_bytes(m: int, n: int, k: int = 1, real=np.float32, operand=None, valu
     decay = value if value.kind == "c" else real
     index = np.dtype(index)
     tile = tile or kernels.GEOMETRY["LAPLEX_BLOCK"] * kernels.GEOMETRY["LAPLEX_ITEMS"]
+    lean = kernels.GEOMETRY["LAPLEX_LEAN_PHASE1"] if lean is None else lean
     total = n if square else m + n
     tiles = -(-total // tile)
     agg = _map_bytes(real, decay, value)
-    read = 2 * (total * real.itemsize + n * operand.itemsize +
-                (0 if square else (tiles + 1) * 8)) + col_perm * n * index.itemsize
+    anchors = total + (n if lean and not square else total)  # phases 1 and 3
+    read = anchors * real.itemsize + 2 * (n * operand.itemsize +
+                                          (0 if square else (tiles + 1) * 8)) + \
+        col_perm * n * index.itemsize
     write = outputs * m * (value.itemsize + row_perm * index.itemsize) + \
         col_perm * n * operand.itemsize
     return k * (read + write + 10 * tiles * agg)

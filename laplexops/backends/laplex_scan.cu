@@ -34,7 +34,7 @@
 #define LAPLEX_BLOCK 128
 #endif
 #ifndef LAPLEX_ITEMS
-#define LAPLEX_ITEMS 8
+#define LAPLEX_ITEMS 9
 #endif
 #ifndef LAPLEX_TILE_MIN_BLOCKS  // scan blocks that must fit on a multiprocessor (caps registers)
 #define LAPLEX_TILE_MIN_BLOCKS 0  // 0: the compiler's choice
@@ -376,9 +376,9 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
         carry_g = bwd[slot];
     }
 
-    // The tile's anchors into s_z (its rows, then its columns from cb on; square: its anchors) and its column
-    // values into s_b. Every thread issues all of its loads before its first store, so a tile
-    // waits for one memory latency, not one per item of a thread.
+    // The tile's anchors into s_z (its rows, then its columns from cb on; square: its anchors)
+    // and its column values into s_b. Every thread issues all of its loads before its first
+    // store, so a tile waits for one memory latency, not one per item of a thread.
     {
         const int zlen = square ? rows : rows + nc;
         // this thread's first item of each kind; item u = tid + q * LAPLEX_BLOCK is a row below
@@ -395,11 +395,24 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
         for (int q = 0; q < LAPLEX_ITEMS; ++q) {
             const int u = tid + q * LAPLEX_BLOCK;
             if (u < zlen) zv[q] = (u < rows ? rzt : czt)[q * LAPLEX_BLOCK];
-            if (u < nc) {
-                const long long c = c0 + q * LAPLEX_BLOCK;
-                if (staged) bv[q] = stage_col[q * LAPLEX_BLOCK];
-                else bv[q] = b[(cperm ? (long long)cperm[c] : c) * k + col];
-            }
+        }
+        // the column values: in order, staged by phase 1, or gathered (one branch per tile)
+        if (staged) {
+#pragma unroll
+            for (int q = 0; q < LAPLEX_ITEMS; ++q)
+                if (tid + q * LAPLEX_BLOCK < nc) bv[q] = stage_col[q * LAPLEX_BLOCK];
+        } else if (cperm) {
+            const I* __restrict__ cpt = cperm + c0;
+#pragma unroll
+            for (int q = 0; q < LAPLEX_ITEMS; ++q)
+                if (tid + q * LAPLEX_BLOCK < nc)
+                    bv[q] = b[(long long)cpt[q * LAPLEX_BLOCK] * k + col];
+        } else {
+            const B* __restrict__ bt = b + (c0 * k + col);
+            const long long stride = (long long)LAPLEX_BLOCK * k;
+#pragma unroll
+            for (int q = 0; q < LAPLEX_ITEMS; ++q)
+                if (tid + q * LAPLEX_BLOCK < nc) bv[q] = bt[q * stride];
         }
 #pragma unroll
         for (int q = 0; q < LAPLEX_ITEMS; ++q) {

@@ -319,6 +319,114 @@ __device__ __forceinline__ void write_rows(V* __restrict__ out, const V (&value)
     }
 }
 
+// The decays into N consecutive slots z[0..N-1] of one thread (prev: the item before the first;
+// next: the item after the last; dz[N], e[N] step into the next thread's first item) and the
+// thread's maps over them, forward (f, left to right) and backward (g, right to left). Spare slots
+// repeat the last item's value with a zero value: identity steps.
+template <int N, bool MOMENT, class D, class R, class V>
+__device__ __forceinline__ void slot_maps(const R prev, const R (&z)[N], const V (&val)[N],
+                                          const R next, const R s_re, const R s_im, D (&e)[N + 1],
+                                          R (&dz)[N + 1], Agg<D, R, V>& f, Agg<D, R, V>& g) {
+#pragma unroll
+    for (int u = 0; u <= N; ++u) {
+        dz[u] = (u < N ? z[u] : next) - (u == 0 ? prev : z[u - 1]);
+        decay(e[u], dz[u], s_re, s_im);
+    }
+    set_identity(f);
+    set_identity(g);
+#pragma unroll
+    for (int u = 0; u < N; ++u)
+        f = compose<MOMENT, false>(f, step_map(e[u], dz[u], val[u], false));
+#pragma unroll
+    for (int u = N - 1; u >= 0; --u)
+        g = compose<MOMENT>(g, step_map(e[u + 1], dz[u + 1], val[u], true));
+}
+
+#ifndef LAPLEX_LEAN_ITEMS  // column slots per thread of a lean phase 1
+#define LAPLEX_LEAN_ITEMS ((LAPLEX_ITEMS + 1) / 2)
+#endif
+
+// Lean phase 1 (LAPLEX_LEAN_PHASE1, not square): a tile's maps need only its columns. A row adds
+// nothing, and the decays across it multiply to the decay across the gap between the columns
+// around it (maps compose dz additively and the tie flag as "every gap zero"). So the tile's nc
+// columns alone are scanned, from the item before the tile (halo0) to the item after it (halo1),
+// in chunks of LAPLEX_BLOCK * LAPLEX_LEAN_ITEMS columns (about half a tile: one chunk when rows
+// and columns are about as many), and the gaps between the tile's first and last items (end0,
+// end1) and its outer columns are composed on at the end. No rows are loaded and nothing merged.
+template <bool MOMENT, class R, class D, class B, class V, class I>
+__device__ __forceinline__ void lean_tile_maps(
+        const R* __restrict__ cz, const I* __restrict__ cperm, const B* __restrict__ b,
+        const int k, const int col, const long long j0, const int nc, B* __restrict__ stage_col,
+        const R s_re, const R s_im, R* s_z, V* s_b, const R halo0, const R halo1, const R end0,
+        const R end1, const int tid, Agg<D, R, V>& f_total, Agg<D, R, V>& g_total) {
+    typedef Agg<D, R, V> A;
+    constexpr int P = LAPLEX_LEAN_ITEMS, CHUNK = LAPLEX_BLOCK * LAPLEX_LEAN_ITEMS;
+    set_identity(f_total);
+    set_identity(g_total);
+    R before = halo0;  // the column before the chunk (halo0 before the first)
+    for (int c0 = 0; c0 < nc; c0 += CHUNK) {
+        const int len = nc - c0 < CHUNK ? nc - c0 : CHUNK;
+        const long long a0 = j0 + c0 + tid;
+        R zv[P];
+        B bv[P];
+#pragma unroll
+        for (int q = 0; q < P; ++q) {  // every load before the first store
+            if (tid + q * LAPLEX_BLOCK < len) {
+                const long long c = a0 + q * LAPLEX_BLOCK;
+                zv[q] = cz[c];
+                bv[q] = b[(cperm ? (long long)cperm[c] : c) * k + col];
+            }
+        }
+        const R after = c0 + len < nc ? cz[j0 + c0 + len] : halo1;  // the item after the chunk
+        __syncthreads();  // the chunk before is read
+#pragma unroll
+        for (int q = 0; q < P; ++q) {
+            const int u = tid + q * LAPLEX_BLOCK;
+            if (u < len) {
+                s_z[pad(u)] = zv[q];
+                assign(s_b[pad(u)], bv[q]);
+                if (stage_col) stage_col[c0 + u] = bv[q];  // in order, for phase 3
+            }
+        }
+        __syncthreads();
+        const int d0 = tid * P < len ? tid * P : len;
+        const int cnt = len - d0 < P ? len - d0 : P;
+        const R prev = d0 == 0 ? before : s_z[pad(d0 - 1)];
+        R z[P];
+        V val[P];
+        R last = prev;
+#pragma unroll
+        for (int u = 0; u < P; ++u) {
+            const bool live = u < cnt;
+            z[u] = live ? s_z[pad(d0 + u)] : last;
+            set_zero(val[u]);
+            if (live) val[u] = s_b[pad(d0 + u)];
+            last = z[u];
+        }
+        const R next = cnt == 0 ? prev : d0 + cnt >= len ? after : s_z[pad(d0 + cnt)];
+        D e[P + 1];
+        R dz[P + 1];
+        A f, g, f_chunk, g_chunk;
+        slot_maps<P, MOMENT>(prev, z, val, next, s_re, s_im, e, dz, f, g);
+        block_scan<LAPLEX_BLOCK, MOMENT, false, false>(f, f_chunk);
+        block_scan<LAPLEX_BLOCK, MOMENT, true, true>(g, g_chunk);
+        f_total = compose<MOMENT, false>(f_total, f_chunk);
+        g_total = compose<MOMENT>(g_chunk, g_total);  // backward: the chunk, then the ones before
+        before = s_z[pad(len - 1)];
+    }
+    // the gaps from the last column to the tile's last item, and from the first column to its
+    // first item (without columns: across the whole tile)
+    V zero;
+    set_zero(zero);
+    D gap;
+    const R fdz = end1 - before;
+    decay(gap, fdz, s_re, s_im);
+    f_total = compose<MOMENT, false>(f_total, step_map(gap, fdz, zero, false));
+    const R gdz = (nc > 0 ? cz[j0] : halo1) - end0;
+    decay(gap, gdz, s_re, s_im);
+    g_total = compose<MOMENT>(g_total, step_map(gap, gdz, zero, true));
+}
+
 template <class R, class D, class B, class V, class I, bool MOMENT>
 __global__ void LAPLEX_TILE_BOUNDS
 laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz,
@@ -356,16 +464,10 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
         nr = (int)(splits[tile + 1] - i0);
         nc = len - nr;
     }
-    // Lean phase 1 (LAPLEX_LEAN_PHASE1, not square): a tile's maps need only its columns. A row
-    // adds nothing; the decays across it multiply to the decay across the gap between the columns
-    // around it (the maps compose dz additively and the tie flag as "every gap zero"). So the
-    // columns alone are scanned, from the item before the tile to the item after it, and the gaps
-    // between the tile's end items and its outer columns are composed on at the end: no rows
-    // loaded, no merge, about half the items per thread.
-    const bool lean = LAPLEX_LEAN_PHASE1 && phase == 1 && !square;
-    const int rows = lean ? 0 : nr;      // the rows this launch merges into the tile
-    const int items = lean ? nc : len;   // and the items it scans
-    const int cb = rows + 1;             // where the columns start in s_z (not square)
+    // see lean_tile_maps; not for the moment instance, where its registers would cost occupancy
+    const bool lean = LAPLEX_LEAN_PHASE1 && !MOMENT && phase == 1 && !square;
+    const int rows = nr, items = len;
+    const int cb = rows + 1;  // where the columns start in s_z (not square)
 
     // phase 3: the states entering this tile (phase 2's output), loaded now so that their latency
     // overlaps the tile's loads below instead of adding to it
@@ -379,7 +481,7 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
     // The tile's anchors into s_z (its rows, then its columns from cb on; square: its anchors)
     // and its column values into s_b. Every thread issues all of its loads before its first
     // store, so a tile waits for one memory latency, not one per item of a thread.
-    {
+    if (!lean) {
         const int zlen = square ? rows : rows + nc;
         // this thread's first item of each kind; item u = tid + q * LAPLEX_BLOCK is a row below
         // `rows`, else column u - rows (the column pointer is offset by -rows for that)
@@ -437,7 +539,7 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
         }
         s_halo[0] = before;
         s_halo[1] = after;
-        if (!square) {
+        if (!square && !lean) {
             s_z[pad(rows)] = infinity<R>();
             s_z[pad(cb + nc)] = infinity<R>();
         }
@@ -447,6 +549,18 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
         }
     }
     __syncthreads();
+    if (lean) {
+        A f_total, g_total;
+        lean_tile_maps<MOMENT>(cz, cperm, b, k, col, j0, nc,
+                               cperm && stage ? stage + (long long)col * n + j0 : nullptr, s_re,
+                               s_im, s_z, s_b, s_halo[0], s_halo[1], s_ends[0], s_ends[1], tid,
+                               f_total, g_total);
+        if (tid == 0) {
+            fwd[slot] = f_total;
+            bwd[slot] = g_total;
+        }
+        return;
+    }
 
     // this thread's items: d0 .. d0 + cnt - 1 of the tile, merged from rows ii.. and columns jj..
     const int d0 = tid * LAPLEX_ITEMS < items ? tid * LAPLEX_ITEMS : items;
@@ -516,42 +630,17 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
     else if (square) next = s_z[pad(d0 + cnt)];
     else next = zr <= zc ? zr : zc;
 
-    // decays into each slot from the one before it; e[LAPLEX_ITEMS] into the next thread's first
+    // decays into each slot from the one before it, and the thread's maps
     D e[LAPLEX_ITEMS + 1];
     R dz[LAPLEX_ITEMS + 1];
-#pragma unroll
-    for (int u = 0; u <= LAPLEX_ITEMS; ++u) {
-        dz[u] = (u < LAPLEX_ITEMS ? z[u] : next) - (u == 0 ? prev : z[u - 1]);
-        decay(e[u], dz[u], s_re, s_im);
-    }
-
-    // this thread's maps, forward (left to right) and backward (right to left)
     A f, g;
-    set_identity(f);
-    set_identity(g);
-#pragma unroll
-    for (int u = 0; u < LAPLEX_ITEMS; ++u)
-        f = compose<MOMENT, false>(f, step_map(e[u], dz[u], val[u], false));
-#pragma unroll
-    for (int u = LAPLEX_ITEMS - 1; u >= 0; --u)
-        g = compose<MOMENT>(g, step_map(e[u + 1], dz[u + 1], val[u], true));
+    slot_maps<LAPLEX_ITEMS, MOMENT>(prev, z, val, next, s_re, s_im, e, dz, f, g);
 
     A f_total, g_total;
     const A f_before = block_scan<LAPLEX_BLOCK, MOMENT, false, false>(f, f_total);
     const A g_before = block_scan<LAPLEX_BLOCK, MOMENT, true, true>(g, g_total);
     if (phase == 1) {
         if (tid == 0) {
-            if (lean) {  // the gaps from the last column to the tile's end, and from its start
-                V zero;
-                set_zero(zero);
-                D gap;
-                const R fdz = s_ends[1] - (nc > 0 ? s_z[pad(cb + nc - 1)] : s_halo[0]);
-                decay(gap, fdz, s_re, s_im);
-                f_total = compose<MOMENT, false>(f_total, step_map(gap, fdz, zero, false));
-                const R gdz = (nc > 0 ? s_z[pad(cb)] : s_halo[1]) - s_ends[0];
-                decay(gap, gdz, s_re, s_im);
-                g_total = compose<MOMENT>(g_total, step_map(gap, gdz, zero, true));
-            }
             fwd[slot] = f_total;
             bwd[slot] = g_total;
         }

@@ -466,8 +466,7 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
     }
     // see lean_tile_maps; not for the moment instance, where its registers would cost occupancy
     const bool lean = LAPLEX_LEAN_PHASE1 && !MOMENT && phase == 1 && !square;
-    const int rows = nr, items = len;
-    const int cb = rows + 1;  // where the columns start in s_z (not square)
+    const int cb = nr + 1;  // where the columns start in s_z (not square)
 
     // phase 3: the states entering this tile (phase 2's output), loaded now so that their latency
     // overlaps the tile's loads below instead of adding to it
@@ -482,11 +481,11 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
     // and its column values into s_b. Every thread issues all of its loads before its first
     // store, so a tile waits for one memory latency, not one per item of a thread.
     if (!lean) {
-        const int zlen = square ? rows : rows + nc;
+        const int zlen = square ? nr : nr + nc;
         // this thread's first item of each kind; item u = tid + q * LAPLEX_BLOCK is a row below
-        // `rows`, else column u - rows (the column pointer is offset by -rows for that)
+        // nr, else column u - nr (the column pointer is offset by -nr for that)
         const R* __restrict__ rzt = rz + (i0 + tid);
-        const R* __restrict__ czt = cz + (j0 - rows + tid);
+        const R* __restrict__ czt = cz + (j0 - nr + tid);
         const long long c0 = j0 + tid;
         const bool staged = cperm && stage && phase == 3;  // gathered by phase 1, read in order
         const bool stage_now = cperm && stage && phase == 1;
@@ -496,7 +495,7 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
 #pragma unroll
         for (int q = 0; q < LAPLEX_ITEMS; ++q) {
             const int u = tid + q * LAPLEX_BLOCK;
-            if (u < zlen) zv[q] = (u < rows ? rzt : czt)[q * LAPLEX_BLOCK];
+            if (u < zlen) zv[q] = (u < nr ? rzt : czt)[q * LAPLEX_BLOCK];
         }
         // the column values: in order, staged by phase 1, or gathered (one branch per tile)
         if (staged) {
@@ -519,7 +518,7 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
 #pragma unroll
         for (int q = 0; q < LAPLEX_ITEMS; ++q) {
             const int u = tid + q * LAPLEX_BLOCK;
-            if (u < zlen) s_z[pad(u < rows ? u : u + 1)] = zv[q];
+            if (u < zlen) s_z[pad(u < nr ? u : u + 1)] = zv[q];
             if (u < nc) {
                 assign(s_b[pad(u)], bv[q]);
                 if (stage_now) stage_col[q * LAPLEX_BLOCK] = bv[q];
@@ -540,7 +539,7 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
         s_halo[0] = before;
         s_halo[1] = after;
         if (!square && !lean) {
-            s_z[pad(rows)] = infinity<R>();
+            s_z[pad(nr)] = infinity<R>();
             s_z[pad(cb + nc)] = infinity<R>();
         }
         if (lean) {  // the tile's own first and last items
@@ -563,13 +562,13 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
     }
 
     // this thread's items: d0 .. d0 + cnt - 1 of the tile, merged from rows ii.. and columns jj..
-    const int d0 = tid * LAPLEX_ITEMS < items ? tid * LAPLEX_ITEMS : items;
-    const int cnt = items - d0 < LAPLEX_ITEMS ? items - d0 : LAPLEX_ITEMS;
+    const int d0 = tid * LAPLEX_ITEMS < len ? tid * LAPLEX_ITEMS : len;
+    const int cnt = len - d0 < LAPLEX_ITEMS ? len - d0 : LAPLEX_ITEMS;
     int ii, jj;
     if (square) {
         ii = jj = d0;
     } else {
-        int lo = d0 > nc ? d0 - nc : 0, hi = d0 < rows ? d0 : rows;
+        int lo = d0 > nc ? d0 - nc : 0, hi = d0 < nr ? d0 : nr;
         while (lo < hi) {
             int mid = (lo + hi) / 2;
             if (s_z[pad(mid)] <= s_z[pad(cb + d0 - 1 - mid)]) lo = mid + 1;
@@ -626,7 +625,7 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
     }
     R next;  // value of the item after this thread's last (none for a thread without items)
     if (cnt == 0) next = prev;
-    else if (d0 + cnt >= items) next = s_halo[1];
+    else if (d0 + cnt >= len) next = s_halo[1];
     else if (square) next = s_z[pad(d0 + cnt)];
     else next = zr <= zc ? zr : zc;
 

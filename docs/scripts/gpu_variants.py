@@ -25,7 +25,6 @@ from laplexops.backends._cupy import CupyBackend, RawModuleKernels
 VARIANTS = {
     "default": {},
     "full phase 1 (not lean)": {"LAPLEX_LEAN_PHASE1": 0},
-    "lean, 9 columns per thread (run 8)": {"LAPLEX_LEAN_ITEMS": 9},
     "padded tiles": {"LAPLEX_PAD": 1},
     "128 x 8 tiles (bank conflicts)": {"LAPLEX_ITEMS": 8},
     "8 blocks per SM (64 registers)": {"LAPLEX_TILE_MIN_BLOCKS": 8},

@@ -17,7 +17,8 @@
 // Each step is an affine map of the state (F, F1, T); maps compose associatively (Agg below), so
 // the recurrences run as a parallel scan:
 //   phase 1  laplex_tiles(phase=1): each block reduces its tile of TILE items to one map per
-//            direction (both directions from one read of the tile)
+//            direction (both directions from one read of the tile; with LAPLEX_LEAN_PHASE1, from
+//            its columns alone: lean_tile_maps)
 //   phase 2  laplex_carries: scans the tile maps of each (column, direction) into the state
 //            entering each tile (one block each, or chunk totals first for many tiles)
 //   phase 3  laplex_tiles(phase=3): each block rescans its tile from those states and writes the
@@ -342,89 +343,137 @@ __device__ __forceinline__ void slot_maps(const R prev, const R (&z)[N], const V
         g = compose<MOMENT>(g, step_map(e[u + 1], dz[u + 1], val[u], true));
 }
 
-#ifndef LAPLEX_LEAN_ITEMS  // column slots per thread of a lean phase 1
-#define LAPLEX_LEAN_ITEMS ((LAPLEX_ITEMS + 1) / 2)
-#endif
+// The items just before and just after a tile (the first item itself before the first tile, the
+// last one after the last tile). Square: the tile is anchors t0 .. t0 + len - 1 of cz.
+template <class R>
+__device__ __forceinline__ R tile_halo(const bool after, const R* rz, const R* cz, const long long m,
+                                       const long long n, const bool square, const long long i0,
+                                       const long long j0, const int nr, const int nc) {
+    if (square) {
+        if (after) return j0 + nc < n ? cz[j0 + nc] : cz[n - 1];
+        return j0 > 0 ? cz[j0 - 1] : cz[0];
+    }
+    if (after) {
+        const long long i1 = i0 + nr, j1 = j0 + nc;
+        return i1 == m && j1 == n ? item_before(rz, 0, m, cz, 0, n) : item_after(rz, i1, m, cz, j1, n);
+    }
+    return i0 + j0 == 0 ? item_after(rz, 0, m, cz, 0, n) : item_before(rz, 0, i0, cz, 0, j0);
+}
 
-// Lean phase 1 (LAPLEX_LEAN_PHASE1, not square): a tile's maps need only its columns. A row adds
-// nothing, and the decays across it multiply to the decay across the gap between the columns
-// around it (maps compose dz additively and the tie flag as "every gap zero"). So the tile's nc
-// columns alone are scanned, from the item before the tile (halo0) to the item after it (halo1),
-// in chunks of LAPLEX_BLOCK * LAPLEX_LEAN_ITEMS columns (about half a tile: one chunk when rows
-// and columns are about as many), and the gaps between the tile's first and last items (end0,
-// end1) and its outer columns are composed on at the end. No rows are loaded and nothing merged.
+// Composition of one map per thread of a block of THREADS threads, in thread order (REVERSE: from
+// the last thread to the first); the result is thread 0's (undefined in the others). Warps reduce
+// by shuffles (log2(32) steps), thread 0 composes the warps' totals. One block barrier.
+template <int THREADS, bool MOMENT, bool REVERSE, bool TIES, class D, class R, class V>
+__device__ Agg<D, R, V> block_reduce(Agg<D, R, V> value) {
+    typedef Agg<D, R, V> A;
+    constexpr int WIDTH = THREADS < 32 ? THREADS : 32;
+    constexpr int WARPS = (THREADS + 31) / 32;
+    __shared__ A s_warp[WARPS];
+    // lane l then holds the composition of lanes l .. l + 2 delta - 1 where l is a multiple of
+    // 2 delta (lane 0 at the end: the whole warp); the other lanes' values are not used
+#pragma unroll
+    for (int delta = 1; delta < WIDTH; delta *= 2) {
+        const A other = shuffle<MOMENT, TIES>(value, delta, true);
+        value = REVERSE ? compose<MOMENT, TIES>(other, value) : compose<MOMENT, TIES>(value, other);
+    }
+    if (threadIdx.x % 32 == 0) s_warp[threadIdx.x / 32] = value;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+#pragma unroll
+        for (int i = 1; i < WARPS; ++i)
+            value = REVERSE ? compose<MOMENT, TIES>(s_warp[i], value)
+                            : compose<MOMENT, TIES>(value, s_warp[i]);
+    }
+    return value;
+}
+
+// Lean phase 1 (LAPLEX_LEAN_PHASE1): a tile's two maps need only its columns. A row adds nothing,
+// and the decays across it multiply to the decay across the gap between the columns around it
+// (maps compose dz additively and the tie flag as "every gap zero"). So each thread composes a
+// contiguous run of the tile's nc columns (ceil(nc / LAPLEX_BLOCK) of them, read straight from
+// global memory: no shared memory, no merge), and the block reduces the runs' maps in order. The
+// runs start at the item before the tile and end at the item after it; thread 0 composes on the
+// gaps between the outer columns and the tile's own first and last items and writes the tile's
+// maps. Per column: one decay and a step of each map; per tile: two block reductions.
 template <bool MOMENT, class R, class D, class B, class V, class I>
 __device__ __forceinline__ void lean_tile_maps(
-        const R* __restrict__ cz, const I* __restrict__ cperm, const B* __restrict__ b,
-        const int k, const int col, const long long j0, const int nc, B* __restrict__ stage_col,
-        const R s_re, const R s_im, R* s_z, V* s_b, const R halo0, const R halo1, const R end0,
-        const R end1, const int tid, Agg<D, R, V>& f_total, Agg<D, R, V>& g_total) {
+        const R* __restrict__ rz, const R* __restrict__ cz, const I* __restrict__ cperm,
+        const B* __restrict__ b, const int k, const int col, const long long m, const long long n,
+        const bool square, const long long i0, const long long j0, const int nr, const int nc,
+        B* __restrict__ stage_col, const R s_re, const R s_im, const int tid,
+        Agg<D, R, V>* __restrict__ fwd, Agg<D, R, V>* __restrict__ bwd) {
     typedef Agg<D, R, V> A;
-    constexpr int P = LAPLEX_LEAN_ITEMS, CHUNK = LAPLEX_BLOCK * LAPLEX_LEAN_ITEMS;
-    set_identity(f_total);
-    set_identity(g_total);
-    R before = halo0;  // the column before the chunk (halo0 before the first)
-    for (int c0 = 0; c0 < nc; c0 += CHUNK) {
-        const int len = nc - c0 < CHUNK ? nc - c0 : CHUNK;
-        const long long a0 = j0 + c0 + tid;
-        R zv[P];
-        B bv[P];
+    const int run = (nc + LAPLEX_BLOCK - 1) / LAPLEX_BLOCK;  // at most LAPLEX_ITEMS
+    const int a = tid * run < nc ? tid * run : nc;
+    const int cnt = nc - a < run ? nc - a : run;
+    const long long c0 = j0 + a;
+    R z[LAPLEX_ITEMS];
+    B bv[LAPLEX_ITEMS];
 #pragma unroll
-        for (int q = 0; q < P; ++q) {  // every load before the first store
-            if (tid + q * LAPLEX_BLOCK < len) {
-                const long long c = a0 + q * LAPLEX_BLOCK;
-                zv[q] = cz[c];
-                bv[q] = b[(cperm ? (long long)cperm[c] : c) * k + col];
-            }
+    for (int u = 0; u < LAPLEX_ITEMS; ++u) {  // every load before the first use
+        if (u < cnt) {
+            z[u] = cz[c0 + u];
+            bv[u] = b[(cperm ? (long long)cperm[c0 + u] : c0 + u) * k + col];
         }
-        const R after = c0 + len < nc ? cz[j0 + c0 + len] : halo1;  // the item after the chunk
-        __syncthreads();  // the chunk before is read
+    }
+    R prev = R(0), next = R(0);  // the items before and after the run
+    if (cnt > 0) {
+        prev = a > 0 ? cz[c0 - 1] : tile_halo(false, rz, cz, m, n, square, i0, j0, nr, nc);
+        next = a + cnt < nc ? cz[c0 + cnt] : tile_halo(true, rz, cz, m, n, square, i0, j0, nr, nc);
+    }
+    if (stage_col) {  // gathered values in sorted order, for phase 3
 #pragma unroll
-        for (int q = 0; q < P; ++q) {
-            const int u = tid + q * LAPLEX_BLOCK;
-            if (u < len) {
-                s_z[pad(u)] = zv[q];
-                assign(s_b[pad(u)], bv[q]);
-                if (stage_col) stage_col[c0 + u] = bv[q];  // in order, for phase 3
-            }
-        }
-        __syncthreads();
-        const int d0 = tid * P < len ? tid * P : len;
-        const int cnt = len - d0 < P ? len - d0 : P;
-        const R prev = d0 == 0 ? before : s_z[pad(d0 - 1)];
-        R z[P];
-        V val[P];
-        R last = prev;
+        for (int u = 0; u < LAPLEX_ITEMS; ++u)
+            if (u < cnt) stage_col[a + u] = bv[u];
+    }
+    // the run's maps: forward from prev through its columns, backward from next through them
+    A f, g;
+    set_identity(f);
+    set_identity(g);
+    D e[LAPLEX_ITEMS + 1];
+    R dz[LAPLEX_ITEMS + 1];
+    V val[LAPLEX_ITEMS];
+    R last = prev;
 #pragma unroll
-        for (int u = 0; u < P; ++u) {
-            const bool live = u < cnt;
-            z[u] = live ? s_z[pad(d0 + u)] : last;
-            set_zero(val[u]);
-            if (live) val[u] = s_b[pad(d0 + u)];
+    for (int u = 0; u < LAPLEX_ITEMS; ++u) {
+        if (u < cnt) {
+            dz[u] = z[u] - last;
+            decay(e[u], dz[u], s_re, s_im);
+            assign(val[u], bv[u]);
+            f = compose<MOMENT, false>(f, step_map(e[u], dz[u], val[u], false));
             last = z[u];
         }
-        const R next = cnt == 0 ? prev : d0 + cnt >= len ? after : s_z[pad(d0 + cnt)];
-        D e[P + 1];
-        R dz[P + 1];
-        A f, g, f_chunk, g_chunk;
-        slot_maps<P, MOMENT>(prev, z, val, next, s_re, s_im, e, dz, f, g);
-        block_scan<LAPLEX_BLOCK, MOMENT, false, false>(f, f_chunk);
-        block_scan<LAPLEX_BLOCK, MOMENT, true, true>(g, g_chunk);
-        f_total = compose<MOMENT, false>(f_total, f_chunk);
-        g_total = compose<MOMENT>(g_chunk, g_total);  // backward: the chunk, then the ones before
-        before = s_z[pad(len - 1)];
     }
-    // the gaps from the last column to the tile's last item, and from the first column to its
-    // first item (without columns: across the whole tile)
+    // the gap after the run's last column (slot indices stay compile-time: no local memory)
+    D e_next;
+    const R dz_next = next - last;
+    if (cnt > 0) decay(e_next, dz_next, s_re, s_im);
+#pragma unroll
+    for (int u = LAPLEX_ITEMS - 1; u >= 0; --u) {
+        if (u < cnt) {
+            const bool end = u + 1 == cnt;
+            g = compose<MOMENT>(g, step_map(end ? e_next : e[u + 1], end ? dz_next : dz[u + 1],
+                                            val[u], true));
+        }
+    }
+    f = block_reduce<LAPLEX_BLOCK, MOMENT, false, false>(f);
+    g = block_reduce<LAPLEX_BLOCK, MOMENT, true, true>(g);
+    if (tid != 0) return;
+    // the gaps from the last column to the tile's last item and from the first column to its
+    // first item (without columns: from the items around the tile)
+    const R end0 = square ? cz[j0] : item_after(rz, i0, i0 + nr, cz, j0, j0 + nc);
+    const R end1 = square ? cz[j0 + nc - 1] : item_before(rz, i0, i0 + nr, cz, j0, j0 + nc);
+    const R first = nc > 0 ? z[0] : tile_halo(true, rz, cz, m, n, square, i0, j0, nr, nc);
+    const R final = nc > 0 ? cz[j0 + nc - 1] : tile_halo(false, rz, cz, m, n, square, i0, j0, nr, nc);
     V zero;
     set_zero(zero);
     D gap;
-    const R fdz = end1 - before;
-    decay(gap, fdz, s_re, s_im);
-    f_total = compose<MOMENT, false>(f_total, step_map(gap, fdz, zero, false));
-    const R gdz = (nc > 0 ? cz[j0] : halo1) - end0;
-    decay(gap, gdz, s_re, s_im);
-    g_total = compose<MOMENT>(g_total, step_map(gap, gdz, zero, true));
+    decay(gap, end1 - final, s_re, s_im);
+    f = compose<MOMENT, false>(f, step_map(gap, end1 - final, zero, false));
+    decay(gap, first - end0, s_re, s_im);
+    g = compose<MOMENT>(g, step_map(gap, first - end0, zero, true));
+    *fwd = f;
+    *bwd = g;
 }
 
 template <class R, class D, class B, class V, class I, bool MOMENT>
@@ -444,7 +493,6 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
     __shared__ R s_z[padded(LAPLEX_TILE + 2)];
     __shared__ V s_b[padded(LAPLEX_TILE)];  // the tile's column values
     __shared__ R s_halo[2];         // the values of the items just before and just after the tile
-    __shared__ R s_ends[2];         // lean phase 1: the values of the tile's first and last items
 
     const long long tiles = gridDim.x;
     const long long tile = blockIdx.x;
@@ -464,13 +512,17 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
         nr = (int)(splits[tile + 1] - i0);
         nc = len - nr;
     }
-    // see lean_tile_maps; not for the moment instance, where its registers would cost occupancy
-    const bool lean = LAPLEX_LEAN_PHASE1 && !MOMENT && phase == 1 && !square;
+    const long long slot = (long long)col * tiles + tile;
+    if (LAPLEX_LEAN_PHASE1 && phase == 1) {
+        lean_tile_maps<MOMENT>(rz, cz, cperm, b, k, col, m, n, square, i0, j0, nr, nc,
+                               cperm && stage ? stage + (long long)col * n + j0 : nullptr, s_re,
+                               s_im, tid, fwd + slot, bwd + slot);
+        return;
+    }
     const int cb = nr + 1;  // where the columns start in s_z (not square)
 
     // phase 3: the states entering this tile (phase 2's output), loaded now so that their latency
     // overlaps the tile's loads below instead of adding to it
-    const long long slot = (long long)col * tiles + tile;
     A carry_f, carry_g;
     if (phase == 3) {
         carry_f = fwd[slot];
@@ -480,7 +532,7 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
     // The tile's anchors into s_z (its rows, then its columns from cb on; square: its anchors)
     // and its column values into s_b. Every thread issues all of its loads before its first
     // store, so a tile waits for one memory latency, not one per item of a thread.
-    if (!lean) {
+    {  // (the loads' temporaries end with this block)
         const int zlen = square ? nr : nr + nc;
         // this thread's first item of each kind; item u = tid + q * LAPLEX_BLOCK is a row below
         // nr, else column u - nr (the column pointer is offset by -nr for that)
@@ -526,40 +578,14 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
         }
     }
     if (tid == 0) {
-        R before, after;
-        if (square) {
-            before = t0 > 0 ? cz[t0 - 1] : cz[0];
-            after = t0 + len < n ? cz[t0 + len] : cz[n - 1];
-        } else {
-            const long long i1 = i0 + nr, j1 = j0 + nc;
-            before = t0 == 0 ? item_after(rz, 0, m, cz, 0, n) : item_before(rz, 0, i0, cz, 0, j0);
-            after = i1 == m && j1 == n ? item_before(rz, 0, m, cz, 0, n)
-                                       : item_after(rz, i1, m, cz, j1, n);
-        }
-        s_halo[0] = before;
-        s_halo[1] = after;
-        if (!square && !lean) {
+        s_halo[0] = tile_halo(false, rz, cz, m, n, square, i0, j0, nr, nc);
+        s_halo[1] = tile_halo(true, rz, cz, m, n, square, i0, j0, nr, nc);
+        if (!square) {
             s_z[pad(nr)] = infinity<R>();
             s_z[pad(cb + nc)] = infinity<R>();
         }
-        if (lean) {  // the tile's own first and last items
-            s_ends[0] = item_after(rz, i0, i0 + nr, cz, j0, j0 + nc);
-            s_ends[1] = item_before(rz, i0, i0 + nr, cz, j0, j0 + nc);
-        }
     }
     __syncthreads();
-    if (lean) {
-        A f_total, g_total;
-        lean_tile_maps<MOMENT>(cz, cperm, b, k, col, j0, nc,
-                               cperm && stage ? stage + (long long)col * n + j0 : nullptr, s_re,
-                               s_im, s_z, s_b, s_halo[0], s_halo[1], s_ends[0], s_ends[1], tid,
-                               f_total, g_total);
-        if (tid == 0) {
-            fwd[slot] = f_total;
-            bwd[slot] = g_total;
-        }
-        return;
-    }
 
     // this thread's items: d0 .. d0 + cnt - 1 of the tile, merged from rows ii.. and columns jj..
     const int d0 = tid * LAPLEX_ITEMS < len ? tid * LAPLEX_ITEMS : len;

@@ -300,47 +300,72 @@ __device__ __forceinline__ R item_before(const R* rz, long long i_lo, long long 
 }
 
 // One result of a tile's rows: each thread puts its rows' values (rows are numbered 0 .. nr-1
-// within the tile) in shared memory, then the block writes them in sorted row order, to the
-// original row through rperm. `out` is a kernel argument, the same for the whole block.
+// within the tile; row -1: not a row) in shared memory, then the block writes them in sorted row
+// order, to the original row through rperm. `out` is a kernel argument, the same for the whole
+// block. Without rperm, thread tid writes rows tid + q LAPLEX_BLOCK: one base pointer, a fixed
+// stride, no loop bound.
 template <class V, class I>
 __device__ __forceinline__ void write_rows(V* __restrict__ out, const V (&value)[LAPLEX_ITEMS],
-                                           const int (&row)[LAPLEX_ITEMS], const int cnt,
-                                           V* s_out, const int nr, const long long i0,
+                                           const int (&row)[LAPLEX_ITEMS], V* s_out,
+                                           const int nr, const long long i0,
                                            const I* __restrict__ rperm, const int k,
                                            const int col, const int tid) {
     if (!out) return;
     __syncthreads();  // s_out is free: every thread has read what it held before
 #pragma unroll
     for (int u = 0; u < LAPLEX_ITEMS; ++u)
-        if (u < cnt && row[u] >= 0) s_out[pad(row[u])] = value[u];
+        if (row[u] >= 0) s_out[pad(row[u])] = value[u];
     __syncthreads();
-    for (int u = tid; u < nr; u += LAPLEX_BLOCK) {
-        const long long r = i0 + u;
-        out[(rperm ? (long long)rperm[r] : r) * k + col] = s_out[pad(u)];
+    const int rows_left = nr - tid;  // slot q holds a row while q LAPLEX_BLOCK < rows_left
+    if (rperm) {
+        const I* __restrict__ pt = rperm + (i0 + tid);
+#pragma unroll
+        for (int q = 0; q < LAPLEX_ITEMS; ++q)
+            if (q * LAPLEX_BLOCK < rows_left)
+                out[(long long)pt[q * LAPLEX_BLOCK] * k + col] = s_out[pad(tid + q * LAPLEX_BLOCK)];
+    } else {
+        V* __restrict__ o = out + ((i0 + tid) * k + col);
+        const long long stride = (long long)LAPLEX_BLOCK * k;
+#pragma unroll
+        for (int q = 0; q < LAPLEX_ITEMS; ++q)
+            if (q * LAPLEX_BLOCK < rows_left) o[q * stride] = s_out[pad(tid + q * LAPLEX_BLOCK)];
     }
 }
 
 // The decays into N consecutive slots z[0..N-1] of one thread (prev: the item before the first;
-// next: the item after the last; dz[N], e[N] step into the next thread's first item) and the
-// thread's maps over them, forward (f, left to right) and backward (g, right to left). Spare slots
+// next: the item after the last; dz[N], e[N] step into the next thread's first item). Spare slots
 // repeat the last item's value with a zero value: identity steps.
-template <int N, bool MOMENT, class D, class R, class V>
-__device__ __forceinline__ void slot_maps(const R prev, const R (&z)[N], const V (&val)[N],
-                                          const R next, const R s_re, const R s_im, D (&e)[N + 1],
-                                          R (&dz)[N + 1], Agg<D, R, V>& f, Agg<D, R, V>& g) {
+template <int N, class D, class R>
+__device__ __forceinline__ void slot_decays(const R prev, const R (&z)[N], const R next,
+                                            const R s_re, const R s_im, D (&e)[N + 1],
+                                            R (&dz)[N + 1]) {
 #pragma unroll
     for (int u = 0; u <= N; ++u) {
         dz[u] = (u < N ? z[u] : next) - (u == 0 ? prev : z[u - 1]);
         decay(e[u], dz[u], s_re, s_im);
     }
+}
+
+// The thread's maps over its slots: forward (left to right) and backward (right to left; with
+// TIES, the tie run too).
+template <int N, bool MOMENT, class D, class R, class V>
+__device__ __forceinline__ Agg<D, R, V> forward_map(const D (&e)[N + 1], const R (&dz)[N + 1],
+                                                   const V (&val)[N]) {
+    Agg<D, R, V> f;
     set_identity(f);
+#pragma unroll
+    for (int u = 0; u < N; ++u) f = compose<MOMENT, false>(f, step_map(e[u], dz[u], val[u], false));
+    return f;
+}
+template <int N, bool MOMENT, bool TIES, class D, class R, class V>
+__device__ __forceinline__ Agg<D, R, V> backward_map(const D (&e)[N + 1], const R (&dz)[N + 1],
+                                                    const V (&val)[N]) {
+    Agg<D, R, V> g;
     set_identity(g);
 #pragma unroll
-    for (int u = 0; u < N; ++u)
-        f = compose<MOMENT, false>(f, step_map(e[u], dz[u], val[u], false));
-#pragma unroll
     for (int u = N - 1; u >= 0; --u)
-        g = compose<MOMENT>(g, step_map(e[u + 1], dz[u + 1], val[u], true));
+        g = compose<MOMENT, TIES>(g, step_map(e[u + 1], dz[u + 1], val[u], true));
+    return g;
 }
 
 // The items just before and just after a tile (the first item itself before the first tile, the
@@ -476,6 +501,40 @@ __device__ __forceinline__ void lean_tile_maps(
     *bwd = g;
 }
 
+// A thread's items of a tile, merged without branches from its rows ii.. (values in s_z) and its
+// columns jj.. (values at s_z[cb + jj], operands at s_b[jj]), a row first on ties; each side ends
+// with +inf in s_z. Each slot compares the next row and the next column, takes the smaller, and
+// reads the next of both sides. FULL (a whole tile): every slot holds an item. Otherwise slots
+// past the thread's cnt items repeat the last item's value with no operand and no row, so their
+// steps are identity maps. `next` is the value of the item after the last slot (+inf past the
+// tile's end).
+template <bool FULL, class R, class V>
+__device__ __forceinline__ void merge_items(const R* s_z, const V* s_b, const int cb, int ii,
+                                            int jj, const int cnt, const R prev,
+                                            R (&z)[LAPLEX_ITEMS], V (&val)[LAPLEX_ITEMS],
+                                            int (&row)[LAPLEX_ITEMS], R& next) {
+    R zr = s_z[pad(ii)], zc = s_z[pad(cb + jj)];
+    V vc = s_b[pad(jj)];  // past the columns: a spare word, never taken (+inf in zc)
+    R last = prev;
+#pragma unroll
+    for (int u = 0; u < LAPLEX_ITEMS; ++u) {
+        const bool live = FULL || u < cnt;
+        const bool take_row = zr <= zc;
+        const bool is_row = live && take_row, is_col = live && !take_row;
+        z[u] = is_row ? zr : is_col ? zc : last;
+        set_zero(val[u]);
+        if (is_col) val[u] = vc;
+        row[u] = is_row ? ii : -1;
+        ii += is_row;
+        jj += is_col;
+        zr = s_z[pad(ii)];
+        zc = s_z[pad(cb + jj)];
+        vc = s_b[pad(jj)];
+        if (!FULL) last = z[u];
+    }
+    next = zr <= zc ? zr : zc;
+}
+
 template <class R, class D, class B, class V, class I, bool MOMENT>
 __global__ void LAPLEX_TILE_BOUNDS
 laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz,
@@ -491,7 +550,7 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
     // rows of the tile, +inf, its columns, +inf (square: its anchors); the infinities end each
     // side for the merge (anchors are finite)
     __shared__ R s_z[padded(LAPLEX_TILE + 2)];
-    __shared__ V s_b[padded(LAPLEX_TILE)];  // the tile's column values
+    __shared__ V s_b[padded(LAPLEX_TILE + 1)];  // the tile's column values (+ a spare word)
     __shared__ R s_halo[2];         // the values of the items just before and just after the tile
 
     const long long tiles = gridDim.x;
@@ -530,49 +589,51 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
     }
 
     // The tile's anchors into s_z (its rows, then its columns from cb on; square: its anchors)
-    // and its column values into s_b. Every thread issues all of its loads before its first
-    // store, so a tile waits for one memory latency, not one per item of a thread.
+    // and its column values into s_b. Rows and columns take separate slots (slot q of thread tid:
+    // row or column tid + q LAPLEX_BLOCK, from one base pointer each), and every thread issues all
+    // of its loads before its first store, so a tile waits for one memory latency, not one per
+    // item of a thread.
     {  // (the loads' temporaries end with this block)
-        const int zlen = square ? nr : nr + nc;
-        // this thread's first item of each kind; item u = tid + q * LAPLEX_BLOCK is a row below
-        // nr, else column u - nr (the column pointer is offset by -nr for that)
-        const R* __restrict__ rzt = rz + (i0 + tid);
-        const R* __restrict__ czt = cz + (j0 - nr + tid);
         const long long c0 = j0 + tid;
         const bool staged = cperm && stage && phase == 3;  // gathered by phase 1, read in order
         const bool stage_now = cperm && stage && phase == 1;
         B* __restrict__ stage_col = stage ? stage + ((long long)col * n + c0) : nullptr;
-        R zv[LAPLEX_ITEMS];
+        const R* __restrict__ rzt = rz + (i0 + tid);
+        const R* __restrict__ czt = cz + c0;
+        const int rows_left = square ? 0 : nr - tid;  // square: the anchors are the columns
+        const int cols_left = nc - tid;
+        const int cbt = (square ? 0 : cb) + tid;       // the thread's first column in s_z
+        R zr[LAPLEX_ITEMS], zc[LAPLEX_ITEMS];
         B bv[LAPLEX_ITEMS];
 #pragma unroll
         for (int q = 0; q < LAPLEX_ITEMS; ++q) {
-            const int u = tid + q * LAPLEX_BLOCK;
-            if (u < zlen) zv[q] = (u < nr ? rzt : czt)[q * LAPLEX_BLOCK];
+            if (q * LAPLEX_BLOCK < rows_left) zr[q] = rzt[q * LAPLEX_BLOCK];
+            if (q * LAPLEX_BLOCK < cols_left) zc[q] = czt[q * LAPLEX_BLOCK];
         }
         // the column values: in order, staged by phase 1, or gathered (one branch per tile)
         if (staged) {
 #pragma unroll
             for (int q = 0; q < LAPLEX_ITEMS; ++q)
-                if (tid + q * LAPLEX_BLOCK < nc) bv[q] = stage_col[q * LAPLEX_BLOCK];
+                if (q * LAPLEX_BLOCK < cols_left) bv[q] = stage_col[q * LAPLEX_BLOCK];
         } else if (cperm) {
             const I* __restrict__ cpt = cperm + c0;
 #pragma unroll
             for (int q = 0; q < LAPLEX_ITEMS; ++q)
-                if (tid + q * LAPLEX_BLOCK < nc)
+                if (q * LAPLEX_BLOCK < cols_left)
                     bv[q] = b[(long long)cpt[q * LAPLEX_BLOCK] * k + col];
         } else {
             const B* __restrict__ bt = b + (c0 * k + col);
             const long long stride = (long long)LAPLEX_BLOCK * k;
 #pragma unroll
             for (int q = 0; q < LAPLEX_ITEMS; ++q)
-                if (tid + q * LAPLEX_BLOCK < nc) bv[q] = bt[q * stride];
+                if (q * LAPLEX_BLOCK < cols_left) bv[q] = bt[q * stride];
         }
 #pragma unroll
         for (int q = 0; q < LAPLEX_ITEMS; ++q) {
-            const int u = tid + q * LAPLEX_BLOCK;
-            if (u < zlen) s_z[pad(u < nr ? u : u + 1)] = zv[q];
-            if (u < nc) {
-                assign(s_b[pad(u)], bv[q]);
+            if (q * LAPLEX_BLOCK < rows_left) s_z[pad(tid + q * LAPLEX_BLOCK)] = zr[q];
+            if (q * LAPLEX_BLOCK < cols_left) {
+                s_z[pad(cbt + q * LAPLEX_BLOCK)] = zc[q];
+                assign(s_b[pad(tid + q * LAPLEX_BLOCK)], bv[q]);
                 if (stage_now) stage_col[q * LAPLEX_BLOCK] = bv[q];
             }
         }
@@ -596,7 +657,7 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
     } else {
         int lo = d0 > nc ? d0 - nc : 0, hi = d0 < nr ? d0 : nr;
         while (lo < hi) {
-            int mid = (lo + hi) / 2;
+            const int mid = (int)((unsigned)(lo + hi) >> 1);
             if (s_z[pad(mid)] <= s_z[pad(cb + d0 - 1 - mid)]) lo = mid + 1;
             else hi = mid;
         }
@@ -613,57 +674,46 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
         if (ii > 0 && jj > 0 && s_z[pad(cb + jj - 1)] > prev) prev = s_z[pad(cb + jj - 1)];
     }
 
-    // The thread's items, merged without branches: zr and zc are the values of the next row and
-    // the next column (read only while that side has items left; a row first on ties). Slots past
-    // the thread's cnt items repeat the last item's value and carry no operand, so their steps are
-    // identity maps (a zero gap and a zero value) and no loop below needs a bound; the gap to the
-    // next thread's first item is then the step of the last slot.
+    // The thread's items (merge_items; square: its anchors, each a row and a column), and the
+    // value of the item after its last (none for a thread without items)
     R z[LAPLEX_ITEMS];
-    V val[LAPLEX_ITEMS];
+    V val[LAPLEX_ITEMS];  // the operand of each column item, zero for a row or a spare slot
     int row[LAPLEX_ITEMS];  // sorted row position relative to i0, or -1 (a column, a spare slot)
-    bool is_col[LAPLEX_ITEMS];
-    R last = prev;
-    R zr = square ? R(0) : s_z[pad(ii)];       // +inf once the rows are done
-    R zc = square ? R(0) : s_z[pad(cb + jj)];  // +inf once the columns are done
+    R next;
+    if (square) {
+        R last = prev;
 #pragma unroll
-    for (int u = 0; u < LAPLEX_ITEMS; ++u) {
-        const bool live = u < cnt;
-        set_zero(val[u]);
-        if (square) {
+        for (int u = 0; u < LAPLEX_ITEMS; ++u) {
+            const bool live = u < cnt;
             z[u] = live ? s_z[pad(d0 + u)] : last;
             row[u] = live ? d0 + u : -1;
-            is_col[u] = live;
+            set_zero(val[u]);
             if (live) val[u] = s_b[pad(d0 + u)];
-        } else {
-            const bool take_row = zr <= zc;  // a row first on ties
-            z[u] = live ? (take_row ? zr : zc) : last;
-            row[u] = live && take_row ? ii : -1;
-            is_col[u] = live && !take_row;
-            if (is_col[u]) val[u] = s_b[pad(jj)];
-            // advance the side taken and read its next value (a spare slot reads the same again)
-            ii += live && take_row;
-            jj += live && !take_row;
-            const R znew = s_z[pad(take_row ? ii : cb + jj)];
-            zr = take_row ? znew : zr;
-            zc = take_row ? zc : znew;
+            last = z[u];
         }
-        last = z[u];
+        next = cnt == 0 ? prev : d0 + cnt < len ? s_z[pad(d0 + cnt)] : s_halo[1];
+    } else {
+        if (len == LAPLEX_TILE) merge_items<true>(s_z, s_b, cb, ii, jj, cnt, prev, z, val, row, next);
+        else merge_items<false>(s_z, s_b, cb, ii, jj, cnt, prev, z, val, row, next);
+        if (d0 + cnt >= len) next = cnt == 0 ? prev : s_halo[1];
     }
-    R next;  // value of the item after this thread's last (none for a thread without items)
-    if (cnt == 0) next = prev;
-    else if (d0 + cnt >= len) next = s_halo[1];
-    else if (square) next = s_z[pad(d0 + cnt)];
-    else next = zr <= zc ? zr : zc;
 
-    // decays into each slot from the one before it, and the thread's maps
+    // decays into each slot from the one before it, the thread's maps and their block scans. The
+    // tie run of the backward maps serves the signed sum only (and the tile maps of a full phase 1,
+    // which a later phase 3 may use for it).
     D e[LAPLEX_ITEMS + 1];
     R dz[LAPLEX_ITEMS + 1];
-    A f, g;
-    slot_maps<LAPLEX_ITEMS, MOMENT>(prev, z, val, next, s_re, s_im, e, dz, f, g);
-
-    A f_total, g_total;
-    const A f_before = block_scan<LAPLEX_BLOCK, MOMENT, false, false>(f, f_total);
-    const A g_before = block_scan<LAPLEX_BLOCK, MOMENT, true, true>(g, g_total);
+    slot_decays<LAPLEX_ITEMS>(prev, z, next, s_re, s_im, e, dz);
+    const bool ties = phase == 1 || out_signed != nullptr;
+    A f_total, g_total, g_before;
+    const A f_before = block_scan<LAPLEX_BLOCK, MOMENT, false, false>(
+            forward_map<LAPLEX_ITEMS, MOMENT>(e, dz, val), f_total);
+    if (ties)
+        g_before = block_scan<LAPLEX_BLOCK, MOMENT, true, true>(
+                backward_map<LAPLEX_ITEMS, MOMENT, true>(e, dz, val), g_total);
+    else
+        g_before = block_scan<LAPLEX_BLOCK, MOMENT, true, false>(
+                backward_map<LAPLEX_ITEMS, MOMENT, false>(e, dz, val), g_total);
     if (phase == 1) {
         if (tid == 0) {
             fwd[slot] = f_total;
@@ -672,9 +722,10 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
         return;
     }
 
-    // phase 3: the states entering this thread's items from each side, then the two walks
+    // phase 3: the states entering this thread's items from each side, then the two walks (a
+    // row's operand is zero, so every slot adds its value)
     const A fs = compose<MOMENT, false>(carry_f, f_before);
-    const A gs = compose<MOMENT>(carry_g, g_before);
+    const A gs = ties ? compose<MOMENT>(carry_g, g_before) : compose<MOMENT, false>(carry_g, g_before);
     V F = fs.p, F1 = fs.q;
     V left[LAPLEX_ITEMS], left1[LAPLEX_ITEMS];
 #pragma unroll
@@ -683,7 +734,7 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
         F = e[u] * F;
         left[u] = F;
         left1[u] = F1;
-        if (is_col[u]) F = F + val[u];
+        F = F + val[u];
     }
     const bool want_signed = out_signed != nullptr;  // the tie run T serves the signed sum only
     V G = gs.p, G1 = gs.q, T = gs.t;
@@ -691,11 +742,10 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
 #pragma unroll
     for (int u = LAPLEX_ITEMS - 1; u >= 0; --u) {
         if (MOMENT) G1 = e[u + 1] * (G1 + dz[u + 1] * G);
-        G = e[u + 1] * G;
-        if (is_col[u]) G = G + val[u];
+        G = e[u + 1] * G + val[u];
         if (want_signed) {
             if (dz[u + 1] != R(0)) set_zero(T);
-            if (is_col[u]) T = T + val[u];
+            T = T + val[u];
             signed_[u] = (left[u] - G) + T;
         }
         left[u] = left[u] + G;       // now the sum
@@ -703,9 +753,9 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
     }
     // the tile's rows are consecutive in sorted order: stage each result in s_b (the column
     // values are in registers now) and write it out in row order, coalesced
-    write_rows(out_sum, left, row, cnt, s_b, nr, i0, rperm, k, col, tid);
-    write_rows(out_signed, signed_, row, cnt, s_b, nr, i0, rperm, k, col, tid);
-    if (MOMENT) write_rows(out_moment, left1, row, cnt, s_b, nr, i0, rperm, k, col, tid);
+    write_rows(out_sum, left, row, s_b, nr, i0, rperm, k, col, tid);
+    write_rows(out_signed, signed_, row, s_b, nr, i0, rperm, k, col, tid);
+    if (MOMENT) write_rows(out_moment, left1, row, s_b, nr, i0, rperm, k, col, tid);
 }
 
 // Phase 2: the state entering every tile, from the tile maps of phase 1, in place (a state is a

@@ -61,6 +61,7 @@
 #define LAPLEX_RADIX_ITEMS 16
 #endif
 #define LAPLEX_TILE (LAPLEX_BLOCK * LAPLEX_ITEMS)
+static_assert(LAPLEX_ITEMS < 31, "a thread's slots are bits of one word (and one more gap)");
 #define LAPLEX_SORT_WINDOW (2 * LAPLEX_SORT_BLOCK)
 
 namespace laplex {
@@ -299,22 +300,27 @@ __device__ __forceinline__ R item_before(const R* rz, long long i_lo, long long 
     return rz[i - 1] >= cz[j - 1] ? rz[i - 1] : cz[j - 1];
 }
 
-// One result of a tile's rows: each thread puts its rows' values (rows are numbered 0 .. nr-1
-// within the tile; row -1: not a row) in shared memory, then the block writes them in sorted row
-// order, to the original row through rperm. `out` is a kernel argument, the same for the whole
-// block. Without rperm, thread tid writes rows tid + q LAPLEX_BLOCK: one base pointer, a fixed
-// stride, no loop bound.
+// One result of a tile's rows: each thread puts its rows' values in shared memory (its slots u
+// with bit u of `rows` set hold its rows first_row, first_row + 1, ..., numbered 0 .. nr-1 within
+// the tile), then the block writes them in sorted row order, to the original row through rperm.
+// `out` is a kernel argument, the same for the whole block. Without rperm, thread tid writes rows
+// tid + q LAPLEX_BLOCK: one base pointer, a fixed stride, no loop bound.
 template <class V, class I>
 __device__ __forceinline__ void write_rows(V* __restrict__ out, const V (&value)[LAPLEX_ITEMS],
-                                           const int (&row)[LAPLEX_ITEMS], V* s_out,
+                                           const unsigned rows, const int first_row, V* s_out,
                                            const int nr, const long long i0,
                                            const I* __restrict__ rperm, const int k,
                                            const int col, const int tid) {
     if (!out) return;
     __syncthreads();  // s_out is free: every thread has read what it held before
+    int r = first_row;
 #pragma unroll
-    for (int u = 0; u < LAPLEX_ITEMS; ++u)
-        if (row[u] >= 0) s_out[pad(row[u])] = value[u];
+    for (int u = 0; u < LAPLEX_ITEMS; ++u) {
+        if ((rows >> u) & 1u) {
+            s_out[pad(r)] = value[u];
+            ++r;
+        }
+    }
     __syncthreads();
     const int rows_left = nr - tid;  // slot q holds a row while q LAPLEX_BLOCK < rows_left
     if (rperm) {
@@ -506,16 +512,17 @@ __device__ __forceinline__ void lean_tile_maps(
 // with +inf in s_z. Each slot compares the next row and the next column, takes the smaller, and
 // reads the next of both sides. FULL (a whole tile): every slot holds an item. Otherwise slots
 // past the thread's cnt items repeat the last item's value with no operand and no row, so their
-// steps are identity maps. `next` is the value of the item after the last slot (+inf past the
-// tile's end).
+// steps are identity maps. Bit u of `rows` is set when slot u is a row (rows ii, ii + 1, ...);
+// `next` is the value of the item after the last slot (+inf past the tile's end).
 template <bool FULL, class R, class V>
 __device__ __forceinline__ void merge_items(const R* s_z, const V* s_b, const int cb, int ii,
                                             int jj, const int cnt, const R prev,
                                             R (&z)[LAPLEX_ITEMS], V (&val)[LAPLEX_ITEMS],
-                                            int (&row)[LAPLEX_ITEMS], R& next) {
+                                            unsigned& rows, R& next) {
     R zr = s_z[pad(ii)], zc = s_z[pad(cb + jj)];
     V vc = s_b[pad(jj)];  // past the columns: a spare word, never taken (+inf in zc)
     R last = prev;
+    rows = 0;
 #pragma unroll
     for (int u = 0; u < LAPLEX_ITEMS; ++u) {
         const bool live = FULL || u < cnt;
@@ -524,7 +531,7 @@ __device__ __forceinline__ void merge_items(const R* s_z, const V* s_b, const in
         z[u] = is_row ? zr : is_col ? zc : last;
         set_zero(val[u]);
         if (is_col) val[u] = vc;
-        row[u] = is_row ? ii : -1;
+        rows |= (unsigned)is_row << u;
         ii += is_row;
         jj += is_col;
         zr = s_z[pad(ii)];
@@ -678,23 +685,23 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
     // value of the item after its last (none for a thread without items)
     R z[LAPLEX_ITEMS];
     V val[LAPLEX_ITEMS];  // the operand of each column item, zero for a row or a spare slot
-    int row[LAPLEX_ITEMS];  // sorted row position relative to i0, or -1 (a column, a spare slot)
+    unsigned rows;        // bit u: slot u is a row (rows ii, ii + 1, ... relative to i0)
     R next;
     if (square) {
         R last = prev;
+        rows = (1u << cnt) - 1u;
 #pragma unroll
         for (int u = 0; u < LAPLEX_ITEMS; ++u) {
             const bool live = u < cnt;
             z[u] = live ? s_z[pad(d0 + u)] : last;
-            row[u] = live ? d0 + u : -1;
             set_zero(val[u]);
             if (live) val[u] = s_b[pad(d0 + u)];
             last = z[u];
         }
         next = cnt == 0 ? prev : d0 + cnt < len ? s_z[pad(d0 + cnt)] : s_halo[1];
     } else {
-        if (len == LAPLEX_TILE) merge_items<true>(s_z, s_b, cb, ii, jj, cnt, prev, z, val, row, next);
-        else merge_items<false>(s_z, s_b, cb, ii, jj, cnt, prev, z, val, row, next);
+        if (len == LAPLEX_TILE) merge_items<true>(s_z, s_b, cb, ii, jj, cnt, prev, z, val, rows, next);
+        else merge_items<false>(s_z, s_b, cb, ii, jj, cnt, prev, z, val, rows, next);
         if (d0 + cnt >= len) next = cnt == 0 ? prev : s_halo[1];
     }
 
@@ -704,6 +711,9 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
     D e[LAPLEX_ITEMS + 1];
     R dz[LAPLEX_ITEMS + 1];
     slot_decays<LAPLEX_ITEMS>(prev, z, next, s_re, s_im, e, dz);
+    unsigned gaps = 0;  // bit u: dz[u] != 0 (the signed walk's tie test, in one register)
+#pragma unroll
+    for (int u = 0; u <= LAPLEX_ITEMS; ++u) gaps |= (unsigned)(dz[u] != R(0)) << u;
     const bool ties = phase == 1 || out_signed != nullptr;
     A f_total, g_total, g_before;
     const A f_before = block_scan<LAPLEX_BLOCK, MOMENT, false, false>(
@@ -744,7 +754,7 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
         if (MOMENT) G1 = e[u + 1] * (G1 + dz[u + 1] * G);
         G = e[u + 1] * G + val[u];
         if (want_signed) {
-            if (dz[u + 1] != R(0)) set_zero(T);
+            if ((gaps >> (u + 1)) & 1u) set_zero(T);
             T = T + val[u];
             signed_[u] = (left[u] - G) + T;
         }
@@ -753,9 +763,9 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
     }
     // the tile's rows are consecutive in sorted order: stage each result in s_b (the column
     // values are in registers now) and write it out in row order, coalesced
-    write_rows(out_sum, left, row, s_b, nr, i0, rperm, k, col, tid);
-    write_rows(out_signed, signed_, row, s_b, nr, i0, rperm, k, col, tid);
-    if (MOMENT) write_rows(out_moment, left1, row, s_b, nr, i0, rperm, k, col, tid);
+    write_rows(out_sum, left, rows, ii, s_b, nr, i0, rperm, k, col, tid);
+    write_rows(out_signed, signed_, rows, ii, s_b, nr, i0, rperm, k, col, tid);
+    if (MOMENT) write_rows(out_moment, left1, rows, ii, s_b, nr, i0, rperm, k, col, tid);
 }
 
 // Phase 2: the state entering every tile, from the tile maps of phase 1, in place (a state is a

@@ -59,7 +59,8 @@ class RawModuleKernels:
 class _Side:
     """One orientation of a plan: sorted rows against sorted columns, merged in tiles."""
 
-    __slots__ = ("rz", "cz", "rperm", "cperm", "square", "splits", "tiles", "m", "n")
+    __slots__ = ("rz", "cz", "rperm", "cperm", "square", "splits", "tiles", "m", "n",
+                 "thread_rows", "rows_known")
 
     def __init__(self, backend, rz, cz, rperm, cperm, shared):
         xp = backend.xp
@@ -69,8 +70,13 @@ class _Side:
         self.square = shared and not bool(xp.any(cz[1:] == cz[:-1]))
         total = self.n if self.square else self.m + self.n
         self.tiles = -(-total // backend.tile)
-        self.splits = None
+        self.splits = self.thread_rows = None
+        # each scan thread's first row in its tile (uint16), found by the first product's merge-path
+        # searches and read by the later products instead of searching again
+        self.rows_known = False
         if not self.square and self.tiles:
+            self.thread_rows = xp.empty(self.tiles * backend.geometry["LAPLEX_BLOCK"],
+                                        dtype=np.uint16)
             self.splits = xp.empty(self.tiles + 1, dtype=np.int64)
             count = self.tiles + 1
             real = np.dtype(rz.dtype).name
@@ -296,7 +302,12 @@ class CupyBackend:
     # ---------------------------------------------------------------------- apply
     def apply(self, plan, side, rate, b, want_sum=True, want_signed=False, want_moment=False):
         xp = self.xp
-        s = plan.side(side)
+        rows, cols = plan.shape if side == SIDE_ROWS_X or plan.shared else plan.shape[::-1]
+        tiles = -(-(rows + cols) // self.tile)
+        with self._on(plan.device), \
+                self._memory(f"the merge splits of a {rows} x {cols} plan",
+                             cols + tiles * (8 + 2 * self.geometry["LAPLEX_BLOCK"])):
+            s = plan.side(side)  # built on first use
         m, n, k = s.m, s.n, b.shape[1]
         real = np.dtype(np.finfo(b.dtype).dtype)
         cplx = np.result_type(real, np.complex64)
@@ -337,7 +348,8 @@ class CupyBackend:
                       xp.empty(spans * chunk * agg, dtype=np.uint8)) if spans > 1 else None
             for j0 in range(0, k, _MAX_GRID_Y):
                 kc = min(k, j0 + _MAX_GRID_Y) - j0
-                args = [rz, cz, _ptr(s.rperm), _ptr(s.cperm), _ptr(s.splits), np.int64(m),
+                args = [rz, cz, _ptr(s.rperm), _ptr(s.cperm), _ptr(s.splits),
+                        _ptr(s.thread_rows), np.int32(s.rows_known), np.int64(m),
                         np.int64(n), np.int32(s.square), real.type(rate.real),
                         real.type(rate.imag), b[:, j0:], np.int32(k), _ptr(stage),
                         *(_ptr(None if o is None else o[:, j0:]) for o in outs), fwd, bwd]
@@ -346,6 +358,7 @@ class CupyBackend:
                 self._carries(carries_kernel, s.tiles, kc, span, fwd, bwd, totals)
                 self.launch(tiles_kernel, (s.tiles, kc), (self.geometry["LAPLEX_BLOCK"],),
                             [np.int32(3)] + args)
+                s.rows_known = s.thread_rows is not None  # written by that launch
             return tuple(outs)
 
 
@@ -385,7 +398,8 @@ def matvec_bytes(m: int, n: int, k: int = 1, real=np.float32, operand=None, valu
 
     Per right-hand side, phases 1 and 3 each read the tile's anchors (``m + n`` values, ``n`` in
     square mode; a lean phase 1, ``LAPLEX_LEAN_PHASE1``, reads only the ``n`` column anchors), its
-    column values (``n``) and the tile splits; when the columns were not sorted,
+    column values (``n``) and the tile splits (phase 3 also each scan thread's first row, 2 bytes,
+    found by the plan's first product); when the columns were not sorted,
     phase 1 gathers the values through ``n`` column indices and stores them in sorted order, which
     phase 3 reads. Phase 3 writes ``outputs`` results per row (scattered through ``m`` row indices,
     read once per result, when the rows were not sorted). The tile maps cost 10 passes over
@@ -398,7 +412,8 @@ def matvec_bytes(m: int, n: int, k: int = 1, real=np.float32, operand=None, valu
     value = np.dtype(value or np.result_type(operand, real))
     decay = value if value.kind == "c" else real
     index = np.dtype(index)
-    tile = tile or kernels.GEOMETRY["LAPLEX_BLOCK"] * kernels.GEOMETRY["LAPLEX_ITEMS"]
+    block = kernels.GEOMETRY["LAPLEX_BLOCK"]
+    tile = tile or block * kernels.GEOMETRY["LAPLEX_ITEMS"]
     lean = kernels.GEOMETRY["LAPLEX_LEAN_PHASE1"] if lean is None else lean
     total = n if square else m + n
     tiles = -(-total // tile)
@@ -406,7 +421,7 @@ def matvec_bytes(m: int, n: int, k: int = 1, real=np.float32, operand=None, valu
     anchors = total + (n if lean and not square else total)  # phases 1 and 3
     read = anchors * real.itemsize + 2 * (n * operand.itemsize +
                                           (0 if square else (tiles + 1) * 8)) + \
-        col_perm * n * index.itemsize
+        col_perm * n * index.itemsize + (0 if square else 2 * tiles * block)
     write = outputs * m * (value.itemsize + row_perm * index.itemsize) + \
         col_perm * n * operand.itemsize
     return k * (read + write + 10 * tiles * agg)

@@ -61,6 +61,7 @@
 #define LAPLEX_RADIX_ITEMS 16
 #endif
 #define LAPLEX_TILE (LAPLEX_BLOCK * LAPLEX_ITEMS)
+static_assert(LAPLEX_TILE < 65536, "a thread's first row in its tile fits 16 bits (thread_rows)");
 static_assert(LAPLEX_ITEMS < 31, "a thread's slots are bits of one word (and one more gap)");
 #define LAPLEX_SORT_WINDOW (2 * LAPLEX_SORT_BLOCK)
 
@@ -546,8 +547,8 @@ template <class R, class D, class B, class V, class I, bool MOMENT>
 __global__ void LAPLEX_TILE_BOUNDS
 laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz,
              const I* __restrict__ rperm, const I* __restrict__ cperm,
-             const long long* __restrict__ splits, const long long m, const long long n,
-             const int square, const R s_re, const R s_im, const B* __restrict__ b, const int k,
+             const long long* __restrict__ splits, unsigned short* __restrict__ thread_rows,
+             const int rows_known, const long long m, const long long n, const int square, const R s_re, const R s_im, const B* __restrict__ b, const int k,
              B* __restrict__ stage, V* __restrict__ out_sum, V* __restrict__ out_signed,
              V* __restrict__ out_moment, Agg<D, R, V>* __restrict__ fwd,
              Agg<D, R, V>* __restrict__ bwd) {
@@ -587,13 +588,15 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
     }
     const int cb = nr + 1;  // where the columns start in s_z (not square)
 
-    // phase 3: the states entering this tile (phase 2's output), loaded now so that their latency
-    // overlaps the tile's loads below instead of adding to it
+    // phase 3: the states entering this tile (phase 2's output), and the thread's first row when
+    // an earlier product found it, loaded now so that their latency overlaps the tile's loads below
     A carry_f, carry_g;
     if (phase == 3) {
         carry_f = fwd[slot];
         carry_g = bwd[slot];
     }
+    const long long thread_slot = tile * LAPLEX_BLOCK + tid;
+    const int known_row = rows_known && !square ? (int)thread_rows[thread_slot] : 0;
 
     // The tile's anchors into s_z (its rows, then its columns from cb on; square: its anchors)
     // and its column values into s_b. Rows and columns take separate slots (slot q of thread tid:
@@ -658,9 +661,14 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
     // this thread's items: d0 .. d0 + cnt - 1 of the tile, merged from rows ii.. and columns jj..
     const int d0 = tid * LAPLEX_ITEMS < len ? tid * LAPLEX_ITEMS : len;
     const int cnt = len - d0 < LAPLEX_ITEMS ? len - d0 : LAPLEX_ITEMS;
+    // (merge path: the first d0 items of the tile are its first ii rows and jj columns; the plan
+    // keeps each thread's ii from the first product on, thread_rows, so later ones skip the search)
     int ii, jj;
     if (square) {
         ii = jj = d0;
+    } else if (rows_known) {
+        ii = known_row;
+        jj = d0 - ii;
     } else {
         int lo = d0 > nc ? d0 - nc : 0, hi = d0 < nr ? d0 : nr;
         while (lo < hi) {
@@ -670,6 +678,7 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
         }
         ii = lo;
         jj = d0 - lo;
+        if (thread_rows && col == 0) thread_rows[thread_slot] = (unsigned short)ii;
     }
     R prev;  // value of the item before this thread's first
     if (d0 == 0) {

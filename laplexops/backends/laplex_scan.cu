@@ -214,31 +214,47 @@ __device__ __forceinline__ Agg<D, R, V> shuffle(const Agg<D, R, V>& a, int delta
     return o;
 }
 
-// Scan of one map per thread of a block of THREADS threads (whole warps, or one warp of fewer),
-// composed in thread order (REVERSE: from the last thread to the first). Returns the composition
-// of the maps before this thread's (exclusive) and sets `total` to the composition of all. Warps
-// scan by shuffles (log2(32) steps); then each thread composes the totals of the warps before its
-// own from shared memory (at most THREADS / 32 of them). Two block barriers.
-template <int THREADS, bool MOMENT, bool REVERSE, bool TIES, class D, class R, class V>
-__device__ Agg<D, R, V> block_scan(const Agg<D, R, V> value, Agg<D, R, V>& total) {
-    typedef Agg<D, R, V> A;
-    constexpr int WIDTH = THREADS < 32 ? THREADS : 32;
-    constexpr int WARPS = (THREADS + 31) / 32;
+// Block scans of one map per thread of a block of THREADS threads (whole warps, or one warp of
+// fewer), composed in thread order (REVERSE: from the last thread to the first). A warp scans by
+// shuffles (log2(32) steps); then each thread composes the totals of the warps before its own from
+// shared memory (at most THREADS / 32 of them).
+template <int THREADS> struct ScanShape {
     static_assert(THREADS <= 32 || THREADS % 32 == 0, "a scan block is whole warps");
-    __shared__ A s_warp[WARPS];
-    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    A inclusive = value;
+    static constexpr int WIDTH = THREADS < 32 ? THREADS : 32;
+    static constexpr int WARPS = (THREADS + 31) / 32;
+};
+
+// The warp's part: the composition of its maps up to this lane's (inclusive, the result) and before
+// it (exclusive, `before`).
+template <int THREADS, bool MOMENT, bool REVERSE, bool TIES, class D, class R, class V>
+__device__ __forceinline__ Agg<D, R, V> warp_scan(Agg<D, R, V> inclusive, Agg<D, R, V>& before) {
+    constexpr int WIDTH = ScanShape<THREADS>::WIDTH;
+    const int lane = threadIdx.x % 32;
 #pragma unroll
     for (int delta = 1; delta < WIDTH; delta *= 2) {
-        const A other = shuffle<MOMENT, TIES>(inclusive, delta, REVERSE);
+        const Agg<D, R, V> other = shuffle<MOMENT, TIES>(inclusive, delta, REVERSE);
         if (REVERSE ? lane + delta < WIDTH : lane >= delta)
             inclusive = compose<MOMENT, TIES>(other, inclusive);
     }
-    A before = shuffle<MOMENT, TIES>(inclusive, 1, REVERSE);
+    before = shuffle<MOMENT, TIES>(inclusive, 1, REVERSE);
     if (lane == (REVERSE ? WIDTH - 1 : 0)) set_identity(before);
-    if (lane == (REVERSE ? 0 : WIDTH - 1)) s_warp[warp] = inclusive;
-    __syncthreads();
-    A prefix, all;
+    return inclusive;
+}
+
+// The lane that holds a warp's total after warp_scan.
+template <int THREADS, bool REVERSE> __device__ __forceinline__ bool holds_warp_total() {
+    return threadIdx.x % 32 == (REVERSE ? 0 : ScanShape<THREADS>::WIDTH - 1);
+}
+
+// The block's part, once the warps' totals are in s_warp: the composition of all (total) and of
+// the warps before this thread's, composed with the thread's `before` (the result).
+template <int THREADS, bool MOMENT, bool REVERSE, bool TIES, class D, class R, class V>
+__device__ __forceinline__ Agg<D, R, V> block_part(const Agg<D, R, V>* s_warp,
+                                                   const Agg<D, R, V>& before,
+                                                   Agg<D, R, V>& total) {
+    constexpr int WARPS = ScanShape<THREADS>::WARPS;
+    const int warp = threadIdx.x / 32;
+    Agg<D, R, V> prefix, all;
     set_identity(prefix);
     set_identity(all);
 #pragma unroll
@@ -248,8 +264,24 @@ __device__ Agg<D, R, V> block_scan(const Agg<D, R, V> value, Agg<D, R, V>& total
         all = compose<MOMENT, TIES>(all, s_warp[w]);
     }
     total = all;
-    __syncthreads();  // s_warp is free again
     return compose<MOMENT, TIES>(prefix, before);
+}
+
+// One block scan: returns the composition of the maps before this thread's (exclusive) and sets
+// `total` to the composition of all. One block barrier; with FREE a second one frees s_warp for a
+// next call of the same instance (without, each instance may run once per block).
+template <int THREADS, bool MOMENT, bool REVERSE, bool TIES, bool FREE = true, class D, class R,
+          class V>
+__device__ Agg<D, R, V> block_scan(const Agg<D, R, V> value, Agg<D, R, V>& total) {
+    typedef Agg<D, R, V> A;
+    __shared__ A s_warp[ScanShape<THREADS>::WARPS];
+    A before;
+    const A inclusive = warp_scan<THREADS, MOMENT, REVERSE, TIES>(value, before);
+    if (holds_warp_total<THREADS, REVERSE>()) s_warp[threadIdx.x / 32] = inclusive;
+    __syncthreads();
+    const A result = block_part<THREADS, MOMENT, REVERSE, TIES>(s_warp, before, total);
+    if (FREE) __syncthreads();  // s_warp is free again
+    return result;
 }
 
 // ------------------------------------------------------------------------------------ kernels
@@ -392,31 +424,36 @@ __device__ __forceinline__ R tile_halo(const bool after, const R* rz, const R* c
     return i0 + j0 == 0 ? item_after(rz, 0, m, cz, 0, n) : item_before(rz, 0, i0, cz, 0, j0);
 }
 
-// Composition of one map per thread of a block of THREADS threads, in thread order (REVERSE: from
-// the last thread to the first); the result is thread 0's (undefined in the others). Warps reduce
-// by shuffles (log2(32) steps), thread 0 composes the warps' totals. One block barrier.
-template <int THREADS, bool MOMENT, bool REVERSE, bool TIES, class D, class R, class V>
-__device__ Agg<D, R, V> block_reduce(Agg<D, R, V> value) {
+// Compositions of one map per thread of a block of THREADS threads, in thread order: f forward,
+// g backward (from the last thread to the first); the results are thread 0's (undefined in the
+// others). Warps reduce by shuffles (log2(32) steps), thread 0 composes the warps' totals. One
+// block barrier.
+template <int THREADS, bool MOMENT, class D, class R, class V>
+__device__ __forceinline__ void block_reduce(Agg<D, R, V>& f, Agg<D, R, V>& g) {
     typedef Agg<D, R, V> A;
-    constexpr int WIDTH = THREADS < 32 ? THREADS : 32;
-    constexpr int WARPS = (THREADS + 31) / 32;
-    __shared__ A s_warp[WARPS];
+    constexpr int WIDTH = ScanShape<THREADS>::WIDTH, WARPS = ScanShape<THREADS>::WARPS;
+    __shared__ A s_f[WARPS], s_g[WARPS];
     // lane l then holds the composition of lanes l .. l + 2 delta - 1 where l is a multiple of
     // 2 delta (lane 0 at the end: the whole warp); the other lanes' values are not used
 #pragma unroll
     for (int delta = 1; delta < WIDTH; delta *= 2) {
-        const A other = shuffle<MOMENT, TIES>(value, delta, true);
-        value = REVERSE ? compose<MOMENT, TIES>(other, value) : compose<MOMENT, TIES>(value, other);
+        const A fo = shuffle<MOMENT, false>(f, delta, true);
+        const A go = shuffle<MOMENT, true>(g, delta, true);
+        f = compose<MOMENT, false>(f, fo);
+        g = compose<MOMENT>(go, g);
     }
-    if (threadIdx.x % 32 == 0) s_warp[threadIdx.x / 32] = value;
+    if (threadIdx.x % 32 == 0) {
+        s_f[threadIdx.x / 32] = f;
+        s_g[threadIdx.x / 32] = g;
+    }
     __syncthreads();
     if (threadIdx.x == 0) {
 #pragma unroll
-        for (int i = 1; i < WARPS; ++i)
-            value = REVERSE ? compose<MOMENT, TIES>(s_warp[i], value)
-                            : compose<MOMENT, TIES>(value, s_warp[i]);
+        for (int i = 1; i < WARPS; ++i) {
+            f = compose<MOMENT, false>(f, s_f[i]);
+            g = compose<MOMENT>(s_g[i], g);
+        }
     }
-    return value;
 }
 
 // Lean phase 1 (LAPLEX_LEAN_PHASE1): a tile's two maps need only its columns. A row adds nothing,
@@ -426,7 +463,7 @@ __device__ Agg<D, R, V> block_reduce(Agg<D, R, V> value) {
 // global memory: no shared memory, no merge), and the block reduces the runs' maps in order. The
 // runs start at the item before the tile and end at the item after it; thread 0 composes on the
 // gaps between the outer columns and the tile's own first and last items and writes the tile's
-// maps. Per column: one decay and a step of each map; per tile: two block reductions.
+// maps. Per column: one decay and a step of each map; per tile: one block reduction of both.
 template <bool MOMENT, class R, class D, class B, class V, class I>
 __device__ __forceinline__ void lean_tile_maps(
         const R* __restrict__ rz, const R* __restrict__ cz, const I* __restrict__ cperm,
@@ -488,8 +525,7 @@ __device__ __forceinline__ void lean_tile_maps(
                                             val[u], true));
         }
     }
-    f = block_reduce<LAPLEX_BLOCK, MOMENT, false, false>(f);
-    g = block_reduce<LAPLEX_BLOCK, MOMENT, true, true>(g);
+    block_reduce<LAPLEX_BLOCK, MOMENT>(f, g);
     if (tid != 0) return;
     // the gaps from the last column to the tile's last item and from the first column to its
     // first item (without columns: from the items around the tile)
@@ -588,15 +624,13 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
     }
     const int cb = nr + 1;  // where the columns start in s_z (not square)
 
-    // phase 3: the states entering this tile (phase 2's output), and the thread's first row when
-    // an earlier product found it, loaded now so that their latency overlaps the tile's loads below
+    // phase 3: the states entering this tile (phase 2's output), loaded now so that their latency
+    // overlaps the tile's loads below instead of adding to it
     A carry_f, carry_g;
     if (phase == 3) {
         carry_f = fwd[slot];
         carry_g = bwd[slot];
     }
-    const long long thread_slot = tile * LAPLEX_BLOCK + tid;
-    const int known_row = rows_known && !square ? (int)thread_rows[thread_slot] : 0;
 
     // The tile's anchors into s_z (its rows, then its columns from cb on; square: its anchors)
     // and its column values into s_b. Rows and columns take separate slots (slot q of thread tid:
@@ -648,6 +682,10 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
             }
         }
     }
+    // the thread's first row when an earlier product found it (loaded after the tile's loads, at
+    // their register peak, and before the barrier, which hides its latency)
+    const long long thread_slot = tile * LAPLEX_BLOCK + tid;
+    const int known_row = rows_known && !square ? (int)thread_rows[thread_slot] : 0;
     if (tid == 0) {
         s_halo[0] = tile_halo(false, rz, cz, m, n, square, i0, j0, nr, nc);
         s_halo[1] = tile_halo(true, rz, cz, m, n, square, i0, j0, nr, nc);
@@ -724,14 +762,14 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
 #pragma unroll
     for (int u = 0; u <= LAPLEX_ITEMS; ++u) gaps |= (unsigned)(dz[u] != R(0)) << u;
     const bool ties = phase == 1 || out_signed != nullptr;
-    A f_total, g_total, g_before;
-    const A f_before = block_scan<LAPLEX_BLOCK, MOMENT, false, false>(
+    A f_total, g_total, g_before;  // (each scan instance runs once: no barrier to free its words)
+    const A f_before = block_scan<LAPLEX_BLOCK, MOMENT, false, false, false>(
             forward_map<LAPLEX_ITEMS, MOMENT>(e, dz, val), f_total);
     if (ties)
-        g_before = block_scan<LAPLEX_BLOCK, MOMENT, true, true>(
+        g_before = block_scan<LAPLEX_BLOCK, MOMENT, true, true, false>(
                 backward_map<LAPLEX_ITEMS, MOMENT, true>(e, dz, val), g_total);
     else
-        g_before = block_scan<LAPLEX_BLOCK, MOMENT, true, false>(
+        g_before = block_scan<LAPLEX_BLOCK, MOMENT, true, false, false>(
                 backward_map<LAPLEX_ITEMS, MOMENT, false>(e, dz, val), g_total);
     if (phase == 1) {
         if (tid == 0) {

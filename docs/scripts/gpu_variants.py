@@ -6,6 +6,7 @@ own modules), timed with CUDA events after a warm-up at m = n = 2^log2n float32,
 
 * cached products: sorted x and y, sorted distinct x = y (square), random order, and the
   gradient's row pass (signed and moment sums);
+* the registers per thread of the float32 scan kernel, plain and moment instance;
 * plan repairs (``plan(x2, y2, hint=plan(x, y))``, for the default and window-sort variants):
   1-ulp moves of random anchors with spacing 1
   (runs of ~8 ties at 2^27), and of anchors ~2^29 apart by 1 (runs of ~64 ties, as at 1e9).
@@ -69,7 +70,7 @@ def main(log2n=27):
     name = name.decode() if isinstance(name, bytes) else name
     print(f"{name}, m = n = 2^{log2n}, "
           f"cupy.fft.fft c64 {fft * 1e3:.3f} ms; times in ms")
-    print(f"{'variant':34} {'sorted':>8} {'square':>8} {'random':>8} {'moment':>8} "
+    print(f"{'variant':34} {'regs':>6} {'sorted':>8} {'square':>8} {'random':>8} {'moment':>8} "
           f"{'repair':>8} {'repair64':>9}")
     for label, change in VARIANTS.items():
         backend = CupyBackend(kernels_=RawModuleKernels(dict(kernels.GEOMETRY, **change)))
@@ -84,7 +85,10 @@ def main(log2n=27):
             old, old64 = plans[2], backend.plan(runs, runs)
             times += [event_seconds(lambda: backend.plan(x2, y2, hint=old), 3),
                       event_seconds(lambda: backend.plan(runs2, runs2, hint=old64), 3)]
-        print(f"{label:34} " + " ".join(f"{t * 1e3:8.3f}" for t in times), flush=True)
+        regs = "/".join(str(getattr(backend.kernels.get(kernels.tiles_name(
+            "float32", "float32", "float32", "float32", "int32", moment)), "num_regs", "?"))
+            for moment in (False, True))  # registers per thread: plain / moment instance
+        print(f"{label:34} {regs:>6} " + " ".join(f"{t * 1e3:8.3f}" for t in times), flush=True)
 
 
 if __name__ == "__main__":

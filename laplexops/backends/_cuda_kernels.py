@@ -31,11 +31,12 @@ SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "laplex_scan.c
 #: ``radix_tile``), whether a scan tile's shared memory is padded against bank conflicts (off:
 #: slower for sorted products on an H200, docs/gpu-validation.md run 6), whether phase 1 scans a
 #: tile's columns alone (on: 10% faster there), and how many scan blocks must fit on a
-#: multiprocessor (a cap on the scan kernel's registers; 0: the compiler's choice)
+#: multiprocessor (a cap on the scan kernel's registers; 0: the compiler's choice; -1: 8 for the
+#: float32 product without moments, the compiler's choice for the other instances)
 GEOMETRY = {"LAPLEX_BLOCK": 128, "LAPLEX_ITEMS": 9, "LAPLEX_CARRY_BLOCK": 256,
             "LAPLEX_SORT_BLOCK": 512, "LAPLEX_SORT_ROUNDS": 64, "LAPLEX_RADIX_BLOCK": 256,
             "LAPLEX_RADIX_ITEMS": 16, "LAPLEX_PAD": 0, "LAPLEX_LEAN_PHASE1": 1,
-            "LAPLEX_TILE_MIN_BLOCKS": 0}
+            "LAPLEX_TILE_MIN_BLOCKS": -1}
 
 _CTYPES = {"float32": "float", "float64": "double", "complex64": "laplex::cx<float>",
            "complex128": "laplex::cx<double>", "int32": "int", "int64": "long long"}

@@ -38,12 +38,7 @@
 #define LAPLEX_ITEMS 9
 #endif
 #ifndef LAPLEX_TILE_MIN_BLOCKS  // scan blocks that must fit on a multiprocessor (caps registers)
-#define LAPLEX_TILE_MIN_BLOCKS 0  // 0: the compiler's choice
-#endif
-#if LAPLEX_TILE_MIN_BLOCKS > 0
-#define LAPLEX_TILE_BOUNDS __launch_bounds__(LAPLEX_BLOCK, LAPLEX_TILE_MIN_BLOCKS)
-#else
-#define LAPLEX_TILE_BOUNDS __launch_bounds__(LAPLEX_BLOCK)
+#define LAPLEX_TILE_MIN_BLOCKS -1  // 0: the compiler's choice; -1: tile_min_blocks() below
 #endif
 #ifndef LAPLEX_CARRY_BLOCK
 #define LAPLEX_CARRY_BLOCK 256
@@ -579,8 +574,18 @@ __device__ __forceinline__ void merge_items(const R* s_z, const V* s_b, const in
     next = zr <= zc ? zr : zc;
 }
 
+// The scan kernel's minimum of resident blocks per multiprocessor (0: the compiler's choice).
+// By default 8 for the real float32 product without moments (64 registers, which that instance fits
+// without spilling; docs/gpu-validation.md), the compiler's choice for the others, which would
+// spill at 64.
+template <class R, class D, class V, bool MOMENT>
+__host__ __device__ constexpr int tile_min_blocks() {
+    return LAPLEX_TILE_MIN_BLOCKS >= 0 ? LAPLEX_TILE_MIN_BLOCKS
+           : sizeof(R) == 4 && sizeof(D) == 4 && sizeof(V) == 4 && !MOMENT ? 8 : 0;
+}
+
 template <class R, class D, class B, class V, class I, bool MOMENT>
-__global__ void LAPLEX_TILE_BOUNDS
+__global__ void __launch_bounds__(LAPLEX_BLOCK, (tile_min_blocks<R, D, V, MOMENT>()))
 laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz,
              const I* __restrict__ rperm, const I* __restrict__ cperm,
              const long long* __restrict__ splits, unsigned short* __restrict__ thread_rows,

@@ -302,6 +302,32 @@ def test_repeated_calls_are_bitwise_identical(target, rng):
     assert np.array_equal(first, target.back(_operator(target, x, y, 0.3 + 1j) @ v))
 
 
+def test_threads_first_rows_are_reused_on_their_stream_only(rng, monkeypatch):
+    """The plan keeps each scan thread's first row from its first product (``thread_rows``);
+    later products on that stream read them instead of searching, a product on another stream
+    searches again (it could run before the write). Same results every way."""
+    target = _target("host")
+    x, y = rng.uniform(0, 50, 300), rng.uniform(0, 50, 200)
+    op = _operator(target, x, y, 0.8)
+    v = rng.standard_normal(200)
+    backend = target.backend
+    known = []  # the rows_known argument of each scan launch
+    launch = backend.launch
+
+    def spy(name, grid, block, args):
+        if "laplex_tiles" in name:
+            known.append(int(args[7]))
+        return launch(name, grid, block, args)
+
+    monkeypatch.setattr(backend, "launch", spy)
+    first = op @ v
+    assert known == [0, 0]  # phases 1 and 3 of the first product search
+    assert np.array_equal(op @ v, first) and known[2:] == [1, 1]
+    monkeypatch.setattr(backend, "_stream", lambda: 12345)
+    assert np.array_equal(op @ v, first) and known[4:] == [0, 0]
+    assert np.array_equal(op @ v, first) and known[6:] == [0, 0]  # still not the writer's stream
+
+
 # ------------------------------------------------------------------------------------ plans
 def _backend(target):
     return target.backend if target.backend is not None else _cupy.CupyBackend()

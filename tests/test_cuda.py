@@ -478,8 +478,8 @@ def test_snapshot_copies_and_counts_nonfinite(rng, monkeypatch, blocks):
 
 def test_production_window_sorts_of_long_tie_runs(rng):
     """Windows of 1024 in the production geometry: float32 anchors in runs of ~60 ties moved by
-    one ulp (items far out of place: the bitonic network) and by a fraction of their spacing
-    (odd-even rounds); the repaired orders are NumPy's stable argsort, without a full sort."""
+    one ulp (items far out of place: many merge-split rounds) and by a fraction of their spacing
+    (a few); the repaired orders are NumPy's stable argsort, without a full sort."""
     target = _target("host-production")
     backend = target.backend
     ulp = np.spacing(np.float32(600))
@@ -495,6 +495,26 @@ def test_production_window_sorts_of_long_tie_runs(rng):
     for (keys, perm), a in zip(new._sorted, (x2, y2)):
         np.testing.assert_array_equal(target.back(perm), np.argsort(a, kind="stable"))
         np.testing.assert_array_equal(target.back(keys), np.sort(a, kind="stable"))
+
+
+def test_production_window_sorts_fall_back_to_the_bitonic_network(rng):
+    """A previous order reversed within every window of 1024 moves items up to 1023 places: more
+    than the merge-split rounds' cap (64 rounds of runs of 8), so every window goes through the
+    bitonic network, and one pass repairs the order."""
+    target = _target("host-production")
+    backend = target.backend
+    window = backend.geometry["LAPLEX_SORT_BLOCK"] * backend.geometry["LAPLEX_SORT_ITEMS"]
+    assert window == 1024 and backend.geometry["LAPLEX_SORT_ROUNDS"] * 8 < window
+    a = np.sort(rng.uniform(0, 1, 3 * window + 100)).astype(np.float32)
+    a[rng.integers(0, a.shape[0], 300)] = a[0]  # ties across the first windows
+    a = np.sort(a)
+    hint = np.concatenate([np.arange(s, min(s + window, a.shape[0]))[::-1]
+                           for s in range(0, a.shape[0], window)]).astype(np.int32)
+    launches = len(target.kernels.launches)
+    values, perm = backend._repair(a, hint, np.dtype(np.int32))
+    np.testing.assert_array_equal(perm, np.argsort(a, kind="stable"))
+    np.testing.assert_array_equal(values, np.sort(a, kind="stable"))
+    assert sum("laplex_sort_windows" in k for k in target.kernels.launches[launches:]) == 1
 
 
 def test_production_geometry_on_the_host(rng):

@@ -31,6 +31,8 @@ VARIANTS = {
     "compiler's registers (run 9's bounds)": {"LAPLEX_TILE_MIN_BLOCKS": 0},
     "8 blocks per SM, every instance": {"LAPLEX_TILE_MIN_BLOCKS": 8},
     "__expf": {"LAPLEX_FAST_EXP": 1},
+    "windows: single items (odd-even)": {"LAPLEX_SORT_BLOCK": 1024, "LAPLEX_SORT_ITEMS": 1},
+    "windows: runs of 16": {"LAPLEX_SORT_BLOCK": 64, "LAPLEX_SORT_ITEMS": 16},
 }
 
 
@@ -82,7 +84,8 @@ def main(log2n=27):
                  event_seconds(lambda: backend.apply(plans[1], 0, 1.0, w)),
                  event_seconds(lambda: backend.apply(plans[2], 0, 1.0, v)),
                  event_seconds(lambda: backend.apply(plans[2], 0, 1.0, v, False, True, True))]
-        if "LAPLEX_SORT_ROUNDS" in change or not change:  # the tile variants repair alike
+        if any(key.startswith("LAPLEX_SORT") for key in change) or not change:  # (the tile
+            # variants repair alike)
             old, old64 = plans[2], backend.plan(runs, runs)
             times += [event_seconds(lambda: backend.plan(x2, y2, hint=old), 3),
                       event_seconds(lambda: backend.plan(runs2, runs2, hint=old64), 3)]

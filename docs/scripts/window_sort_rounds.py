@@ -4,8 +4,10 @@ A NumPy model of ``laplex_sort_windows`` (docs/gpu-validation.md, run 5): float3
 spacing 1 around 2^(23+b), so that they sit in runs of about 2^b ties, each moved by one unit in
 the last place (down, up or not); the new keys are taken in the old plan's order and cut into
 windows of 1024; a window counts as far out of order when some item sorts after the one 48 places
-ahead (the kernel then uses the bitonic network); last, anchors without ties moved by up to 1% of
-their spacing. Prints, per case, the share of such windows and the rounds the others need. Run: ``python docs/scripts/window_sort_rounds.py``.
+ahead (the kernel then used the bitonic network); last, anchors without ties moved by up to 1% of
+their spacing. Prints, per case, the share of such windows and the rounds the others need, and the
+rounds of merge-split of runs of 8 and 16 items per thread (the kernel since the session after
+run 9) for all windows. Run: ``python docs/scripts/window_sort_rounds.py``.
 """
 import numpy as np
 
@@ -36,6 +38,29 @@ def rounds_needed(windows, cap=2048):
     return done
 
 
+def merge_split_rounds(windows, K, cap=2048):
+    """Rounds of merge-split (runs of K per thread, each sorted first; neighbouring runs merge,
+    the left keeping the K first) until an even and an odd round change nothing, per window."""
+    T = WINDOW // K
+    a = np.sort(windows.reshape(-1, T, K), axis=2)
+    quiet = np.zeros(a.shape[0], int)
+    done = np.full(a.shape[0], -1)
+    for r in range(cap):
+        first = r & 1
+        pairs = (T - first) // 2
+        left = a[:, first:first + 2 * pairs:2, :]
+        right = a[:, first + 1:first + 2 * pairs:2, :]
+        change = (left[:, :, -1] > right[:, :, 0]).any(axis=1)
+        both = np.sort(np.concatenate([left, right], axis=2), axis=2)
+        a[:, first:first + 2 * pairs:2, :] = both[:, :, :K]
+        a[:, first + 1:first + 2 * pairs:2, :] = both[:, :, K:]
+        quiet = np.where(change, 0, quiet + 1)
+        done[(quiet == 2) & (done < 0)] = r + 1
+        if (done >= 0).all():
+            break
+    return done
+
+
 def study(label, x, new=None):
     """``new``: the moved anchors (default: ``x`` moved by one ulp)."""
     n = x.shape[0]
@@ -49,6 +74,9 @@ def study(label, x, new=None):
     if (~far).any():
         rounds = rounds_needed(windows[~far])
         line += f"; others: rounds median {np.median(rounds):.0f}, max {rounds.max()}"
+    for k in (8, 16):  # the kernel since run 9: merge-split of runs of 8 (every window)
+        rounds = merge_split_rounds(windows, k)
+        line += f"; runs of {k}: median {np.median(rounds):.0f}, max {rounds.max()}"
     print(line)
 
 

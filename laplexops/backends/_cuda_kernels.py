@@ -25,8 +25,8 @@ SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "laplex_scan.c
 #: threads per scan block, items per thread (a tile is their product; 9, odd, so that the threads
 #: of a warp reading their items' shared memory fall into 32 different banks: 3-8% faster than 8 on
 #: an H200, docs/gpu-validation.md run 7), threads of the carry scan,
-#: threads of a window sort (a window is twice that) and its odd-even rounds before the bitonic
-#: network, threads of a radix sort block (whole warps) and keys per thread (a radix tile is their
+#: threads of a window sort and the run of items each sorts (a window is their product, a power
+#: of two) and its merge-split rounds before the bitonic network, threads of a radix sort block (whole warps) and keys per thread (a radix tile is their
 #: product; half as many keys for pairs of a key and an index wider than 8 bytes, see
 #: ``radix_tile``), whether a scan tile's shared memory is padded against bank conflicts (off:
 #: slower for sorted products on an H200, docs/gpu-validation.md run 6), whether phase 1 scans a
@@ -34,8 +34,8 @@ SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "laplex_scan.c
 #: multiprocessor (a cap on the scan kernel's registers; 0: the compiler's choice; -1: 8 for the
 #: float32 product without moments, the compiler's choice for the other instances)
 GEOMETRY = {"LAPLEX_BLOCK": 128, "LAPLEX_ITEMS": 9, "LAPLEX_CARRY_BLOCK": 256,
-            "LAPLEX_SORT_BLOCK": 512, "LAPLEX_SORT_ROUNDS": 64, "LAPLEX_RADIX_BLOCK": 256,
-            "LAPLEX_RADIX_ITEMS": 16, "LAPLEX_PAD": 0, "LAPLEX_LEAN_PHASE1": 1,
+            "LAPLEX_SORT_BLOCK": 128, "LAPLEX_SORT_ITEMS": 8, "LAPLEX_SORT_ROUNDS": 64,
+            "LAPLEX_RADIX_BLOCK": 256, "LAPLEX_RADIX_ITEMS": 16, "LAPLEX_PAD": 0, "LAPLEX_LEAN_PHASE1": 1,
             "LAPLEX_TILE_MIN_BLOCKS": -1}
 
 _CTYPES = {"float32": "float", "float64": "double", "complex64": "laplex::cx<float>",

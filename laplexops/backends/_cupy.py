@@ -287,7 +287,7 @@ class CupyBackend:
         values = xp.empty_like(a)
         perm = xp.empty(n, dtype=index)
         source = (a, _NULL if isinstance(hint_perm, str) else hint_perm)  # str: _IDENTITY
-        window = 2 * self.geometry["LAPLEX_SORT_BLOCK"]
+        window = self.geometry["LAPLEX_SORT_BLOCK"] * self.geometry["LAPLEX_SORT_ITEMS"]
         real = np.dtype(a.dtype).name
         sort_windows = kernels.sort_windows_name(real, index.name)
         seams = kernels.window_seams_name(real, index.name)
@@ -295,7 +295,7 @@ class CupyBackend:
         for step in range(_REPAIR_PASSES):  # later passes load only windows with a broken seam
             offset = 0 if step % 2 == 0 else window // 2
             blocks = -(-(n - offset) // window)
-            self.launch(sort_windows, (blocks,), (window // 2,),
+            self.launch(sort_windows, (blocks,), (self.geometry["LAPLEX_SORT_BLOCK"],),
                         (values, perm, *(source if step == 0 else (_NULL, _NULL)), np.int64(n),
                          np.int64(offset)))
             unsorted[...] = 0

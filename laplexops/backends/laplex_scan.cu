@@ -44,7 +44,10 @@
 #define LAPLEX_CARRY_BLOCK 256
 #endif
 #ifndef LAPLEX_SORT_BLOCK
-#define LAPLEX_SORT_BLOCK 512
+#define LAPLEX_SORT_BLOCK 128
+#endif
+#ifndef LAPLEX_SORT_ITEMS  // a sort thread's run of a window
+#define LAPLEX_SORT_ITEMS 8
 #endif
 #ifndef LAPLEX_SORT_ROUNDS
 #define LAPLEX_SORT_ROUNDS 64
@@ -58,7 +61,7 @@
 #define LAPLEX_TILE (LAPLEX_BLOCK * LAPLEX_ITEMS)
 static_assert(LAPLEX_TILE < 65536, "a thread's first row in its tile fits 16 bits (thread_rows)");
 static_assert(LAPLEX_ITEMS < 31, "a thread's slots are bits of one word (and one more gap)");
-#define LAPLEX_SORT_WINDOW (2 * LAPLEX_SORT_BLOCK)
+#define LAPLEX_SORT_WINDOW (LAPLEX_SORT_BLOCK * LAPLEX_SORT_ITEMS)
 
 namespace laplex {
 
@@ -873,27 +876,84 @@ __device__ __forceinline__ bool before(const R va, const I pa, const R vb, const
     return va < vb || (va == vb && pa < pb);
 }
 
-// One compare-exchange of a window in shared memory: items lo < hi into ascending (else descending)
-// order; past-the-end items (index -1) sort last. Whether the two were swapped.
+// Whether item a sorts before item b in a window: by value and then index, past-the-end items
+// (index -1) last.
 template <class R, class I>
-__device__ __forceinline__ bool exchange(R* s_v, I* s_p, const int lo, const int hi,
-                                         const bool ascending) {
-    const bool lo_end = s_p[lo] < 0, hi_end = s_p[hi] < 0;
-    if (lo_end && hi_end) return false;
-    const bool hi_first = (lo_end || hi_end) ? lo_end : before(s_v[hi], s_p[hi], s_v[lo], s_p[lo]);
-    if (hi_first != ascending) return false;
-    const R tv = s_v[lo]; s_v[lo] = s_v[hi]; s_v[hi] = tv;
-    const I tp = s_p[lo]; s_p[lo] = s_p[hi]; s_p[hi] = tp;
-    return true;
+__device__ __forceinline__ bool precedes(const R va, const I pa, const R vb, const I pb) {
+    return pa >= 0 && (pb < 0 || before(va, pa, vb, pb));
 }
 
+// A window in shared memory is indexed through spad(): one spare word after every 32, so that the
+// threads of a warp reading their runs (LAPLEX_SORT_ITEMS apart) hit 32 different banks.
+__host__ __device__ constexpr int spadded(int n) { return n + n / 32; }
+__device__ __forceinline__ int spad(int i) { return i + (i >> 5); }
+
+// One compare-exchange of a window in shared memory: items lo < hi into ascending (else descending)
+// order.
+template <class R, class I>
+__device__ __forceinline__ void exchange(R* s_v, I* s_p, const int lo, const int hi,
+                                         const bool ascending) {
+    const R vl = s_v[spad(lo)], vh = s_v[spad(hi)];
+    const I pl = s_p[spad(lo)], ph = s_p[spad(hi)];
+    if (precedes(vh, ph, vl, pl) != ascending) return;
+    s_v[spad(lo)] = vh; s_v[spad(hi)] = vl;
+    s_p[spad(lo)] = ph; s_p[spad(hi)] = pl;
+}
+
+// Items a, b of a run into order.
+template <class R, class I>
+__device__ __forceinline__ void order_pair(R& va, I& pa, R& vb, I& pb) {
+    const bool swap = precedes(vb, pb, va, pa);
+    const R v = swap ? vb : va;
+    const I p = swap ? pb : pa;
+    vb = swap ? va : vb;
+    pb = swap ? pa : pb;
+    va = v;
+    pa = p;
+}
+
+// The comparators of a sorting network for K items, computed at compile time: Batcher's odd-even
+// merge sort (19 comparators for 8 items; K a power of two), else odd-even transposition.
+template <int K> struct SortNetwork {
+    int size = 0;
+    int lo[K * K] = {}, hi[K * K] = {};
+    __host__ __device__ constexpr SortNetwork() {
+        if ((K & (K - 1)) == 0) {  // (the iterative form of Batcher's network)
+            for (int q = 1; q < K; q += q)
+                for (int k = q; k >= 1; k /= 2)
+                    for (int j = k % q; j + k < K; j += 2 * k)
+                        for (int i = 0; i < k && i + j + k < K; ++i)
+                            if ((i + j) / (2 * q) == (i + j + k) / (2 * q)) add(i + j, i + j + k);
+        } else {
+            for (int r = 0; r < K; ++r)
+                for (int i = r & 1; i + 1 < K; i += 2) add(i, i + 1);
+        }
+    }
+    __host__ __device__ constexpr void add(const int a, const int b) {
+        lo[size] = a;
+        hi[size] = b;
+        ++size;
+    }
+};
+
+// A thread's run of K items in registers into order (the network's indices are constants once
+// its loop is unrolled, so the run stays in registers).
+template <int K, class R, class I>
+__device__ __forceinline__ void sort_run(R (&v)[K], I (&p)[K]) {
+    constexpr SortNetwork<K> net;
+#pragma unroll
+    for (int c = 0; c < net.size; ++c) order_pair(v[net.lo[c]], p[net.lo[c]], v[net.hi[c]], p[net.hi[c]]);
+}
 
 // Sort windows of LAPLEX_SORT_WINDOW values (with their permutation) starting at `offset`, in
-// shared memory, by value and then index (a total order, the order of a fresh plan). Items that
-// moved a few places take a few odd-even transposition rounds (one exchange per thread and a
-// block vote each; done after an even and an odd round without an exchange); a window with an
-// item far out of place, or still out of order after LAPLEX_SORT_ROUNDS rounds, goes through the
-// bitonic network.
+// shared memory, by value and then index (a total order, the order of a fresh plan). Each thread
+// sorts a run of LAPLEX_SORT_ITEMS (K) items in registers; then rounds of merge-split: the pairs of
+// neighbouring runs (even-odd, then odd-even) merge, the left run keeping the K first items and the
+// right run the K last, until an even and an odd round change nothing. A run moves K places per
+// round, so items that moved d places take about d / K rounds (a model: 5 to 6 rounds for float32
+// anchors moved by one ulp across runs of ~8 ties, 14 to 16 for runs of ~64; odd-even
+// transposition of single items took 20 to 29, and the bitonic network for the latter). A window
+// still out of order after LAPLEX_SORT_ROUNDS rounds goes through the bitonic network.
 // Gather mode (src given, offset 0; the first pass of a plan repair): the window's values are first
 // gathered, src[src_perm[a]] (src[a] without src_perm), and every window is written, sorted or not.
 // In place (every later pass, at offsets alternating W/2 and 0, W = LAPLEX_SORT_WINDOW): each half
@@ -903,52 +963,113 @@ template <class R, class I>
 __global__ void __launch_bounds__(LAPLEX_SORT_BLOCK)
 laplex_sort_windows(R* __restrict__ values, I* __restrict__ perm, const R* __restrict__ src,
                     const I* __restrict__ src_perm, const long long n, const long long offset) {
-    __shared__ R s_v[LAPLEX_SORT_WINDOW];
-    __shared__ I s_p[LAPLEX_SORT_WINDOW];
+    constexpr int K = LAPLEX_SORT_ITEMS, T = LAPLEX_SORT_BLOCK, W = LAPLEX_SORT_WINDOW;
+    __shared__ R s_v[spadded(W)];
+    __shared__ I s_p[spadded(W)];
     const bool gather = src != nullptr;
-    const long long start = offset + (long long)blockIdx.x * LAPLEX_SORT_WINDOW;
+    const long long start = offset + (long long)blockIdx.x * W;
     const int tid = threadIdx.x;
-    const int len = (int)(n - start < LAPLEX_SORT_WINDOW ? n - start : LAPLEX_SORT_WINDOW);
+    const int len = (int)(n - start < W ? n - start : W);
     if (!gather) {
-        const long long mid = start + LAPLEX_SORT_WINDOW / 2;
+        const long long mid = start + W / 2;
         if (mid >= n || !before(values[mid], perm[mid], values[mid - 1], perm[mid - 1])) return;
     }
-    for (int u = tid; u < LAPLEX_SORT_WINDOW; u += LAPLEX_SORT_BLOCK) {
-        const long long a = start + u;
+    // the window, coalesced; past-the-end items get index -1
+#pragma unroll
+    for (int q = 0; q < K; ++q) {
+        const int u = tid + q * T;
+        I p = I(-1);
+        R v = R(0);
         if (u < len) {
-            const I p = gather ? (src_perm ? src_perm[a] : I(a)) : perm[a];
-            s_p[u] = p;
-            s_v[u] = gather ? src[p] : values[a];
-        } else {
-            s_p[u] = I(-1);  // past the end: sorts last (a negative index)
-            s_v[u] = R(0);
+            const long long a = start + u;
+            p = gather ? (src_perm ? src_perm[a] : I(a)) : perm[a];
+            v = gather ? src[p] : values[a];
         }
+        s_p[spad(u)] = p;
+        s_v[spad(u)] = v;
     }
     __syncthreads();
-    // An item that sorts after the one 3/4 LAPLEX_SORT_ROUNDS places ahead of it has far to go: a
-    // window with such an item goes straight to the bitonic network (log2(W) (log2(W) + 1) / 2 = 55
-    // stages), which costs less than the odd-even rounds it would take (simulated on float32
-    // anchors moved by one ulp across runs of ties: about 1.5 rounds per place of the farthest
-    // move; none of the windows that pass this test needed more than 64). Otherwise rounds until
-    // an even and an odd one exchange nothing.
-    constexpr int reach = 3 * LAPLEX_SORT_ROUNDS / 4;
-    bool far = false;
-    for (int u = tid; u + reach < len; u += LAPLEX_SORT_BLOCK)
-        far |= before(s_v[u + reach], s_p[u + reach], s_v[u], s_p[u]);
-    int quiet = 0;  // rounds in a row without an exchange
-    if (!__syncthreads_or(far)) {
-        for (int round = 0; round < LAPLEX_SORT_ROUNDS && quiet < 2; ++round) {
-            bool swapped = false;
-            for (int lo = 2 * tid + (round & 1); lo + 1 < LAPLEX_SORT_WINDOW;
-                 lo += 2 * LAPLEX_SORT_BLOCK)
-                swapped |= exchange(s_v, s_p, lo, lo + 1, true);
-            quiet = __syncthreads_or(swapped) ? 0 : quiet + 1;
-        }
+    R v[K];
+    I p[K];
+#pragma unroll
+    for (int u = 0; u < K; ++u) {
+        v[u] = s_v[spad(tid * K + u)];
+        p[u] = s_p[spad(tid * K + u)];
     }
-    if (quiet < 2) {
-        for (int size = 2; size <= LAPLEX_SORT_WINDOW; size *= 2) {
+    sort_run<K>(v, p);
+    int quiet = 0;  // rounds in a row without a change
+    for (int round = 0; round < LAPLEX_SORT_ROUNDS && quiet < 2; ++round) {
+        __syncthreads();  // every thread has read the runs of the round before
+#pragma unroll
+        for (int u = 0; u < K; ++u) {
+            s_v[spad(tid * K + u)] = v[u];
+            s_p[spad(tid * K + u)] = p[u];
+        }
+        __syncthreads();
+        // this round's pairs of runs: (2 j + parity, 2 j + 1 + parity)
+        const bool left = ((tid + (round & 1)) & 1) == 0;
+        const int partner = left ? tid + 1 : tid - 1;
+        bool changed = false;
+        if (partner >= 0 && partner < T) {
+            const int a0 = (left ? tid : partner) * K, b0 = a0 + K;  // the pair's two runs
+            changed = precedes(s_v[spad(b0)], s_p[spad(b0)], s_v[spad(b0 - 1)], s_p[spad(b0 - 1)]);
+            // Each side's head is in registers; a step takes the first (last) of the two heads
+            // and reads the next item of that side only. Within K steps neither side runs out
+            // (taking all K of one side is the last step), so only the reads after the last
+            // step go past a run: clamped into the window, never used.
+            if (changed && left) {  // the K first of the two runs, from the front
+                int i = a0, j = b0;
+                R va = s_v[spad(i)], vb = s_v[spad(j)];
+                I pa = s_p[spad(i)], pb = s_p[spad(j)];
+#pragma unroll
+                for (int u = 0; u < K; ++u) {
+                    const bool take_b = precedes(vb, pb, va, pa);
+                    v[u] = take_b ? vb : va;
+                    p[u] = take_b ? pb : pa;
+                    i += !take_b;
+                    j += take_b;
+                    const int next = take_b ? (j < W ? j : W - 1) : i;
+                    const R vn = s_v[spad(next)];
+                    const I pn = s_p[spad(next)];
+                    va = take_b ? va : vn;
+                    pa = take_b ? pa : pn;
+                    vb = take_b ? vn : vb;
+                    pb = take_b ? pn : pb;
+                }
+            } else if (changed) {  // the K last, from the back
+                int i = b0 - 1, j = b0 + K - 1;
+                R va = s_v[spad(i)], vb = s_v[spad(j)];
+                I pa = s_p[spad(i)], pb = s_p[spad(j)];
+#pragma unroll
+                for (int u = K - 1; u >= 0; --u) {
+                    const bool take_a = precedes(vb, pb, va, pa);
+                    v[u] = take_a ? va : vb;
+                    p[u] = take_a ? pa : pb;
+                    i -= take_a;
+                    j -= !take_a;
+                    const int next = take_a ? (i >= 0 ? i : 0) : j;
+                    const R vn = s_v[spad(next)];
+                    const I pn = s_p[spad(next)];
+                    va = take_a ? vn : va;
+                    pa = take_a ? pn : pa;
+                    vb = take_a ? vb : vn;
+                    pb = take_a ? pb : pn;
+                }
+            }
+        }
+        quiet = __syncthreads_or(changed) ? 0 : quiet + 1;
+    }
+    __syncthreads();  // every thread has read the runs of the last round
+#pragma unroll
+    for (int u = 0; u < K; ++u) {
+        s_v[spad(tid * K + u)] = v[u];
+        s_p[spad(tid * K + u)] = p[u];
+    }
+    __syncthreads();
+    if (quiet < 2) {  // not in order after LAPLEX_SORT_ROUNDS rounds: the bitonic network
+        for (int size = 2; size <= W; size *= 2) {
             for (int stride = size / 2; stride > 0; stride /= 2) {
-                for (int u = tid; u < LAPLEX_SORT_WINDOW / 2; u += LAPLEX_SORT_BLOCK) {
+                for (int u = tid; u < W / 2; u += T) {
                     const int lo = 2 * u - (u & (stride - 1));
                     exchange(s_v, s_p, lo, lo + stride, (lo & size) == 0);
                 }
@@ -956,9 +1077,13 @@ laplex_sort_windows(R* __restrict__ values, I* __restrict__ perm, const R* __res
             }
         }
     }
-    for (int u = tid; u < len; u += LAPLEX_SORT_BLOCK) {
-        values[start + u] = s_v[u];
-        perm[start + u] = s_p[u];
+#pragma unroll
+    for (int q = 0; q < K; ++q) {
+        const int u = tid + q * T;
+        if (u < len) {
+            values[start + u] = s_v[spad(u)];
+            perm[start + u] = s_p[spad(u)];
+        }
     }
 }
 

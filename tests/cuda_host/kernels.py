@@ -18,7 +18,7 @@ from laplexops.backends import _cuda_kernels as cuda
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 #: a small geometry: many tiles, carry chunks and sort windows even for short inputs
-SMALL = {"LAPLEX_BLOCK": 8, "LAPLEX_ITEMS": 4, "LAPLEX_CARRY_BLOCK": 4, "LAPLEX_SORT_BLOCK": 8,
+SMALL = {"LAPLEX_BLOCK": 8, "LAPLEX_ITEMS": 4, "LAPLEX_CARRY_BLOCK": 4, "LAPLEX_SORT_BLOCK": 4, "LAPLEX_SORT_ITEMS": 4,
          "LAPLEX_SORT_ROUNDS": 4, "LAPLEX_RADIX_BLOCK": 32, "LAPLEX_RADIX_ITEMS": 2,
          "LAPLEX_PAD": 1, "LAPLEX_LEAN_PHASE1": 1}
 

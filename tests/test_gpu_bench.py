@@ -60,7 +60,7 @@ def test_bench_gpu_table_and_json(tmp_path, capsys, monkeypatch):
     assert code in (0, 1)  # goals are for a GPU; the stand-in only has to run them all
     report = json.loads(out.read_text())
     cases = [r["case"] for r in report["results"]]
-    assert len(cases) == 13, cases
+    assert len(cases) == 15, cases
     assert cases[-3].startswith("fresh step m = n = 3,000")
     assert cases[-2].startswith("training step m = n = 3,000, pool emptied (")
     assert cases[-1].startswith("training step m = n = 3,000, training loop (")

@@ -125,11 +125,7 @@ def gpu_bench(log2n: int = 27, seed=None, json_path=None, huge: bool = False,
         "cupy.argsort of x and of y", t_argsort, plan / t_argsort)
 
     op = LaplexOperator(x, y, 1.0).prepare()
-    step = cupy.float32(0.01)  # spacing is about 1: moves of at most 1% of it
-    x2 = x + (rng.random(n, dtype=np.float32) * 2 - 1) * step
-    y2 = y + (rng.random(n, dtype=np.float32) * 2 - 1) * step
-    # float32 cannot hold 2^27 distinct anchors in one range: say how many moves survived rounding
-    moved = float(((x2 != x).sum() + (y2 != y).sum()) / (2 * n))
+    x2, y2, moved = _percent_moves(cupy, rng, x, y)
     train = gpu_seconds(cupy, lambda: op.with_anchors(x2, y2) @ v, repeat=3)
     row(f"training step (1% moves, {moved:.0%} moved) + matvec", train,
         "cupy.fft.fft c64, same n", t_fft, train / t_fft, "<= 2", train / t_fft <= 2)
@@ -142,9 +138,7 @@ def gpu_bench(log2n: int = 27, seed=None, json_path=None, huge: bool = False,
     # the repair and the product read and write nearly in order (no random gathers)
     xs, ys = cupy.sort(x), cupy.sort(y)
     sorted_op = LaplexOperator(xs, ys, 1.0).prepare()
-    xs2 = xs + (rng.random(n, dtype=np.float32) * 2 - 1) * step
-    ys2 = ys + (rng.random(n, dtype=np.float32) * 2 - 1) * step
-    moved = float(((xs2 != xs).sum() + (ys2 != ys).sum()) / (2 * n))
+    xs2, ys2, moved = _percent_moves(cupy, rng, xs, ys)
     kept = gpu_seconds(cupy, lambda: sorted_op.with_anchors(xs2, ys2) @ v, repeat=3)
     row(f"training step from sorted anchors (1% moves, {moved:.0%} moved) + matvec", kept,
         "cupy.fft.fft c64, same n", t_fft, kept / t_fft, "<= 2", kept / t_fft <= 2)
@@ -220,6 +214,16 @@ class _PeakMemory:
     def __exit__(self, *exc):
         self._hook.__exit__(*exc)
         self.peak = max(self.peak, self.pool.used_bytes())
+
+
+def _percent_moves(cupy, rng, x, y):
+    """``x`` and ``y`` (spacing about 1) moved by at most 1% of their spacing, and the share of
+    the moves that survived rounding (float32 cannot hold 2^27 distinct anchors in one range)."""
+    n = x.shape[0]
+    step = cupy.float32(0.01)
+    x2 = x + (rng.random(n, dtype=np.float32) * 2 - 1) * step
+    y2 = y + (rng.random(n, dtype=np.float32) * 2 - 1) * step
+    return x2, y2, float(((x2 != x).sum() + (y2 != y).sum()) / (2 * n))
 
 
 def _ulp_moves(cupy, rng, a):

@@ -998,7 +998,7 @@ laplex_sort_windows(R* __restrict__ values, I* __restrict__ perm, const R* __res
     }
     sort_run<K>(v, p);
     int quiet = 0;  // rounds in a row without a change
-    for (int round = 0; round < LAPLEX_SORT_ROUNDS && quiet < 2; ++round) {
+    for (int round = 0;; ++round) {
         __syncthreads();  // every thread has read the runs of the round before
 #pragma unroll
         for (int u = 0; u < K; ++u) {
@@ -1006,6 +1006,7 @@ laplex_sort_windows(R* __restrict__ values, I* __restrict__ perm, const R* __res
             s_p[spad(tid * K + u)] = p[u];
         }
         __syncthreads();
+        if (round == LAPLEX_SORT_ROUNDS || quiet == 2) break;  // the runs are in s_v, s_p
         // this round's pairs of runs: (2 j + parity, 2 j + 1 + parity)
         const bool left = ((tid + (round & 1)) & 1) == 0;
         const int partner = left ? tid + 1 : tid - 1;
@@ -1059,13 +1060,6 @@ laplex_sort_windows(R* __restrict__ values, I* __restrict__ perm, const R* __res
         }
         quiet = __syncthreads_or(changed) ? 0 : quiet + 1;
     }
-    __syncthreads();  // every thread has read the runs of the last round
-#pragma unroll
-    for (int u = 0; u < K; ++u) {
-        s_v[spad(tid * K + u)] = v[u];
-        s_p[spad(tid * K + u)] = p[u];
-    }
-    __syncthreads();
     if (quiet < 2) {  // not in order after LAPLEX_SORT_ROUNDS rounds: the bitonic network
         for (int size = 2; size <= W; size *= 2) {
             for (int stride = size / 2; stride > 0; stride /= 2) {

@@ -945,6 +945,46 @@ __device__ __forceinline__ void sort_run(R (&v)[K], I (&p)[K]) {
     for (int c = 0; c < net.size; ++c) order_pair(v[net.lo[c]], p[net.lo[c]], v[net.hi[c]], p[net.hi[c]]);
 }
 
+// One side of a merge-split of the sorted runs a0 .. b0 - 1 (A) and b0 .. b0 + K - 1 (B) of a window
+// of W in shared memory into a thread's registers: the K first items (front) or the K last (back).
+// Each side's head is in registers; a step takes the first (last) of the two heads and reads the
+// next item of that side only. Within K steps neither side runs out (taking all K of one side is
+// the last step), so only the reads after the last step go past a run: clamped into the window,
+// never used. On equal items (past-the-end ones) A counts as first. Both sides run the same
+// instructions (the two threads of a pair are in one warp); the back collects its items last
+// first and reverses them at the end.
+template <int K, int W, class R, class I>
+__device__ __forceinline__ void merge_half(const bool front, const R* s_v, const I* s_p,
+                                           const int a0, const int b0, R (&v)[K], I (&p)[K]) {
+    const int step = front ? 1 : -1;
+    int i = front ? a0 : b0 - 1, j = front ? b0 : b0 + K - 1;
+    R va = s_v[spad(i)], vb = s_v[spad(j)];
+    I pa = s_p[spad(i)], pb = s_p[spad(j)];
+    R tv[K];
+    I tp[K];
+#pragma unroll
+    for (int c = 0; c < K; ++c) {
+        const bool take_b = precedes(vb, pb, va, pa) == front;
+        tv[c] = take_b ? vb : va;
+        tp[c] = take_b ? pb : pa;
+        i += take_b ? 0 : step;
+        j += take_b ? step : 0;
+        int next = take_b ? j : i;
+        next = next < 0 ? 0 : next < W ? next : W - 1;
+        const R vn = s_v[spad(next)];
+        const I pn = s_p[spad(next)];
+        va = take_b ? va : vn;
+        pa = take_b ? pa : pn;
+        vb = take_b ? vn : vb;
+        pb = take_b ? pn : pb;
+    }
+#pragma unroll
+    for (int u = 0; u < K; ++u) {
+        v[u] = front ? tv[u] : tv[K - 1 - u];
+        p[u] = front ? tp[u] : tp[K - 1 - u];
+    }
+}
+
 // Sort windows of LAPLEX_SORT_WINDOW values (with their permutation) starting at `offset`, in
 // shared memory, by value and then index (a total order, the order of a fresh plan). Each thread
 // sorts a run of LAPLEX_SORT_ITEMS (K) items in registers; then rounds of merge-split: the pairs of
@@ -1014,49 +1054,7 @@ laplex_sort_windows(R* __restrict__ values, I* __restrict__ perm, const R* __res
         if (partner >= 0 && partner < T) {
             const int a0 = (left ? tid : partner) * K, b0 = a0 + K;  // the pair's two runs
             changed = precedes(s_v[spad(b0)], s_p[spad(b0)], s_v[spad(b0 - 1)], s_p[spad(b0 - 1)]);
-            // Each side's head is in registers; a step takes the first (last) of the two heads
-            // and reads the next item of that side only. Within K steps neither side runs out
-            // (taking all K of one side is the last step), so only the reads after the last
-            // step go past a run: clamped into the window, never used.
-            if (changed && left) {  // the K first of the two runs, from the front
-                int i = a0, j = b0;
-                R va = s_v[spad(i)], vb = s_v[spad(j)];
-                I pa = s_p[spad(i)], pb = s_p[spad(j)];
-#pragma unroll
-                for (int u = 0; u < K; ++u) {
-                    const bool take_b = precedes(vb, pb, va, pa);
-                    v[u] = take_b ? vb : va;
-                    p[u] = take_b ? pb : pa;
-                    i += !take_b;
-                    j += take_b;
-                    const int next = take_b ? (j < W ? j : W - 1) : i;
-                    const R vn = s_v[spad(next)];
-                    const I pn = s_p[spad(next)];
-                    va = take_b ? va : vn;
-                    pa = take_b ? pa : pn;
-                    vb = take_b ? vn : vb;
-                    pb = take_b ? pn : pb;
-                }
-            } else if (changed) {  // the K last, from the back
-                int i = b0 - 1, j = b0 + K - 1;
-                R va = s_v[spad(i)], vb = s_v[spad(j)];
-                I pa = s_p[spad(i)], pb = s_p[spad(j)];
-#pragma unroll
-                for (int u = K - 1; u >= 0; --u) {
-                    const bool take_a = precedes(vb, pb, va, pa);
-                    v[u] = take_a ? va : vb;
-                    p[u] = take_a ? pa : pb;
-                    i -= take_a;
-                    j -= !take_a;
-                    const int next = take_a ? (i >= 0 ? i : 0) : j;
-                    const R vn = s_v[spad(next)];
-                    const I pn = s_p[spad(next)];
-                    va = take_a ? vn : va;
-                    pa = take_a ? pn : pa;
-                    vb = take_a ? vb : vn;
-                    pb = take_a ? pb : pn;
-                }
-            }
+            if (changed) merge_half<K, W>(left, s_v, s_p, a0, b0, v, p);
         }
         quiet = __syncthreads_or(changed) ? 0 : quiet + 1;
     }

@@ -239,11 +239,6 @@ __device__ __forceinline__ Agg<D, R, V> warp_scan(Agg<D, R, V> inclusive, Agg<D,
     return inclusive;
 }
 
-// The lane that holds a warp's total after warp_scan.
-template <int THREADS, bool REVERSE> __device__ __forceinline__ bool holds_warp_total() {
-    return threadIdx.x % 32 == (REVERSE ? 0 : ScanShape<THREADS>::WIDTH - 1);
-}
-
 // The block's part, once the warps' totals are in s_warp: the composition of all (total) and of
 // the warps before this thread's, composed with the thread's `before` (the result).
 template <int THREADS, bool MOMENT, bool REVERSE, bool TIES, class D, class R, class V>
@@ -275,7 +270,9 @@ __device__ Agg<D, R, V> block_scan(const Agg<D, R, V> value, Agg<D, R, V>& total
     __shared__ A s_warp[ScanShape<THREADS>::WARPS];
     A before;
     const A inclusive = warp_scan<THREADS, MOMENT, REVERSE, TIES>(value, before);
-    if (holds_warp_total<THREADS, REVERSE>()) s_warp[threadIdx.x / 32] = inclusive;
+    // the warp's total: in its last lane (first, REVERSE)
+    if (threadIdx.x % 32 == (REVERSE ? 0 : ScanShape<THREADS>::WIDTH - 1))
+        s_warp[threadIdx.x / 32] = inclusive;
     __syncthreads();
     const A result = block_part<THREADS, MOMENT, REVERSE, TIES>(s_warp, before, total);
     if (FREE) __syncthreads();  // s_warp is free again
@@ -310,8 +307,12 @@ __global__ void laplex_splits(const R* __restrict__ rz, const R* __restrict__ cz
 #ifndef LAPLEX_LEAN_PHASE1
 #define LAPLEX_LEAN_PHASE1 0
 #endif
-__host__ __device__ constexpr int padded(int n) { return LAPLEX_PAD ? n + n / 32 : n; }
-__device__ __forceinline__ int pad(int i) { return LAPLEX_PAD ? i + (i >> 5) : i; }
+// one spare word after every 32 words (a shared-memory layout against bank conflicts): the size
+// of n words, and where word i lies
+__host__ __device__ constexpr int skewed(int n) { return n + n / 32; }
+__device__ __forceinline__ int skew(int i) { return i + (i >> 5); }
+__host__ __device__ constexpr int padded(int n) { return LAPLEX_PAD ? skewed(n) : n; }
+__device__ __forceinline__ int pad(int i) { return LAPLEX_PAD ? skew(i) : i; }
 
 // Merged items from global memory, by value (the two sorted sides, rows i_lo .. i_hi - 1 and
 // columns j_lo .. j_hi - 1; at least one side not empty): the first item at or after rows i and
@@ -883,21 +884,19 @@ __device__ __forceinline__ bool precedes(const R va, const I pa, const R vb, con
     return pa >= 0 && (pb < 0 || before(va, pa, vb, pb));
 }
 
-// A window in shared memory is indexed through spad(): one spare word after every 32, so that the
-// threads of a warp reading their runs (LAPLEX_SORT_ITEMS apart) hit 32 different banks.
-__host__ __device__ constexpr int spadded(int n) { return n + n / 32; }
-__device__ __forceinline__ int spad(int i) { return i + (i >> 5); }
+// A window in shared memory is skewed (skew(), skewed()), so that the threads of a warp reading
+// their runs (LAPLEX_SORT_ITEMS apart) hit 32 different banks.
 
 // One compare-exchange of a window in shared memory: items lo < hi into ascending (else descending)
 // order.
 template <class R, class I>
 __device__ __forceinline__ void exchange(R* s_v, I* s_p, const int lo, const int hi,
                                          const bool ascending) {
-    const R vl = s_v[spad(lo)], vh = s_v[spad(hi)];
-    const I pl = s_p[spad(lo)], ph = s_p[spad(hi)];
+    const R vl = s_v[skew(lo)], vh = s_v[skew(hi)];
+    const I pl = s_p[skew(lo)], ph = s_p[skew(hi)];
     if (precedes(vh, ph, vl, pl) != ascending) return;
-    s_v[spad(lo)] = vh; s_v[spad(hi)] = vl;
-    s_p[spad(lo)] = ph; s_p[spad(hi)] = pl;
+    s_v[skew(lo)] = vh; s_v[skew(hi)] = vl;
+    s_p[skew(lo)] = ph; s_p[skew(hi)] = pl;
 }
 
 // Items a, b of a run into order.
@@ -958,8 +957,8 @@ __device__ __forceinline__ void merge_half(const bool front, const R* s_v, const
                                            const int a0, const int b0, R (&v)[K], I (&p)[K]) {
     const int step = front ? 1 : -1;
     int i = front ? a0 : b0 - 1, j = front ? b0 : b0 + K - 1;
-    R va = s_v[spad(i)], vb = s_v[spad(j)];
-    I pa = s_p[spad(i)], pb = s_p[spad(j)];
+    R va = s_v[skew(i)], vb = s_v[skew(j)];
+    I pa = s_p[skew(i)], pb = s_p[skew(j)];
     R tv[K];
     I tp[K];
 #pragma unroll
@@ -971,8 +970,8 @@ __device__ __forceinline__ void merge_half(const bool front, const R* s_v, const
         j += take_b ? step : 0;
         int next = take_b ? j : i;
         next = next < 0 ? 0 : next < W ? next : W - 1;
-        const R vn = s_v[spad(next)];
-        const I pn = s_p[spad(next)];
+        const R vn = s_v[skew(next)];
+        const I pn = s_p[skew(next)];
         va = take_b ? va : vn;
         pa = take_b ? pa : pn;
         vb = take_b ? vn : vb;
@@ -1004,8 +1003,8 @@ __global__ void __launch_bounds__(LAPLEX_SORT_BLOCK)
 laplex_sort_windows(R* __restrict__ values, I* __restrict__ perm, const R* __restrict__ src,
                     const I* __restrict__ src_perm, const long long n, const long long offset) {
     constexpr int K = LAPLEX_SORT_ITEMS, T = LAPLEX_SORT_BLOCK, W = LAPLEX_SORT_WINDOW;
-    __shared__ R s_v[spadded(W)];
-    __shared__ I s_p[spadded(W)];
+    __shared__ R s_v[skewed(W)];
+    __shared__ I s_p[skewed(W)];
     const bool gather = src != nullptr;
     const long long start = offset + (long long)blockIdx.x * W;
     const int tid = threadIdx.x;
@@ -1025,16 +1024,16 @@ laplex_sort_windows(R* __restrict__ values, I* __restrict__ perm, const R* __res
             p = gather ? (src_perm ? src_perm[a] : I(a)) : perm[a];
             v = gather ? src[p] : values[a];
         }
-        s_p[spad(u)] = p;
-        s_v[spad(u)] = v;
+        s_p[skew(u)] = p;
+        s_v[skew(u)] = v;
     }
     __syncthreads();
     R v[K];
     I p[K];
 #pragma unroll
     for (int u = 0; u < K; ++u) {
-        v[u] = s_v[spad(tid * K + u)];
-        p[u] = s_p[spad(tid * K + u)];
+        v[u] = s_v[skew(tid * K + u)];
+        p[u] = s_p[skew(tid * K + u)];
     }
     sort_run<K>(v, p);
     int quiet = 0;  // rounds in a row without a change
@@ -1042,8 +1041,8 @@ laplex_sort_windows(R* __restrict__ values, I* __restrict__ perm, const R* __res
         __syncthreads();  // every thread has read the runs of the round before
 #pragma unroll
         for (int u = 0; u < K; ++u) {
-            s_v[spad(tid * K + u)] = v[u];
-            s_p[spad(tid * K + u)] = p[u];
+            s_v[skew(tid * K + u)] = v[u];
+            s_p[skew(tid * K + u)] = p[u];
         }
         __syncthreads();
         if (round == LAPLEX_SORT_ROUNDS || quiet == 2) break;  // the runs are in s_v, s_p
@@ -1053,7 +1052,7 @@ laplex_sort_windows(R* __restrict__ values, I* __restrict__ perm, const R* __res
         bool changed = false;
         if (partner >= 0 && partner < T) {
             const int a0 = (left ? tid : partner) * K, b0 = a0 + K;  // the pair's two runs
-            changed = precedes(s_v[spad(b0)], s_p[spad(b0)], s_v[spad(b0 - 1)], s_p[spad(b0 - 1)]);
+            changed = precedes(s_v[skew(b0)], s_p[skew(b0)], s_v[skew(b0 - 1)], s_p[skew(b0 - 1)]);
             if (changed) merge_half<K, W>(left, s_v, s_p, a0, b0, v, p);
         }
         quiet = __syncthreads_or(changed) ? 0 : quiet + 1;
@@ -1073,8 +1072,8 @@ laplex_sort_windows(R* __restrict__ values, I* __restrict__ perm, const R* __res
     for (int q = 0; q < K; ++q) {
         const int u = tid + q * T;
         if (u < len) {
-            values[start + u] = s_v[spad(u)];
-            perm[start + u] = s_p[spad(u)];
+            values[start + u] = s_v[skew(u)];
+            perm[start + u] = s_p[skew(u)];
         }
     }
 }

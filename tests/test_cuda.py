@@ -302,30 +302,62 @@ def test_repeated_calls_are_bitwise_identical(target, rng):
     assert np.array_equal(first, target.back(_operator(target, x, y, 0.3 + 1j) @ v))
 
 
-def test_threads_first_rows_are_reused_on_their_stream_only(rng, monkeypatch):
-    """The plan keeps each scan thread's first row from its first product (``thread_rows``);
-    later products on that stream read them instead of searching, a product on another stream
-    searches again (it could run before the write). Same results every way."""
+def test_threads_first_rows_are_kept_from_the_first_product(rng, monkeypatch):
+    """The plan keeps each scan thread's first row from its first product (``thread_rows``) and
+    marks the end of that product with an event on its stream; later products read the rows
+    instead of searching, after making their stream wait for the event while it has not
+    completed. Same results every way."""
+    import types
+
     target = _target("host")
     x, y = rng.uniform(0, 50, 300), rng.uniform(0, 50, 200)
     op = _operator(target, x, y, 0.8)
     v = rng.standard_normal(200)
     backend = target.backend
-    known = []  # the rows_known argument of each scan launch
+    log = []  # rows_known of each scan launch, events recorded, waits
+
+    class Event:
+        done = False
+
+        def __init__(self, disable_timing=False):
+            assert disable_timing
+
+        def record(self, stream):
+            log.append(("record", stream.name))
+
+    class Stream:
+        def __init__(self, name):
+            self.name = name
+
+        def wait_event(self, event):
+            assert isinstance(event, Event)
+            log.append(("wait", self.name))
+
+    current = [Stream("a")]
+    fake = types.SimpleNamespace(cuda=types.SimpleNamespace(
+        Event=Event, get_current_stream=lambda: current[0]))
+    monkeypatch.setattr(backend, "_cupy", fake)
     launch = backend.launch
 
     def spy(name, grid, block, args):
         if "laplex_tiles" in name:
-            known.append(int(args[7]))
+            log.append(("known", int(args[7])))
         return launch(name, grid, block, args)
 
     monkeypatch.setattr(backend, "launch", spy)
     first = op @ v
-    assert known == [0, 0]  # phases 1 and 3 of the first product search
-    assert np.array_equal(op @ v, first) and known[2:] == [1, 1]
-    monkeypatch.setattr(backend, "_stream", lambda: 12345)
-    assert np.array_equal(op @ v, first) and known[4:] == [0, 0]
-    assert np.array_equal(op @ v, first) and known[6:] == [0, 0]  # still not the writer's stream
+    # phases 1 and 3 of the first product search, then its stream records the event
+    assert log == [("known", 0), ("known", 0), ("record", "a")]
+    current[0] = Stream("b")
+    del log[:]
+    assert np.array_equal(op @ v, first)
+    assert log == [("wait", "b"), ("known", 1), ("known", 1)]
+    Event.done = True  # the first product has finished: no more waits
+    del log[:]
+    assert np.array_equal(op @ v, first) and log == [("known", 1), ("known", 1)]
+    del log[:]
+    Event.done = False  # the mark was dropped once done: not waited on again
+    assert np.array_equal(op @ v, first) and log == [("known", 1), ("known", 1)]
 
 
 # ------------------------------------------------------------------------------------ plans

@@ -60,7 +60,7 @@ class _Side:
     """One orientation of a plan: sorted rows against sorted columns, merged in tiles."""
 
     __slots__ = ("rz", "cz", "rperm", "cperm", "square", "splits", "tiles", "m", "n",
-                 "thread_rows", "rows_stream")
+                 "thread_rows", "rows_written")
 
     def __init__(self, backend, rz, cz, rperm, cperm, shared):
         xp = backend.xp
@@ -72,10 +72,10 @@ class _Side:
         self.tiles = -(-total // backend.tile)
         self.splits = self.thread_rows = None
         # each scan thread's first row in its tile (uint16), found by the first product's merge-path
-        # searches and read instead of searching by later products on the stream that wrote them
-        # (a product on another stream could run before that write: it searches, and writes the
-        # same values)
-        self.rows_stream = None
+        # searches and read instead of searching by every later product; ``rows_written`` marks
+        # the end of that first product (an event on its stream: a later product on another
+        # stream waits for it before reading)
+        self.rows_written = None
         if not self.square and self.tiles:
             self.thread_rows = xp.empty(self.tiles * backend.geometry["LAPLEX_BLOCK"],
                                         dtype=np.uint16)
@@ -157,9 +157,22 @@ class CupyBackend:
     def launch(self, name, grid, block, args):
         self.kernels.get(name)(tuple(grid), tuple(block), tuple(args))
 
-    def _stream(self) -> int:
-        """The stream kernels launch on now (CuPy's current stream; 0 without CuPy)."""
-        return self._cupy.cuda.get_current_stream().ptr if self._cupy is not None else 0
+    def _mark(self):
+        """A mark of the work launched so far: an event recorded on CuPy's current stream
+        (``True`` without CuPy, where every launch has finished when it returns)."""
+        if self._cupy is None:
+            return True
+        event = self._cupy.cuda.Event(disable_timing=True)
+        event.record(self._cupy.cuda.get_current_stream())
+        return event
+
+    def _after(self, mark):
+        """Make the work launched from now on wait for ``mark``; the mark to keep: ``True`` once
+        the marked work has finished."""
+        if mark is True or mark.done:
+            return True
+        self._cupy.cuda.get_current_stream().wait_event(mark)
+        return mark
 
     @contextlib.contextmanager
     def _memory(self, what: str, estimate: int):
@@ -354,8 +367,9 @@ class CupyBackend:
                       xp.empty(spans * chunk * agg, dtype=np.uint8)) if spans > 1 else None
             for j0 in range(0, k, _MAX_GRID_Y):
                 kc = min(k, j0 + _MAX_GRID_Y) - j0
-                stream = self._stream()
-                known = s.rows_stream is not None and s.rows_stream == stream
+                known = s.rows_written is not None
+                if known:
+                    s.rows_written = self._after(s.rows_written)
                 args = [rz, cz, _ptr(s.rperm), _ptr(s.cperm), _ptr(s.splits),
                         _ptr(s.thread_rows), np.int32(known), np.int64(m),
                         np.int64(n), np.int32(s.square), real.type(rate.real),
@@ -366,8 +380,8 @@ class CupyBackend:
                 self._carries(carries_kernel, s.tiles, kc, span, fwd, bwd, totals)
                 self.launch(tiles_kernel, (s.tiles, kc), (self.geometry["LAPLEX_BLOCK"],),
                             [np.int32(3)] + args)
-                if s.thread_rows is not None and s.rows_stream is None:
-                    s.rows_stream = stream  # written by that launch
+                if s.thread_rows is not None and s.rows_written is None:
+                    s.rows_written = self._mark()  # written by that launch
             return tuple(outs)
 
 

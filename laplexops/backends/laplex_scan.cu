@@ -1167,13 +1167,11 @@ laplex_radix_counts(const R* __restrict__ keys, const long long n, const int shi
                     I* __restrict__ counts, int* __restrict__ unsorted) {
     constexpr int TILE = RadixTile<R, I>::SIZE;
     __shared__ int s_count[LAPLEX_RADIX_DIGITS];
-    __shared__ int s_unsorted;
     const int tid = threadIdx.x;
     const long long tiles = gridDim.x;
     const long long start = (long long)blockIdx.x * TILE;
     const int len = (int)(n - start < TILE ? n - start : TILE);
     for (int d = tid; d < LAPLEX_RADIX_DIGITS; d += LAPLEX_RADIX_BLOCK) s_count[d] = 0;
-    if (tid == 0) s_unsorted = 0;
     __syncthreads();
     bool descent = false;
     for (int u = tid; u < len; u += LAPLEX_RADIX_BLOCK) {
@@ -1181,11 +1179,10 @@ laplex_radix_counts(const R* __restrict__ keys, const long long n, const int shi
         atomicAdd(&s_count[radix_digit(a, shift)], 1);
         if (unsorted && start + u > 0 && a < keys[start + u - 1]) descent = true;
     }
-    if (descent) s_unsorted = 1;
-    __syncthreads();
+    const int any_descent = __syncthreads_or(descent);  // (and the counts are complete)
     for (int d = tid; d < LAPLEX_RADIX_DIGITS; d += LAPLEX_RADIX_BLOCK)
         counts[d * tiles + blockIdx.x] = I(s_count[d]);
-    if (tid == 0 && s_unsorted) *unsorted = 1;
+    if (tid == 0 && any_descent) *unsorted = 1;
 }
 
 // One stable scatter pass: the tile's keys (and permutation, the identity when perm is null) go

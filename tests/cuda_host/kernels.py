@@ -23,6 +23,13 @@ SMALL = {"LAPLEX_BLOCK": 8, "LAPLEX_ITEMS": 4, "LAPLEX_CARRY_BLOCK": 4, "LAPLEX_
          "LAPLEX_PAD": 1, "LAPLEX_LEAN_PHASE1": 1}
 
 
+#: extra compiler flags for the host build, e.g. ``-fsanitize=thread -g`` (then run Python with
+#: ``LD_PRELOAD=$(g++ -print-file-name=libtsan.so)``): ThreadSanitizer sees the emulated threads
+#: of a block share its shared memory, so a read not ordered after another thread's write by a
+#: barrier (``__syncthreads``, ``__syncwarp``, a warp exchange) is reported as a data race
+EXTRA_FLAGS = "LAPLEXOPS_HOST_CXXFLAGS"
+
+
 def compiler() -> str | None:
     return shutil.which(os.environ.get("CXX", "g++"))
 
@@ -56,7 +63,7 @@ class HostKernels:
         # each geometry's build keeps its symbols (the shared-memory statics above all) to itself
         flags = ["-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", "-w",
                  "-fvisibility=hidden", "-fvisibility-inlines-hidden", "-fno-gnu-unique",
-                 *cuda.options(self.geometry)]
+                 *cuda.options(self.geometry), *os.environ.get(EXTRA_FLAGS, "").split()]
         key = hashlib.sha256("\0".join([source, header, text, *flags]).encode()).hexdigest()[:16]
         folder = os.path.join(tempfile.gettempdir(), "laplexops-host-kernels")
         os.makedirs(folder, exist_ok=True)

@@ -1,0 +1,62 @@
+"""Run every kind of kernel launch of the CUDA backend once on the host build, in the GPU's launch
+geometry (blocks of 128 threads: four warps), for ``tests/test_cuda_races.py``, which runs this
+script under ThreadSanitizer. Results are checked against the float64 dense reference so that a
+run that computed nothing cannot pass. Prints ``ok`` at the end."""
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import laplexops as lx  # noqa: E402
+from cuda_host.kernels import HostKernels  # noqa: E402
+from laplex_testing import apply_ref, rel_err  # noqa: E402
+from laplexops.backends import _cupy  # noqa: E402
+
+
+def main() -> None:
+    rng = np.random.default_rng()
+    backend = _cupy.CupyBackend(xp=np, kernels_=HostKernels())
+
+    def operator(x, y, rate):
+        op = lx.LaplexOperator(x, y, rate)
+        op._backend = backend
+        return op
+
+    for dtype, tol in ((np.float32, 1e-4), (np.float64, 1e-10)):
+        for rate in (0.7, 0.3 + 1j):
+            x = rng.uniform(0, 60, 1500).astype(dtype)
+            y = rng.uniform(0, 60, 1100).astype(dtype)
+            y[:50] = x[:50]  # ties between the sides
+            v = rng.standard_normal((1100, 2))
+            op = operator(x, y, rate)
+            for _ in range(2):  # the first product finds the threads' rows, the second reads them
+                assert rel_err(op @ v, apply_ref(x, y, rate, v)) <= tol
+            u = rng.standard_normal(1500)
+            crate = rate.conjugate() if isinstance(rate, complex) else rate
+            assert rel_err(op.H @ u, apply_ref(y, x, crate, u)) <= tol
+            op.gradient(v, rng.standard_normal((1500, 2)))  # signed and moment sums
+            s = np.sort(x)
+            assert rel_err(operator(s, s, rate) @ u, apply_ref(s, s, rate, u)) <= tol  # square
+        # fresh plans (radix sort over two tiles) and repairs: merge-split windows with 1-ulp
+        # moves across runs of ties, and the bitonic network for orders reversed within windows
+        a = (np.float32(600) + rng.integers(0, 40, 5000).astype(np.float32)
+             * np.spacing(np.float32(600))).astype(dtype)
+        b = rng.uniform(0, 1000, 4000).astype(dtype)
+        plan = backend.plan(a, b)
+        a2 = np.nextafter(a, a + rng.integers(-1, 2, a.shape[0]).astype(dtype) * dtype(1e3))
+        new = backend.plan(a2, b, hint=plan)
+        for (keys, perm), want in zip(new._sorted, (a2, b)):
+            assert np.array_equal(perm, np.argsort(want, kind="stable"))
+        window = backend.geometry["LAPLEX_SORT_BLOCK"] * backend.geometry["LAPLEX_SORT_ITEMS"]
+        c = np.sort(b)
+        hint = np.concatenate([np.arange(i, min(i + window, c.shape[0]))[::-1]
+                               for i in range(0, c.shape[0], window)]).astype(np.int32)
+        _, perm = backend._repair(c, hint, np.dtype(np.int32))
+        assert np.array_equal(perm, np.argsort(c, kind="stable"))
+    print("ok")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""Shared-memory races in the CUDA kernels, found on the CPU: the host build of ``laplex_scan.cu``
+runs each block's threads as real threads (``cuda_host/emulate.h``), so ThreadSanitizer sees two
+threads of a block touch the same shared word with nothing ordering them -- a missing
+``__syncthreads`` or ``__syncwarp``, or a write racing another thread's read. Every kind of launch
+runs once in the GPU's launch geometry (``cuda_host/race_check.py``); a report whose two accesses
+are both in the kernels fails the test.
+
+Needs g++ with ThreadSanitizer's runtime (``libtsan``); skips without it.
+"""
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from cuda_host.kernels import EXTRA_FLAGS, compiler
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE = "laplex_scan.cu"
+
+
+def _tsan_runtime() -> str | None:
+    cxx = compiler()
+    if cxx is None:
+        return None
+    path = subprocess.run([cxx, "-print-file-name=libtsan.so"], capture_output=True,
+                          text=True).stdout.strip()
+    return path if os.path.isabs(path) and os.path.exists(path) else None
+
+
+def kernel_races(log: str) -> list[str]:
+    """The reports of a ThreadSanitizer log whose access and previous access are both in the
+    kernel source. Not counted: reports about memory the Python side shares with other threads
+    (not the kernels' races), and two writes by one statement to device memory (the flag idiom
+    ``if (found) *flag = 1``, where every writer stores the same value). In shared memory (a
+    static array on the host) every race counts."""
+    races = []
+    for report in log.split("WARNING: ThreadSanitizer: ")[1:]:
+        report = report.split("SUMMARY:")[0]
+        parts = re.split(r"\n  Previous ", report, maxsplit=1)
+        if len(parts) != 2:
+            continue
+        first, previous = parts[0].split("\n\n")[0], parts[1].split("\n\n")[0]
+        if SOURCE not in first or SOURCE not in previous:
+            continue
+        lines = [re.search(SOURCE + r":(\d+)", stack).group(1) for stack in (first, previous)]
+        writes = "Write of size" in first and previous.startswith("write of size")
+        if writes and lines[0] == lines[1] and "Location is heap" in report:
+            continue
+        races.append(report)
+    return races
+
+
+def test_the_filter_keeps_races_within_the_kernels():
+    frame = "    #0 void laplex::k() /src/laplexops/backends/laplex_scan.cu:{} (x.so+0x1)\n"
+
+    def report(access, line, previous, line2, where):
+        return (f"WARNING: ThreadSanitizer: data race (pid=1)\n  {access} of size 4 at 0x1 by "
+                f"thread T2:\n" + frame.format(line) + f"\n  Previous {previous} of size 4 at "
+                f"0x1 by thread T3:\n" + frame.format(line2) + f"\n  Location is {where} x\n"
+                "SUMMARY: ThreadSanitizer: data race\n")
+
+    ours = report("Write", 10, "read", 12, "global")
+    foreign = ours.replace(frame.format(12), "    #0 memcpy (libtsan.so+0x5)\n")
+    flag = report("Write", 10, "write", 10, "heap block")
+    shared = report("Write", 10, "write", 10, "global")
+    assert kernel_races(ours + foreign + flag + shared) == kernel_races(ours + shared)
+    assert len(kernel_races(ours + shared)) == 2
+
+
+def test_no_shared_memory_races_in_the_kernels(tmp_path):
+    if os.environ.get("LAPLEXOPS_HOST_KERNELS", "1") == "0":
+        pytest.skip("LAPLEXOPS_HOST_KERNELS=0")
+    runtime = _tsan_runtime()
+    if runtime is None:
+        pytest.skip("no C++ compiler with ThreadSanitizer's runtime (libtsan) here")
+    log = tmp_path / "tsan"
+    env = dict(os.environ, LD_PRELOAD=runtime, **{EXTRA_FLAGS: "-fsanitize=thread -g"},
+               TSAN_OPTIONS=f"halt_on_error=0 report_signal_unsafe=0 exitcode=0 "
+                            f"history_size=4 log_path={log}",
+               NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    run = subprocess.run([sys.executable, os.path.join(HERE, "cuda_host", "race_check.py")],
+                         env=env, capture_output=True, text=True, timeout=1800)
+    assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stdout + run.stderr
+    text = "".join(p.read_text() for p in tmp_path.iterdir() if p.name.startswith("tsan"))
+    races = kernel_races(text)
+    assert not races, f"{len(races)} race(s) in the kernels; the first:\n{races[0]}"

@@ -1,11 +1,14 @@
-"""Shared-memory races in the CUDA kernels, found on the CPU: the host build of ``laplex_scan.cu``
-runs each block's threads as real threads (``cuda_host/emulate.h``), so ThreadSanitizer sees two
-threads of a block touch the same shared word with nothing ordering them -- a missing
-``__syncthreads`` or ``__syncwarp``, or a write racing another thread's read. Every kind of launch
-runs once in the GPU's launch geometry (``cuda_host/race_check.py``); a report whose two accesses
-are both in the kernels fails the test.
+"""The CUDA kernels under the compilers' sanitizers, on the CPU: the host build of
+``laplex_scan.cu`` (``cuda_host/emulate.h``) runs each block's threads as real threads and device
+arrays are NumPy buffers, so
 
-Needs g++ with ThreadSanitizer's runtime (``libtsan``); skips without it.
+* ThreadSanitizer sees two threads of a block touch the same shared word with nothing ordering
+  them -- a missing ``__syncthreads`` or ``__syncwarp``, or a write racing another thread's read;
+* AddressSanitizer sees a kernel read or write outside a device array (not outside a shared-memory
+  array: those are function statics of templates, which it leaves unguarded).
+
+Every kind of launch runs once in the GPU's launch geometry (``cuda_host/every_launch.py``). Needs
+g++ with the sanitizers' runtimes (``libtsan``, ``libasan``); skips without them.
 """
 import os
 import re
@@ -20,13 +23,25 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = "laplex_scan.cu"
 
 
-def _tsan_runtime() -> str | None:
+def _runtime(name: str) -> str | None:
+    """The path of the sanitizer runtime ``lib<name>.so`` of the host compiler, if it has one."""
     cxx = compiler()
     if cxx is None:
         return None
-    path = subprocess.run([cxx, "-print-file-name=libtsan.so"], capture_output=True,
+    path = subprocess.run([cxx, f"-print-file-name=lib{name}.so"], capture_output=True,
                           text=True).stdout.strip()
     return path if os.path.isabs(path) and os.path.exists(path) else None
+
+
+def _every_launch(runtime: str, flags: str, options: dict) -> subprocess.CompletedProcess:
+    """``cuda_host/every_launch.py`` with the kernels built with ``flags`` and the runtime
+    preloaded (Python itself is not instrumented); one thread for Numba and BLAS."""
+    if os.environ.get("LAPLEXOPS_HOST_KERNELS", "1") == "0":
+        pytest.skip("LAPLEXOPS_HOST_KERNELS=0")
+    env = dict(os.environ, LD_PRELOAD=runtime, **{EXTRA_FLAGS: flags}, **options,
+               NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    return subprocess.run([sys.executable, os.path.join(HERE, "cuda_host", "every_launch.py")],
+                          env=env, capture_output=True, text=True, timeout=1800)
 
 
 def kernel_races(log: str) -> list[str]:
@@ -69,20 +84,24 @@ def test_the_filter_keeps_races_within_the_kernels():
     assert len(kernel_races(ours + shared)) == 2
 
 
-def test_no_shared_memory_races_in_the_kernels(tmp_path):
-    if os.environ.get("LAPLEXOPS_HOST_KERNELS", "1") == "0":
-        pytest.skip("LAPLEXOPS_HOST_KERNELS=0")
-    runtime = _tsan_runtime()
+def test_no_races_in_the_kernels(tmp_path):
+    runtime = _runtime("tsan")
     if runtime is None:
         pytest.skip("no C++ compiler with ThreadSanitizer's runtime (libtsan) here")
     log = tmp_path / "tsan"
-    env = dict(os.environ, LD_PRELOAD=runtime, **{EXTRA_FLAGS: "-fsanitize=thread -g"},
-               TSAN_OPTIONS=f"halt_on_error=0 report_signal_unsafe=0 exitcode=0 "
-                            f"history_size=4 log_path={log}",
-               NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    run = subprocess.run([sys.executable, os.path.join(HERE, "cuda_host", "race_check.py")],
-                         env=env, capture_output=True, text=True, timeout=1800)
+    run = _every_launch(runtime, "-fsanitize=thread -g", {
+        "TSAN_OPTIONS": f"halt_on_error=0 report_signal_unsafe=0 exitcode=0 history_size=4 "
+                        f"log_path={log}"})
     assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stdout + run.stderr
     text = "".join(p.read_text() for p in tmp_path.iterdir() if p.name.startswith("tsan"))
     races = kernel_races(text)
     assert not races, f"{len(races)} race(s) in the kernels; the first:\n{races[0]}"
+
+
+def test_no_access_outside_device_arrays():
+    runtime = _runtime("asan")
+    if runtime is None:
+        pytest.skip("no C++ compiler with AddressSanitizer's runtime (libasan) here")
+    run = _every_launch(runtime, "-fsanitize=address -fno-omit-frame-pointer -g",
+                        {"ASAN_OPTIONS": "detect_leaks=0"})
+    assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stdout + run.stderr

@@ -1,7 +1,7 @@
 """Run every kind of kernel launch of the CUDA backend once on the host build, in the GPU's launch
-geometry (blocks of 128 threads: four warps), for ``tests/test_cuda_races.py``, which runs this
-script under ThreadSanitizer. Results are checked against the float64 dense reference so that a
-run that computed nothing cannot pass. Prints ``ok`` at the end."""
+geometry (blocks of 128 threads: four warps), for ``tests/test_cuda_sanitizers.py``, which runs
+this script under ThreadSanitizer and AddressSanitizer. Results are checked against the float64
+dense reference so that a run that computed nothing cannot pass. Prints ``ok`` at the end."""
 import os
 import sys
 

@@ -92,14 +92,18 @@ class LaplexOperator:
         rate = _check_rate(rate)
         xp, x, y, real = _anchors(x, y)
         chosen = get_backend(backend, ns.device_kind(x))
-        xs = _snapshot(chosen, x, real, "x")
-        ys = xs if (y is x or _equal(xp, x, y)) else _snapshot(chosen, y, real, "y")
-        self._init(xp, xs, ys, rate, chosen, like=x)
+        xs, x_ordered = _snapshot(chosen, x, real, "x")
+        ys, y_ordered = (xs, x_ordered) if (y is x or _equal(xp, x, y)) else \
+            _snapshot(chosen, y, real, "y")
+        self._init(xp, xs, ys, rate, chosen, like=x, ordered=(x_ordered, y_ordered))
 
-    def _init(self, xp, x, y, rate, backend, cell=None, flip=False, like=None):
+    def _init(self, xp, x, y, rate, backend, cell=None, flip=False, like=None,
+              ordered=(None, None)):
         """Set the state; ``x`` and ``y`` are private native anchors (rows, columns), ``like`` an
-        array of the caller's namespace and device."""
+        array of the caller's namespace and device, ``ordered`` what their snapshots said of their
+        order (for the plan)."""
         self._xp, self._x, self._y, self._rate = xp, x, y, rate
+        self._ordered = ordered
         self._like = like
         self._backend = backend
         self._cell = _PlanCell() if cell is None else cell
@@ -111,8 +115,10 @@ class LaplexOperator:
     def _derived(self, flip: bool, rate) -> LaplexOperator:
         """An operator sharing this one's plan: the same anchors, maybe swapped, another rate."""
         op = object.__new__(LaplexOperator)
-        x, y = (self._y, self._x) if flip != self._flip else (self._x, self._y)
-        op._init(self._xp, x, y, rate, self._backend, self._cell, flip, self._like)
+        swap = flip != self._flip
+        x, y = (self._y, self._x) if swap else (self._x, self._y)
+        op._init(self._xp, x, y, rate, self._backend, self._cell, flip, self._like,
+                 self._ordered[::-1] if swap else self._ordered)
         return op
 
     def with_rate(self, rate: float | complex) -> LaplexOperator:
@@ -179,7 +185,8 @@ class LaplexOperator:
         cell = self._cell
         if cell.plan is None:
             x, y = (self._y, self._x) if self._flip else (self._x, self._y)
-            cell.plan = self._backend.plan(x, y, cell.hint)
+            ordered = self._ordered[::-1] if self._flip else self._ordered
+            cell.plan = self._backend.plan(x, y, cell.hint, ordered)
             cell.hint = None
         return cell.plan
 
@@ -388,12 +395,13 @@ def _anchors(x: Any, y: Any):
 
 
 def _snapshot(backend, a, real, name: str):
-    """The backend's private copy of anchors ``a`` as ``real``; ``ValueError`` (SPEC §5) when one
-    is not finite (checked in the same pass as the copy)."""
-    copy, bad = backend.snapshot(backend.asarray(ns.exportable(a)), real)
+    """The backend's private copy of anchors ``a`` as ``real`` and whether they are in ascending
+    order (``None``: not known); ``ValueError`` (SPEC §5) when one is not finite (checked in the
+    same pass as the copy)."""
+    copy, bad, ordered = backend.snapshot(backend.asarray(ns.exportable(a)), real)
     if bad:
         raise ValueError(f"anchors must be finite; {name} has {bad} non-finite value(s)")
-    return copy
+    return copy, ordered
 
 
 def _equal(xp, x, y) -> bool:

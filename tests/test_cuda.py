@@ -31,6 +31,7 @@ from laplex_testing import (
     rows_ref,
     shape_kinds,
 )
+from laplexops._operator import _PlanCell
 from laplexops.backends import _cupy, available
 
 AGREE = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 1e-5}
@@ -488,9 +489,11 @@ def test_plan_repair_gives_up_on_a_shuffle(target, rng):
 
 
 @pytest.mark.parametrize("blocks", [8192, 2], ids=["one-round", "grid-stride"])
-def test_snapshot_copies_and_counts_nonfinite(rng, monkeypatch, blocks):
-    """``CupyBackend.snapshot`` (``laplex_snapshot``): the anchors converted and copied, and their
-    non-finite values counted, in one pass; other types through the array module."""
+def test_snapshot_copies_counts_nonfinite_and_finds_the_order(rng, monkeypatch, blocks):
+    """``CupyBackend.snapshot`` (``laplex_snapshot``): the anchors converted and copied, their
+    non-finite values counted and whether they are in ascending order, in one pass (the descent
+    anywhere: also where one thread's items end and the next one's start); other types through
+    the array module, order not checked."""
     monkeypatch.setattr(_cupy, "_SNAPSHOT_BLOCKS", blocks)
     backend = _target("host").backend
     for source, real in (("float32", "float32"), ("float32", "float64"),
@@ -499,13 +502,58 @@ def test_snapshot_copies_and_counts_nonfinite(rng, monkeypatch, blocks):
             a = rng.uniform(-1e8, 1e8, n).astype(source)
             where = rng.choice(n, bad, replace=False)
             a[where] = rng.choice([np.nan, np.inf, -np.inf], bad)
-            copy, count = backend.snapshot(a, np.dtype(real))
+            copy, count, ordered = backend.snapshot(a, np.dtype(real))
             assert count == bad and copy.dtype == real and copy is not a
             np.testing.assert_array_equal(copy, a.astype(real))
+            if not bad:
+                assert ordered == (n < 2)
+        a = np.sort(rng.integers(-50, 50, 5000)).astype(source)  # runs of ties: in order
+        a[a == 0] = rng.choice(np.array([0.0, -0.0], dtype=source), int(np.sum(a == 0)))
+        assert backend.snapshot(a, np.dtype(real))[2]
+        for p in (1, 2, 4999, *rng.integers(1, 5000, 6)):
+            b = a.copy()
+            b[p - 1] = b[p] + 1  # one descent: at p
+            copy, count, ordered = backend.snapshot(b, np.dtype(real))
+            assert not ordered and count == 0, p
     ints = rng.integers(-9, 9, 100)
-    copy, count = backend.snapshot(ints, np.dtype(np.float64))
-    assert count == 0 and copy.dtype == np.float64
+    copy, count, ordered = backend.snapshot(ints, np.dtype(np.float64))
+    assert count == 0 and copy.dtype == np.float64 and ordered is None
     np.testing.assert_array_equal(copy, ints)
+
+
+def test_plan_takes_the_order_its_snapshots_found(rng, monkeypatch):
+    """Anchors whose snapshots found them in order get a plan without a sort and without the
+    plan's own order check (no radix pass at all); anchors found out of order skip that check
+    too, and the plan repairs the previous order directly. Products are a fresh plan's."""
+    import laplexops._operator as front
+
+    target = _target("host")
+    kernels = target.kernels
+    # operators of the host target from the start (snapshots too)
+    monkeypatch.setattr(front, "get_backend", lambda name, kind: target.backend)
+    n = 2000
+    x = np.sort(rng.uniform(0, n, n))
+    y = rng.uniform(0, n, 1500)
+    op = lx.LaplexOperator(x, y, 0.8)
+    v = rng.standard_normal(1500)
+    first = len(kernels.launches)
+    assert op._ordered == (True, False)
+    out = op @ v
+    counts = [k for k in kernels.launches[first:] if "radix_counts" in k]
+    assert len(counts) == y.dtype.itemsize  # one per 8-bit digit of y; none for x
+    assert rel_err(out, lx.LaplexOperator(x, y, 0.8) @ v) <= 1e-12
+    # the transpose and the adjoint share the plan, their sides swapped
+    assert op.T._ordered == (False, True) and op.H.T._ordered == (True, False)
+    u = rng.standard_normal(n)
+    assert rel_err(op.T @ u, lx.LaplexOperator(x, y, 0.8).T @ u) <= 1e-12
+    # a training step: x stays in order, y moves a little and is repaired (no radix pass)
+    x2, y2 = x + 1e-3 * np.arange(n) / n, y + rng.uniform(-0.01, 0.01, 1500)
+    step = op.with_anchors(x2, y2)
+    first = len(kernels.launches)
+    got = step @ v
+    assert not any("radix" in k for k in kernels.launches[first:])
+    assert sum("sort_windows" in k for k in kernels.launches[first:]) >= 1
+    assert rel_err(got, lx.LaplexOperator(x2, y2, 0.8) @ v) <= 1e-12
 
 
 def test_production_window_sorts_of_long_tie_runs(rng):
@@ -582,7 +630,6 @@ def test_memory_plan_of_a_training_step(rng):
     import gc
     import tracemalloc
 
-    from laplexops._operator import _PlanCell
     target = _target("host-production")
     n = 2**15
     x, y = (rng.random(n) * n).astype(np.float32), (rng.random(n) * n).astype(np.float32)

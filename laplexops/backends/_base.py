@@ -27,16 +27,19 @@ class Backend(Protocol):
     def asarray(self, a: Any) -> Any:
         """The backend's native array for ``a`` (zero-copy where possible)."""
 
-    def snapshot(self, a: Any, dtype: Any) -> tuple[Any, int]:
+    def snapshot(self, a: Any, dtype: Any) -> tuple[Any, int, bool | None]:
         """A private copy of native 1-D array ``a`` as ``dtype`` (a float type at least as wide),
-        and how many of its values are not finite (NaN, +-inf). One pass over ``a``."""
+        how many of its values are not finite (NaN, +-inf), and whether it is in ascending order
+        (``None`` when the backend does not find out in the same pass). One pass over ``a``."""
 
-    def plan(self, x: Any, y: Any, hint: Any = None) -> Any:
+    def plan(self, x: Any, y: Any, hint: Any = None,
+             ordered: tuple[bool | None, bool | None] = (None, None)) -> Any:
         """The plan of anchors ``x`` (rows) and ``y`` (columns): the merged sort, O(N log N).
 
         ``x`` and ``y`` are native 1-D float arrays that the plan may keep (they are private copies);
         ``y is x`` means both sides share one sort. ``hint``, a plan of this backend for anchors of
         the same shapes, may be used to find the order faster when the anchors moved little.
+        ``ordered``: what their snapshots said of their order (``None``: not known).
         """
 
     def apply(self, plan: Any, side: int, rate: complex | float, b: Any,
@@ -53,11 +56,12 @@ class Backend(Protocol):
         """
 
 
-def snapshot_with(xp: Any, a: Any, dtype: Any) -> tuple[Any, int]:
+def snapshot_with(xp: Any, a: Any, dtype: Any) -> tuple[Any, int, None]:
     """``Backend.snapshot`` through array module ``xp``: the copy, then a count of its non-finite
-    values (a second pass; the count itself only when there is one)."""
+    values (a second pass; the count itself only when there is one); the order is not checked."""
     out = a.astype(dtype, copy=True)
     if out.dtype.kind != "f":
-        return out, 0
+        return out, 0, None
     finite = xp.isfinite(out)
-    return out, 0 if bool(xp.all(finite)) else int(out.shape[0] - int(xp.count_nonzero(finite)))
+    bad = 0 if bool(xp.all(finite)) else int(out.shape[0] - int(xp.count_nonzero(finite)))
+    return out, bad, None

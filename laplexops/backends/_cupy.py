@@ -91,7 +91,7 @@ class CudaPlan:
     """Sorted anchors of both sides (with their permutations, ``None`` when already sorted) and
     the sides built from them on first use."""
 
-    def __init__(self, backend, x, y, hint: CudaPlan | None = None):
+    def __init__(self, backend, x, y, hint: CudaPlan | None = None, ordered=(None, None)):
         self.shape = (x.shape[0], y.shape[0])
         self.shared = y is x
         self.index = np.dtype(np.int32 if x.shape[0] + y.shape[0] < 2**31 else np.int64)
@@ -100,8 +100,8 @@ class CudaPlan:
         # the previous orders; anchors that were sorted then had the identity order
         hx, hy = ((_IDENTITY if perm is None else perm for _, perm in hint._sorted) if usable
                   else (None, None))
-        xs, xperm = backend.sort(x, hx, self.index)
-        ys, yperm = (xs, xperm) if self.shared else backend.sort(y, hy, self.index)
+        xs, xperm = backend.sort(x, hx, self.index, ordered[0])
+        ys, yperm = (xs, xperm) if self.shared else backend.sort(y, hy, self.index, ordered[1])
         self._sorted = ((xs, xperm), (ys, yperm))
         self._sides: list = [None, None]
         self._backend = backend
@@ -191,8 +191,9 @@ class CupyBackend:
                               f"{estimate / 1e9:.2f} GB{free} ({exc})") from None
 
     def snapshot(self, a, dtype):
-        """``a`` copied as ``dtype`` and its count of non-finite values, from one read of ``a``
-        (``laplex_snapshot``; other types than float32/float64 through CuPy)."""
+        """``a`` copied as ``dtype``, its count of non-finite values and whether it is in
+        ascending order, from one read of ``a`` (``laplex_snapshot``; other types than
+        float32/float64 through CuPy, order not checked)."""
         xp = self.xp
         dtype, source = np.dtype(dtype), np.dtype(a.dtype)
         n = a.shape[0]
@@ -201,16 +202,17 @@ class CupyBackend:
             if (source.name, dtype.name) not in kernels.SNAPSHOT_PAIRS:
                 return snapshot_with(xp, a, dtype)
             out = xp.empty(n, dtype=dtype)
-            bad = xp.zeros(1, dtype=np.uint64)
+            counts = xp.zeros(2, dtype=np.uint64)  # non-finite values, descents
             if n:
                 block = 256
                 self.launch(kernels.snapshot_name(source.name, dtype.name),
                             (min(-(-n // (4 * block)), _SNAPSHOT_BLOCKS),), (block,),
-                            (xp.ascontiguousarray(a), out, np.int64(n), bad))
-            return out, int(bad[0])
+                            (xp.ascontiguousarray(a), out, np.int64(n), counts))
+            bad, descents = counts.tolist()
+            return out, bad, descents == 0
 
     # ---------------------------------------------------------------------- plan
-    def plan(self, x, y, hint=None):
+    def plan(self, x, y, hint=None, ordered=(None, None)):
         m, n = x.shape[0], y.shape[0]
         item = np.dtype(x.dtype).itemsize
         # sorted copies and permutations; a radix sort's second key and index buffers and its
@@ -221,17 +223,20 @@ class CupyBackend:
             max(m, n) * (item + index) + 2 * _RADIX_DIGITS * index * -(-max(m, n) // tile)
         with self._on(self.device_of(x)), \
                 self._memory(f"the plan of {m} x {n} anchors ({x.dtype})", estimate):
-            return CudaPlan(self, x, y, hint)
+            return CudaPlan(self, x, y, hint, ordered)
 
-    def sort(self, a, hint_perm, index):
+    def sort(self, a, hint_perm, index, ordered=None):
         """``(a[perm], perm)`` with ``perm = None`` when ``a`` is already sorted; from a previous
         order ``hint_perm`` (``_IDENTITY`` when that was the identity) repaired by window sorts
-        when it is close."""
-        if a.shape[0] < 2:
+        when it is close. ``ordered``: whether ``a`` is in ascending order, when its snapshot
+        found out (``None``: the first radix pass's counts tell, from the same read)."""
+        if a.shape[0] < 2 or ordered:
             return a, None
-        counts, unsorted = self._radix_counts(a, 0, index, check_order=True)
-        if not unsorted:
-            return a, None
+        counts = None
+        if ordered is None:
+            counts, unsorted = self._radix_counts(a, 0, index, check_order=True)
+            if not unsorted:
+                return a, None
         if hint_perm is not None:
             repaired = self._repair(a, hint_perm, index)
             if repaired is not None:

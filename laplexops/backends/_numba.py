@@ -163,8 +163,8 @@ class NumbaBackend:
     def snapshot(self, a, dtype):
         return snapshot_with(np, np.asarray(a), dtype)
 
-    def plan(self, x, y, hint=None):
-        return NumbaPlan(x, y, hint)
+    def plan(self, x, y, hint=None, ordered=(None, None)):
+        return NumbaPlan(x, y, hint)  # (its sorts find sorted anchors on their own)
 
     def apply(self, plan, side, rate, b, want_sum=True, want_signed=False, want_moment=False):
         s = plan.side(side)

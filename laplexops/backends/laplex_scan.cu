@@ -1093,27 +1093,37 @@ __global__ void laplex_window_seams(const R* __restrict__ values, const I* __res
 }
 
 // ------------------------------------------------------------------------------------ snapshots
-// dst = src converted to R (a widening or equal float type), and *nonfinite += the number of
-// non-finite values: the anchors' private copy and their validation in one read (a - a is 0
-// exactly for a finite a, NaN otherwise). Grid-stride, four independent loads per thread and round.
+// dst = src converted to R (a widening or equal float type); counts[0] += the number of non-finite
+// values (a - a is 0 exactly for a finite a, NaN otherwise) and counts[1] += the number of
+// descents (src[i] < src[i - 1]; none: the anchors are in order and the plan skips its sort and
+// its own check): the anchors' private copy, their validation and their order in one read (the
+// item before each one is its neighbouring lane's, a cache hit). Grid-stride, four independent
+// loads per thread and round.
 template <class S, class R>
 __global__ void laplex_snapshot(const S* __restrict__ src, R* __restrict__ dst, const long long n,
-                                unsigned long long* __restrict__ nonfinite) {
+                                unsigned long long* __restrict__ counts) {
     const long long stride = (long long)gridDim.x * blockDim.x;
-    unsigned long long bad = 0;
+    unsigned long long bad = 0, descents = 0;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += 4 * stride) {
-        S a[4];
+        S a[4], before[4];
 #pragma unroll
-        for (int u = 0; u < 4; ++u)
-            if (i + u * stride < n) a[u] = src[i + u * stride];
+        for (int u = 0; u < 4; ++u) {
+            const long long j = i + u * stride;
+            if (j < n) {
+                a[u] = src[j];
+                before[u] = j > 0 ? src[j - 1] : a[u];
+            }
+        }
 #pragma unroll
         for (int u = 0; u < 4; ++u)
             if (i + u * stride < n) {
                 bad += !(a[u] - a[u] == S(0));
+                descents += a[u] < before[u];
                 dst[i + u * stride] = R(a[u]);
             }
     }
-    if (bad) atomicAdd(nonfinite, bad);
+    if (bad) atomicAdd(&counts[0], bad);
+    if (descents) atomicAdd(&counts[1], descents);
 }
 
 // ------------------------------------------------------------------------------------ radix sort

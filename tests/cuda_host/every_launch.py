@@ -24,6 +24,11 @@ def main() -> None:
         op._backend = backend
         return op
 
+    for source, real in (("float32", "float32"), ("float32", "float64"), ("float64", "float64")):
+        a = rng.uniform(-1e3, 1e3, 70_000).astype(source)  # 69 blocks
+        a[rng.integers(0, a.shape[0], 3)] = np.nan
+        copy, bad, ordered = backend.snapshot(a, np.dtype(real))
+        assert bad == 3 and not ordered and np.array_equal(copy, a.astype(real), equal_nan=True)
     for dtype, tol in ((np.float32, 1e-4), (np.float64, 1e-10)):
         for rate in (0.7, 0.3 + 1j):
             x = rng.uniform(0, 60, 1500).astype(dtype)

@@ -361,6 +361,28 @@ def test_threads_first_rows_are_kept_from_the_first_product(rng, monkeypatch):
     assert np.array_equal(op @ v, first) and log == [("known", 1), ("known", 1)]
 
 
+def test_products_on_two_streams(rng):
+    """On a device: a plan's first product on one stream, the next on another, which waits for
+    the first's event before it reads the threads' first rows; both equal the Numba backend's."""
+    target = _target("gpu")
+    cupy = target.cupy
+    x, y = rng.uniform(0, 500, 300_000), rng.uniform(0, 500, 200_000)
+    v = rng.standard_normal(200_000)
+    want = lx.LaplexOperator(x, y, 0.8) @ v
+    op = target.operator(x, y, 0.8)
+    vd = target.to(v)
+    first_stream, second_stream = cupy.cuda.Stream(non_blocking=True), \
+        cupy.cuda.Stream(non_blocking=True)
+    with first_stream:
+        first = op @ vd
+    with second_stream:
+        second = op @ vd
+    second_stream.synchronize()
+    first_stream.synchronize()
+    assert rel_err(target.back(first), want) <= 1e-12
+    assert np.array_equal(target.back(second), target.back(first))
+
+
 # ------------------------------------------------------------------------------------ plans
 def _backend(target):
     return target.backend if target.backend is not None else _cupy.CupyBackend()

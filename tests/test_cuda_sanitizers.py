@@ -7,7 +7,8 @@ arrays are NumPy buffers, so
 * AddressSanitizer sees a kernel read or write outside a device array (not outside a shared-memory
   array: those are function statics of templates, which it leaves unguarded).
 
-Every kind of launch runs once in the GPU's launch geometry (``cuda_host/every_launch.py``). Needs
+Every kind of launch runs in the GPU's launch geometry and in the tests' small one
+(``cuda_host/every_launch.py``). Needs
 g++ with the sanitizers' runtimes (``libtsan``, ``libasan``); skips without them.
 """
 import os

@@ -1,7 +1,9 @@
-"""Run every kind of kernel launch of the CUDA backend once on the host build, in the GPU's launch
-geometry (blocks of 128 threads: four warps), for ``tests/test_cuda_sanitizers.py``, which runs
-this script under ThreadSanitizer and AddressSanitizer. Results are checked against the float64
-dense reference so that a run that computed nothing cannot pass. Prints ``ok`` at the end."""
+"""Run every kind of kernel launch of the CUDA backend on the host build, for
+``tests/test_cuda_sanitizers.py``, which runs this script under ThreadSanitizer and
+AddressSanitizer: in the GPU's launch geometry (blocks of 128 threads: four warps), then in the
+tests' small geometry (many tiles, carry spans and sort windows for short inputs: the paths of long
+inputs, such as phase 2's three launches). Results are checked against the float64 dense
+reference so that a run that computed nothing cannot pass. Prints ``ok`` at the end."""
 import os
 import sys
 
@@ -10,45 +12,56 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import laplexops as lx  # noqa: E402
-from cuda_host.kernels import HostKernels  # noqa: E402
+from cuda_host.kernels import SMALL, HostKernels  # noqa: E402
 from laplex_testing import apply_ref, rel_err  # noqa: E402
 from laplexops.backends import _cupy  # noqa: E402
 
 
 def main() -> None:
+    every_launch(_cupy.CupyBackend(xp=np, kernels_=HostKernels()), size=1500)
+    # tiles of 32 items: 1213 merged items take phase 2's three launches (spans of 32 tiles)
+    every_launch(_cupy.CupyBackend(xp=np, kernels_=HostKernels(SMALL)), size=700)
+    print("ok")
+
+
+def every_launch(backend, size: int) -> None:
+    """Every kind of launch with anchors of about ``size`` (the snapshot's geometry does not
+    depend on the backend's: only in the GPU's)."""
     rng = np.random.default_rng()
-    backend = _cupy.CupyBackend(xp=np, kernels_=HostKernels())
+    small = size < 1500
 
     def operator(x, y, rate):
         op = lx.LaplexOperator(x, y, rate)
         op._backend = backend
         return op
 
-    for source, real in (("float32", "float32"), ("float32", "float64"), ("float64", "float64")):
+    for source, real in () if small else (("float32", "float32"), ("float32", "float64"),
+                                          ("float64", "float64")):
         a = rng.uniform(-1e3, 1e3, 70_000).astype(source)  # 69 blocks
         a[rng.integers(0, a.shape[0], 3)] = np.nan
         copy, bad, ordered = backend.snapshot(a, np.dtype(real))
         assert bad == 3 and not ordered and np.array_equal(copy, a.astype(real), equal_nan=True)
     for dtype, tol in ((np.float32, 1e-4), (np.float64, 1e-10)):
         for rate in (0.7, 0.3 + 1j):
-            x = rng.uniform(0, 60, 1500).astype(dtype)
-            y = rng.uniform(0, 60, 1100).astype(dtype)
+            m, n = size, size * 11 // 15
+            x = rng.uniform(0, 60, m).astype(dtype)
+            y = rng.uniform(0, 60, n).astype(dtype)
             y[:50] = x[:50]  # ties between the sides
-            v = rng.standard_normal((1100, 2))
+            v = rng.standard_normal((n, 2))
             op = operator(x, y, rate)
             for _ in range(2):  # the first product finds the threads' rows, the second reads them
                 assert rel_err(op @ v, apply_ref(x, y, rate, v)) <= tol
-            u = rng.standard_normal(1500)
+            u = rng.standard_normal(m)
             crate = rate.conjugate() if isinstance(rate, complex) else rate
             assert rel_err(op.H @ u, apply_ref(y, x, crate, u)) <= tol
-            op.gradient(v, rng.standard_normal((1500, 2)))  # signed and moment sums
+            op.gradient(v, rng.standard_normal((m, 2)))  # signed and moment sums
             s = np.sort(x)
             assert rel_err(operator(s, s, rate) @ u, apply_ref(s, s, rate, u)) <= tol  # square
         # fresh plans (radix sort over two tiles) and repairs: merge-split windows with 1-ulp
         # moves across runs of ties, and the bitonic network for orders reversed within windows
-        a = (np.float32(600) + rng.integers(0, 40, 5000).astype(np.float32)
+        a = (np.float32(600) + rng.integers(0, 40, 10 * size // 3).astype(np.float32)
              * np.spacing(np.float32(600))).astype(dtype)
-        b = rng.uniform(0, 1000, 4000).astype(dtype)
+        b = rng.uniform(0, 1000, 8 * size // 3).astype(dtype)
         plan = backend.plan(a, b)
         a2 = np.nextafter(a, a + rng.integers(-1, 2, a.shape[0]).astype(dtype) * dtype(1e3))
         new = backend.plan(a2, b, hint=plan)
@@ -60,7 +73,6 @@ def main() -> None:
                                for i in range(0, c.shape[0], window)]).astype(np.int32)
         _, perm = backend._repair(c, hint, np.dtype(np.int32))
         assert np.array_equal(perm, np.argsort(c, kind="stable"))
-    print("ok")
 
 
 if __name__ == "__main__":

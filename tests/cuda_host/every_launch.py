@@ -18,17 +18,17 @@ from laplexops.backends import _cupy  # noqa: E402
 
 
 def main() -> None:
-    every_launch(_cupy.CupyBackend(xp=np, kernels_=HostKernels()), size=1500)
+    every_launch(_cupy.CupyBackend(xp=np, kernels_=HostKernels()), size=1500, small=False)
     # tiles of 32 items: 1213 merged items take phase 2's three launches (spans of 32 tiles)
-    every_launch(_cupy.CupyBackend(xp=np, kernels_=HostKernels(SMALL)), size=700)
+    every_launch(_cupy.CupyBackend(xp=np, kernels_=HostKernels(SMALL)), size=700, small=True)
     print("ok")
 
 
-def every_launch(backend, size: int) -> None:
-    """Every kind of launch with anchors of about ``size`` (the snapshot's geometry does not
-    depend on the backend's: only in the GPU's)."""
+def every_launch(backend, size: int, small: bool) -> None:
+    """Every kind of launch with about ``size`` anchors a side; ``small``: the backend has the
+    small geometry (the snapshot's launch does not depend on the geometry: it runs only once,
+    with the GPU's)."""
     rng = np.random.default_rng()
-    small = size < 1500
 
     def operator(x, y, rate):
         op = lx.LaplexOperator(x, y, rate)
@@ -51,9 +51,9 @@ def every_launch(backend, size: int) -> None:
         y = rng.uniform(0, 60, n).astype(dtype)
         y[:50] = x[:50]  # ties between the sides
         s = np.sort(x)
-        real = operator(x, y, 0.7)
+        first = operator(x, y, 0.7)
         for rate in (0.7, 0.3 + 1j):  # one plan (one sort per side) for both rates
-            op = real.with_rate(rate)
+            op = first.with_rate(rate)
             v = rng.standard_normal((n, 2))
             for _ in range(2):  # the first product finds the threads' rows, the second reads them
                 assert rel_err(op @ v, apply_ref(x, y, rate, v)) <= tol
@@ -64,14 +64,14 @@ def every_launch(backend, size: int) -> None:
             assert rel_err(operator(s, s, rate) @ u, apply_ref(s, s, rate, u)) <= tol  # square
         # fresh plans (radix sort over two tiles) and repairs: merge-split windows with 1-ulp
         # moves across runs of ties, and the bitonic network for orders reversed within windows
-        keys = 5000 if not small else 400  # two radix tiles / several in the small geometry
-        a = (np.float32(600) + rng.integers(0, 40, keys).astype(np.float32)
+        count = 400 if small else 5000  # several radix tiles / two in the GPU's geometry
+        a = (np.float32(600) + rng.integers(0, 40, count).astype(np.float32)
              * np.spacing(np.float32(600))).astype(dtype)
-        b = rng.uniform(0, 1000, keys * 4 // 5).astype(dtype)
+        b = rng.uniform(0, 1000, count * 4 // 5).astype(dtype)
         plan = backend.plan(a, b)
         a2 = np.nextafter(a, a + rng.integers(-1, 2, a.shape[0]).astype(dtype) * dtype(1e3))
         new = backend.plan(a2, b, hint=plan)
-        for (keys, perm), want in zip(new._sorted, (a2, b)):
+        for (_, perm), want in zip(new._sorted, (a2, b)):
             assert np.array_equal(perm, np.argsort(want, kind="stable"))
         window = backend.geometry["LAPLEX_SORT_BLOCK"] * backend.geometry["LAPLEX_SORT_ITEMS"]
         c = np.sort(b)

@@ -1,4 +1,5 @@
 """``python -m laplexops {demo,info,bench}``."""
+
 import sys
 
 from ._cli import main

@@ -2,9 +2,10 @@
 
 ``demo`` is the main job: a LAPLEX operator of m = n = 1e6 random anchors, timed, verified against
 direct summation, and used inside ``scipy.sparse.linalg.cg``. ``bench`` prints speed as ratios to
-peers measured in the same run (celerite2, ``np.argsort``, ``np.fft.rfft``). ``info`` reports versions
-and backends.
+peers measured in the same run (celerite2, ``np.argsort``, ``np.fft.rfft``). ``info`` reports
+versions and backends.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,24 +26,39 @@ TOLERANCE = {"float64": 1e-10, "float32": 1e-4}
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m laplexops", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
-    for name, text in (("demo", "time, verify and solve with a 1e6 x 1e6 LAPLEX operator"),
-                       ("bench", "speed ratios to peers measured in the same run")):
+    for name, text in (
+        ("demo", "time, verify and solve with a 1e6 x 1e6 LAPLEX operator"),
+        ("bench", "speed ratios to peers measured in the same run"),
+    ):
         q = sub.add_parser(name, help=text)
         q.add_argument("--n", type=float, default=1e6, help="anchors per side (default 1e6)")
         q.add_argument("--dtype", choices=sorted(TOLERANCE), default="float64")
-        q.add_argument("--rate", type=complex, default=1.0,
-                       help="rate s; complex such as 1+2j for the phased kernel")
+        q.add_argument(
+            "--rate",
+            type=complex,
+            default=1.0,
+            help="rate s; complex such as 1+2j for the phased kernel",
+        )
         q.add_argument("--backend", default="auto", help="auto, numba or cupy")
         q.add_argument("--seed", type=int, default=None, help="random seed (default: fresh)")
         if name == "bench":
             q.add_argument("--json", default=None, help="also write the results to this file")
-            q.add_argument("--gpu", action="store_true",
-                           help="validate the GPU: its test suite and the GPU goals in one table")
+            q.add_argument(
+                "--gpu",
+                action="store_true",
+                help="validate the GPU: its test suite and the GPU goals in one table",
+            )
             q.add_argument("--log2n", type=int, default=27, help="with --gpu: n = 2^log2n")
-            q.add_argument("--huge", action="store_true",
-                           help="with --gpu: also a training step at m = n = 1e9 (float32)")
-            q.add_argument("--no-tests", action="store_true",
-                           help="with --gpu: timings only, skip the GPU test suite")
+            q.add_argument(
+                "--huge",
+                action="store_true",
+                help="with --gpu: also a training step at m = n = 1e9 (float32)",
+            )
+            q.add_argument(
+                "--no-tests",
+                action="store_true",
+                help="with --gpu: timings only, skip the GPU test suite",
+            )
     sub.add_parser("info", help="versions, backends, GPU")
     return p
 
@@ -54,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     rate = args.rate.real if args.rate.imag == 0 else args.rate
     if args.command == "bench" and args.gpu:
         from ._gpu_bench import gpu_bench
+
         return gpu_bench(args.log2n, args.seed, args.json, args.huge, not args.no_tests)
     run = demo if args.command == "demo" else bench
     kwargs = {"json_path": args.json} if args.command == "bench" else {}
@@ -62,15 +79,19 @@ def main(argv: list[str] | None = None) -> int:
 
 # ---------------------------------------------------------------------------------------- info
 def info() -> int:
-    print(f"laplexops {_version('laplexops')}  (Python {platform.python_version()}, "
-          f"{platform.machine()}, {platform.system()})")
+    print(
+        f"laplexops {_version('laplexops')}  (Python {platform.python_version()}, "
+        f"{platform.machine()}, {platform.system()})"
+    )
     for dist in ("numpy", "scipy", "numba", "array-api-compat", "cupy", "torch", "celerite2"):
         print(f"  {dist:<17} {_version(dist)}")
     print(f"  backends          {', '.join(available_backends())}")
     try:
         import numba
-        print(f"  numba threads     {numba.get_num_threads()} "
-              f"(layer: {numba.config.THREADING_LAYER})")
+
+        print(
+            f"  numba threads     {numba.get_num_threads()} (layer: {numba.config.THREADING_LAYER})"
+        )
     except ImportError:  # pragma: no cover - numba is a dependency
         pass
     print(f"  GPU               {_gpu()}")
@@ -92,6 +113,7 @@ def _version(dist: str) -> str:
 def _gpu() -> str:
     try:
         import cupy
+
         count = cupy.cuda.runtime.getDeviceCount()
         name = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
         return f"{count} CUDA device(s), device 0: {name}"
@@ -162,8 +184,10 @@ def demo(n, dtype, rate, backend, seed) -> int:
     import scipy.sparse.linalg as sla
 
     rng, x, y, v = _problem(n, dtype, rate, seed)
-    print(f"LAPLEX demo: W[i,j] = exp(-s|x_i - y_j|), m = n = {n:,}, s = {rate}, {dtype}, "
-          f"backend {backend}; a dense W would need {n * n * dtype.itemsize / 1e12:.1f} TB")
+    print(
+        f"LAPLEX demo: W[i,j] = exp(-s|x_i - y_j|), m = n = {n:,}, s = {rate}, {dtype}, "
+        f"backend {backend}; a dense W would need {n * n * dtype.itemsize / 1e12:.1f} TB"
+    )
     table = _Table()
     table.start("kernels: load/compile (once per process)")
     table.done(once(lambda: _warm_up(dtype, rate, backend))[0], "Numba JIT, cached on disk")
@@ -189,8 +213,10 @@ def demo(n, dtype, rate, backend, seed) -> int:
     t_ref, ref = once(lambda: _direct_rows(x, y, v, rate, rows, table.progress))
     err = float(np.linalg.norm(ours - ref) / np.linalg.norm(ref))
     ok_rows = err <= TOLERANCE[dtype.name]
-    table.done(t_ref, f"rel. error {err:.1e} (<= {TOLERANCE[dtype.name]:.0e}): "
-                      f"{'PASS' if ok_rows else 'FAIL'}")
+    table.done(
+        t_ref,
+        f"rel. error {err:.1e} (<= {TOLERANCE[dtype.name]:.0e}): {'PASS' if ok_rows else 'FAIL'}",
+    )
 
     noise = 0.1
     gram = LaplexOperator(x, x, abs(complex(rate).real), backend=backend)
@@ -204,16 +230,22 @@ def demo(n, dtype, rate, backend, seed) -> int:
 
     rtol = 1e-8 if dtype == np.float64 else 1e-4
     table.start(f"cg on (K(x,x) + {noise} I) z = b")
-    t_cg, (z, status) = once(lambda: sla.cg(system, b, rtol=rtol, maxiter=1000,
-                                            callback=on_iteration))
+    t_cg, (z, status) = once(
+        lambda: sla.cg(system, b, rtol=rtol, maxiter=1000, callback=on_iteration)
+    )
     residual = float(np.linalg.norm(gram @ z + noise * z - b) / np.linalg.norm(b))
     ok_cg = status == 0 and residual <= 10 * rtol
-    table.done(t_cg, f"{len(iterations)} iterations, residual {residual:.1e}: "
-                     f"{'PASS' if ok_cg else 'FAIL'}")
+    table.done(
+        t_cg,
+        f"{len(iterations)} iterations, residual {residual:.1e}: {'PASS' if ok_cg else 'FAIL'}",
+    )
     ok = ok_rows and ok_cg
     print("-" * 92)
-    print("PASS: products agree with direct summation and cg converged" if ok else
-          "FAIL: see the rows marked FAIL above")
+    print(
+        "PASS: products agree with direct summation and cg converged"
+        if ok
+        else "FAIL: see the rows marked FAIL above"
+    )
     return 0 if ok else 1
 
 
@@ -225,12 +257,24 @@ def bench(n, dtype, rate, backend, seed, json_path=None) -> int:
 
     def row(label, ours, peer_label, peer, goal=None):
         ratio = ours / peer
-        verdict = "" if goal is None else ("meets" if ratio <= goal else "MISSES") + \
-            f" goal <= {goal}"
-        results.append({"case": label, "seconds": ours, "peer": peer_label,
-                        "peer_seconds": peer, "ratio": ratio, "goal": goal})
-        print(f"{label:<42} {fmt_seconds(ours):>10}  {peer_label:<30} {fmt_seconds(peer):>10}"
-              f"  {ratio:6.2f}  {verdict}", flush=True)
+        verdict = (
+            "" if goal is None else ("meets" if ratio <= goal else "MISSES") + f" goal <= {goal}"
+        )
+        results.append(
+            {
+                "case": label,
+                "seconds": ours,
+                "peer": peer_label,
+                "peer_seconds": peer,
+                "ratio": ratio,
+                "goal": goal,
+            }
+        )
+        print(
+            f"{label:<42} {fmt_seconds(ours):>10}  {peer_label:<30} {fmt_seconds(peer):>10}"
+            f"  {ratio:6.2f}  {verdict}",
+            flush=True,
+        )
 
     _warm_up(dtype, rate, backend)
     print(f"laplexops bench: n = {n:,}, {dtype}, s = {rate}, backend {backend}")
@@ -246,19 +290,25 @@ def bench(n, dtype, rate, backend, seed, json_path=None) -> int:
     spacing = float(np.ptp(x)) / n
     x2 = x + (rng.uniform(-0.01, 0.01, n) * spacing).astype(dtype)
     y2 = y + (rng.uniform(-0.01, 0.01, n) * spacing).astype(dtype)
-    row("training step: with_anchors (1% moves) + matvec",
-        best_of(lambda: op.with_anchors(x2, y2) @ v, repeat=3), "np.argsort of 2n merged",
-        t_argsort)
+    row(
+        "training step: with_anchors (1% moves) + matvec",
+        best_of(lambda: op.with_anchors(x2, y2) @ v, repeat=3),
+        "np.argsort of 2n merged",
+        t_argsort,
+    )
     plan = best_of(lambda: LaplexOperator(x, y, rate, backend=backend).prepare(), repeat=3)
     row("plan alone (sorts + merge)", plan, "np.argsort of 2n merged", t_argsort)
     op @ v
     row("cached matvec, random anchors", best_of(lambda: op @ v), "np.fft.rfft(n)", t_fft)
     row("cached rmatvec, random anchors", best_of(lambda: op.rmatvec(v)), "np.fft.rfft(n)", t_fft)
-    row("gradient, random anchors", best_of(lambda: op.gradient(v, v), repeat=3),
-        "np.fft.rfft(n)", t_fft)
+    row(
+        "gradient, random anchors",
+        best_of(lambda: op.gradient(v, v), repeat=3),
+        "np.fft.rfft(n)",
+        t_fft,
+    )
     V = rng.standard_normal((n, 4)).astype(dtype)
-    row("cached matmat, k = 4", best_of(lambda: op @ V, repeat=3), "4 x np.fft.rfft(n)",
-        4 * t_fft)
+    row("cached matmat, k = 4", best_of(lambda: op @ V, repeat=3), "4 x np.fft.rfft(n)", 4 * t_fft)
 
     s = np.sort(x)
     square = LaplexOperator(s, s, rate, backend=backend)
@@ -266,6 +316,7 @@ def bench(n, dtype, rate, backend, seed, json_path=None) -> int:
     t_sorted = best_of(lambda: square @ v)
     try:
         import celerite2
+
         if isinstance(rate, complex) or dtype != np.float64:
             raise ImportError("celerite2 comparison needs a real rate and float64")
         term = celerite2.terms.RealTerm(a=1.0, c=float(rate))
@@ -278,8 +329,14 @@ def bench(n, dtype, rate, backend, seed, json_path=None) -> int:
         row("cached matvec, sorted x = y", t_sorted, "np.fft.rfft(n)", t_fft)
         print(f"  (celerite2 comparison skipped: {exc})")
     if json_path:
-        meta = {"n": n, "dtype": dtype.name, "rate": str(rate), "backend": op.backend,
-                "numpy": np.__version__, "machine": platform.machine()}
+        meta = {
+            "n": n,
+            "dtype": dtype.name,
+            "rate": str(rate),
+            "backend": op.backend,
+            "numpy": np.__version__,
+            "machine": platform.machine(),
+        }
         with open(json_path, "w") as fh:
             json.dump({"meta": meta, "results": results}, fh, indent=2)
     return 0

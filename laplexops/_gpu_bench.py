@@ -5,6 +5,7 @@ there), then times the issue-3 goals against peers measured in the same run on t
 ``cupy.fft.fft`` of a complex64 vector of the same length, and the device-to-device copy
 bandwidth (the byte model of ``matvec_bytes`` turns a matvec time into a bandwidth).
 """
+
 from __future__ import annotations
 
 import json
@@ -23,15 +24,18 @@ _TESTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 
 def gpu_seconds(cupy, fn, repeat: int = 5) -> float:
     """The fastest of ``repeat`` calls (after one warm-up), device work included."""
+
     def synced():
         fn()
         cupy.cuda.Device().synchronize()
+
     synced()
     return best_of(synced, repeat)
 
 
 def warm_up(cupy, fn, seconds: float = 1.0) -> None:
-    """Run ``fn`` on the device for ``seconds`` (the clocks of an idle GPU take that long to rise)."""
+    """Run ``fn`` on the device for ``seconds`` (the clocks of an idle GPU take that long to
+    rise)."""
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         fn()
@@ -53,24 +57,39 @@ def _run_tests() -> tuple[str, float, bool]:
     t0 = time.perf_counter()
     # the host build of the kernels is CI's check; here the device is
     env = dict(os.environ, LAPLEXOPS_HOST_KERNELS="0")
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           *files], capture_output=True, text=True, cwd=os.path.dirname(_TESTS),
-                          env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *files],
+        capture_output=True,
+        text=True,
+        cwd=os.path.dirname(_TESTS),
+        env=env,
+    )
     last = (proc.stdout.strip().splitlines() or ["no output"])[-1]
     if proc.returncode != 0:
         print(proc.stdout[-6000:], proc.stderr[-2000:], sep="\n")
     return last, time.perf_counter() - t0, proc.returncode == 0
 
 
-def gpu_bench(log2n: int = 27, seed=None, json_path=None, huge: bool = False,
-              tests: bool = True, huge_n: int = 10**9, cupy=None) -> int:
+def gpu_bench(
+    log2n: int = 27,
+    seed=None,
+    json_path=None,
+    huge: bool = False,
+    tests: bool = True,
+    huge_n: int = 10**9,
+    cupy=None,
+) -> int:
     """Print the table; 0 when every goal is met, 1 when one is missed, 2 without a GPU.
     ``cupy`` replaces the CuPy module (the tests pass a NumPy stand-in)."""
     if cupy is None:
         from .backends import available
+
         if "cupy" not in available():
-            print("bench --gpu needs CuPy and a CUDA device (pip install "
-                  "'laplexops[gpu-cuda13]'); none is usable here", file=sys.stderr)
+            print(
+                "bench --gpu needs CuPy and a CUDA device (pip install "
+                "'laplexops[gpu-cuda13]'); none is usable here",
+                file=sys.stderr,
+            )
             return 2
         import cupy
 
@@ -79,8 +98,10 @@ def gpu_bench(log2n: int = 27, seed=None, json_path=None, huge: bool = False,
     props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
     device = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
     n = 2**log2n
-    print(f"laplexops bench --gpu: {device}, CuPy {cupy.__version__}, m = n = 2^{log2n} = {n:,}, "
-          f"float32")
+    print(
+        f"laplexops bench --gpu: {device}, CuPy {cupy.__version__}, m = n = 2^{log2n} = {n:,}, "
+        f"float32"
+    )
     print(f"{'case':<56} {'ours':>10}  {'peer':<28} {'peer time':>10}  {'ratio':>7}  goal")
     print("-" * 128)
     results, ok = [], True
@@ -89,91 +110,156 @@ def gpu_bench(log2n: int = 27, seed=None, json_path=None, huge: bool = False,
         nonlocal ok
         verdict = "" if met is None else ("meets" if met else "MISSES")
         ok = ok and met is not False
-        results.append(dict(case=case, seconds=ours, peer=peer, peer_seconds=peer_time,
-                            ratio=ratio, goal=goal, met=met))
-        print(f"{case:<56} {fmt_seconds(ours) if ours else '':>10}  {peer:<28} "
-              f"{fmt_seconds(peer_time) if peer_time else '':>10}  "
-              f"{ratio if isinstance(ratio, str) else f'{ratio:7.2f}':>7}  {goal} {verdict}",
-              flush=True)
+        results.append(
+            dict(
+                case=case,
+                seconds=ours,
+                peer=peer,
+                peer_seconds=peer_time,
+                ratio=ratio,
+                goal=goal,
+                met=met,
+            )
+        )
+        print(
+            f"{case:<56} {fmt_seconds(ours) if ours else '':>10}  {peer:<28} "
+            f"{fmt_seconds(peer_time) if peer_time else '':>10}  "
+            f"{ratio if isinstance(ratio, str) else f'{ratio:7.2f}':>7}  {goal} {verdict}",
+            flush=True,
+        )
 
     if tests:
         summary, seconds, passed = _run_tests()
-        row("GPU test suite (test_cuda, test_gpu)", seconds, summary[:28], 0, "", "all pass",
-            passed)
+        row(
+            "GPU test suite (test_cuda, test_gpu)", seconds, summary[:28], 0, "", "all pass", passed
+        )
 
     rng = cupy.random.default_rng(seed)
     x = rng.random(n, dtype=np.float32) * n
     y = rng.random(n, dtype=np.float32) * n
     v = rng.standard_normal(n, dtype=np.float32)
-    signal = (rng.standard_normal(n, dtype=np.float32) +
-              1j * rng.standard_normal(n, dtype=np.float32)).astype(np.complex64)
+    signal = (
+        rng.standard_normal(n, dtype=np.float32) + 1j * rng.standard_normal(n, dtype=np.float32)
+    ).astype(np.complex64)
     # an idle GPU runs at a low clock for a while after work starts: time nothing before it ramps up
     warm_up(cupy, lambda: cupy.fft.fft(signal))
     t_fft = gpu_seconds(cupy, lambda: cupy.fft.fft(signal))
-    copy_bytes = 4 * 2**min(28, log2n + 4)  # 1 GiB
+    copy_bytes = 4 * 2 ** min(28, log2n + 4)  # 1 GiB
     t_copy = device_copy_seconds(cupy, copy_bytes)
     copy_bw = 2 * copy_bytes / t_copy
     del signal
 
     fresh = gpu_seconds(cupy, lambda: LaplexOperator(x, y, 1.0) @ v, repeat=3)
-    row("fresh matvec, random anchors (sort included)", fresh, "cupy.fft.fft c64, same n",
-        t_fft, fresh / t_fft, "<= 5", fresh / t_fft <= 5)
+    row(
+        "fresh matvec, random anchors (sort included)",
+        fresh,
+        "cupy.fft.fft c64, same n",
+        t_fft,
+        fresh / t_fft,
+        "<= 5",
+        fresh / t_fft <= 5,
+    )
     # the plan alone: the backend's radix sorts (keys and int32 permutations out) against CuPy's
     plan = gpu_seconds(cupy, lambda: LaplexOperator(x, y, 1.0).prepare(), repeat=3)
     t_argsort = gpu_seconds(cupy, lambda: (cupy.argsort(x), cupy.argsort(y)), repeat=3)
-    row("plan of random anchors (validation, snapshots, sorts)", plan,
-        "cupy.argsort of x and of y", t_argsort, plan / t_argsort)
+    row(
+        "plan of random anchors (validation, snapshots, sorts)",
+        plan,
+        "cupy.argsort of x and of y",
+        t_argsort,
+        plan / t_argsort,
+    )
 
     op = LaplexOperator(x, y, 1.0).prepare()
     x2, y2, moved = _percent_moves(cupy, rng, x, y)
     train = gpu_seconds(cupy, lambda: op.with_anchors(x2, y2) @ v, repeat=3)
-    row(f"training step (1% moves, {moved:.0%} moved) + matvec", train,
-        "cupy.fft.fft c64, same n", t_fft, train / t_fft, "<= 2", train / t_fft <= 2)
+    row(
+        f"training step (1% moves, {moved:.0%} moved) + matvec",
+        train,
+        "cupy.fft.fft c64, same n",
+        t_fft,
+        train / t_fft,
+        "<= 2",
+        train / t_fft <= 2,
+    )
     # moves that float32 keeps: one unit in the last place (crossing runs of tied anchors)
     x3, y3 = _ulp_moves(cupy, rng, x), _ulp_moves(cupy, rng, y)
     ulp = gpu_seconds(cupy, lambda: op.with_anchors(x3, y3) @ v, repeat=3)
-    row("training step (1-ulp moves) + matvec", ulp, "cupy.fft.fft c64, same n", t_fft,
-        ulp / t_fft)
+    row("training step (1-ulp moves) + matvec", ulp, "cupy.fft.fft c64, same n", t_fft, ulp / t_fft)
     # the same from anchors kept in sorted order: the permutations stay close to the identity, so
     # the repair and the product read and write nearly in order (no random gathers)
     xs, ys = cupy.sort(x), cupy.sort(y)
     sorted_op = LaplexOperator(xs, ys, 1.0).prepare()
     xs2, ys2, moved = _percent_moves(cupy, rng, xs, ys)
     kept = gpu_seconds(cupy, lambda: sorted_op.with_anchors(xs2, ys2) @ v, repeat=3)
-    row(f"training step from sorted anchors (1% moves, {moved:.0%} moved) + matvec", kept,
-        "cupy.fft.fft c64, same n", t_fft, kept / t_fft, "<= 2", kept / t_fft <= 2)
+    row(
+        f"training step from sorted anchors (1% moves, {moved:.0%} moved) + matvec",
+        kept,
+        "cupy.fft.fft c64, same n",
+        t_fft,
+        kept / t_fft,
+        "<= 2",
+        kept / t_fft <= 2,
+    )
     replan = gpu_seconds(cupy, lambda: sorted_op.with_anchors(xs2, ys2).prepare(), repeat=3)
-    row("  of which the re-plan (snapshots and their order check)", replan,
-        "cupy.fft.fft c64, same n", t_fft, replan / t_fft)
+    row(
+        "  of which the re-plan (snapshots and their order check)",
+        replan,
+        "cupy.fft.fft c64, same n",
+        t_fft,
+        replan / t_fft,
+    )
     del xs2, ys2
     xs3, ys3 = _ulp_moves(cupy, rng, xs), _ulp_moves(cupy, rng, ys)
     near = gpu_seconds(cupy, lambda: sorted_op.with_anchors(xs3, ys3) @ v, repeat=3)
-    row("training step from sorted anchors (1-ulp moves) + matvec", near,
-        "cupy.fft.fft c64, same n", t_fft, near / t_fft)
+    row(
+        "training step from sorted anchors (1-ulp moves) + matvec",
+        near,
+        "cupy.fft.fft c64, same n",
+        t_fft,
+        near / t_fft,
+    )
     replan = gpu_seconds(cupy, lambda: sorted_op.with_anchors(xs3, ys3).prepare(), repeat=3)
-    row("  of which the re-plan (snapshots, window sorts)", replan, "cupy.fft.fft c64, same n",
-        t_fft, replan / t_fft)
+    row(
+        "  of which the re-plan (snapshots, window sorts)",
+        replan,
+        "cupy.fft.fft c64, same n",
+        t_fft,
+        replan / t_fft,
+    )
     del sorted_op, xs3, ys3
 
     op @ v
     cached = gpu_seconds(cupy, lambda: op @ v)
-    row("cached matvec, random anchors", cached, "cupy.fft.fft c64, same n", t_fft,
-        cached / t_fft)
+    row("cached matvec, random anchors", cached, "cupy.fft.fft c64, same n", t_fft, cached / t_fft)
     grad = gpu_seconds(cupy, lambda: op.gradient(v, v), repeat=3)
-    row("gradient (x, y, rate, v), cached plan", grad, "cupy.fft.fft c64, same n", t_fft,
-        grad / t_fft)
+    row(
+        "gradient (x, y, rate, v), cached plan",
+        grad,
+        "cupy.fft.fft c64, same n",
+        t_fft,
+        grad / t_fft,
+    )
 
     distinct = cupy.unique(xs)  # the square mode needs distinct anchors (float32 rounds to ties)
-    for label, a, b, square in (("cached matvec, sorted x and y", xs, ys, False),
-                                ("cached matvec, sorted distinct x = y", distinct, distinct,
-                                 True)):
+    for label, a, b, square in (
+        ("cached matvec, sorted x and y", xs, ys, False),
+        ("cached matvec, sorted distinct x = y", distinct, distinct, True),
+    ):
         sop = LaplexOperator(a, b, 1.0).prepare()
-        w = v[:b.shape[0]]
+        w = v[: b.shape[0]]
         sop @ w
         t = gpu_seconds(cupy, lambda: sop @ w)
         bw = matvec_bytes(a.shape[0], b.shape[0], square=square) / t
-        row(label, t, f"copy {copy_bw / 1e9:.0f} GB/s", t_copy, f"{bw / copy_bw:.0%}",
-            ">= 60% of copy bandwidth", bw / copy_bw >= 0.6)
+        row(
+            label,
+            t,
+            f"copy {copy_bw / 1e9:.0f} GB/s",
+            t_copy,
+            f"{bw / copy_bw:.0%}",
+            ">= 60% of copy bandwidth",
+            bw / copy_bw >= 0.6,
+        )
         results[-1]["bytes_per_second"] = bw
     del op, sop, x, y, x2, y2, x3, y3, xs, ys, v, w, distinct
     cupy.get_default_memory_pool().free_all_blocks()
@@ -184,8 +270,17 @@ def gpu_bench(log2n: int = 27, seed=None, json_path=None, huge: bool = False,
     print("PASS: every goal met" if ok else "FAIL: see the rows marked MISSES")
     if json_path:
         with open(json_path, "w") as fh:
-            json.dump({"device": device, "cupy": cupy.__version__, "n": n,
-                       "copy_bytes_per_second": copy_bw, "results": results}, fh, indent=2)
+            json.dump(
+                {
+                    "device": device,
+                    "cupy": cupy.__version__,
+                    "n": n,
+                    "copy_bytes_per_second": copy_bw,
+                    "results": results,
+                },
+                fh,
+                indent=2,
+            )
     return 0 if ok else 1
 
 
@@ -266,12 +361,19 @@ def _huge_step(cupy, row, seed, n: int = 10**9) -> bool:
                 cupy.cuda.Device().synchronize()
                 seconds = time.perf_counter() - t0
             del out, grads
-            return op, seconds, (f"peak {memory.peak / 2**30:.1f} GiB in use",
-                                 f"{(memory.peak - inputs) / (2 * n):.1f} B/anchor")
+            return (
+                op,
+                seconds,
+                (
+                    f"peak {memory.peak / 2**30:.1f} GiB in use",
+                    f"{(memory.peak - inputs) / (2 * n):.1f} B/anchor",
+                ),
+            )
 
         op, fresh, (peak, per_anchor) = timed(lambda: LaplexOperator(x, y, 1.0))
-        row(f"fresh step {case} (plan+matvec+gradient)", fresh, peak, 0, per_anchor,
-            "(information)")
+        row(
+            f"fresh step {case} (plan+matvec+gradient)", fresh, peak, 0, per_anchor, "(information)"
+        )
         seconds = 0.0
         for label in ("pool emptied", "training loop"):
             x2, y2 = _ulp_moves(cupy, rng, x), _ulp_moves(cupy, rng, y)
@@ -288,11 +390,25 @@ def _huge_step(cupy, row, seed, n: int = 10**9) -> bool:
             x, y = x2, y2
             del x2, y2
             loop = label == "training loop"
-            row(f"training step {case}, {label} ({moved:.0%} moved 1 ulp)", seconds, peak, 0,
-                per_anchor, "< 1 s" if loop else "(information)", seconds < 1.0 if loop else None)
+            row(
+                f"training step {case}, {label} ({moved:.0%} moved 1 ulp)",
+                seconds,
+                peak,
+                0,
+                per_anchor,
+                "< 1 s" if loop else "(information)",
+                seconds < 1.0 if loop else None,
+            )
         return seconds < 1.0
     except MemoryError as exc:
-        row(f"training step {case} (matvec + gradient)", 0, "out of memory", 0, "",
-            "completes", False)
+        row(
+            f"training step {case} (matvec + gradient)",
+            0,
+            "out of memory",
+            0,
+            "",
+            "completes",
+            False,
+        )
         print(f"  {exc}")
         return False

@@ -1,9 +1,10 @@
 """Array-API namespaces: which namespace and device an array lives in, and the bridge to a backend.
 
 Anything array-api-compat recognises (NumPy, CuPy, PyTorch, JAX, array-api-strict, ...) is accepted;
-Python sequences are read as NumPy arrays. Arrays cross into a backend zero-copy through DLPack where
-the libraries allow it, and results return in the caller's namespace.
+Python sequences are read as NumPy arrays. Arrays cross into a backend zero-copy through DLPack
+where the libraries allow it, and results return in the caller's namespace.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -11,8 +12,17 @@ from typing import Any
 import array_api_compat as compat
 import numpy as np
 
-__all__ = ["namespace", "as_array", "device_kind", "same_device", "exportable", "to_numpy_dtype",
-           "from_numpy_dtype", "default_float", "result_to"]
+__all__ = [
+    "namespace",
+    "as_array",
+    "device_kind",
+    "same_device",
+    "exportable",
+    "to_numpy_dtype",
+    "from_numpy_dtype",
+    "default_float",
+    "result_to",
+]
 
 
 def namespace(*arrays: Any):
@@ -20,10 +30,12 @@ def namespace(*arrays: Any):
     try:
         return compat.array_namespace(*arrays)
     except TypeError as exc:
-        kinds = ", ".join(sorted({type(a).__module__.split(".")[0] + "." + type(a).__name__
-                                  for a in arrays}))
-        raise TypeError(f"all arrays must come from one array namespace; got {kinds} ({exc})") \
-            from None
+        kinds = ", ".join(
+            sorted({type(a).__module__.split(".")[0] + "." + type(a).__name__ for a in arrays})
+        )
+        raise TypeError(
+            f"all arrays must come from one array namespace; got {kinds} ({exc})"
+        ) from None
 
 
 def as_array(a: Any) -> Any:
@@ -33,8 +45,9 @@ def as_array(a: Any) -> Any:
     try:
         return np.asarray(a)
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"expected an array or a sequence of numbers; got {type(a).__name__}") \
-            from exc
+        raise TypeError(
+            f"expected an array or a sequence of numbers; got {type(a).__name__}"
+        ) from exc
 
 
 def device_kind(a: Any) -> str:

@@ -1,10 +1,12 @@
-"""``LaplexOperator``: the dense matrix ``W[i, j] = exp(-s |x_i - y_j|)``, applied without storing it.
+"""``LaplexOperator``: the dense matrix ``W[i, j] = exp(-s |x_i - y_j|)``, applied without storing
+it.
 
-The front end validates input, bridges array namespaces, and owns the plan cache; the arithmetic is a
-backend's decayed scan (see :mod:`laplexops.backends`). Every product, adjoint, transpose and gradient
-of an operator (and of the operators derived from it by ``H``, ``T`` and ``with_rate``) shares one plan,
-built on first use in O(N log N); each further product costs O(N) for N = m + n.
+The front end validates input, bridges array namespaces, and owns the plan cache; the arithmetic is
+a backend's decayed scan (see :mod:`laplexops.backends`). Every product, adjoint, transpose and
+gradient of an operator (and of the operators derived from it by ``H``, ``T`` and ``with_rate``)
+shares one plan, built on first use in O(N log N); each further product costs O(N) for N = m + n.
 """
+
 from __future__ import annotations
 
 from typing import Any, NamedTuple
@@ -49,15 +51,17 @@ def _check_rate(rate: Any) -> float | complex:
     try:
         value = complex(rate)
     except (TypeError, ValueError):
-        raise TypeError(f"rate must be a real or complex scalar; got {type(rate).__name__} "
-                        f"{rate!r}") from None
+        raise TypeError(
+            f"rate must be a real or complex scalar; got {type(rate).__name__} {rate!r}"
+        ) from None
     if not (np.isfinite(value.real) and np.isfinite(value.imag)):
         raise ValueError(f"rate must be finite; got {rate!r}")
     if value.real <= 0:
         raise ValueError(f"the real part of rate must be > 0; got {rate!r}")
     dtype = getattr(rate, "dtype", None)
     is_complex = isinstance(rate, (complex, np.complexfloating)) or (
-        dtype is not None and "complex" in str(dtype))
+        dtype is not None and "complex" in str(dtype)
+    )
     return value if is_complex else value.real
 
 
@@ -65,8 +69,9 @@ def _numeric_dtype(a: Any, what: str) -> np.dtype:
     """The NumPy dtype of array ``a``; ``TypeError`` unless it is integer, real or complex."""
     dtype = ns.to_numpy_dtype(a.dtype)
     if dtype is None or dtype.kind not in "iufc":
-        raise TypeError(f"{what} must have a numeric (integer, real or complex) dtype; "
-                        f"got {a.dtype}")
+        raise TypeError(
+            f"{what} must have a numeric (integer, real or complex) dtype; got {a.dtype}"
+        )
     return dtype
 
 
@@ -93,12 +98,14 @@ class LaplexOperator:
         xp, x, y, real = _anchors(x, y)
         chosen = get_backend(backend, ns.device_kind(x))
         xs, x_ordered = _snapshot(chosen, x, real, "x")
-        ys, y_ordered = (xs, x_ordered) if (y is x or _equal(xp, x, y)) else \
-            _snapshot(chosen, y, real, "y")
+        ys, y_ordered = (
+            (xs, x_ordered) if (y is x or _equal(xp, x, y)) else _snapshot(chosen, y, real, "y")
+        )
         self._init(xp, xs, ys, rate, chosen, like=x, ordered=(x_ordered, y_ordered))
 
-    def _init(self, xp, x, y, rate, backend, cell=None, flip=False, like=None,
-              ordered=(None, None)):
+    def _init(
+        self, xp, x, y, rate, backend, cell=None, flip=False, like=None, ordered=(None, None)
+    ):
         """Set the state; ``x`` and ``y`` are private native anchors (rows, columns), ``like`` an
         array of the caller's namespace and device, ``ordered`` what their snapshots said of their
         order (for the plan)."""
@@ -117,8 +124,17 @@ class LaplexOperator:
         op = object.__new__(LaplexOperator)
         swap = flip != self._flip
         x, y = (self._y, self._x) if swap else (self._x, self._y)
-        op._init(self._xp, x, y, rate, self._backend, self._cell, flip, self._like,
-                 self._ordered[::-1] if swap else self._ordered)
+        op._init(
+            self._xp,
+            x,
+            y,
+            rate,
+            self._backend,
+            self._cell,
+            flip,
+            self._like,
+            self._ordered[::-1] if swap else self._ordered,
+        )
         return op
 
     def with_rate(self, rate: float | complex) -> LaplexOperator:
@@ -176,8 +192,10 @@ class LaplexOperator:
 
     def __repr__(self) -> str:
         m, n = self.shape
-        return (f"LaplexOperator(shape=({m}, {n}), rate={self._rate!r}, dtype={self._dtype}, "
-                f"backend={self._backend.name!r})")
+        return (
+            f"LaplexOperator(shape=({m}, {n}), rate={self._rate!r}, dtype={self._dtype}, "
+            f"backend={self._backend.name!r})"
+        )
 
     # ------------------------------------------------------------------ plan
     @property
@@ -204,18 +222,25 @@ class LaplexOperator:
         """``v`` as a native array checked against namespace, device and shape; with its dtype."""
         v = ns.as_array(v)
         if ns.namespace(v) is not self._xp and not (
-                ns.compat.is_numpy_array(v) and ns.compat.is_numpy_namespace(self._xp)):
-            raise TypeError(f"{what} must come from the anchors' array namespace "
-                            f"({self._xp.__name__}); got {type(v).__module__}.{type(v).__name__}")
+            ns.compat.is_numpy_array(v) and ns.compat.is_numpy_namespace(self._xp)
+        ):
+            raise TypeError(
+                f"{what} must come from the anchors' array namespace "
+                f"({self._xp.__name__}); got {type(v).__module__}.{type(v).__name__}"
+            )
         if not ns.same_device(v, self._like):
-            raise TypeError(f"{what} lives on device {ns.compat.device(v)}, the anchors on "
-                            f"{ns.compat.device(self._like)}; move one of them explicitly")
+            raise TypeError(
+                f"{what} lives on device {ns.compat.device(v)}, the anchors on "
+                f"{ns.compat.device(self._like)}; move one of them explicitly"
+            )
         dtype = _numeric_dtype(v, what)
         if v.ndim not in ndims:
             raise ValueError(f"{what} must have ndim in {ndims}; got shape {tuple(v.shape)}")
         if v.shape[0] != length:
-            raise ValueError(f"{what} must have leading dimension {length} to match the operator "
-                             f"of shape {self.shape}; got shape {tuple(v.shape)}")
+            raise ValueError(
+                f"{what} must have leading dimension {length} to match the operator "
+                f"of shape {self.shape}; got shape {tuple(v.shape)}"
+            )
         return self._backend.asarray(ns.exportable(v)), dtype, v
 
     def _result_dtype(self, *dtypes: np.dtype) -> np.dtype:
@@ -244,8 +269,10 @@ class LaplexOperator:
     def matvec(self, v):
         """``W @ v`` for ``v`` of shape ``(n,)`` or ``(n, 1)``; O(N) on a cached plan."""
         if getattr(v, "ndim", 1) == 2 and v.shape[1] != 1:
-            raise ValueError(f"matvec takes shape ({self.shape[1]},) or ({self.shape[1]}, 1); "
-                             f"got {tuple(v.shape)}; use matmat for several columns")
+            raise ValueError(
+                f"matvec takes shape ({self.shape[1]},) or ({self.shape[1]}, 1); "
+                f"got {tuple(v.shape)}; use matmat for several columns"
+            )
         return self._apply(v, False, (1, 2), "v")
 
     def matmat(self, V):
@@ -255,8 +282,10 @@ class LaplexOperator:
     def rmatvec(self, u):
         """``W^H @ u`` for ``u`` of shape ``(m,)`` or ``(m, 1)``; O(N)."""
         if getattr(u, "ndim", 1) == 2 and u.shape[1] != 1:
-            raise ValueError(f"rmatvec takes shape ({self.shape[0]},) or ({self.shape[0]}, 1); "
-                             f"got {tuple(u.shape)}; use rmatmat for several columns")
+            raise ValueError(
+                f"rmatvec takes shape ({self.shape[0]},) or ({self.shape[0]}, 1); "
+                f"got {tuple(u.shape)}; use rmatmat for several columns"
+            )
         return self._apply(u, True, (1, 2), "u")
 
     def rmatmat(self, U):
@@ -300,8 +329,14 @@ class LaplexOperator:
             from cupyx.scipy.sparse.linalg import LinearOperator
         else:
             from scipy.sparse.linalg import LinearOperator
-        return LinearOperator(self.shape, matvec=self.matvec, rmatvec=self.rmatvec,
-                              matmat=self.matmat, rmatmat=self.rmatmat, dtype=self._dtype)
+        return LinearOperator(
+            self.shape,
+            matvec=self.matvec,
+            rmatvec=self.rmatvec,
+            matmat=self.matmat,
+            rmatmat=self.rmatmat,
+            dtype=self._dtype,
+        )
 
     def to_dense(self, force: bool = False):
         """The explicit ``(m, n)`` matrix, O(m n) memory: for tests and small sizes.
@@ -310,8 +345,10 @@ class LaplexOperator:
         """
         m, n = self.shape
         if m * n > DENSE_LIMIT and not force:
-            raise ValueError(f"to_dense of a {m} x {n} operator ({m * n:.3g} entries) exceeds "
-                             f"the guard of {DENSE_LIMIT:.0e}; pass force=True to build it anyway")
+            raise ValueError(
+                f"to_dense of a {m} x {n} operator ({m * n:.3g} entries) exceeds "
+                f"the guard of {DENSE_LIMIT:.0e}; pass force=True to build it anyway"
+            )
         xp = self._backend.xp
         x = self._x.astype(np.float64)
         y = self._y.astype(np.float64)
@@ -326,8 +363,8 @@ class LaplexOperator:
 
             x    = Re(conj(g_i) * sum_j (-s) S W_ij v_j)
             y    = Re(sum_i conj(g_i) * s S W_ij v_j)
-            rate = Re(A) (real s) or conj(A) (complex s),  A = sum_ij conj(g_i) (-|x_i - y_j|) W_ij v_j
-            v    = W^H g   (its real part when v is real)
+            rate = Re(A) (real s) or conj(A) (complex s),  A = sum_ij conj(g_i) (-|x_i - y_j|) W_ij
+            v_j v    = W^H g   (its real part when v is real)
 
         For a complex parameter the value is ``dL/dRe + i dL/dIm``. Two passes of the scan: the
         signed and first-moment reductions of ``v`` on the rows, the plain and signed reductions of
@@ -337,8 +374,10 @@ class LaplexOperator:
         vn, vdtype, v_orig = self._operand(v, n, "v")
         gn, gdtype, _ = self._operand(g, m, "g")
         if gn.shape != ((m,) if vn.ndim == 1 else (m, vn.shape[1])):
-            raise ValueError(f"g must have the shape of W @ v, {(m,) + tuple(vn.shape[1:])}; "
-                             f"got {tuple(gn.shape)}")
+            raise ValueError(
+                f"g must have the shape of W @ v, {(m,) + tuple(vn.shape[1:])}; "
+                f"got {tuple(gn.shape)}"
+            )
         dtype = self._result_dtype(vdtype, gdtype)
         k = 1 if vn.ndim == 1 else vn.shape[1]
         V = vn.astype(self._working_dtype(dtype, vdtype), copy=False).reshape(n, k)
@@ -378,8 +417,9 @@ def _anchors(x: Any, y: Any):
     x, y = ns.as_array(x), ns.as_array(y)
     xp = ns.namespace(x, y)
     if not ns.same_device(x, y):
-        raise TypeError(f"x and y must live on one device; got {ns.compat.device(x)} and "
-                        f"{ns.compat.device(y)}")
+        raise TypeError(
+            f"x and y must live on one device; got {ns.compat.device(x)} and {ns.compat.device(y)}"
+        )
     dtypes = []
     for a, name in ((x, "x"), (y, "y")):
         dtype = _numeric_dtype(a, name)

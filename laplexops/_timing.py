@@ -1,12 +1,14 @@
 """Small timing helpers shared by the demo and the benchmark command (not used by the library)."""
+
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 def best_of(fn: Callable[[], object], repeat: int = 5, budget: float = 10.0) -> float:
-    """The fastest of up to ``repeat`` calls of ``fn`` in seconds (stops early past ``budget`` s)."""
+    """The fastest of up to ``repeat`` calls of ``fn`` in seconds (stops early past ``budget``
+    s)."""
     best = float("inf")
     start = time.perf_counter()
     for _ in range(repeat):

@@ -11,6 +11,7 @@ profile is loaded. ``deadline`` is off everywhere: Numba compiles on first call.
 
 At the end of a run the terminal summary reports how many Hypothesis cases were executed.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,11 @@ _override_n = int(_override) if _override else None
 
 _common = dict(
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                           HealthCheck.filter_too_much],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+    ],
     print_blob=True,
 )
 for _name, _n in (("ci", 100), ("thorough", 1000), ("dev", 15)):
@@ -70,4 +74,5 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(
             f"hypothesis: {_counts['cases']} test cases executed by {_counts['tests']} property "
             f"tests (profile {_profile_name()}, "
-            f"max_examples={settings.default.max_examples})")
+            f"max_examples={settings.default.max_examples})"
+        )

@@ -8,6 +8,7 @@ Strategies draw a seed and build the arrays with ``numpy.random.default_rng(seed
 fresh random data (Hypothesis seeds differ between runs), and the data are random normals or random
 coordinates, never zeros.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,19 +17,30 @@ from hypothesis import strategies as st
 
 # ------------------------------------------------------------------------------------ tolerances
 #: relative 2-norm error allowed against the float64 reference (SPEC section 6)
-TOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-4,
-       np.dtype(np.complex128): 1e-10, np.dtype(np.complex64): 1e-4}
+TOL = {
+    np.dtype(np.float64): 1e-10,
+    np.dtype(np.float32): 1e-4,
+    np.dtype(np.complex128): 1e-10,
+    np.dtype(np.complex64): 1e-4,
+}
 
 #: below ``FLOOR[dtype] * (scale of the possible result)`` a reference is treated as zero: a float32
 #: result cannot represent values under ~1e-38 (and loses digits in the subnormals)
-FLOOR = {np.dtype(np.float64): 1e-280, np.dtype(np.float32): 1e-25,
-         np.dtype(np.complex128): 1e-280, np.dtype(np.complex64): 1e-25}
+FLOOR = {
+    np.dtype(np.float64): 1e-280,
+    np.dtype(np.float32): 1e-25,
+    np.dtype(np.complex128): 1e-280,
+    np.dtype(np.complex64): 1e-25,
+}
 
 
 def real_dtype(dtype) -> np.dtype:
     """float32 for float32/complex64, float64 otherwise."""
-    return np.dtype(np.float32) if np.dtype(dtype) in (np.float32, np.complex64) else \
-        np.dtype(np.float64)
+    return (
+        np.dtype(np.float32)
+        if np.dtype(dtype) in (np.float32, np.complex64)
+        else np.dtype(np.float64)
+    )
 
 
 # ------------------------------------------------------------------------------------ references
@@ -60,7 +72,7 @@ def rows_ref(x, y, rate, v, rows, chunk=16) -> np.ndarray:
     v = f64(v)
     out = []
     for start in range(0, len(rows), chunk):
-        r = rows[start:start + chunk]
+        r = rows[start : start + chunk]
         out.append(np.exp(-rate * np.abs(x[r, None] - y[None, :])) @ v)
     return np.concatenate(out)
 
@@ -79,7 +91,11 @@ def rel_err(got, ref, floor: float = 0.0) -> float:
 
 def product_floor(dtype, v, m: int, n: int) -> float:
     """The largest possible size of ``W @ v`` times ``FLOOR[dtype]``."""
-    return FLOOR[np.dtype(dtype)] * float(np.linalg.norm(f64(v).ravel())) * np.sqrt(max(m, 1) * max(n, 1))
+    return (
+        FLOOR[np.dtype(dtype)]
+        * float(np.linalg.norm(f64(v).ravel()))
+        * np.sqrt(max(m, 1) * max(n, 1))
+    )
 
 
 def assert_close_to_ref(got, ref, dtype, v, m, n, what=""):
@@ -135,6 +151,7 @@ LAYOUTS = ("random", "ties", "same", "shared", "sorted", "reversed", "dup", "gri
 
 def make_anchors(rng, layout: str, m: int, n: int, scale: float):
     """Row and column anchors of a given layout (float64; ``n`` is ignored for ``"same"``)."""
+
     def uni(k):
         return scale * rng.uniform(-1.0, 1.0, k)
 
@@ -163,8 +180,9 @@ def make_anchors(rng, layout: str, m: int, n: int, scale: float):
         bx, by = uni(max(1, m // 3)), uni(max(1, n // 3))
         return rng.choice(bx, m), rng.choice(by, n)
     if layout == "grid":  # integers times scale: many exact ties, the rest well separated
-        return scale * rng.integers(-6, 7, m).astype(float), \
-            scale * rng.integers(-6, 7, n).astype(float)
+        return scale * rng.integers(-6, 7, m).astype(float), scale * rng.integers(-6, 7, n).astype(
+            float
+        )
     if layout == "clustered":  # tight groups with huge gaps (spread up to 1e6 * scale)
         centers = scale * 1e6 * rng.uniform(-1.0, 1.0, int(rng.integers(1, 5)))
         x = rng.choice(centers, m) + uni(m)
@@ -174,8 +192,17 @@ def make_anchors(rng, layout: str, m: int, n: int, scale: float):
 
 
 @st.composite
-def problems(draw, *, dtype=np.float64, rate_kind="any", max_m=40, max_n=40, min_size=1,
-             layouts=LAYOUTS, max_c=1.5):
+def problems(
+    draw,
+    *,
+    dtype=np.float64,
+    rate_kind="any",
+    max_m=40,
+    max_n=40,
+    min_size=1,
+    layouts=LAYOUTS,
+    max_c=1.5,
+):
     """A dict with anchors ``x``, ``y`` (of ``dtype``), ``rate``, ``scale``, ``rng``, ``m``, ``n``.
 
     ``rate_kind``: ``"real"``, ``"complex"`` or ``"any"``. The rate is ``c / scale`` with

@@ -1,5 +1,6 @@
 """The adjoint identity <W v, u> = <v, W^H u> (a pylops-style dot test) and the consistency of
 ``H``, ``T``, ``rmatvec`` and ``rmatmat`` (SPEC sections 2 and 6)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,8 +21,10 @@ def dottest(op, v, u, tol, floor=1e-280):
     rhs = inner(v, WHu)
     # the same through rmatvec / rmatmat
     rhs2 = inner(v, op.rmatvec(u) if u.ndim == 1 else op.rmatmat(u))
-    scale = max(np.linalg.norm(f64(Wv)) * np.linalg.norm(f64(u)),
-                np.linalg.norm(f64(v)) * np.linalg.norm(f64(WHu)))
+    scale = max(
+        np.linalg.norm(f64(Wv)) * np.linalg.norm(f64(u)),
+        np.linalg.norm(f64(v)) * np.linalg.norm(f64(WHu)),
+    )
     m, n = op.shape
     bound = tol * scale + floor * np.linalg.norm(f64(v)) * np.linalg.norm(f64(u)) * np.sqrt(m * n)
     assert abs(lhs - rhs) <= bound, (lhs, rhs, abs(lhs - rhs), bound)
@@ -64,8 +67,10 @@ def test_transpose_is_conjugate_of_adjoint(data):
     v = operand(rng, p["n"], "1d", np.complex128)
     t = op.T @ u
     assert rel_err(t, np.conj(op.H @ np.conj(u))) <= 1e-13
-    assert rel_err(t, np.conj(op.rmatvec(np.conj(u)) if u.ndim == 1
-                             else op.rmatmat(np.conj(u)))) <= 1e-13
+    assert (
+        rel_err(t, np.conj(op.rmatvec(np.conj(u)) if u.ndim == 1 else op.rmatmat(np.conj(u))))
+        <= 1e-13
+    )
     assert rel_err(op.T.T @ v, op @ v) <= 1e-13
     assert rel_err(op.H.T @ v, np.conj(op @ np.conj(v))) <= 1e-13
     assert rel_err(op.T.H @ v, np.conj(op @ np.conj(v))) <= 1e-13

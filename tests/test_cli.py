@@ -1,4 +1,5 @@
 """The command line: ``python -m laplexops info`` and ``python -m laplexops demo``."""
+
 from __future__ import annotations
 
 import subprocess
@@ -8,8 +9,9 @@ import pytest
 
 
 def _run(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "laplexops", *args], capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "laplexops", *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_info():
@@ -19,8 +21,9 @@ def test_info():
     assert "numba" in r.stdout
 
 
-@pytest.mark.parametrize("extra", [[], ["--dtype", "float32", "--rate", "1+2j"]],
-                         ids=["float64", "float32-phased"])
+@pytest.mark.parametrize(
+    "extra", [[], ["--dtype", "float32", "--rate", "1+2j"]], ids=["float64", "float32-phased"]
+)
 def test_demo_passes(extra):
     r = _run("demo", "--n", "20000", *extra)
     out = r.stdout + r.stderr
@@ -37,6 +40,7 @@ def test_unknown_command_fails():
 
 def test_bench_gpu_without_a_device_says_so():
     from laplexops.backends import available
+
     if "cupy" in available():
         pytest.skip("a GPU is present: bench --gpu would run in full")
     r = _run("bench", "--gpu")

@@ -9,6 +9,7 @@ Every test runs on two targets:
 
 Agreement with the Numba backend: 1e-12 (float64) / 1e-5 (float32) relative, as issue 3 asks.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,8 +23,8 @@ import laplexops as lx
 from laplex_testing import (
     FLOOR,
     apply_ref,
-    gradient_ref,
     assert_close_to_ref,
+    gradient_ref,
     operand,
     operand_dtypes,
     problems,
@@ -64,6 +65,7 @@ class Host:
 
     def __init__(self, geometry):
         from cuda_host.kernels import HostKernels
+
         self.xp = np
         self.kernels = HostKernels(geometry)
         self.backend = _cupy.CupyBackend(xp=self.xp, kernels_=self.kernels)
@@ -85,6 +87,7 @@ class Gpu:
 
     def __init__(self):
         import cupy
+
         self.cupy = cupy
         self.backend = None
 
@@ -110,9 +113,11 @@ def _require_host() -> None:
     ``0`` (``bench --gpu`` sets it: on a GPU machine the device is what needs checking; CI runs the
     host target)."""
     from cuda_host.kernels import compiler
+
     if os.environ.get("LAPLEXOPS_HOST_KERNELS", "1") == "0" or compiler() is None:
-        pytest.skip("no C++ compiler for the host build of the CUDA kernels (or "
-                    "LAPLEXOPS_HOST_KERNELS=0)")
+        pytest.skip(
+            "no C++ compiler for the host build of the CUDA kernels (or LAPLEXOPS_HOST_KERNELS=0)"
+        )
 
 
 _TARGETS: dict = {}
@@ -127,10 +132,13 @@ def _target(name):
         else:
             _require_host()
             from cuda_host.kernels import SMALL
+
             # host-plain: the small geometry with the kernel variants off (host turns them on):
             # phase 1 merges rows and columns, shared memory unpadded
-            geometry = {"host": SMALL, "host-plain": dict(SMALL, LAPLEX_PAD=0,
-                                                          LAPLEX_LEAN_PHASE1=0)}.get(name)
+            geometry = {
+                "host": SMALL,
+                "host-plain": dict(SMALL, LAPLEX_PAD=0, LAPLEX_LEAN_PHASE1=0),
+            }.get(name)
             _TARGETS[name] = Host(geometry)
     return _TARGETS[name]
 
@@ -172,11 +180,16 @@ def test_products_match_reference_and_numba(any_target, dtype, data):
     op = _operator(target, x, y, rate)
     tol = _agreement(x, y, rate, dtype)
     for label, got, want, ref, lead in (
-            ("W v", op @ target.to(v), cpu @ v, apply_ref(x, y, rate, v), m),
-            ("W^H u", op.H @ target.to(u), cpu.H @ u,
-             apply_ref(y, x, complex(rate).conjugate() if isinstance(rate, complex) else rate,
-                       u), n),
-            ("W^T u", op.T @ target.to(u), cpu.T @ u, apply_ref(y, x, rate, u), n)):
+        ("W v", op @ target.to(v), cpu @ v, apply_ref(x, y, rate, v), m),
+        (
+            "W^H u",
+            op.H @ target.to(u),
+            cpu.H @ u,
+            apply_ref(y, x, complex(rate).conjugate() if isinstance(rate, complex) else rate, u),
+            n,
+        ),
+        ("W^T u", op.T @ target.to(u), cpu.T @ u, apply_ref(y, x, rate, u), n),
+    ):
         got = target.back(got)
         assert got.shape == want.shape and got.dtype == want.dtype, label
         assert_close_to_ref(got, ref, got.dtype, v if lead == m else u, m, n, label)
@@ -194,16 +207,25 @@ def test_gradients_match_numba(any_target, dtype, data):
     vdtype = data.draw(operand_dtypes(dtype))
     k = data.draw(st.integers(1, 3))
     v = operand(rng, n, "mat", vdtype, k)
-    g = operand(rng, m, "mat", np.result_type(vdtype, np.complex64 if isinstance(rate, complex)
-                                              else vdtype), k)
+    g = operand(
+        rng,
+        m,
+        "mat",
+        np.result_type(vdtype, np.complex64 if isinstance(rate, complex) else vdtype),
+        k,
+    )
     want = lx.LaplexOperator(x, y, rate).gradient(v, g)
     got = _operator(target, x, y, rate).gradient(target.to(v), target.to(g))
     # relative to the sum of the magnitudes of the terms each entry adds up (gradient_ref)
     _, scales = gradient_ref(x, y, rate, v, g)
     tol = _agreement(x, y, rate, dtype)
     # terms below the floor are lost to underflow in float32 (weights exp(-|s| d) under 1e-38)
-    floor = FLOOR[np.dtype(dtype)] * float(np.linalg.norm(v) * np.linalg.norm(g)) * \
-        (1 + abs(complex(rate))) * (1 + float(np.ptp(np.concatenate([x, y]))))
+    floor = (
+        FLOOR[np.dtype(dtype)]
+        * float(np.linalg.norm(v) * np.linalg.norm(g))
+        * (1 + abs(complex(rate)))
+        * (1 + float(np.ptp(np.concatenate([x, y]))))
+    )
     for name, scale in zip(("x", "y", "rate", "v"), scales):
         a, b = getattr(got, name), getattr(want, name)
         if name == "rate":
@@ -212,8 +234,9 @@ def test_gradients_match_numba(any_target, dtype, data):
             a = target.back(a)
             assert a.dtype == b.dtype and a.shape == b.shape, name
         diff = np.abs(np.asarray(a) - np.asarray(b))
-        assert np.all(diff <= tol * (np.asarray(scale) + floor)), \
+        assert np.all(diff <= tol * (np.asarray(scale) + floor)), (
             f"{name}: differs from the Numba backend by {np.max(diff / (scale + 1e-300)):.2e}"
+        )
 
 
 @pytest.mark.parametrize("rate", [1.0, 0.5 + 3j])
@@ -243,8 +266,12 @@ def test_square_and_sorted_paths(any_target, rng):
     rep = a.copy()
     rep[::7] = rep[0]
     v = rng.standard_normal((n, 2))
-    for label, x, y in (("square", a, a), ("sorted", s, np.sort(rng.uniform(0, n, n))),
-                        ("sorted square", s, s), ("repeats", rep, rep)):
+    for label, x, y in (
+        ("square", a, a),
+        ("sorted", s, np.sort(rng.uniform(0, n, n))),
+        ("sorted square", s, s),
+        ("repeats", rep, rep),
+    ):
         op = _operator(any_target, x, y, 0.7)
         want = lx.LaplexOperator(x, y, 0.7)
         assert rel_err(any_target.back(op @ any_target.to(v)), want @ v) <= 1e-12, label
@@ -335,8 +362,9 @@ def test_threads_first_rows_are_kept_from_the_first_product(rng, monkeypatch):
             log.append(("wait", self.name))
 
     current = [Stream("a")]
-    fake = types.SimpleNamespace(cuda=types.SimpleNamespace(
-        Event=Event, get_current_stream=lambda: current[0]))
+    fake = types.SimpleNamespace(
+        cuda=types.SimpleNamespace(Event=Event, get_current_stream=lambda: current[0])
+    )
     monkeypatch.setattr(backend, "_cupy", fake)
     launch = backend.launch
 
@@ -371,8 +399,10 @@ def test_products_on_two_streams(rng):
     want = lx.LaplexOperator(x, y, 0.8) @ v
     op = target.operator(x, y, 0.8)
     vd = target.to(v)
-    first_stream, second_stream = cupy.cuda.Stream(non_blocking=True), \
-        cupy.cuda.Stream(non_blocking=True)
+    first_stream, second_stream = (
+        cupy.cuda.Stream(non_blocking=True),
+        cupy.cuda.Stream(non_blocking=True),
+    )
     with first_stream:
         first = op @ vd
     with second_stream:
@@ -398,11 +428,13 @@ def test_radix_sort_is_numpys_stable_argsort(target, dtype, index, data):
     n = data.draw(st.integers(0, 300), label="n")
     kind = data.draw(st.sampled_from(["normal", "ties", "spread", "narrow", "zeros"]))
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
-    a = {"normal": lambda: rng.standard_normal(n),
-         "ties": lambda: rng.integers(-3, 4, n) * 0.25,
-         "spread": lambda: rng.uniform(-1, 1, n) * 10.0 ** rng.integers(-8, 9, n),
-         "narrow": lambda: 1 + rng.random(n) * 2.0**-20,
-         "zeros": lambda: rng.choice([-0.0, 0.0, 1.0, -1.0], n)}[kind]().astype(dtype)
+    a = {
+        "normal": lambda: rng.standard_normal(n),
+        "ties": lambda: rng.integers(-3, 4, n) * 0.25,
+        "spread": lambda: rng.uniform(-1, 1, n) * 10.0 ** rng.integers(-8, 9, n),
+        "narrow": lambda: 1 + rng.random(n) * 2.0**-20,
+        "zeros": lambda: rng.choice([-0.0, 0.0, 1.0, -1.0], n),
+    }[kind]().astype(dtype)
     keys, perm = _backend(target)._radix_sort(target.to(a), np.dtype(index))
     want = np.argsort(a, kind="stable")
     if perm is None:  # every digit the same for every key (or fewer than two): in order
@@ -518,8 +550,7 @@ def test_snapshot_copies_counts_nonfinite_and_finds_the_order(rng, monkeypatch, 
     the array module, order not checked."""
     monkeypatch.setattr(_cupy, "_SNAPSHOT_BLOCKS", blocks)
     backend = _target("host").backend
-    for source, real in (("float32", "float32"), ("float32", "float64"),
-                         ("float64", "float64")):
+    for source, real in (("float32", "float32"), ("float32", "float64"), ("float64", "float64")):
         for n, bad in ((0, 0), (1, 0), (5000, 0), (5000, 7), (3, 3)):
             a = rng.uniform(-1e8, 1e8, n).astype(source)
             where = rng.choice(n, bad, replace=False)
@@ -610,8 +641,9 @@ def test_production_window_sorts_fall_back_to_the_bitonic_network(rng):
     a = np.sort(rng.uniform(0, 1, 3 * window + 100)).astype(np.float32)
     a[rng.integers(0, a.shape[0], 300)] = a[0]  # ties across the first windows
     a = np.sort(a)
-    hint = np.concatenate([np.arange(s, min(s + window, a.shape[0]))[::-1]
-                           for s in range(0, a.shape[0], window)]).astype(np.int32)
+    hint = np.concatenate(
+        [np.arange(s, min(s + window, a.shape[0]))[::-1] for s in range(0, a.shape[0], window)]
+    ).astype(np.int32)
     launches = len(target.kernels.launches)
     values, perm = backend._repair(a, hint, np.dtype(np.int32))
     np.testing.assert_array_equal(perm, np.argsort(a, kind="stable"))
@@ -647,8 +679,8 @@ def test_memory_plan_of_a_training_step(rng):
     """The memory plan of docs/gpu-validation.md, measured on the backend's host code (NumPy
     reports its allocations to tracemalloc): beyond the inputs x, y, v, g, a fresh float32 step
     (snapshots, plan with its radix sorts' scratch, matvec, gradient) peaks at 25.1 bytes per
-    anchor and a step re-planned from the previous plan at 12.5 beyond the snapshots and that plan. At
-    m = n = 1e9 that is 50 GB next to 16 GB of inputs on an 80 GB GPU."""
+    anchor and a step re-planned from the previous plan at 12.5 beyond the snapshots and that plan.
+    At m = n = 1e9 that is 50 GB next to 16 GB of inputs on an 80 GB GPU."""
     import gc
     import tracemalloc
 
@@ -707,6 +739,7 @@ def test_out_of_memory_becomes_memory_error(rng):
             return np.empty(shape, dtype)
 
     from cuda_host.kernels import SMALL, HostKernels
+
     kernels = HostKernels(SMALL)
     backend = _cupy.CupyBackend(xp=Exhausted(), kernels_=kernels, out_of_memory=(DeviceOOM,))
     x, y = rng.standard_normal(20_000), rng.standard_normal(30)
@@ -722,6 +755,7 @@ def test_kernel_arguments_are_checked(rng):
     which catches a Python int passed where the kernel takes an int32 (or the reverse)."""
     _require_host()
     from laplexops.backends import _cuda_kernels as names
+
     kernels = _target("host").kernels
     fn = kernels.get(names.splits_name("float64"))
     a = rng.standard_normal(4)
@@ -730,4 +764,3 @@ def test_kernel_arguments_are_checked(rng):
         fn((1,), (32,), (a, a, np.int32(4), np.int64(4), np.int64(1), out))
     fn((1,), (32,), (np.sort(a), np.sort(a), np.int64(4), np.int64(4), np.int64(1), out))
     assert out.tolist() == [0, 4]
-

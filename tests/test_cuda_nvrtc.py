@@ -2,9 +2,10 @@
 template instance the backend can launch, by name expression, for sm_80 and sm_90. Runs without a
 GPU (NVRTC is a host library, from the ``nvidia-cuda-nvrtc`` wheel of the test extra); CI also
 compiles the same instances with nvcc (``.ci/run``)."""
-import pytest
 
+import pytest
 from cuda_host import nvrtc
+
 from laplexops.backends import _cuda_kernels as kernels
 
 
@@ -17,7 +18,8 @@ def test_every_kernel_instance_compiles_with_nvrtc(arch):
         source = fh.read()
     names = kernels.all_names()
     ok, log, lowered = nvrtc.compile_names(
-        lib, source, names, ["-std=c++17", f"--gpu-architecture={arch}", *kernels.options()])
+        lib, source, names, ["-std=c++17", f"--gpu-architecture={arch}", *kernels.options()]
+    )
     assert ok, log
     assert sorted(lowered) == sorted(names)
     assert all(symbol.startswith("_ZN6laplex") for symbol in lowered.values())

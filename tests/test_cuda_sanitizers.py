@@ -11,13 +11,13 @@ Every kind of launch runs in the GPU's launch geometry and in the tests' small o
 (``cuda_host/every_launch.py``). Needs
 g++ with the sanitizers' runtimes (``libtsan``, ``libasan``); skips without them.
 """
+
 import os
 import re
 import subprocess
 import sys
 
 import pytest
-
 from cuda_host.kernels import EXTRA_FLAGS, compiler
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -30,12 +30,18 @@ def _runtime(name: str, options: dict) -> str | None:
     cxx = compiler()
     if cxx is None:
         return None
-    path = subprocess.run([cxx, f"-print-file-name=lib{name}.so"], capture_output=True,
-                          text=True).stdout.strip()
+    path = subprocess.run(
+        [cxx, f"-print-file-name=lib{name}.so"], capture_output=True, text=True
+    ).stdout.strip()
     if not (os.path.isabs(path) and os.path.exists(path)):
         return None
-    start = subprocess.run([sys.executable, "-c", "pass"], capture_output=True, text=True,
-                           env=dict(os.environ, LD_PRELOAD=path, **options), timeout=120)
+    start = subprocess.run(
+        [sys.executable, "-c", "pass"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, LD_PRELOAD=path, **options),
+        timeout=120,
+    )
     return path if start.returncode == 0 and "Sanitizer" not in start.stderr else None
 
 
@@ -44,10 +50,22 @@ def _every_launch(runtime: str, flags: str, options: dict) -> subprocess.Complet
     preloaded (Python itself is not instrumented); one thread for Numba and BLAS."""
     if os.environ.get("LAPLEXOPS_HOST_KERNELS", "1") == "0":
         pytest.skip("LAPLEXOPS_HOST_KERNELS=0")
-    env = dict(os.environ, LD_PRELOAD=runtime, **{EXTRA_FLAGS: flags}, **options,
-               NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    return subprocess.run([sys.executable, os.path.join(HERE, "cuda_host", "every_launch.py")],
-                          env=env, capture_output=True, text=True, timeout=1800)
+    env = dict(
+        os.environ,
+        LD_PRELOAD=runtime,
+        **{EXTRA_FLAGS: flags},
+        **options,
+        NUMBA_NUM_THREADS="1",
+        OMP_NUM_THREADS="1",
+        OPENBLAS_NUM_THREADS="1",
+    )
+    return subprocess.run(
+        [sys.executable, os.path.join(HERE, "cuda_host", "every_launch.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
 
 
 def kernel_races(log: str) -> list[str]:
@@ -77,10 +95,12 @@ def test_the_filter_keeps_races_within_the_kernels():
     frame = "    #0 void laplex::k() /src/laplexops/backends/laplex_scan.cu:{} (x.so+0x1)\n"
 
     def report(access, line, previous, line2, where):
-        return (f"WARNING: ThreadSanitizer: data race (pid=1)\n  {access} of size 4 at 0x1 by "
-                f"thread T2:\n" + frame.format(line) + f"\n  Previous {previous} of size 4 at "
-                f"0x1 by thread T3:\n" + frame.format(line2) + f"\n  Location is {where} x\n"
-                "SUMMARY: ThreadSanitizer: data race\n")
+        return (
+            f"WARNING: ThreadSanitizer: data race (pid=1)\n  {access} of size 4 at 0x1 by "
+            f"thread T2:\n" + frame.format(line) + f"\n  Previous {previous} of size 4 at "
+            f"0x1 by thread T3:\n" + frame.format(line2) + f"\n  Location is {where} x\n"
+            "SUMMARY: ThreadSanitizer: data race\n"
+        )
 
     ours = report("Write", 10, "read", 12, "global")
     foreign = ours.replace(frame.format(12), "    #0 memcpy (libtsan.so+0x5)\n")
@@ -92,8 +112,10 @@ def test_the_filter_keeps_races_within_the_kernels():
 
 def test_no_races_in_the_kernels(tmp_path):
     log = tmp_path / "tsan"
-    options = {"TSAN_OPTIONS": f"halt_on_error=0 report_signal_unsafe=0 exitcode=0 "
-                               f"history_size=4 log_path={log}"}
+    options = {
+        "TSAN_OPTIONS": f"halt_on_error=0 report_signal_unsafe=0 exitcode=0 "
+        f"history_size=4 log_path={log}"
+    }
     runtime = _runtime("tsan", options)
     if runtime is None:
         pytest.skip("no C++ compiler with a working ThreadSanitizer runtime (libtsan) here")

@@ -1,5 +1,6 @@
 """Errors (SPEC section 5): bad input never yields a number; ``ValueError`` / ``TypeError`` with a
 message that says what was expected and what was given."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -50,28 +51,39 @@ def test_nonfinite_anchor_anywhere(data):
         lx.LaplexOperator(good, x, 1.0 + 1.0j)
 
 
-@pytest.mark.parametrize("x,y", [
-    (np.array(1.0), Y),                # 0-d
-    (X, np.array(2.0)),
-    (X.reshape(-1, 1), Y),             # 2-D column
-    (X, Y.reshape(1, -1)),             # 2-D row
-    (np.ones((2, 2)), Y),
-    (X, np.ones((1, 1, 3))),
-], ids=["x-0d", "y-0d", "x-col", "y-row", "x-2x2", "y-3d"])
+@pytest.mark.parametrize(
+    "x,y",
+    [
+        (np.array(1.0), Y),  # 0-d
+        (X, np.array(2.0)),
+        (X.reshape(-1, 1), Y),  # 2-D column
+        (X, Y.reshape(1, -1)),  # 2-D row
+        (np.ones((2, 2)), Y),
+        (X, np.ones((1, 1, 3))),
+    ],
+    ids=["x-0d", "y-0d", "x-col", "y-row", "x-2x2", "y-3d"],
+)
 def test_anchors_not_1d(x, y):
     with pytest.raises(ValueError) as info:
         lx.LaplexOperator(x, y, 1.0)
-    assert "1-d" in str(info.value).lower() or "shape" in str(info.value).lower() or \
-        "dim" in str(info.value).lower(), str(info.value)
+    assert (
+        "1-d" in str(info.value).lower()
+        or "shape" in str(info.value).lower()
+        or "dim" in str(info.value).lower()
+    ), str(info.value)
 
 
-@pytest.mark.parametrize("bad", [
-    np.array(["a", "b"]),
-    np.array([b"a", b"b"]),
-    np.array([1.0, "x"], dtype=object),
-    np.array([True, False]),
-    np.array(["2020-01-01"], dtype="datetime64[D]"),
-], ids=["str", "bytes", "object", "bool", "datetime"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.array(["a", "b"]),
+        np.array([b"a", b"b"]),
+        np.array([1.0, "x"], dtype=object),
+        np.array([True, False]),
+        np.array(["2020-01-01"], dtype="datetime64[D]"),
+    ],
+    ids=["str", "bytes", "object", "bool", "datetime"],
+)
 @pytest.mark.parametrize("side", ["x", "y"])
 def test_non_numeric_anchors(bad, side):
     with pytest.raises(TypeError):
@@ -87,9 +99,19 @@ def test_complex_anchors_are_rejected():
 
 
 # ------------------------------------------------------------------ rate
-@pytest.mark.parametrize("rate", [np.nan, np.inf, -np.inf, complex(np.nan, 0), complex(1, np.inf),
-                                  complex(1, np.nan), complex(np.inf, 1)],
-                         ids=["nan", "inf", "-inf", "nan+0j", "1+infj", "1+nanj", "inf+1j"])
+@pytest.mark.parametrize(
+    "rate",
+    [
+        np.nan,
+        np.inf,
+        -np.inf,
+        complex(np.nan, 0),
+        complex(1, np.inf),
+        complex(1, np.nan),
+        complex(np.inf, 1),
+    ],
+    ids=["nan", "inf", "-inf", "nan+0j", "1+infj", "1+nanj", "inf+1j"],
+)
 def test_nonfinite_rate(rate):
     with pytest.raises(ValueError, match="(?i)finite"):
         lx.LaplexOperator(X, Y, rate)
@@ -97,8 +119,9 @@ def test_nonfinite_rate(rate):
         _op().with_rate(rate)
 
 
-@pytest.mark.parametrize("rate", [0.0, -0.0, -1.0, -1e-300, 0j, 2j, -1.0 + 3.0j, np.float32(-2.0)],
-                         ids=str)
+@pytest.mark.parametrize(
+    "rate", [0.0, -0.0, -1.0, -1e-300, 0j, 2j, -1.0 + 3.0j, np.float32(-2.0)], ids=str
+)
 def test_rate_real_part_not_positive(rate):
     with pytest.raises(ValueError, match="(?i)rate"):
         lx.LaplexOperator(X, Y, rate)
@@ -106,8 +129,10 @@ def test_rate_real_part_not_positive(rate):
         _op().with_rate(rate)
 
 
-@given(st.floats(max_value=0.0, allow_nan=False, allow_infinity=False),
-       st.floats(allow_nan=False, allow_infinity=False, min_value=-1e6, max_value=1e6))
+@given(
+    st.floats(max_value=0.0, allow_nan=False, allow_infinity=False),
+    st.floats(allow_nan=False, allow_infinity=False, min_value=-1e6, max_value=1e6),
+)
 def test_rate_real_part_not_positive_property(a, w):
     with pytest.raises(ValueError):
         lx.LaplexOperator(X, Y, complex(a, w))
@@ -115,8 +140,11 @@ def test_rate_real_part_not_positive_property(a, w):
         lx.LaplexOperator(X, Y, a)
 
 
-@pytest.mark.parametrize("rate", ["1.0", None, [1.0], object(), True, np.array([1.0, 2.0])],
-                         ids=["str", "None", "list", "obj", "bool", "array"])
+@pytest.mark.parametrize(
+    "rate",
+    ["1.0", None, [1.0], object(), True, np.array([1.0, 2.0])],
+    ids=["str", "None", "list", "obj", "bool", "array"],
+)
 def test_non_numeric_rate(rate):
     with pytest.raises(TypeError):
         lx.LaplexOperator(X, Y, rate)
@@ -125,19 +153,33 @@ def test_non_numeric_rate(rate):
 # ------------------------------------------------------------------ operands
 def _products(op):
     return {
-        "matvec": op.matvec, "matmat": op.matmat, "@": op.__matmul__,
-        "rmatvec": op.rmatvec, "rmatmat": op.rmatmat, "H@": op.H.__matmul__,
+        "matvec": op.matvec,
+        "matmat": op.matmat,
+        "@": op.__matmul__,
+        "rmatvec": op.rmatvec,
+        "rmatmat": op.rmatmat,
+        "H@": op.H.__matmul__,
     }
 
 
 @pytest.mark.parametrize("rate", [1.0, 1.0 + 1.0j], ids=["real", "complex"])
-@pytest.mark.parametrize("name,shape", [
-    ("matvec", (N + 1,)), ("matvec", (N - 1, 1)), ("matvec", (M,)),
-    ("matmat", (N + 1, 2)), ("matmat", (M, 3)),
-    ("@", (N + 2,)), ("@", (N + 2, 3)),
-    ("rmatvec", (M + 1,)), ("rmatvec", (N,)), ("rmatmat", (M - 1, 2)),
-    ("H@", (N,)), ("H@", (N, 2)),
-])
+@pytest.mark.parametrize(
+    "name,shape",
+    [
+        ("matvec", (N + 1,)),
+        ("matvec", (N - 1, 1)),
+        ("matvec", (M,)),
+        ("matmat", (N + 1, 2)),
+        ("matmat", (M, 3)),
+        ("@", (N + 2,)),
+        ("@", (N + 2, 3)),
+        ("rmatvec", (M + 1,)),
+        ("rmatvec", (N,)),
+        ("rmatmat", (M - 1, 2)),
+        ("H@", (N,)),
+        ("H@", (N, 2)),
+    ],
+)
 def test_leading_dimension_mismatch(rate, name, shape):
     op = _op(rate)
     v = np.random.default_rng().standard_normal(shape)
@@ -149,11 +191,20 @@ def test_leading_dimension_mismatch(rate, name, shape):
     assert str(shape[0]) in msg and str(expected) in msg, msg
 
 
-@pytest.mark.parametrize("name,shape", [
-    ("matvec", (N, 1, 1)), ("matmat", (N, 2, 2)), ("@", (N, 1, 1)), ("@", ()),
-    ("rmatvec", (M, 1, 1)), ("rmatmat", (M, 2, 1)), ("H@", (M, 1, 2)), ("matvec", ()),
-    ("rmatvec", ()),
-])
+@pytest.mark.parametrize(
+    "name,shape",
+    [
+        ("matvec", (N, 1, 1)),
+        ("matmat", (N, 2, 2)),
+        ("@", (N, 1, 1)),
+        ("@", ()),
+        ("rmatvec", (M, 1, 1)),
+        ("rmatmat", (M, 2, 1)),
+        ("H@", (M, 1, 2)),
+        ("matvec", ()),
+        ("rmatvec", ()),
+    ],
+)
 def test_operand_ndim(name, shape):
     op = _op()
     v = np.random.default_rng().standard_normal(shape) if shape else np.float64(1.5)
@@ -175,9 +226,15 @@ def test_matvec_rejects_several_columns_and_matmat_rejects_vectors():
         op.rmatmat(rng.standard_normal(M))
 
 
-@pytest.mark.parametrize("bad", [
-    np.array(["a", "b", "c"]), np.array([1, "b", None], dtype=object), np.array([True, False, True]),
-], ids=["str", "object", "bool"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.array(["a", "b", "c"]),
+        np.array([1, "b", None], dtype=object),
+        np.array([True, False, True]),
+    ],
+    ids=["str", "object", "bool"],
+)
 def test_non_numeric_operands(bad):
     op = _op()
     for f in (op.matvec, op.__matmul__, op.T.rmatvec):
@@ -191,10 +248,18 @@ def test_non_numeric_operands(bad):
 
 
 # ------------------------------------------------------------------ gradient
-@pytest.mark.parametrize("vshape,gshape", [
-    ((N,), (M + 1,)), ((N,), (M, 1)), ((N, 2), (M,)), ((N, 2), (M, 3)), ((N,), (N,)),
-    ((N + 1,), (M,)), ((N, 2), (M, 2, 1)),
-])
+@pytest.mark.parametrize(
+    "vshape,gshape",
+    [
+        ((N,), (M + 1,)),
+        ((N,), (M, 1)),
+        ((N, 2), (M,)),
+        ((N, 2), (M, 3)),
+        ((N,), (N,)),
+        ((N + 1,), (M,)),
+        ((N, 2), (M, 2, 1)),
+    ],
+)
 def test_gradient_shape_errors(vshape, gshape):
     rng = np.random.default_rng()
     with pytest.raises(ValueError):
@@ -221,7 +286,8 @@ def test_backends():
     with pytest.raises(ValueError):
         lx.LaplexOperator(X, Y, 1.0, backend="")
     try:
-        import cupy  # noqa: F401
+        import cupy
+
         has_gpu = cupy.cuda.runtime.getDeviceCount() > 0
     except Exception:
         has_gpu = False

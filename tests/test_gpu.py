@@ -1,6 +1,7 @@
 """On a CUDA device (skipped without one): namespaces, solvers, errors and memory of the CuPy
 backend. The products and gradients themselves are checked against the reference and the Numba
 backend in ``test_cuda.py`` (target ``gpu``)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,13 +14,15 @@ from laplexops.backends import available
 if "cupy" not in available():
     pytest.skip("no CUDA device with CuPy here", allow_module_level=True)
 
-import cupy  # noqa: E402
-import cupyx.scipy.sparse.linalg as cla  # noqa: E402
+import cupy
+import cupyx.scipy.sparse.linalg as cla
 
 
 def _anchors(rng, m, n, dtype=np.float64):
-    return (cupy.asarray(rng.uniform(0, m, m).astype(dtype)),
-            cupy.asarray(rng.uniform(0, m, n).astype(dtype)))
+    return (
+        cupy.asarray(rng.uniform(0, m, m).astype(dtype)),
+        cupy.asarray(rng.uniform(0, m, n).astype(dtype)),
+    )
 
 
 def test_backend_and_results_stay_on_the_gpu(rng):
@@ -61,8 +64,9 @@ def test_torch_cuda_tensors_round_trip(rng):
     out = op @ v
     assert isinstance(out, torch.Tensor) and out.device == v.device
     assert out.dtype == torch.complex128
-    want = lx.LaplexOperator(x.detach().cpu().numpy(), y.cpu().numpy(), 0.3 + 0.2j) @ \
-        v.cpu().numpy()
+    want = (
+        lx.LaplexOperator(x.detach().cpu().numpy(), y.cpu().numpy(), 0.3 + 0.2j) @ v.cpu().numpy()
+    )
     assert rel_err(out.cpu().numpy(), want) <= 1e-12
 
 
@@ -109,10 +113,12 @@ def test_radix_sort_over_many_tiles(rng, dtype):
     """The plan's radix sort on the device, over ~1000 tiles: exactly NumPy's stable argsort
     (random values, runs of ties, -0.0 next to +0.0), int32 and int64 permutations."""
     from laplexops.backends._cupy import CupyBackend
+
     backend = CupyBackend()
     n = 3_000_000
-    a = np.concatenate([rng.standard_normal(n - 200_000) * 1e4,
-                        rng.integers(-50, 50, 199_998) * 0.5, [-0.0, 0.0]])
+    a = np.concatenate(
+        [rng.standard_normal(n - 200_000) * 1e4, rng.integers(-50, 50, 199_998) * 0.5, [-0.0, 0.0]]
+    )
     a = rng.permutation(a).astype(dtype)
     want = np.argsort(a, kind="stable")
     for index in (np.int32, np.int64):
@@ -129,24 +135,37 @@ def test_with_anchors_repairs_the_plan_at_scale(rng):
     x, y = _anchors(rng, n, n, np.float32)
     v = cupy.asarray(rng.standard_normal(n).astype(np.float32))
     op = lx.LaplexOperator(x, y, 1.0).prepare()
-    for x2, y2 in ((x + cupy.asarray(rng.uniform(-0.01, 0.01, n).astype(np.float32)),
-                    y + cupy.asarray(rng.uniform(-0.01, 0.01, n).astype(np.float32))),
-                   (cupy.nextafter(x, x + cupy.asarray(rng.integers(-1, 2, n).astype(np.float32))),
-                    cupy.nextafter(y, y - 1))):
+    for x2, y2 in (
+        (
+            x + cupy.asarray(rng.uniform(-0.01, 0.01, n).astype(np.float32)),
+            y + cupy.asarray(rng.uniform(-0.01, 0.01, n).astype(np.float32)),
+        ),
+        (
+            cupy.nextafter(x, x + cupy.asarray(rng.integers(-1, 2, n).astype(np.float32))),
+            cupy.nextafter(y, y - 1),
+        ),
+    ):
         repaired = op.with_anchors(x2, y2) @ v
         fresh = lx.LaplexOperator(x2, y2, 1.0) @ v
         assert bool(cupy.all(repaired == fresh))
 
 
-@pytest.mark.parametrize("change", [{"LAPLEX_PAD": 1}, {"LAPLEX_LEAN_PHASE1": 0},
-                                    {"LAPLEX_ITEMS": 8, "LAPLEX_TILE_MIN_BLOCKS": 8}],
-                         ids=["padded", "full-phase-1", "8-items-8-blocks"])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"LAPLEX_PAD": 1},
+        {"LAPLEX_LEAN_PHASE1": 0},
+        {"LAPLEX_ITEMS": 8, "LAPLEX_TILE_MIN_BLOCKS": 8},
+    ],
+    ids=["padded", "full-phase-1", "8-items-8-blocks"],
+)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_kernel_variants_match_the_default(rng, change, dtype):
     """The launch-geometry variants that ``docs/scripts/gpu_variants.py`` times give the default
     kernels' reductions (rows sorted and not, ties, a complex rate), over ~300 tiles."""
     from laplexops.backends import _cuda_kernels as kernels
     from laplexops.backends._cupy import CupyBackend, RawModuleKernels
+
     default = CupyBackend()
     variant = CupyBackend(kernels_=RawModuleKernels(dict(kernels.GEOMETRY, **change)))
     m, n = 170_000, 130_000

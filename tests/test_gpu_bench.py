@@ -4,12 +4,14 @@ A real run needs a GPU; this runs the bench's own logic (rows, goals, the 1e9 st
 and memory accounting, the JSON file) at small sizes so that a mistake there is found on the CPU and
 does not cost a GPU session.
 """
+
 from __future__ import annotations
 
 import json
 import types
 
 import numpy as np
+
 from laplexops import _gpu_bench
 
 
@@ -39,11 +41,16 @@ def _fake_cupy():
     pool = _Pool()
     device = types.SimpleNamespace(id=0, synchronize=lambda: None)
     cuda = types.SimpleNamespace(
-        Device=lambda *a: device, MemoryHook=_MemoryHook,
-        runtime=types.SimpleNamespace(getDeviceProperties=lambda i: {"name": b"stand-in"}))
-    fake = types.SimpleNamespace(__version__="stand-in", cuda=cuda,
-                                 random=types.SimpleNamespace(default_rng=np.random.default_rng),
-                                 get_default_memory_pool=lambda: pool)
+        Device=lambda *a: device,
+        MemoryHook=_MemoryHook,
+        runtime=types.SimpleNamespace(getDeviceProperties=lambda i: {"name": b"stand-in"}),
+    )
+    fake = types.SimpleNamespace(
+        __version__="stand-in",
+        cuda=cuda,
+        random=types.SimpleNamespace(default_rng=np.random.default_rng),
+        get_default_memory_pool=lambda: pool,
+    )
     for name in ("fft", "empty", "sort", "argsort", "unique", "float32", "nextafter", "abs"):
         setattr(fake, name, getattr(np, name))
     return fake
@@ -52,10 +59,14 @@ def _fake_cupy():
 def test_bench_gpu_table_and_json(tmp_path, capsys, monkeypatch):
     out = tmp_path / "gpu.json"
     # NumPy arrays have no device memory to hand to cudaMemcpy: a host copy stands in
-    monkeypatch.setattr(_gpu_bench, "device_copy_seconds",
-                        lambda cupy, nbytes: _gpu_bench.best_of(lambda: np.ones(nbytes, np.uint8).copy()))
-    code = _gpu_bench.gpu_bench(log2n=11, seed=1, json_path=str(out), huge=True, tests=False,
-                                huge_n=3000, cupy=_fake_cupy())
+    monkeypatch.setattr(
+        _gpu_bench,
+        "device_copy_seconds",
+        lambda cupy, nbytes: _gpu_bench.best_of(lambda: np.ones(nbytes, np.uint8).copy()),
+    )
+    code = _gpu_bench.gpu_bench(
+        log2n=11, seed=1, json_path=str(out), huge=True, tests=False, huge_n=3000, cupy=_fake_cupy()
+    )
     text = capsys.readouterr().out
     assert code in (0, 1)  # goals are for a GPU; the stand-in only has to run them all
     report = json.loads(out.read_text())
@@ -74,7 +85,7 @@ def test_bench_gpu_table_and_json(tmp_path, capsys, monkeypatch):
 def test_ulp_moves(rng):
     a = (rng.random(30_000) * 1e6).astype(np.float32)
     moved = _gpu_bench._ulp_moves(np, rng, a)
-    steps = (moved.view(np.int32) - a.view(np.int32))  # positive floats: ulps are integer steps
+    steps = moved.view(np.int32) - a.view(np.int32)  # positive floats: ulps are integer steps
     assert moved.dtype == a.dtype
     assert set(np.unique(steps)) == {-1, 0, 1}
     assert 0.3 < np.mean(steps == 0) < 0.37

@@ -1,6 +1,7 @@
-"""``gradient(v, g)`` (SPEC section 3): the four gradients of ``L = Re(sum conj(g) * (W v))`` against
-the SPEC formulas evaluated densely, against central finite differences, at ties (sign(0) = 0), for
-2-D operands, and in float32."""
+"""``gradient(v, g)`` (SPEC section 3): the four gradients of ``L = Re(sum conj(g) * (W v))``
+against the SPEC formulas evaluated densely, against central finite differences, at ties (sign(0) =
+0), for 2-D operands, and in float32."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -93,8 +94,11 @@ def fd_problems(draw):
     """Small problems whose distinct anchor values are >= 1e-3 scale apart (ties allowed), so that
     central differences with h = 1e-6 scale never step across a kink other than a tie (where the
     central difference of |d| is 0 = sign(0))."""
-    p = draw(problems(max_m=7, max_n=7, max_c=1.0,
-                      layouts=("random", "ties", "same", "shared", "grid", "dup")))
+    p = draw(
+        problems(
+            max_m=7, max_n=7, max_c=1.0, layouts=("random", "ties", "same", "shared", "grid", "dup")
+        )
+    )
     allv = np.unique(np.concatenate([p["x"], p["y"]]))
     if allv.size > 1:
         assume(np.min(np.diff(allv)) >= 1e-3 * p["scale"])
@@ -114,8 +118,9 @@ def test_gradients_match_central_differences(p, data):
     _, scales = gradient_ref(x, y, rate, v, g)
     # rounding of L, divided by the step: the noise floor of a central difference
     W = np.abs(dense_ref(x, y, rate))
-    size_L = float(np.sum(np.abs(f64(g)).reshape(p["m"], -1) *
-                          (W @ np.abs(f64(v)).reshape(p["n"], -1))))
+    size_L = float(
+        np.sum(np.abs(f64(g)).reshape(p["m"], -1) * (W @ np.abs(f64(v)).reshape(p["n"], -1)))
+    )
 
     h = 1e-6 * scale
     floor = 1e-7 * size_L / scale
@@ -136,8 +141,9 @@ def test_gradients_match_central_differences(p, data):
     rate_floor = 1e-7 * size_L / abs(rate)
     d_re = (_loss(op.with_rate(rate + hs), v, g) - _loss(op.with_rate(rate - hs), v, g)) / (2 * hs)
     if isinstance(rate, complex):
-        d_im = (_loss(op.with_rate(rate + 1j * hs), v, g)
-                - _loss(op.with_rate(rate - 1j * hs), v, g)) / (2 * hs)
+        d_im = (
+            _loss(op.with_rate(rate + 1j * hs), v, g) - _loss(op.with_rate(rate - 1j * hs), v, g)
+        ) / (2 * hs)
         assert abs(grads.rate.real - d_re) <= 1e-5 * scales[2] + rate_floor, (grads.rate, d_re)
         assert abs(grads.rate.imag - d_im) <= 1e-5 * scales[2] + rate_floor, (grads.rate, d_im)
     else:
@@ -182,8 +188,11 @@ def test_ties_use_sign_zero(rng, rate):
     # by hand for the first row: x_0 = 0 ties with y_2 and y_3, the others are at 1, 2.5, 4 (all
     # to its right, sign = -1): dL/dx_0 = Re(conj(g_0) (-s) sum_j -W_0j v_j)
     s = complex(rate)
-    by_hand = np.real(np.conj(g[0]) * (-s) * -(np.exp(-s * 1.0) * v[0] + np.exp(-s * 2.5) * v[1]
-                                               + np.exp(-s * 4.0) * v[4]))
+    by_hand = np.real(
+        np.conj(g[0])
+        * (-s)
+        * -(np.exp(-s * 1.0) * v[0] + np.exp(-s * 2.5) * v[1] + np.exp(-s * 4.0) * v[4])
+    )
     assert abs(grads.x[0] - by_hand) <= 1e-12 * (1 + abs(by_hand))
 
 

@@ -3,6 +3,7 @@
 NumPy reports its allocations to ``tracemalloc``, and every array the Numba backend uses (plan,
 scratch, results) is allocated through NumPy, so the traced peak bounds what a call needs.
 """
+
 import tracemalloc
 
 import numpy as np
@@ -32,8 +33,9 @@ def test_fresh_product_and_gradient_memory_is_linear(dtype, rate):
     g = rng.standard_normal(m).astype(dtype)
     k = 5000  # compile (radix sort included) outside the trace
     lx.LaplexOperator(x[:k], y[:k], rate).gradient(v[:k], g[:k])
-    itemsize = np.dtype(np.result_type(dtype, np.complex64 if isinstance(rate, complex)
-                                       else dtype)).itemsize
+    itemsize = np.dtype(
+        np.result_type(dtype, np.complex64 if isinstance(rate, complex) else dtype)
+    ).itemsize
     budget = 40 * (m + n) * max(itemsize, 8)  # a generous constant; m * n would be ~1e10 entries
 
     def work():

@@ -1,4 +1,6 @@
-"""The plan's merge counts against ``np.searchsorted``, including chunk boundaries inside tie runs."""
+"""The plan's merge counts against ``np.searchsorted``, including chunk boundaries inside tie
+runs."""
+
 import numpy as np
 import pytest
 

@@ -1,5 +1,6 @@
 """Array-API namespaces (SPEC section 2): array-api-strict in, array-api-strict out; mixing
 namespaces or devices is a ``TypeError``, never a silent copy."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,8 +24,11 @@ compat = pytest.importorskip("array_api_compat")
 
 
 def is_strict(a) -> bool:
-    return compat.is_array_api_obj(a) and compat.array_namespace(a) is xp and \
-        not isinstance(a, np.ndarray)
+    return (
+        compat.is_array_api_obj(a)
+        and compat.array_namespace(a) is xp
+        and not isinstance(a, np.ndarray)
+    )
 
 
 def to_np(a) -> np.ndarray:
@@ -45,7 +49,9 @@ def test_strict_in_strict_out(data):
     p = data.draw(problems(dtype=dtype, max_m=25, max_n=25))
     rng = p["rng"]
     kind = data.draw(st.sampled_from(["1d", "col", "mat"]))
-    vdt = data.draw(st.sampled_from([dtype, np.complex64 if dtype == np.float32 else np.complex128]))
+    vdt = data.draw(
+        st.sampled_from([dtype, np.complex64 if dtype == np.float32 else np.complex128])
+    )
     x, y, rate, m, n = p["x"], p["y"], p["rate"], p["m"], p["n"]
     v = operand(rng, n, kind, vdt, k=2)
     u = operand(rng, m, kind, vdt, k=2)
@@ -58,8 +64,11 @@ def test_strict_in_strict_out(data):
     assert is_strict(got), type(got)
     assert got.shape == (m,) + v.shape[1:]
     ref = apply_ref(x, y, rate, v)
-    want_dtype = np.result_type(np.float32 if dtype == np.float32 else np.float64,
-                                np.complex64 if isinstance(rate, complex) else np.float32, vdt)
+    want_dtype = np.result_type(
+        np.float32 if dtype == np.float32 else np.float64,
+        np.complex64 if isinstance(rate, complex) else np.float32,
+        vdt,
+    )
     assert to_np(got).dtype == want_dtype
     assert_close_to_ref(to_np(got), ref, want_dtype, v, m, n)
     # the same numbers as with NumPy in and out
@@ -67,8 +76,9 @@ def test_strict_in_strict_out(data):
 
     got_h = op.H @ S(u)
     assert is_strict(got_h)
-    assert_close_to_ref(to_np(got_h), dense_ref(x, y, rate).conj().T @ u.astype(np.complex128),
-                        want_dtype, u, n, m)
+    assert_close_to_ref(
+        to_np(got_h), dense_ref(x, y, rate).conj().T @ u.astype(np.complex128), want_dtype, u, n, m
+    )
     if kind == "1d":
         assert is_strict(op.matvec(S(v))) and is_strict(op.rmatvec(S(u)))
     else:
@@ -107,8 +117,9 @@ def test_strict_float32_and_integer_anchors(rng):
     assert opi.dtype == xp.float64
     out = opi @ S(np.ones(3))
     assert out.dtype == xp.float64
-    np.testing.assert_allclose(to_np(out), dense_ref(np.arange(5), np.arange(3) * 2, 1.0).sum(1),
-                               rtol=1e-14)
+    np.testing.assert_allclose(
+        to_np(out), dense_ref(np.arange(5), np.arange(3) * 2, 1.0).sum(1), rtol=1e-14
+    )
     opc = lx.LaplexOperator(S(x), S(y), 1.0 + 1.0j)
     assert opc.dtype == xp.complex64
 
@@ -129,8 +140,15 @@ def test_mixed_operand_namespace(strict_anchors):
     other = (lambda a: np.asarray(a)) if strict_anchors else S
     v, u = other(np.ones(3)), other(np.ones(4))
     V, U = other(np.ones((3, 2))), other(np.ones((4, 2)))
-    for f, a in ((op.matvec, v), (op.__matmul__, v), (op.matmat, V), (op.rmatvec, u),
-                 (op.rmatmat, U), (op.H.__matmul__, u), (op.T.matvec, u)):
+    for f, a in (
+        (op.matvec, v),
+        (op.__matmul__, v),
+        (op.matmat, V),
+        (op.rmatvec, u),
+        (op.rmatmat, U),
+        (op.H.__matmul__, u),
+        (op.T.matvec, u),
+    ):
         with pytest.raises(TypeError):
             f(a)
     with pytest.raises(TypeError):
@@ -162,8 +180,9 @@ def test_sequences_are_read_as_numpy():
     op = lx.LaplexOperator([0.0, 1.0, 2.5], (1.0, 3.0), 0.5)
     out = op @ np.array([1.0, -2.0])
     assert isinstance(out, np.ndarray)
-    np.testing.assert_allclose(out, dense_ref([0.0, 1.0, 2.5], [1.0, 3.0], 0.5) @ [1.0, -2.0],
-                               rtol=1e-14)
+    np.testing.assert_allclose(
+        out, dense_ref([0.0, 1.0, 2.5], [1.0, 3.0], 0.5) @ [1.0, -2.0], rtol=1e-14
+    )
     np.testing.assert_allclose(op @ [1.0, -2.0], out, rtol=0, atol=0)
 
 

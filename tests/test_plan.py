@@ -1,6 +1,7 @@
 """The plan (SPEC section 2): anchors are snapshots, ``with_rate`` / ``with_anchors`` match fresh
-operators, ``H.H`` and ``T.T`` are the operator again, sorted and shuffled anchors agree, float32 stays
-float32, and repeated calls are bitwise identical (SPEC section 6)."""
+operators, ``H.H`` and ``T.T`` are the operator again, sorted and shuffled anchors agree, float32
+stays float32, and repeated calls are bitwise identical (SPEC section 6)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -108,10 +109,14 @@ def test_with_rate_and_with_anchors_match_fresh_operators(data):
     v = operand(rng, n, data.draw(st.sampled_from(["1d", "mat"])), np.complex128)
     op = lx.LaplexOperator(x, y, p["rate"])
     op @ v  # build the plan
-    new_rate = data.draw(st.one_of(
-        st.floats(0.01, 30.0).map(lambda c: c / p["scale"]),
-        st.tuples(st.floats(0.01, 30.0), st.floats(-5, 5)).map(
-            lambda t: complex(t[0], t[0] * t[1]) / p["scale"])))
+    new_rate = data.draw(
+        st.one_of(
+            st.floats(0.01, 30.0).map(lambda c: c / p["scale"]),
+            st.tuples(st.floats(0.01, 30.0), st.floats(-5, 5)).map(
+                lambda t: complex(t[0], t[0] * t[1]) / p["scale"]
+            ),
+        )
+    )
     r = op.with_rate(new_rate)
     assert isinstance(r, lx.LaplexOperator)
     assert r.rate == new_rate and r.shape == op.shape
@@ -188,8 +193,16 @@ def test_float32_end_to_end(rng, rate):
     V = rng.standard_normal((n, 3)).astype(np.float32)
     u = rng.standard_normal(m).astype(np.float32)
     U = rng.standard_normal((m, 2)).astype(np.float32)
-    for out in (op @ v, op.matvec(v), op.matmat(V), op.rmatvec(u), op.rmatmat(U), op.H @ u,
-                op.T @ u, op @ V):
+    for out in (
+        op @ v,
+        op.matvec(v),
+        op.matmat(V),
+        op.rmatvec(u),
+        op.rmatmat(U),
+        op.H @ u,
+        op.T @ u,
+        op @ V,
+    ):
         assert out.dtype == op.dtype
     assert op.to_dense().dtype == op.dtype
     grads = op.gradient(v, (op @ v).real.astype(np.float32))

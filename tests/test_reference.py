@@ -4,6 +4,7 @@ Relative 2-norm error: float64 <= 1e-10, float32 <= 1e-4; real and phased (compl
 duplicates, x == y, shared values; m != n, m = 1, n = 1, empty; 1-D, (n, 1) and (n, k) operands;
 matvec, matmat, rmatvec, rmatmat, ``@``, ``H``, ``T`` and ``to_dense``; huge anchor spreads.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -117,8 +118,11 @@ def test_to_dense_matches_dense_reference(dtype, data):
     x, y, rate, m, n = p["x"], p["y"], p["rate"], p["m"], p["n"]
     op = lx.LaplexOperator(x, y, rate)
     ref = dense_ref(x, y, rate)
-    for name, got, want in (("W", op.to_dense(), ref), ("W^H", op.H.to_dense(), ref.conj().T),
-                            ("W^T", op.T.to_dense(), ref.T)):
+    for name, got, want in (
+        ("W", op.to_dense(), ref),
+        ("W^H", op.H.to_dense(), ref.conj().T),
+        ("W^T", op.T.to_dense(), ref.T),
+    ):
         assert isinstance(got, np.ndarray)
         assert got.shape == want.shape, name
         assert got.dtype == op.dtype, (name, got.dtype, op.dtype)
@@ -156,10 +160,16 @@ OPERAND_DTYPES = [np.int32, np.int64, np.float32, np.float64, np.complex64, np.c
 @pytest.mark.parametrize("vdtype", OPERAND_DTYPES, ids=lambda d: np.dtype(d).name)
 def test_result_dtypes(rng, rate, adtype, vdtype):
     m, n = 7, 5
-    x = rng.integers(-20, 20, m).astype(adtype) if np.dtype(adtype).kind == "i" else \
-        (rng.uniform(-3, 3, m)).astype(adtype)
-    y = rng.integers(-20, 20, n).astype(adtype) if np.dtype(adtype).kind == "i" else \
-        (rng.uniform(-3, 3, n)).astype(adtype)
+    x = (
+        rng.integers(-20, 20, m).astype(adtype)
+        if np.dtype(adtype).kind == "i"
+        else (rng.uniform(-3, 3, m)).astype(adtype)
+    )
+    y = (
+        rng.integers(-20, 20, n).astype(adtype)
+        if np.dtype(adtype).kind == "i"
+        else (rng.uniform(-3, 3, n)).astype(adtype)
+    )
     op = lx.LaplexOperator(x, y, rate)
     real = np.dtype(np.float32) if np.dtype(adtype) == np.float32 else np.dtype(np.float64)
     want_op = np.result_type(real, np.complex64) if isinstance(rate, complex) else real
@@ -173,8 +183,11 @@ def test_result_dtypes(rng, rate, adtype, vdtype):
     want = result_dtype(op.dtype, v.dtype)
     assert got.dtype == want
     assert op.matmat(v[:, None]).dtype == want
-    u = rng.integers(1, 9, m).astype(vdtype) if np.dtype(vdtype).kind == "i" else \
-        operand(rng, m, "1d", vdtype)
+    u = (
+        rng.integers(1, 9, m).astype(vdtype)
+        if np.dtype(vdtype).kind == "i"
+        else operand(rng, m, "1d", vdtype)
+    )
     assert op.rmatvec(u).dtype == result_dtype(op.dtype, u.dtype)
     assert op.to_dense().dtype == want_op
     assert_close_to_ref(got, apply_ref(x, y, rate, v), want, v, m, n)
@@ -339,8 +352,9 @@ def test_clustered_huge_spread_matches_reference(dtype, data):
     u = operand(rng, p["m"], "1d", dtype)
     got_h = op.rmatvec(u)
     assert np.all(np.isfinite(got_h))
-    assert_close_to_ref(got_h, dense_ref(x, y, rate).conj().T @ u.astype(np.float64),
-                        got_h.dtype, u, p["n"], p["m"])
+    assert_close_to_ref(
+        got_h, dense_ref(x, y, rate).conj().T @ u.astype(np.float64), got_h.dtype, u, p["n"], p["m"]
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])

@@ -1,4 +1,6 @@
-"""``with_anchors``: the next step's plan is repaired from the previous one when anchors moved little."""
+"""``with_anchors``: the next step's plan is repaired from the previous one when anchors moved
+little."""
+
 import numpy as np
 import pytest
 
@@ -9,6 +11,7 @@ from laplexops.backends import _numba_sort
 def _no_full_sort(monkeypatch):
     def refuse(*args):
         raise AssertionError("a full sort ran although the previous plan should have served")
+
     monkeypatch.setattr(_numba_sort, "argsort", refuse)
     monkeypatch.setattr(_numba_sort, "argsort_two", refuse)
 
@@ -37,8 +40,9 @@ def test_small_step_repairs_the_previous_plan(monkeypatch, rng, rate, view):
     nxt = op.with_anchors(new_rows, new_cols)
     assert nxt.shape == op.shape and nxt.rate == op.rate
     np.testing.assert_allclose(nxt @ v, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
-    np.testing.assert_allclose(nxt.rmatvec(g), want_h, rtol=1e-12,
-                               atol=1e-12 * np.abs(want_h).max())
+    np.testing.assert_allclose(
+        nxt.rmatvec(g), want_h, rtol=1e-12, atol=1e-12 * np.abs(want_h).max()
+    )
     for ours, theirs in zip(nxt.gradient(v, g), want_g):
         np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-10 * np.max(np.abs(theirs)))
     np.testing.assert_array_equal(nxt.x, new_rows)
@@ -101,4 +105,6 @@ def test_repair_orders_ties_by_original_index(rng):
     op = lx.LaplexOperator(x, y, 2000.0)
     op @ v
     y2 = np.nextafter(y, y - 1)
-    np.testing.assert_array_equal(op.with_anchors(x2, y2) @ v, lx.LaplexOperator(x2, y2, 2000.0) @ v)
+    np.testing.assert_array_equal(
+        op.with_anchors(x2, y2) @ v, lx.LaplexOperator(x2, y2, 2000.0) @ v
+    )

@@ -1,5 +1,7 @@
 """SciPy interoperability (SPEC section 2): the operator satisfies the LinearOperator protocol, so
-``cg``, ``gmres``, ``lsqr`` and ``eigsh`` accept it directly, and ``aslinearoperator()`` wraps it."""
+``cg``, ``gmres``, ``lsqr`` and ``eigsh`` accept it directly, and ``aslinearoperator()`` wraps
+it."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,8 +22,11 @@ def test_cg_on_gram(rng, wrap):
     n, rate = 400, rng.uniform(0.5, 2.0)
     x = _spread_anchors(rng, n, rate)
     op = lx.LaplexOperator(x, x, rate)
-    A = {"direct": op, "aslinearoperator": op.aslinearoperator(),
-         "scipy-aslinearoperator": sla.aslinearoperator(op)}[wrap]
+    A = {
+        "direct": op,
+        "aslinearoperator": op.aslinearoperator(),
+        "scipy-aslinearoperator": sla.aslinearoperator(op),
+    }[wrap]
     b = rng.standard_normal(n)
     z, info = sla.cg(A, b, rtol=1e-12, maxiter=2000)
     assert info == 0
@@ -55,8 +60,8 @@ def test_gmres_direct_on_gram(rng):
 
 @pytest.mark.parametrize("w", [1.0, -3.0])
 def test_gmres_phased_gram_plus_shift(rng, w):
-    """x == y with a complex rate: W is complex symmetric but not Hermitian; Re(W) is PSD (a celerite
-    kernel), so W + 0.5 I is invertible."""
+    """x == y with a complex rate: W is complex symmetric but not Hermitian; Re(W) is PSD (a
+    celerite kernel), so W + 0.5 I is invertible."""
     n, a = 250, 0.9
     rate = complex(a, w * a)
     x = _spread_anchors(rng, n, a)
@@ -91,9 +96,15 @@ def test_lsqr_rectangular(rng, rate, wrap):
     n = 80
     a = float(np.real(rate))
     y = np.cumsum(rng.uniform(1.5, 2.5, n)) / a
-    x = rng.permutation(np.concatenate([y + rng.uniform(-0.3, 0.3, n) / a,
-                                        y + rng.uniform(-0.3, 0.3, n) / a,
-                                        rng.uniform(y[0] - 1 / a, y[-1] + 1 / a, n)]))
+    x = rng.permutation(
+        np.concatenate(
+            [
+                y + rng.uniform(-0.3, 0.3, n) / a,
+                y + rng.uniform(-0.3, 0.3, n) / a,
+                rng.uniform(y[0] - 1 / a, y[-1] + 1 / a, n),
+            ]
+        )
+    )
     op = lx.LaplexOperator(x, y, rate)
     A = op if wrap == "direct" else op.aslinearoperator()
     b = operand(rng, 3 * n, "1d", np.complex128 if isinstance(rate, complex) else np.float64)

@@ -1,4 +1,5 @@
 """PyTorch CPU tensors in -> PyTorch tensors out (skipped when torch is not installed)."""
+
 import numpy as np
 import pytest
 
@@ -35,8 +36,11 @@ def test_products_and_gradient_in_torch(dtype, rate):
     xr = x.double().clone().requires_grad_(True)
     yr = y.double().clone().requires_grad_(True)
     vr = v.detach().double().clone().requires_grad_(True)
-    s = torch.tensor(rate, dtype=torch.complex128 if isinstance(rate, complex) else torch.float64,
-                     requires_grad=True)
+    s = torch.tensor(
+        rate,
+        dtype=torch.complex128 if isinstance(rate, complex) else torch.float64,
+        requires_grad=True,
+    )
     Wr = torch.exp(-s * torch.abs(xr[:, None] - yr[None, :]))
     loss = torch.real(torch.sum(torch.conj(g.double().to(Wr.dtype)) * (Wr @ vr.to(Wr.dtype))))
     loss.backward()

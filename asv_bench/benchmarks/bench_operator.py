@@ -3,6 +3,7 @@
 Ratios, not absolute times, are what docs/benchmarks.md reports: compare ``OperatorSuite`` with
 ``PeerSuite`` rows of the same run (``asv run --python=same --quick``).
 """
+
 import numpy as np
 
 import laplexops as lx
@@ -80,6 +81,7 @@ class PeerSuite:
         self.zeros = np.zeros(n)
         try:
             import celerite2
+
             self.term = celerite2.terms.RealTerm(a=1.0, c=1.0)
         except ImportError:
             self.term = None
@@ -106,9 +108,11 @@ class GpuSuite:
 
     def setup(self, n):
         from laplexops.backends import available
+
         if "cupy" not in available():
             raise NotImplementedError("no CUDA device with CuPy")
         import cupy
+
         self.cupy = cupy
         rng = cupy.random.default_rng(0)
         self.x = rng.random(n, dtype=np.float32) * n

@@ -13,6 +13,7 @@ own modules), timed with CUDA events after a warm-up at m = n = 2^log2n float32,
 
 Run: ``python docs/scripts/gpu_variants.py [log2n]`` on a machine with CuPy and a CUDA device.
 """
+
 import sys
 import time
 
@@ -52,8 +53,9 @@ def event_seconds(fn, repeat=5):
 def main(log2n=27):
     n = 2**log2n
     rng = cupy.random.default_rng(0)
-    signal = (rng.standard_normal(n, dtype=np.float32) +
-              1j * rng.standard_normal(n, dtype=np.float32)).astype(np.complex64)
+    signal = (
+        rng.standard_normal(n, dtype=np.float32) + 1j * rng.standard_normal(n, dtype=np.float32)
+    ).astype(np.complex64)
     end = time.perf_counter() + 1.0
     while time.perf_counter() < end:  # an idle GPU starts at a low clock
         cupy.fft.fft(signal)
@@ -65,33 +67,49 @@ def main(log2n=27):
     v = rng.standard_normal((n, 1), dtype=np.float32)
     xs, ys = cupy.sort(x), cupy.sort(y)
     distinct = cupy.unique(xs)
-    w = v[:distinct.shape[0]]
+    w = v[: distinct.shape[0]]
     x2, y2 = _ulp_moves(cupy, rng, x), _ulp_moves(cupy, rng, y)
     runs = cupy.float32(2.0**29) + (rng.random(n, dtype=np.float32) * n)  # ~64 ties per value
     runs2 = _ulp_moves(cupy, rng, runs)
     name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"]
     name = name.decode() if isinstance(name, bytes) else name
-    print(f"{name}, m = n = 2^{log2n}, "
-          f"cupy.fft.fft c64 {fft * 1e3:.3f} ms; times in ms")
-    print(f"{'variant':34} {'regs':>6} {'sorted':>8} {'square':>8} {'random':>8} {'moment':>8} "
-          f"{'repair':>8} {'repair64':>9}")
+    print(f"{name}, m = n = 2^{log2n}, cupy.fft.fft c64 {fft * 1e3:.3f} ms; times in ms")
+    print(
+        f"{'variant':34} {'regs':>6} {'sorted':>8} {'square':>8} {'random':>8} {'moment':>8} "
+        f"{'repair':>8} {'repair64':>9}"
+    )
     for label, change in VARIANTS.items():
         backend = CupyBackend(kernels_=RawModuleKernels(dict(kernels.GEOMETRY, **change)))
         plans = [backend.plan(xs, ys), backend.plan(distinct, distinct), backend.plan(x, y)]
         for plan in plans:
             plan.side(0)
-        times = [event_seconds(lambda: backend.apply(plans[0], 0, 1.0, v)),
-                 event_seconds(lambda: backend.apply(plans[1], 0, 1.0, w)),
-                 event_seconds(lambda: backend.apply(plans[2], 0, 1.0, v)),
-                 event_seconds(lambda: backend.apply(plans[2], 0, 1.0, v, False, True, True))]
+        times = [
+            event_seconds(lambda: backend.apply(plans[0], 0, 1.0, v)),
+            event_seconds(lambda: backend.apply(plans[1], 0, 1.0, w)),
+            event_seconds(lambda: backend.apply(plans[2], 0, 1.0, v)),
+            event_seconds(lambda: backend.apply(plans[2], 0, 1.0, v, False, True, True)),
+        ]
         if any(key.startswith("LAPLEX_SORT") for key in change) or not change:  # (the tile
             # variants repair alike)
             old, old64 = plans[2], backend.plan(runs, runs)
-            times += [event_seconds(lambda: backend.plan(x2, y2, hint=old), 3),
-                      event_seconds(lambda: backend.plan(runs2, runs2, hint=old64), 3)]
-        regs = "/".join(str(getattr(backend.kernels.get(kernels.tiles_name(
-            "float32", "float32", "float32", "float32", "int32", moment)), "num_regs", "?"))
-            for moment in (False, True))  # registers per thread: plain / moment instance
+            times += [
+                event_seconds(lambda: backend.plan(x2, y2, hint=old), 3),
+                event_seconds(lambda: backend.plan(runs2, runs2, hint=old64), 3),
+            ]
+        regs = "/".join(
+            str(
+                getattr(
+                    backend.kernels.get(
+                        kernels.tiles_name(
+                            "float32", "float32", "float32", "float32", "int32", moment
+                        )
+                    ),
+                    "num_regs",
+                    "?",
+                )
+            )
+            for moment in (False, True)
+        )  # registers per thread: plain / moment instance
         print(f"{label:34} {regs:>6} " + " ".join(f"{t * 1e3:8.3f}" for t in times), flush=True)
 
 

@@ -10,6 +10,7 @@ adds their further rounds.
     python docs/scripts/sass_counts.py phase=3 square=0 rperm=nullptr cperm=nullptr stage=nullptr \\
         out_signed=nullptr out_moment=nullptr k=1 rows_known=1 --whole-tiles
 """
+
 import collections
 import os
 import re
@@ -20,11 +21,17 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.join(HERE, "..", "..", "laplexops", "backends", "laplex_scan.cu")
-CONSTANTS = {"phase": "const int phase = {};", "square": "const int square = {};",
-             "k": "const int k = {};", "rows_known": "const int rows_known = {};",
-             "rperm": "const I* __restrict__ rperm = {};", "cperm": "const I* __restrict__ cperm = {};",
-             "stage": "B* __restrict__ stage = {};", "out_signed": "V* __restrict__ out_signed = {};",
-             "out_moment": "V* __restrict__ out_moment = {};"}
+CONSTANTS = {
+    "phase": "const int phase = {};",
+    "square": "const int square = {};",
+    "k": "const int k = {};",
+    "rows_known": "const int rows_known = {};",
+    "rperm": "const I* __restrict__ rperm = {};",
+    "cperm": "const I* __restrict__ cperm = {};",
+    "stage": "B* __restrict__ stage = {};",
+    "out_signed": "V* __restrict__ out_signed = {};",
+    "out_moment": "V* __restrict__ out_moment = {};",
+}
 
 
 def specialise(source: str, fixed: dict, whole_tiles: bool) -> str:
@@ -35,7 +42,7 @@ def specialise(source: str, fixed: dict, whole_tiles: bool) -> str:
     for name, value in fixed.items():
         signature = re.sub(r"\b%s\b(?=[,)])" % name, name + "_arg", signature)
         lines.append(CONSTANTS[name].format(value))
-    source = source[:start] + signature + "{\n" + "\n".join(lines) + "\n" + source[body + 1:]
+    source = source[:start] + signature + "{\n" + "\n".join(lines) + "\n" + source[body + 1 :]
     if whole_tiles:
         source = source.replace("if (len == LAPLEX_TILE) merge_items", "if (true) merge_items")
     return source
@@ -43,9 +50,17 @@ def specialise(source: str, fixed: dict, whole_tiles: bool) -> str:
 
 def main(argv):
     fixed = dict(a.split("=", 1) for a in argv if "=" in a)
-    tool = shutil.which("nvdisasm") or next(iter(sorted(
-        p for base in sys.path for p in
-        [os.path.join(base, "nvidia", "cu13", "bin", "nvdisasm")] if os.path.exists(p))), None)
+    tool = shutil.which("nvdisasm") or next(
+        iter(
+            sorted(
+                p
+                for base in sys.path
+                for p in [os.path.join(base, "nvidia", "cu13", "bin", "nvdisasm")]
+                if os.path.exists(p)
+            )
+        ),
+        None,
+    )
     if tool is None:
         sys.exit("needs nvdisasm (CUDA toolkit, or pip install nvidia-cuda-nvdisasm)")
     with tempfile.TemporaryDirectory() as tmp:
@@ -56,15 +71,35 @@ def main(argv):
             fh.write(text)
         unit = os.path.join(tmp, "unit.cu")
         with open(unit, "w") as fh:
-            fh.write('#include "spec.cu"\nvoid* const a[] = { (void*)&laplex::laplex_tiles'
-                     '<float, float, float, float, int, false> };\n')
+            fh.write(
+                '#include "spec.cu"\nvoid* const a[] = { (void*)&laplex::laplex_tiles'
+                "<float, float, float, float, int, false> };\n"
+            )
         cubin = os.path.join(tmp, "unit.cubin")
-        out = subprocess.run(["nvcc", "-std=c++17", "-cubin", "-arch=sm_90", "-lineinfo",
-                              "-Xptxas", "-v", "-DLAPLEX_LEAN_PHASE1=1", "-diag-suppress", "177,550",
-                              "-o", cubin, unit], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [
+                "nvcc",
+                "-std=c++17",
+                "-cubin",
+                "-arch=sm_90",
+                "-lineinfo",
+                "-Xptxas",
+                "-v",
+                "-DLAPLEX_LEAN_PHASE1=1",
+                "-diag-suppress",
+                "177,550",
+                "-o",
+                cubin,
+                unit,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         print(*re.findall(r"Used \d+ registers", out.stderr))
-        sass = subprocess.run([tool, "-g", "-c", cubin], capture_output=True, text=True,
-                              check=True).stdout
+        sass = subprocess.run(
+            [tool, "-g", "-c", cubin], capture_output=True, text=True, check=True
+        ).stdout
     counts, line = collections.Counter(), None
     for row in sass.splitlines():
         if row.lstrip().startswith("//##"):

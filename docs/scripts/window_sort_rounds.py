@@ -9,6 +9,7 @@ their spacing. Prints, per case, the share of such windows and the rounds the ot
 rounds of merge-split of runs of 8 and 16 items per thread (the kernel since the session after
 run 9) for all windows. Run: ``python docs/scripts/window_sort_rounds.py``.
 """
+
 import numpy as np
 
 WINDOW, REACH = 1024, 48
@@ -17,7 +18,7 @@ rng = np.random.default_rng(0)
 
 def ulp_moves(a):
     r = rng.random(a.shape[0])
-    step = ((r > 2 / 3).astype(np.float32) - (r < 1 / 3).astype(np.float32))
+    step = (r > 2 / 3).astype(np.float32) - (r < 1 / 3).astype(np.float32)
     return np.nextafter(a, a + step * np.float32(2 * np.abs(a).max() + 1))
 
 
@@ -48,12 +49,12 @@ def merge_split_rounds(windows, K, cap=2048):
     for r in range(cap):
         first = r & 1
         pairs = (T - first) // 2
-        left = a[:, first:first + 2 * pairs:2, :]
-        right = a[:, first + 1:first + 2 * pairs:2, :]
+        left = a[:, first : first + 2 * pairs : 2, :]
+        right = a[:, first + 1 : first + 2 * pairs : 2, :]
         change = (left[:, :, -1] > right[:, :, 0]).any(axis=1)
         both = np.sort(np.concatenate([left, right], axis=2), axis=2)
-        a[:, first:first + 2 * pairs:2, :] = both[:, :, :K]
-        a[:, first + 1:first + 2 * pairs:2, :] = both[:, :, K:]
+        a[:, first : first + 2 * pairs : 2, :] = both[:, :, :K]
+        a[:, first + 1 : first + 2 * pairs : 2, :] = both[:, :, K:]
         quiet = np.where(change, 0, quiet + 1)
         done[(quiet == 2) & (done < 0)] = r + 1
         if (done >= 0).all():

@@ -1,8 +1,9 @@
 """Backends: one module per backend behind the narrow interface of :mod:`._base`.
 
-``get_backend(name, device)`` picks the backend for a request: ``"auto"`` chooses by the data's device
-(host data -> ``"numba"``), a named backend must be able to serve that device.
+``get_backend(name, device)`` picks the backend for a request: ``"auto"`` chooses by the data's
+device (host data -> ``"numba"``), a named backend must be able to serve that device.
 """
+
 from __future__ import annotations
 
 import functools
@@ -21,23 +22,27 @@ def _load(name: str) -> Backend:
     if name not in _loaded:
         if name == "numba":
             from ._numba import NumbaBackend
+
             _loaded[name] = NumbaBackend()
         elif name == "cupy" and _cuda_usable():
             from ._cupy import CupyBackend
+
             _loaded[name] = CupyBackend()
         else:
             raise RuntimeError(
                 f"the {name!r} backend is not available in this installation of laplexops "
                 f"(available: {', '.join(available())}); the GPU backend needs CuPy "
-                f"(pip install 'laplexops[gpu-cuda12]' or '[gpu-cuda13]') and a CUDA device")
+                f"(pip install 'laplexops[gpu-cuda12]' or '[gpu-cuda13]') and a CUDA device"
+            )
     return _loaded[name]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cuda_usable() -> bool:
     """Whether CuPy imports and sees at least one CUDA device (asked once per process)."""
     try:
         import cupy
+
         return cupy.cuda.runtime.getDeviceCount() > 0
     except Exception:  # ImportError, or CUDA errors without a driver or device
         return False
@@ -49,7 +54,8 @@ def available() -> list[str]:
 
 
 def get_backend(name: str, device: str) -> Backend:
-    """The backend ``name`` (or the one for ``device`` when ``name == "auto"``) for data on ``device``.
+    """The backend ``name`` (or the one for ``device`` when ``name == "auto"``) for data on
+    ``device``.
 
     Raises ``ValueError`` for an unknown name and ``RuntimeError`` when no available backend can
     serve the data's device.
@@ -60,9 +66,11 @@ def get_backend(name: str, device: str) -> Backend:
             raise RuntimeError(f"no laplexops backend serves data on device kind {device!r}")
         name = candidates[0]
     elif name not in NAMES:
-        raise ValueError(f"backend must be one of 'auto', {', '.join(map(repr, NAMES))}; "
-                         f"got {name!r}")
+        raise ValueError(
+            f"backend must be one of 'auto', {', '.join(map(repr, NAMES))}; got {name!r}"
+        )
     if NAMES[name] != device:
-        raise ValueError(f"the {name!r} backend serves {NAMES[name]} data, "
-                         f"but the anchors live on {device}")
+        raise ValueError(
+            f"the {name!r} backend serves {NAMES[name]} data, but the anchors live on {device}"
+        )
     return _load(name)

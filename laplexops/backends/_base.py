@@ -1,10 +1,11 @@
 """The narrow interface every backend implements.
 
-The front end (``laplexops._operator``) validates, converts namespaces and caches plans; it only ever
-calls the members below and treats plans as opaque. A backend owns its arrays (NumPy for Numba, CuPy
-for CUDA), its sort, and the decayed scan — the one primitive that products, adjoints and gradients
-are composed of.
+The front end (``laplexops._operator``) validates, converts namespaces and caches plans; it only
+ever calls the members below and treats plans as opaque. A backend owns its arrays (NumPy for
+Numba, CuPy for CUDA), its sort, and the decayed scan — the one primitive that products, adjoints
+and gradients are composed of.
 """
+
 from __future__ import annotations
 
 from typing import Any, Protocol
@@ -32,19 +33,31 @@ class Backend(Protocol):
         how many of its values are not finite (NaN, +-inf), and whether it is in ascending order
         (``None`` when the backend does not find out in the same pass). One pass over ``a``."""
 
-    def plan(self, x: Any, y: Any, hint: Any = None,
-             ordered: tuple[bool | None, bool | None] = (None, None)) -> Any:
+    def plan(
+        self,
+        x: Any,
+        y: Any,
+        hint: Any = None,
+        ordered: tuple[bool | None, bool | None] = (None, None),
+    ) -> Any:
         """The plan of anchors ``x`` (rows) and ``y`` (columns): the merged sort, O(N log N).
 
-        ``x`` and ``y`` are native 1-D float arrays that the plan may keep (they are private copies);
-        ``y is x`` means both sides share one sort. ``hint``, a plan of this backend for anchors of
-        the same shapes, may be used to find the order faster when the anchors moved little.
-        ``ordered``: what their snapshots said of their order (``None``: not known).
+        ``x`` and ``y`` are native 1-D float arrays that the plan may keep (they are private
+        copies); ``y is x`` means both sides share one sort. ``hint``, a plan of this backend for
+        anchors of the same shapes, may be used to find the order faster when the anchors moved
+        little. ``ordered``: what their snapshots said of their order (``None``: not known).
         """
 
-    def apply(self, plan: Any, side: int, rate: complex | float, b: Any,
-              want_sum: bool = True, want_signed: bool = False,
-              want_moment: bool = False) -> tuple[Any, Any, Any]:
+    def apply(
+        self,
+        plan: Any,
+        side: int,
+        rate: complex | float,
+        b: Any,
+        want_sum: bool = True,
+        want_signed: bool = False,
+        want_moment: bool = False,
+    ) -> tuple[Any, Any, Any]:
         """Reductions of ``b`` (native, shape (n_side, k)) on one side.
 
         ``b`` comes at the precision of the result; it may be real when the rate is complex (and

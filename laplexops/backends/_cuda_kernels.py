@@ -8,16 +8,31 @@ each target architecture, without CuPy or a GPU::
 
 The launch geometry is defined here, once, and reaches the sources as ``-D`` options.
 """
+
 from __future__ import annotations
 
 import itertools
 import os
 import sys
 
-__all__ = ["SOURCE", "GEOMETRY", "options", "ctype", "splits_name", "tiles_name", "carries_name",
-           "sort_windows_name", "window_seams_name", "radix_tile", "radix_counts_name",
-           "radix_scatter_name", "SNAPSHOT_PAIRS", "snapshot_name", "all_names",
-           "instantiation_source"]
+__all__ = [
+    "SOURCE",
+    "GEOMETRY",
+    "options",
+    "ctype",
+    "splits_name",
+    "tiles_name",
+    "carries_name",
+    "sort_windows_name",
+    "window_seams_name",
+    "radix_tile",
+    "radix_counts_name",
+    "radix_scatter_name",
+    "SNAPSHOT_PAIRS",
+    "snapshot_name",
+    "all_names",
+    "instantiation_source",
+]
 
 #: the kernel source, next to this module
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "laplex_scan.cu")
@@ -26,20 +41,36 @@ SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "laplex_scan.c
 #: of a warp reading their items' shared memory fall into 32 different banks: 3-8% faster than 8 on
 #: an H200, docs/gpu-validation.md run 7), threads of the carry scan,
 #: threads of a window sort and the run of items each sorts (a window is their product, a power
-#: of two) and its merge-split rounds before the bitonic network, threads of a radix sort block (whole warps) and keys per thread (a radix tile is their
-#: product; half as many keys for pairs of a key and an index wider than 8 bytes, see
-#: ``radix_tile``), whether a scan tile's shared memory is padded against bank conflicts (off:
-#: slower for sorted products on an H200, docs/gpu-validation.md run 6), whether phase 1 scans a
-#: tile's columns alone (on: 10% faster there), and how many scan blocks must fit on a
-#: multiprocessor (a cap on the scan kernel's registers; 0: the compiler's choice; -1: 8 for the
-#: float32 product without moments, the compiler's choice for the other instances)
-GEOMETRY = {"LAPLEX_BLOCK": 128, "LAPLEX_ITEMS": 9, "LAPLEX_CARRY_BLOCK": 256,
-            "LAPLEX_SORT_BLOCK": 128, "LAPLEX_SORT_ITEMS": 8, "LAPLEX_SORT_ROUNDS": 64,
-            "LAPLEX_RADIX_BLOCK": 256, "LAPLEX_RADIX_ITEMS": 16, "LAPLEX_PAD": 0, "LAPLEX_LEAN_PHASE1": 1,
-            "LAPLEX_TILE_MIN_BLOCKS": -1}
+#: of two) and its merge-split rounds before the bitonic network, threads of a radix sort block
+#: (whole warps) and keys per thread (a radix tile is their product; half as many keys for pairs of
+#: a key and an index wider than 8 bytes, see ``radix_tile``), whether a scan tile's shared memory
+#: is padded against bank conflicts (off: slower for sorted products on an H200,
+#: docs/gpu-validation.md run 6), whether phase 1 scans a tile's columns alone (on: 10% faster
+#: there), and how many scan blocks must fit on a multiprocessor (a cap on the scan kernel's
+#: registers; 0: the compiler's choice; -1: 8 for the float32 product without moments, the
+#: compiler's choice for the other instances)
+GEOMETRY = {
+    "LAPLEX_BLOCK": 128,
+    "LAPLEX_ITEMS": 9,
+    "LAPLEX_CARRY_BLOCK": 256,
+    "LAPLEX_SORT_BLOCK": 128,
+    "LAPLEX_SORT_ITEMS": 8,
+    "LAPLEX_SORT_ROUNDS": 64,
+    "LAPLEX_RADIX_BLOCK": 256,
+    "LAPLEX_RADIX_ITEMS": 16,
+    "LAPLEX_PAD": 0,
+    "LAPLEX_LEAN_PHASE1": 1,
+    "LAPLEX_TILE_MIN_BLOCKS": -1,
+}
 
-_CTYPES = {"float32": "float", "float64": "double", "complex64": "laplex::cx<float>",
-           "complex128": "laplex::cx<double>", "int32": "int", "int64": "long long"}
+_CTYPES = {
+    "float32": "float",
+    "float64": "double",
+    "complex64": "laplex::cx<float>",
+    "complex128": "laplex::cx<double>",
+    "int32": "int",
+    "int64": "long long",
+}
 _REALS = ("float32", "float64")
 _ITEMSIZE = {"float32": 4, "float64": 8, "int32": 4, "int64": 8}
 _COMPLEX_OF = {"float32": "complex64", "float64": "complex128"}
@@ -64,13 +95,14 @@ def splits_name(real: str) -> str:
 
 
 def tiles_name(real: str, decay: str, operand: str, value: str, index: str, moment: bool) -> str:
-    return (f"laplex::laplex_tiles<{ctype(real)}, {ctype(decay)}, {ctype(operand)}, "
-            f"{ctype(value)}, {ctype(index)}, {_bool(moment)}>")
+    return (
+        f"laplex::laplex_tiles<{ctype(real)}, {ctype(decay)}, {ctype(operand)}, "
+        f"{ctype(value)}, {ctype(index)}, {_bool(moment)}>"
+    )
 
 
 def carries_name(real: str, decay: str, value: str, moment: bool) -> str:
-    return (f"laplex::laplex_carries<{ctype(real)}, {ctype(decay)}, {ctype(value)}, "
-            f"{_bool(moment)}>")
+    return f"laplex::laplex_carries<{ctype(real)}, {ctype(decay)}, {ctype(value)}, {_bool(moment)}>"
 
 
 def sort_windows_name(real: str, index: str) -> str:

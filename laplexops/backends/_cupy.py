@@ -12,6 +12,7 @@ test suite can run it on the CPU with NumPy arrays and the same ``.cu`` source c
 host (``tests/cuda_host``); with CuPy, ``xp`` is ``cupy`` and kernels come from
 ``cupy.RawModule``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -38,6 +39,7 @@ class RawModuleKernels:
 
     def __init__(self, geometry: dict | None = None):
         import cupy
+
         self._cupy = cupy
         with open(kernels.SOURCE) as fh:
             self._code = fh.read()
@@ -50,8 +52,9 @@ class RawModuleKernels:
         ``kernel(grid, block, args)``."""
         fn = self._functions.get(name)
         if fn is None:
-            module = self._cupy.RawModule(code=self._code, options=self._options,
-                                          name_expressions=[name])
+            module = self._cupy.RawModule(
+                code=self._code, options=self._options, name_expressions=[name]
+            )
             fn = self._functions[name] = module.get_function(name)
         return fn
 
@@ -59,8 +62,19 @@ class RawModuleKernels:
 class _Side:
     """One orientation of a plan: sorted rows against sorted columns, merged in tiles."""
 
-    __slots__ = ("rz", "cz", "rperm", "cperm", "square", "splits", "tiles", "m", "n",
-                 "thread_rows", "rows_written")
+    __slots__ = (
+        "rz",
+        "cz",
+        "rperm",
+        "cperm",
+        "square",
+        "splits",
+        "tiles",
+        "m",
+        "n",
+        "thread_rows",
+        "rows_written",
+    )
 
     def __init__(self, backend, rz, cz, rperm, cperm, shared):
         xp = backend.xp
@@ -77,14 +91,18 @@ class _Side:
         # stream waits for it before reading)
         self.rows_written = None
         if not self.square and self.tiles:
-            self.thread_rows = xp.empty(self.tiles * backend.geometry["LAPLEX_BLOCK"],
-                                        dtype=np.uint16)
+            self.thread_rows = xp.empty(
+                self.tiles * backend.geometry["LAPLEX_BLOCK"], dtype=np.uint16
+            )
             self.splits = xp.empty(self.tiles + 1, dtype=np.int64)
             count = self.tiles + 1
             real = np.dtype(rz.dtype).name
-            backend.launch(kernels.splits_name(real), (-(-count // 256),), (256,),
-                           (rz, cz, np.int64(self.m), np.int64(self.n), np.int64(self.tiles),
-                            self.splits))
+            backend.launch(
+                kernels.splits_name(real),
+                (-(-count // 256),),
+                (256,),
+                (rz, cz, np.int64(self.m), np.int64(self.n), np.int64(self.tiles), self.splits),
+            )
 
 
 class CudaPlan:
@@ -98,8 +116,11 @@ class CudaPlan:
         self.device = backend.device_of(x)
         usable = hint is not None and hint.shape == self.shape and hint.index == self.index
         # the previous orders; anchors that were sorted then had the identity order
-        hx, hy = ((_IDENTITY if perm is None else perm for _, perm in hint._sorted) if usable
-                  else (None, None))
+        hx, hy = (
+            (_IDENTITY if perm is None else perm for _, perm in hint._sorted)
+            if usable
+            else (None, None)
+        )
         xs, xperm = backend.sort(x, hx, self.index, ordered[0])
         ys, yperm = (xs, xperm) if self.shared else backend.sort(y, hy, self.index, ordered[1])
         self._sorted = ((xs, xperm), (ys, yperm))
@@ -127,6 +148,7 @@ class CupyBackend:
     def __init__(self, xp=None, kernels_=None, out_of_memory=None):
         if xp is None:
             import cupy
+
             xp = cupy
             kernels_ = kernels_ or RawModuleKernels()
             out_of_memory = (cupy.cuda.memory.OutOfMemoryError,)
@@ -151,8 +173,11 @@ class CupyBackend:
         return getattr(a, "device", None) if self._cupy is not None else None
 
     def _on(self, device):
-        return device if device is not None and hasattr(device, "__enter__") else \
-            contextlib.nullcontext()
+        return (
+            device
+            if device is not None and hasattr(device, "__enter__")
+            else contextlib.nullcontext()
+        )
 
     def launch(self, name, grid, block, args):
         self.kernels.get(name)(tuple(grid), tuple(block), tuple(args))
@@ -187,8 +212,9 @@ class CupyBackend:
                     free = f"; the device has {free_b / 1e9:.2f} of {total_b / 1e9:.2f} GB free"
                 except Exception:  # pragma: no cover - informational only
                     pass
-            raise MemoryError(f"GPU out of memory in {what}: it needs about "
-                              f"{estimate / 1e9:.2f} GB{free} ({exc})") from None
+            raise MemoryError(
+                f"GPU out of memory in {what}: it needs about {estimate / 1e9:.2f} GB{free} ({exc})"
+            ) from None
 
     def snapshot(self, a, dtype):
         """``a`` copied as ``dtype``, its count of non-finite values and whether it is in
@@ -197,17 +223,22 @@ class CupyBackend:
         xp = self.xp
         dtype, source = np.dtype(dtype), np.dtype(a.dtype)
         n = a.shape[0]
-        with self._on(self.device_of(a)), \
-                self._memory(f"a snapshot of {n} anchors ({dtype})", n * dtype.itemsize):
+        with (
+            self._on(self.device_of(a)),
+            self._memory(f"a snapshot of {n} anchors ({dtype})", n * dtype.itemsize),
+        ):
             if (source.name, dtype.name) not in kernels.SNAPSHOT_PAIRS:
                 return snapshot_with(xp, a, dtype)
             out = xp.empty(n, dtype=dtype)
             counts = xp.zeros(2, dtype=np.uint64)  # non-finite values, descents
             if n:
                 block = 256
-                self.launch(kernels.snapshot_name(source.name, dtype.name),
-                            (min(-(-n // (4 * block)), _SNAPSHOT_BLOCKS),), (block,),
-                            (xp.ascontiguousarray(a), out, np.int64(n), counts))
+                self.launch(
+                    kernels.snapshot_name(source.name, dtype.name),
+                    (min(-(-n // (4 * block)), _SNAPSHOT_BLOCKS),),
+                    (block,),
+                    (xp.ascontiguousarray(a), out, np.int64(n), counts),
+                )
             bad, descents = counts.tolist()
             return out, bad, descents == 0
 
@@ -219,10 +250,15 @@ class CupyBackend:
         # digit counts and their scan (256 each per tile of keys) in flight
         index = 4 if m + n < 2**31 else 8
         tile = kernels.radix_tile(self.geometry, np.dtype(x.dtype).name, f"int{8 * index}")
-        estimate = (m + n) * (item + index) + \
-            max(m, n) * (item + index) + 2 * _RADIX_DIGITS * index * -(-max(m, n) // tile)
-        with self._on(self.device_of(x)), \
-                self._memory(f"the plan of {m} x {n} anchors ({x.dtype})", estimate):
+        estimate = (
+            (m + n) * (item + index)
+            + max(m, n) * (item + index)
+            + 2 * _RADIX_DIGITS * index * -(-max(m, n) // tile)
+        )
+        with (
+            self._on(self.device_of(x)),
+            self._memory(f"the plan of {m} x {n} anchors ({x.dtype})", estimate),
+        ):
             return CudaPlan(self, x, y, hint, ordered)
 
     def sort(self, a, hint_perm, index, ordered=None):
@@ -257,9 +293,12 @@ class CupyBackend:
         if counts is None:
             counts = xp.empty(_RADIX_DIGITS * tiles, dtype=index)
         flag = xp.zeros(1, dtype=np.int32) if check_order else None
-        self.launch(kernels.radix_counts_name(np.dtype(keys.dtype).name, index.name), (tiles,),
-                    (self.geometry["LAPLEX_RADIX_BLOCK"],),
-                    (keys, np.int64(n), np.int32(shift), counts, _ptr(flag)))
+        self.launch(
+            kernels.radix_counts_name(np.dtype(keys.dtype).name, index.name),
+            (tiles,),
+            (self.geometry["LAPLEX_RADIX_BLOCK"],),
+            (keys, np.int64(n), np.int32(shift), counts, _ptr(flag)),
+        )
         return counts, check_order and bool(flag[0])
 
     def _radix_sort(self, a, index, counts=None):
@@ -282,15 +321,19 @@ class CupyBackend:
             if shift:
                 self._radix_counts(keys, shift, index, counts=counts)
             ends = xp.cumsum(counts, dtype=index)
-            digit_ends = ends[tiles - 1::tiles]  # where each digit's keys end in the output
+            digit_ends = ends[tiles - 1 :: tiles]  # where each digit's keys end in the output
             sizes = xp.concatenate((digit_ends[:1], digit_ends[1:] - digit_ends[:-1]))
             if bool(xp.any(sizes == n)):
                 continue  # one digit holds every key
-            out_keys, out_perm = spare.pop() if spare else (xp.empty_like(a),
-                                                            xp.empty(n, dtype=index))
-            self.launch(scatter, (tiles,), (self.geometry["LAPLEX_RADIX_BLOCK"],),
-                        (keys, _ptr(perm), out_keys, out_perm, np.int64(n), np.int32(shift),
-                         ends))
+            out_keys, out_perm = (
+                spare.pop() if spare else (xp.empty_like(a), xp.empty(n, dtype=index))
+            )
+            self.launch(
+                scatter,
+                (tiles,),
+                (self.geometry["LAPLEX_RADIX_BLOCK"],),
+                (keys, _ptr(perm), out_keys, out_perm, np.int64(n), np.int32(shift), ends),
+            )
             if perm is not None:
                 spare.append((keys, perm))
             keys, perm = out_keys, out_perm
@@ -313,12 +356,25 @@ class CupyBackend:
         for step in range(_REPAIR_PASSES):  # later passes load only windows with a broken seam
             offset = 0 if step % 2 == 0 else window // 2
             blocks = -(-(n - offset) // window)
-            self.launch(sort_windows, (blocks,), (self.geometry["LAPLEX_SORT_BLOCK"],),
-                        (values, perm, *(source if step == 0 else (_NULL, _NULL)), np.int64(n),
-                         np.int64(offset)))
+            self.launch(
+                sort_windows,
+                (blocks,),
+                (self.geometry["LAPLEX_SORT_BLOCK"],),
+                (
+                    values,
+                    perm,
+                    *(source if step == 0 else (_NULL, _NULL)),
+                    np.int64(n),
+                    np.int64(offset),
+                ),
+            )
             unsorted[...] = 0
-            self.launch(seams, (-(-blocks // 256),), (256,),
-                        (values, perm, np.int64(n), np.int64(offset), unsorted))
+            self.launch(
+                seams,
+                (-(-blocks // 256),),
+                (256,),
+                (values, perm, np.int64(n), np.int64(offset), unsorted),
+            )
             if not int(unsorted[0]):  # every window is in order: the seams decide
                 return values, perm
         return None
@@ -328,9 +384,13 @@ class CupyBackend:
         xp = self.xp
         rows, cols = plan.shape if side == SIDE_ROWS_X or plan.shared else plan.shape[::-1]
         tiles = -(-(rows + cols) // self.tile)
-        with self._on(plan.device), \
-                self._memory(f"the merge splits of a {rows} x {cols} plan",
-                             cols + tiles * (8 + 2 * self.geometry["LAPLEX_BLOCK"])):
+        with (
+            self._on(plan.device),
+            self._memory(
+                f"the merge splits of a {rows} x {cols} plan",
+                cols + tiles * (8 + 2 * self.geometry["LAPLEX_BLOCK"]),
+            ),
+        ):
             s = plan.side(side)  # built on first use
         m, n, k = s.m, s.n, b.shape[1]
         real = np.dtype(np.finfo(b.dtype).dtype)
@@ -341,11 +401,18 @@ class CupyBackend:
         agg = _map_bytes(real, decay, value)
         chunk = min(k, _MAX_GRID_Y)  # columns per launch
         staged = s.cperm is not None  # phase 1 gathers the column values once, for phase 3
-        estimate = sum(wants) * m * k * value.itemsize + 2 * s.tiles * chunk * agg + \
-            (m + n) * real.itemsize + staged * n * chunk * np.dtype(b.dtype).itemsize
-        with self._on(plan.device), \
-                self._memory(f"a product of a {m} x {n} operator with {k} column(s) "
-                             f"({value.name})", estimate):
+        estimate = (
+            sum(wants) * m * k * value.itemsize
+            + 2 * s.tiles * chunk * agg
+            + (m + n) * real.itemsize
+            + staged * n * chunk * np.dtype(b.dtype).itemsize
+        )
+        with (
+            self._on(plan.device),
+            self._memory(
+                f"a product of a {m} x {n} operator with {k} column(s) ({value.name})", estimate
+            ),
+        ):
             outs = [xp.empty((m, k), dtype=value) if want else None for want in wants]
             if m == 0 or k == 0:
                 return tuple(outs)
@@ -358,37 +425,65 @@ class CupyBackend:
             rz = s.rz.astype(real, copy=False)
             cz = s.cz.astype(real, copy=False)
             rate = complex(rate)
-            names = dict(real=real.name, decay=decay.name, value=value.name,
-                         moment=want_moment)
-            tiles_kernel = kernels.tiles_name(operand=np.dtype(b.dtype).name,
-                                              index=plan.index.name, **names)
+            names = dict(real=real.name, decay=decay.name, value=value.name, moment=want_moment)
+            tiles_kernel = kernels.tiles_name(
+                operand=np.dtype(b.dtype).name, index=plan.index.name, **names
+            )
             carries_kernel = kernels.carries_name(**names)
             fwd = xp.empty(s.tiles * chunk * agg, dtype=np.uint8)
             bwd = xp.empty_like(fwd)
             stage = xp.empty(n * chunk, dtype=b.dtype) if staged else None
             span = self.geometry["LAPLEX_CARRY_BLOCK"] * _CARRY_ITEMS  # tile maps per block
             spans = -(-s.tiles // span)
-            totals = (xp.empty(spans * chunk * agg, dtype=np.uint8),
-                      xp.empty(spans * chunk * agg, dtype=np.uint8)) if spans > 1 else None
+            totals = (
+                (
+                    xp.empty(spans * chunk * agg, dtype=np.uint8),
+                    xp.empty(spans * chunk * agg, dtype=np.uint8),
+                )
+                if spans > 1
+                else None
+            )
             for j0 in range(0, k, _MAX_GRID_Y):
                 kc = min(k, j0 + _MAX_GRID_Y) - j0
                 known = s.rows_written is not None
                 if known:
                     s.rows_written = self._after(s.rows_written)
-                args = [rz, cz, _ptr(s.rperm), _ptr(s.cperm), _ptr(s.splits),
-                        _ptr(s.thread_rows), np.int32(known), np.int64(m),
-                        np.int64(n), np.int32(s.square), real.type(rate.real),
-                        real.type(rate.imag), b[:, j0:], np.int32(k), _ptr(stage),
-                        *(_ptr(None if o is None else o[:, j0:]) for o in outs), fwd, bwd]
-                self.launch(tiles_kernel, (s.tiles, kc), (self.geometry["LAPLEX_BLOCK"],),
-                            [np.int32(1)] + args)
+                args = [
+                    rz,
+                    cz,
+                    _ptr(s.rperm),
+                    _ptr(s.cperm),
+                    _ptr(s.splits),
+                    _ptr(s.thread_rows),
+                    np.int32(known),
+                    np.int64(m),
+                    np.int64(n),
+                    np.int32(s.square),
+                    real.type(rate.real),
+                    real.type(rate.imag),
+                    b[:, j0:],
+                    np.int32(k),
+                    _ptr(stage),
+                    *(_ptr(None if o is None else o[:, j0:]) for o in outs),
+                    fwd,
+                    bwd,
+                ]
+                self.launch(
+                    tiles_kernel,
+                    (s.tiles, kc),
+                    (self.geometry["LAPLEX_BLOCK"],),
+                    [np.int32(1)] + args,
+                )
                 self._carries(carries_kernel, s.tiles, kc, span, fwd, bwd, totals)
-                self.launch(tiles_kernel, (s.tiles, kc), (self.geometry["LAPLEX_BLOCK"],),
-                            [np.int32(3)] + args)
+                self.launch(
+                    tiles_kernel,
+                    (s.tiles, kc),
+                    (self.geometry["LAPLEX_BLOCK"],),
+                    [np.int32(3)] + args,
+                )
                 if s.thread_rows is not None and s.rows_written is None:
                     s.rows_written = self._mark()  # written by that launch
             return tuple(outs)
-
 
     def _carries(self, name, tiles, k, span, fwd, bwd, totals):
         """Phase 2 for ``k`` columns: the tile maps become the states entering the tiles. One
@@ -396,16 +491,41 @@ class CupyBackend:
         ``span`` tiles, a scan of those, then every span's scan from its entering state."""
         block = (self.geometry["LAPLEX_CARRY_BLOCK"],)
         if totals is None:
-            self.launch(name, (1, k, 2), block, (np.int64(tiles), np.int64(tiles), np.int32(1),
-                                                 np.int32(1), fwd, bwd, _NULL, _NULL))
+            self.launch(
+                name,
+                (1, k, 2),
+                block,
+                (
+                    np.int64(tiles),
+                    np.int64(tiles),
+                    np.int32(1),
+                    np.int32(1),
+                    fwd,
+                    bwd,
+                    _NULL,
+                    _NULL,
+                ),
+            )
             return
         spans = -(-tiles // span)
-        self.launch(name, (spans, k, 2), block, (np.int64(tiles), np.int64(span), np.int32(1),
-                                                 np.int32(0), fwd, bwd, *totals))
-        self.launch(name, (1, k, 2), block, (np.int64(spans), np.int64(spans), np.int32(0),
-                                             np.int32(1), *totals, _NULL, _NULL))
-        self.launch(name, (spans, k, 2), block, (np.int64(tiles), np.int64(span), np.int32(1),
-                                                 np.int32(1), fwd, bwd, *totals))
+        self.launch(
+            name,
+            (spans, k, 2),
+            block,
+            (np.int64(tiles), np.int64(span), np.int32(1), np.int32(0), fwd, bwd, *totals),
+        )
+        self.launch(
+            name,
+            (1, k, 2),
+            block,
+            (np.int64(spans), np.int64(spans), np.int32(0), np.int32(1), *totals, _NULL, _NULL),
+        )
+        self.launch(
+            name,
+            (spans, k, 2),
+            block,
+            (np.int64(tiles), np.int64(span), np.int32(1), np.int32(1), fwd, bwd, *totals),
+        )
 
 
 def _map_bytes(real: np.dtype, decay: np.dtype, value: np.dtype) -> int:
@@ -418,10 +538,21 @@ def _ptr(a):
     return _NULL if a is None else a
 
 
-def matvec_bytes(m: int, n: int, k: int = 1, real=np.float32, operand=None, value=None,
-                 square: bool = False, row_perm: bool = False, col_perm: bool = False,
-                 outputs: int = 1, index=np.int32, tile: int | None = None,
-                 lean: bool | None = None) -> int:
+def matvec_bytes(
+    m: int,
+    n: int,
+    k: int = 1,
+    real=np.float32,
+    operand=None,
+    value=None,
+    square: bool = False,
+    row_perm: bool = False,
+    col_perm: bool = False,
+    outputs: int = 1,
+    index=np.int32,
+    tile: int | None = None,
+    lean: bool | None = None,
+) -> int:
     """The byte model of one ``apply`` on a built plan: bytes read and written in device memory.
 
     Per right-hand side, phases 1 and 3 each read the tile's anchors (``m + n`` values, ``n`` in
@@ -447,9 +578,13 @@ def matvec_bytes(m: int, n: int, k: int = 1, real=np.float32, operand=None, valu
     tiles = -(-total // tile)
     agg = _map_bytes(real, decay, value)
     anchors = total + (n if lean and not square else total)  # phases 1 and 3
-    read = anchors * real.itemsize + 2 * (n * operand.itemsize +
-                                          (0 if square else (tiles + 1) * 8)) + \
-        col_perm * n * index.itemsize + (0 if square else 2 * tiles * block)
-    write = outputs * m * (value.itemsize + row_perm * index.itemsize) + \
-        col_perm * n * operand.itemsize
+    read = (
+        anchors * real.itemsize
+        + 2 * (n * operand.itemsize + (0 if square else (tiles + 1) * 8))
+        + col_perm * n * index.itemsize
+        + (0 if square else 2 * tiles * block)
+    )
+    write = (
+        outputs * m * (value.itemsize + row_perm * index.itemsize) + col_perm * n * operand.itemsize
+    )
     return k * (read + write + 10 * tiles * agg)

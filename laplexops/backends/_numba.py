@@ -1,4 +1,5 @@
 """CPU backend: NumPy arrays, Numba kernels (radix sort, merge counts, decayed scans)."""
+
 from __future__ import annotations
 
 import threading
@@ -40,8 +41,14 @@ class _Side:
         real = np.finfo(dtype).dtype
         m, n = self.lo.shape[0], self.cs.shape[0]  # m = 0 for a square side: no el, er
         out = (np.empty(n, dtype), np.empty(m, dtype), np.empty(m, dtype))
-        decays(self.rs.astype(real, copy=False), self.cs.astype(real, copy=False), self.lo,
-               self.hi, dtype.type(rate), *out)
+        decays(
+            self.rs.astype(real, copy=False),
+            self.cs.astype(real, copy=False),
+            self.lo,
+            self.hi,
+            dtype.type(rate),
+            *out,
+        )
         return out
 
 
@@ -54,8 +61,11 @@ class NumbaPlan:
     def __init__(self, x: np.ndarray, y: np.ndarray, hint: NumbaPlan | None = None):
         self.shape = (x.shape[0], y.shape[0])
         self.shared = y is x
-        hx, hy = (None, None) if hint is None or hint.shape != self.shape else \
-            (hint._sorted[0][1], hint._sorted[1][1])
+        hx, hy = (
+            (None, None)
+            if hint is None or hint.shape != self.shape
+            else (hint._sorted[0][1], hint._sorted[1][1])
+        )
         xperm, xs = _presorted(x, hx)
         yperm, ys = (xperm, xs) if self.shared else _presorted(y, hy)
         if xperm is None and yperm is None and not self.shared:  # both sorts at once, one per core
@@ -179,8 +189,13 @@ class NumbaBackend:
         if s.square:
             shapes = [(k, n), (k, n * want_moment)]
         else:
-            shapes = [(k, n), (k, n), (k, n * want_moment), (k, n * want_moment),
-                      (k, n * (want_sum and s.ties and s.runs))]
+            shapes = [
+                (k, n),
+                (k, n),
+                (k, n * want_moment),
+                (k, n * want_moment),
+                (k, n * (want_sum and s.ties and s.runs)),
+            ]
         layout = [(shape, dtype) for shape in shapes] + [((n if s.cperm.size else 0, k), b.dtype)]
         with plan.scratch(layout) as (*scratch, sorted_b):
             if s.cperm.size:  # complex values move as pairs of reals: several times faster
@@ -190,8 +205,21 @@ class NumbaBackend:
             if s.square:
                 scan_square(cs, s.rperm, d, b, *outs, *scratch)
             else:
-                scan(s.rs.astype(real, copy=False), cs, s.lo, s.hi, s.rperm, d, el, er, b,
-                     s.ties, s.runs, *outs, *scratch)
+                scan(
+                    s.rs.astype(real, copy=False),
+                    cs,
+                    s.lo,
+                    s.hi,
+                    s.rperm,
+                    d,
+                    el,
+                    er,
+                    b,
+                    s.ties,
+                    s.runs,
+                    *outs,
+                    *scratch,
+                )
         return tuple(o if want else None for o, want in zip(outs, wants))
 
 

@@ -1,4 +1,5 @@
 """Merge counts of two sorted anchor sets (Numba), the O(m + n) half of building a plan."""
+
 from __future__ import annotations
 
 import numpy as np

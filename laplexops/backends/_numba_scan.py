@@ -12,10 +12,11 @@ strictly right. With the decays (only differences of neighbouring sorted anchors
     el[r] = exp(-s (rs[r] - cs[lo[r]-1]))      (0 when lo[r] == 0)
     er[r] = exp(-s (cs[hi[r]] - rs[r]))        (0 when hi[r] == n)
 
-the forward recurrence ``F_c = d[c] F_{c-1} + b_c`` gives the left sum at row r as ``el[r] F_{lo-1}``
-and the backward recurrence ``B_c = d[c+1] B_{c+1} + b_c`` the right sum as ``er[r] B_{hi}``. Columns
-that tie with the row contribute their plain sum (weight exp(0) = 1): ``T_c``, the sum of ``b`` from c
-to the end of its run of equal values, read at ``lo`` (just ``b`` at ``lo`` when no columns repeat). Three reductions come out of these scans:
+the forward recurrence ``F_c = d[c] F_{c-1} + b_c`` gives the left sum at row r as ``el[r]
+F_{lo-1}`` and the backward recurrence ``B_c = d[c+1] B_{c+1} + b_c`` the right sum as ``er[r]
+B_{hi}``. Columns that tie with the row contribute their plain sum (weight exp(0) = 1): ``T_c``,
+the sum of ``b`` from c to the end of its run of equal values, read at ``lo`` (just ``b`` at ``lo``
+when no columns repeat). Three reductions come out of these scans:
 
     sum      (W b)_r                       = left + T + right
     signed   sum_c sign(r - c) W_rc b_c    = left - right            (sign(0) = 0)
@@ -26,10 +27,11 @@ Phase 1 runs the forward and the backward scans of every right-hand side as inde
 cores busy even for one vector); phase 2 combines them row by row, in parallel over rows. The column
 scans walk memory in order and have no data-dependent branches. O((m + n) k) work, O(n k) scratch.
 
-When rows and columns are one set of distinct anchors (a square Gram operator, x = y), ``lo[r] = r``,
-``hi[r] = r + 1``, ``el[r] = d[r]`` and ``er[r] = d[r+1]``: ``scan_square`` then folds phase 2 into
-the backward scan, reading about half the bytes.
+When rows and columns are one set of distinct anchors (a square Gram operator, x = y), ``lo[r] =
+r``, ``hi[r] = r + 1``, ``el[r] = d[r]`` and ``er[r] = d[r+1]``: ``scan_square`` then folds phase 2
+into the backward scan, reading about half the bytes.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -110,8 +112,27 @@ def _runs(cs, b, j, t):  # pragma: no cover - compiled
 
 
 @njit(cache=True, parallel=True)
-def scan(rs, cs, lo, hi, rperm, d, el, er, b, ties, runs,
-         out_sum, out_signed, out_moment, fwd, bwd, fwd1, bwd1, run):  # pragma: no cover
+def scan(
+    rs,
+    cs,
+    lo,
+    hi,
+    rperm,
+    d,
+    el,
+    er,
+    b,
+    ties,
+    runs,
+    out_sum,
+    out_signed,
+    out_moment,
+    fwd,
+    bwd,
+    fwd1,
+    bwd1,
+    run,
+):  # pragma: no cover
     """Apply one side of a plan to the columns of ``b`` (shape (n, k), in sorted column order).
 
     Writes, in original row order, whichever of ``out_sum``, ``out_signed``, ``out_moment`` (each
@@ -156,8 +177,11 @@ def scan(rs, cs, lo, hi, rperm, d, el, er, b, ties, runs,
             if want_signed:
                 out_signed[i, j] = left - right
             if want_moment:
-                m1 = el[r] * (fwd1[j, a - 1] + (rs[r] - cs[a - 1]) * fwd[j, a - 1]) \
-                    if a > 0 else zero
+                m1 = (
+                    el[r] * (fwd1[j, a - 1] + (rs[r] - cs[a - 1]) * fwd[j, a - 1])
+                    if a > 0
+                    else zero
+                )
                 if e < n:
                     m1 += er[r] * (bwd1[j, e] + (cs[e] - rs[r]) * bwd[j, e])
                 out_moment[i, j] = m1
@@ -166,7 +190,8 @@ def scan(rs, cs, lo, hi, rperm, d, el, er, b, ties, runs,
 @njit(cache=True, parallel=True)
 def scan_square(cs, rperm, d, b, out_sum, out_signed, out_moment, fwd, fwd1):  # pragma: no cover
     """``scan`` for rows equal to the columns (distinct anchors): one forward scan into ``fwd``
-    (``fwd1``), then the backward scan writes the outputs directly. O(n k), parallel over columns."""
+    (``fwd1``), then the backward scan writes the outputs directly. O(n k), parallel over
+    columns."""
     n = cs.shape[0]
     k = b.shape[1]
     want_sum = out_sum.shape[0] > 0

@@ -155,8 +155,13 @@ def _workspace(bits):
     """
     n = bits.size
     npasses = -(-8 * bits.itemsize // _DIGIT_BITS)
-    work = (np.empty_like(bits), np.empty_like(bits), np.empty(n, np.int32), np.empty(n, np.int32),
-            np.zeros((npasses, _RADIX), np.int64))
+    work = (
+        np.empty_like(bits),
+        np.empty_like(bits),
+        np.empty(n, np.int32),
+        np.empty(n, np.int32),
+        np.zeros((npasses, _RADIX), np.int64),
+    )
     return np.empty(n, np.int64), work
 
 
@@ -233,7 +238,7 @@ def repair(values, perm, budget):
     original indices), which is the order of a fresh plan (a stable argsort).
 
     For a previous sorting order applied to anchors that moved a little: O(n + moves). Gives up and
-    returns False (leaving both arrays scrambled) once more than ``budget`` element moves were needed;
-    True when ``values`` is sorted.
+    returns False (leaving both arrays scrambled) once more than ``budget`` element moves were
+    needed; True when ``values`` is sorted.
     """
     return bool(_insertion_repair(values, perm, budget))

@@ -37,7 +37,7 @@
 #ifndef LAPLEX_ITEMS
 #define LAPLEX_ITEMS 9
 #endif
-#ifndef LAPLEX_TILE_MIN_BLOCKS  // scan blocks that must fit on a multiprocessor (caps registers)
+#ifndef LAPLEX_TILE_MIN_BLOCKS     // scan blocks that must fit on a multiprocessor (caps registers)
 #define LAPLEX_TILE_MIN_BLOCKS -1  // 0: the compiler's choice; -1: tile_min_blocks() below
 #endif
 #ifndef LAPLEX_CARRY_BLOCK
@@ -71,16 +71,28 @@ template <class R> struct cx {
 };
 
 template <class R> __device__ __forceinline__ cx<R> operator+(cx<R> a, cx<R> b) {
-    cx<R> o; o.re = a.re + b.re; o.im = a.im + b.im; return o;
+    cx<R> o;
+    o.re = a.re + b.re;
+    o.im = a.im + b.im;
+    return o;
 }
 template <class R> __device__ __forceinline__ cx<R> operator-(cx<R> a, cx<R> b) {
-    cx<R> o; o.re = a.re - b.re; o.im = a.im - b.im; return o;
+    cx<R> o;
+    o.re = a.re - b.re;
+    o.im = a.im - b.im;
+    return o;
 }
 template <class R> __device__ __forceinline__ cx<R> operator*(cx<R> a, cx<R> b) {
-    cx<R> o; o.re = a.re * b.re - a.im * b.im; o.im = a.re * b.im + a.im * b.re; return o;
+    cx<R> o;
+    o.re = a.re * b.re - a.im * b.im;
+    o.im = a.re * b.im + a.im * b.re;
+    return o;
 }
 template <class R> __device__ __forceinline__ cx<R> operator*(R a, cx<R> b) {
-    cx<R> o; o.re = a * b.re; o.im = a * b.im; return o;
+    cx<R> o;
+    o.re = a * b.re;
+    o.im = a * b.im;
+    return o;
 }
 
 #ifndef LAPLEX_FAST_EXP
@@ -94,19 +106,30 @@ __device__ __forceinline__ void sincos_of(float a, float* s, float* c) { sincosf
 __device__ __forceinline__ void sincos_of(double a, double* s, double* c) { sincos(a, s, c); }
 
 template <class R> __device__ __forceinline__ R infinity();
-template <> __device__ __forceinline__ float infinity<float>() { return __int_as_float(0x7f800000); }
+template <> __device__ __forceinline__ float infinity<float>() {
+    return __int_as_float(0x7f800000);
+}
 template <> __device__ __forceinline__ double infinity<double>() {
     return __longlong_as_double(0x7ff0000000000000LL);
 }
 
 template <class R> __device__ __forceinline__ void set_zero(R& a) { a = R(0); }
-template <class R> __device__ __forceinline__ void set_zero(cx<R>& a) { a.re = R(0); a.im = R(0); }
+template <class R> __device__ __forceinline__ void set_zero(cx<R>& a) {
+    a.re = R(0);
+    a.im = R(0);
+}
 template <class R> __device__ __forceinline__ void set_one(R& a) { a = R(1); }
-template <class R> __device__ __forceinline__ void set_one(cx<R>& a) { a.re = R(1); a.im = R(0); }
+template <class R> __device__ __forceinline__ void set_one(cx<R>& a) {
+    a.re = R(1);
+    a.im = R(0);
+}
 
 // operand into result type
 template <class R> __device__ __forceinline__ void assign(R& v, R b) { v = b; }
-template <class R> __device__ __forceinline__ void assign(cx<R>& v, R b) { v.re = b; v.im = R(0); }
+template <class R> __device__ __forceinline__ void assign(cx<R>& v, R b) {
+    v.re = b;
+    v.im = R(0);
+}
 template <class R> __device__ __forceinline__ void assign(cx<R>& v, cx<R> b) { v = b; }
 
 // the decay exp(-s dz) for dz >= 0; s = s_re + i s_im
@@ -144,7 +167,8 @@ template <class D, class R, class V> __device__ __forceinline__ void set_identit
 // the map of `first` followed by `second`; without TIES (forward maps, whose tie run is always
 // empty) the tie fields are left as identity
 template <bool MOMENT, bool TIES = true, class D, class R, class V>
-__device__ __forceinline__ Agg<D, R, V> compose(const Agg<D, R, V>& first, const Agg<D, R, V>& second) {
+__device__ __forceinline__ Agg<D, R, V> compose(const Agg<D, R, V>& first,
+                                                const Agg<D, R, V>& second) {
     Agg<D, R, V> o;
     o.e = first.e * second.e;
     o.p = second.e * first.p + second.p;
@@ -341,8 +365,8 @@ template <class V, class I>
 __device__ __forceinline__ void write_rows(V* __restrict__ out, const V (&value)[LAPLEX_ITEMS],
                                            const unsigned rows, const int first_row, V* s_out,
                                            const int nr, const long long i0,
-                                           const I* __restrict__ rperm, const int k,
-                                           const int col, const int tid) {
+                                           const I* __restrict__ rperm, const int k, const int col,
+                                           const int tid) {
     if (!out) return;
     __syncthreads();  // s_out is free: every thread has read what it held before
     int r = first_row;
@@ -388,7 +412,7 @@ __device__ __forceinline__ void slot_decays(const R prev, const R (&z)[N], const
 // TIES, the tie run too).
 template <int N, bool MOMENT, class D, class R, class V>
 __device__ __forceinline__ Agg<D, R, V> forward_map(const D (&e)[N + 1], const R (&dz)[N + 1],
-                                                   const V (&val)[N]) {
+                                                    const V (&val)[N]) {
     Agg<D, R, V> f;
     set_identity(f);
 #pragma unroll
@@ -397,7 +421,7 @@ __device__ __forceinline__ Agg<D, R, V> forward_map(const D (&e)[N + 1], const R
 }
 template <int N, bool MOMENT, bool TIES, class D, class R, class V>
 __device__ __forceinline__ Agg<D, R, V> backward_map(const D (&e)[N + 1], const R (&dz)[N + 1],
-                                                    const V (&val)[N]) {
+                                                     const V (&val)[N]) {
     Agg<D, R, V> g;
     set_identity(g);
 #pragma unroll
@@ -409,16 +433,18 @@ __device__ __forceinline__ Agg<D, R, V> backward_map(const D (&e)[N + 1], const 
 // The items just before and just after a tile (the first item itself before the first tile, the
 // last one after the last tile). Square: the tile is anchors t0 .. t0 + len - 1 of cz.
 template <class R>
-__device__ __forceinline__ R tile_halo(const bool after, const R* rz, const R* cz, const long long m,
-                                       const long long n, const bool square, const long long i0,
-                                       const long long j0, const int nr, const int nc) {
+__device__ __forceinline__ R tile_halo(const bool after, const R* rz, const R* cz,
+                                       const long long m, const long long n, const bool square,
+                                       const long long i0, const long long j0, const int nr,
+                                       const int nc) {
     if (square) {
         if (after) return j0 + nc < n ? cz[j0 + nc] : cz[n - 1];
         return j0 > 0 ? cz[j0 - 1] : cz[0];
     }
     if (after) {
         const long long i1 = i0 + nr, j1 = j0 + nc;
-        return i1 == m && j1 == n ? item_before(rz, 0, m, cz, 0, n) : item_after(rz, i1, m, cz, j1, n);
+        return i1 == m && j1 == n ? item_before(rz, 0, m, cz, 0, n)
+                                  : item_after(rz, i1, m, cz, j1, n);
     }
     return i0 + j0 == 0 ? item_after(rz, 0, m, cz, 0, n) : item_before(rz, 0, i0, cz, 0, j0);
 }
@@ -465,11 +491,11 @@ __device__ __forceinline__ void block_reduce(Agg<D, R, V>& f, Agg<D, R, V>& g) {
 // maps. Per column: one decay and a step of each map; per tile: one block reduction of both.
 template <bool MOMENT, class R, class D, class B, class V, class I>
 __device__ __forceinline__ void lean_tile_maps(
-        const R* __restrict__ rz, const R* __restrict__ cz, const I* __restrict__ cperm,
-        const B* __restrict__ b, const int k, const int col, const long long m, const long long n,
-        const bool square, const long long i0, const long long j0, const int nr, const int nc,
-        B* __restrict__ stage_col, const R s_re, const R s_im, const int tid,
-        Agg<D, R, V>* __restrict__ fwd, Agg<D, R, V>* __restrict__ bwd) {
+    const R* __restrict__ rz, const R* __restrict__ cz, const I* __restrict__ cperm,
+    const B* __restrict__ b, const int k, const int col, const long long m, const long long n,
+    const bool square, const long long i0, const long long j0, const int nr, const int nc,
+    B* __restrict__ stage_col, const R s_re, const R s_im, const int tid,
+    Agg<D, R, V>* __restrict__ fwd, Agg<D, R, V>* __restrict__ bwd) {
     typedef Agg<D, R, V> A;
     const int run = (nc + LAPLEX_BLOCK - 1) / LAPLEX_BLOCK;  // at most LAPLEX_ITEMS
     const int a = tid * run < nc ? tid * run : nc;
@@ -520,8 +546,8 @@ __device__ __forceinline__ void lean_tile_maps(
     for (int u = LAPLEX_ITEMS - 1; u >= 0; --u) {
         if (u < cnt) {
             const bool end = u + 1 == cnt;
-            g = compose<MOMENT>(g, step_map(end ? e_next : e[u + 1], end ? dz_next : dz[u + 1],
-                                            val[u], true));
+            g = compose<MOMENT>(
+                g, step_map(end ? e_next : e[u + 1], end ? dz_next : dz[u + 1], val[u], true));
         }
     }
     block_reduce<LAPLEX_BLOCK, MOMENT>(f, g);
@@ -531,7 +557,8 @@ __device__ __forceinline__ void lean_tile_maps(
     const R end0 = square ? cz[j0] : item_after(rz, i0, i0 + nr, cz, j0, j0 + nc);
     const R end1 = square ? cz[j0 + nc - 1] : item_before(rz, i0, i0 + nr, cz, j0, j0 + nc);
     const R first = nc > 0 ? z[0] : tile_halo(true, rz, cz, m, n, square, i0, j0, nr, nc);
-    const R final = nc > 0 ? cz[j0 + nc - 1] : tile_halo(false, rz, cz, m, n, square, i0, j0, nr, nc);
+    const R final =
+        nc > 0 ? cz[j0 + nc - 1] : tile_halo(false, rz, cz, m, n, square, i0, j0, nr, nc);
     V zero;
     set_zero(zero);
     D gap;
@@ -584,19 +611,21 @@ __device__ __forceinline__ void merge_items(const R* s_z, const V* s_b, const in
 // spill at 64.
 template <class R, class D, class V, bool MOMENT>
 __host__ __device__ constexpr int tile_min_blocks() {
-    return LAPLEX_TILE_MIN_BLOCKS >= 0 ? LAPLEX_TILE_MIN_BLOCKS
-           : sizeof(R) == 4 && sizeof(D) == 4 && sizeof(V) == 4 && !MOMENT ? 8 : 0;
+    return LAPLEX_TILE_MIN_BLOCKS >= 0                                     ? LAPLEX_TILE_MIN_BLOCKS
+           : sizeof(R) == 4 && sizeof(D) == 4 && sizeof(V) == 4 && !MOMENT ? 8
+                                                                           : 0;
 }
 
 template <class R, class D, class B, class V, class I, bool MOMENT>
 __global__ void __launch_bounds__(LAPLEX_BLOCK, (tile_min_blocks<R, D, V, MOMENT>()))
-laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz,
-             const I* __restrict__ rperm, const I* __restrict__ cperm,
-             const long long* __restrict__ splits, unsigned short* __restrict__ thread_rows,
-             const int rows_known, const long long m, const long long n, const int square, const R s_re, const R s_im, const B* __restrict__ b, const int k,
-             B* __restrict__ stage, V* __restrict__ out_sum, V* __restrict__ out_signed,
-             V* __restrict__ out_moment, Agg<D, R, V>* __restrict__ fwd,
-             Agg<D, R, V>* __restrict__ bwd) {
+    laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz,
+                 const I* __restrict__ rperm, const I* __restrict__ cperm,
+                 const long long* __restrict__ splits, unsigned short* __restrict__ thread_rows,
+                 const int rows_known, const long long m, const long long n, const int square,
+                 const R s_re, const R s_im, const B* __restrict__ b, const int k,
+                 B* __restrict__ stage, V* __restrict__ out_sum, V* __restrict__ out_signed,
+                 V* __restrict__ out_moment, Agg<D, R, V>* __restrict__ fwd,
+                 Agg<D, R, V>* __restrict__ bwd) {
     typedef Agg<D, R, V> A;
     static_assert(sizeof(A) == sizeof(D) + 3 * sizeof(V) + 2 * sizeof(R),
                   "the host sizes the tile maps as sizeof(D) + 3 sizeof(V) + 2 sizeof(R)");
@@ -604,7 +633,7 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
     // side for the merge (anchors are finite)
     __shared__ R s_z[padded(LAPLEX_TILE + 2)];
     __shared__ V s_b[padded(LAPLEX_TILE + 1)];  // the tile's column values (+ a spare word)
-    __shared__ R s_halo[2];         // the values of the items just before and just after the tile
+    __shared__ R s_halo[2];  // the values of the items just before and just after the tile
 
     const long long tiles = gridDim.x;
     const long long tile = blockIdx.x;
@@ -655,7 +684,7 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
         const R* __restrict__ czt = cz + c0;
         const int rows_left = square ? 0 : nr - tid;  // square: the anchors are the columns
         const int cols_left = nc - tid;
-        const int cbt = (square ? 0 : cb) + tid;       // the thread's first column in s_z
+        const int cbt = (square ? 0 : cb) + tid;  // the thread's first column in s_z
         R zr[LAPLEX_ITEMS], zc[LAPLEX_ITEMS];
         B bv[LAPLEX_ITEMS];
 #pragma unroll
@@ -756,7 +785,8 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
         }
         next = cnt == 0 ? prev : d0 + cnt < len ? s_z[pad(d0 + cnt)] : s_halo[1];
     } else {
-        if (len == LAPLEX_TILE) merge_items<true>(s_z, s_b, cb, ii, jj, cnt, prev, z, val, rows, next);
+        if (len == LAPLEX_TILE)
+            merge_items<true>(s_z, s_b, cb, ii, jj, cnt, prev, z, val, rows, next);
         else merge_items<false>(s_z, s_b, cb, ii, jj, cnt, prev, z, val, rows, next);
         if (d0 + cnt >= len) next = cnt == 0 ? prev : s_halo[1];
     }
@@ -773,13 +803,13 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
     const bool ties = phase == 1 || out_signed != nullptr;
     A f_total, g_total, g_before;  // (each scan instance runs once: no barrier to free its words)
     const A f_before = block_scan<LAPLEX_BLOCK, MOMENT, false, false, false>(
-            forward_map<LAPLEX_ITEMS, MOMENT>(e, dz, val), f_total);
+        forward_map<LAPLEX_ITEMS, MOMENT>(e, dz, val), f_total);
     if (ties)
         g_before = block_scan<LAPLEX_BLOCK, MOMENT, true, true, false>(
-                backward_map<LAPLEX_ITEMS, MOMENT, true>(e, dz, val), g_total);
+            backward_map<LAPLEX_ITEMS, MOMENT, true>(e, dz, val), g_total);
     else
         g_before = block_scan<LAPLEX_BLOCK, MOMENT, true, false, false>(
-                backward_map<LAPLEX_ITEMS, MOMENT, false>(e, dz, val), g_total);
+            backward_map<LAPLEX_ITEMS, MOMENT, false>(e, dz, val), g_total);
     if (phase == 1) {
         if (tid == 0) {
             fwd[slot] = f_total;
@@ -791,7 +821,8 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
     // phase 3: the states entering this thread's items from each side, then the two walks (a
     // row's operand is zero, so every slot adds its value)
     const A fs = compose<MOMENT, false>(carry_f, f_before);
-    const A gs = ties ? compose<MOMENT>(carry_g, g_before) : compose<MOMENT, false>(carry_g, g_before);
+    const A gs =
+        ties ? compose<MOMENT>(carry_g, g_before) : compose<MOMENT, false>(carry_g, g_before);
     V F = fs.p, F1 = fs.q;
     V left[LAPLEX_ITEMS], left1[LAPLEX_ITEMS];
 #pragma unroll
@@ -814,8 +845,8 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
             T = T + val[u];
             signed_[u] = (left[u] - G) + T;
         }
-        left[u] = left[u] + G;       // now the sum
-        left1[u] = left1[u] + G1;    // now the moment
+        left[u] = left[u] + G;     // now the sum
+        left1[u] = left1[u] + G1;  // now the moment
     }
     // the tile's rows are consecutive in sorted order: stage each result in s_b (the column
     // values are in registers now) and write it out in row order, coalesced
@@ -837,9 +868,9 @@ laplex_tiles(const int phase, const R* __restrict__ rz, const R* __restrict__ cz
 // (totals, a scan of the totals, the scan) so that the carries use the whole GPU.
 template <class R, class D, class V, bool MOMENT>
 __global__ void __launch_bounds__(LAPLEX_CARRY_BLOCK)
-laplex_carries(const long long count, const long long span, const int reverse, const int scan,
-               Agg<D, R, V>* __restrict__ fwd, Agg<D, R, V>* __restrict__ bwd,
-               Agg<D, R, V>* __restrict__ fwd_totals, Agg<D, R, V>* __restrict__ bwd_totals) {
+    laplex_carries(const long long count, const long long span, const int reverse, const int scan,
+                   Agg<D, R, V>* __restrict__ fwd, Agg<D, R, V>* __restrict__ bwd,
+                   Agg<D, R, V>* __restrict__ fwd_totals, Agg<D, R, V>* __restrict__ bwd_totals) {
     typedef Agg<D, R, V> A;
     const bool backward = blockIdx.z == 1;
     const bool flip = backward && reverse;
@@ -854,7 +885,8 @@ laplex_carries(const long long count, const long long span, const int reverse, c
     const long long stop = start + per < b1 ? start + per : b1;
     A acc;
     set_identity(acc);
-    for (long long q = start; q < stop; ++q) acc = compose<MOMENT>(acc, maps[flip ? count - 1 - q : q]);
+    for (long long q = start; q < stop; ++q)
+        acc = compose<MOMENT>(acc, maps[flip ? count - 1 - q : q]);
     A all;
     const A before = block_scan<LAPLEX_CARRY_BLOCK, MOMENT, false, true>(acc, all);
     if (!scan) {
@@ -895,13 +927,14 @@ __device__ __forceinline__ void exchange(R* s_v, I* s_p, const int lo, const int
     const R vl = s_v[skew(lo)], vh = s_v[skew(hi)];
     const I pl = s_p[skew(lo)], ph = s_p[skew(hi)];
     if (precedes(vh, ph, vl, pl) != ascending) return;
-    s_v[skew(lo)] = vh; s_v[skew(hi)] = vl;
-    s_p[skew(lo)] = ph; s_p[skew(hi)] = pl;
+    s_v[skew(lo)] = vh;
+    s_v[skew(hi)] = vl;
+    s_p[skew(lo)] = ph;
+    s_p[skew(hi)] = pl;
 }
 
 // Items a, b of a run into order.
-template <class R, class I>
-__device__ __forceinline__ void order_pair(R& va, I& pa, R& vb, I& pb) {
+template <class R, class I> __device__ __forceinline__ void order_pair(R& va, I& pa, R& vb, I& pb) {
     const bool swap = precedes(vb, pb, va, pa);
     const R v = swap ? vb : va;
     const I p = swap ? pb : pa;
@@ -937,11 +970,11 @@ template <int K> struct SortNetwork {
 
 // A thread's run of K items in registers into order (the network's indices are constants once
 // its loop is unrolled, so the run stays in registers).
-template <int K, class R, class I>
-__device__ __forceinline__ void sort_run(R (&v)[K], I (&p)[K]) {
+template <int K, class R, class I> __device__ __forceinline__ void sort_run(R (&v)[K], I (&p)[K]) {
     constexpr SortNetwork<K> net;
 #pragma unroll
-    for (int c = 0; c < net.size; ++c) order_pair(v[net.lo[c]], p[net.lo[c]], v[net.hi[c]], p[net.hi[c]]);
+    for (int c = 0; c < net.size; ++c)
+        order_pair(v[net.lo[c]], p[net.lo[c]], v[net.hi[c]], p[net.hi[c]]);
 }
 
 // One side of a merge-split of the sorted runs a0 .. b0 - 1 (A) and b0 .. b0 + K - 1 (B) of a window
@@ -1000,8 +1033,8 @@ __device__ __forceinline__ void merge_half(const bool front, const R* s_v, const
 // order when its middle seam is; only those that are not are loaded, sorted and written.
 template <class R, class I>
 __global__ void __launch_bounds__(LAPLEX_SORT_BLOCK)
-laplex_sort_windows(R* __restrict__ values, I* __restrict__ perm, const R* __restrict__ src,
-                    const I* __restrict__ src_perm, const long long n, const long long offset) {
+    laplex_sort_windows(R* __restrict__ values, I* __restrict__ perm, const R* __restrict__ src,
+                        const I* __restrict__ src_perm, const long long n, const long long offset) {
     constexpr int K = LAPLEX_SORT_ITEMS, T = LAPLEX_SORT_BLOCK, W = LAPLEX_SORT_WINDOW;
     __shared__ R s_v[skewed(W)];
     __shared__ I s_p[skewed(W)];
@@ -1140,8 +1173,8 @@ __global__ void laplex_snapshot(const S* __restrict__ src, R* __restrict__ dst, 
 // A radix tile: LAPLEX_RADIX_ITEMS keys per thread for 8-byte (key, index) pairs, half as many for
 // wider pairs (the tile passes through shared memory). The host sizes the counts by this.
 template <class R, class I> struct RadixTile {
-    static constexpr int ITEMS = sizeof(R) + sizeof(I) <= 8 ? LAPLEX_RADIX_ITEMS
-                                                            : LAPLEX_RADIX_ITEMS / 2;
+    static constexpr int ITEMS =
+        sizeof(R) + sizeof(I) <= 8 ? LAPLEX_RADIX_ITEMS : LAPLEX_RADIX_ITEMS / 2;
     static constexpr int SIZE = LAPLEX_RADIX_BLOCK * ITEMS;
 };
 
@@ -1173,8 +1206,8 @@ template <class R> __device__ __forceinline__ int radix_digit(R a, int shift) {
 // "already sorted?" question answered from the same read as the first pass's counts).
 template <class R, class I>
 __global__ void __launch_bounds__(LAPLEX_RADIX_BLOCK)
-laplex_radix_counts(const R* __restrict__ keys, const long long n, const int shift,
-                    I* __restrict__ counts, int* __restrict__ unsorted) {
+    laplex_radix_counts(const R* __restrict__ keys, const long long n, const int shift,
+                        I* __restrict__ counts, int* __restrict__ unsorted) {
     constexpr int TILE = RadixTile<R, I>::SIZE;
     __shared__ int s_count[LAPLEX_RADIX_DIGITS];
     const int tid = threadIdx.x;
@@ -1205,9 +1238,9 @@ laplex_radix_counts(const R* __restrict__ keys, const long long n, const int shi
 // the ranked tile is exchanged through shared memory, and each digit's run is written contiguously.
 template <class R, class I>
 __global__ void __launch_bounds__(LAPLEX_RADIX_BLOCK, 3)
-laplex_radix_scatter(const R* __restrict__ keys, const I* __restrict__ perm,
-                     R* __restrict__ keys_out, I* __restrict__ perm_out, const long long n,
-                     const int shift, const I* __restrict__ ends) {
+    laplex_radix_scatter(const R* __restrict__ keys, const I* __restrict__ perm,
+                         R* __restrict__ keys_out, I* __restrict__ perm_out, const long long n,
+                         const int shift, const I* __restrict__ ends) {
     constexpr int T = LAPLEX_RADIX_BLOCK, W = LAPLEX_RADIX_WARPS, D = LAPLEX_RADIX_DIGITS;
     constexpr int K = RadixTile<R, I>::ITEMS, TILE = RadixTile<R, I>::SIZE;
     constexpr int GROUPS = 16, GROUP = D / GROUPS;  // the scan of the digit totals
@@ -1216,7 +1249,7 @@ laplex_radix_scatter(const R* __restrict__ keys, const I* __restrict__ perm,
     __shared__ unsigned short s_warp[D * W];  // per (digit, warp): count, then first rank in digit
     __shared__ int s_start[D + 1];            // first rank of each digit in the tile
     __shared__ int s_group[GROUPS];
-    __shared__ long long s_base[D];           // output position of the tile's rank 0 of digit d
+    __shared__ long long s_base[D];  // output position of the tile's rank 0 of digit d
     __shared__ R s_key[TILE];
     __shared__ I s_perm[TILE];
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;

@@ -17,7 +17,9 @@
 #include <utility>
 #include <vector>
 
-struct emu_dim3 { unsigned x, y, z; };
+struct emu_dim3 {
+    unsigned x, y, z;
+};
 
 inline thread_local emu_dim3 threadIdx, blockIdx;
 inline emu_dim3 blockDim, gridDim;
@@ -90,11 +92,25 @@ inline int __popc(unsigned a) { return __builtin_popcount(a); }
 template <class T> T atomicAdd(T* address, T value) {
     return std::atomic_ref<T>(*address).fetch_add(value);
 }
-inline unsigned __float_as_uint(float a) { unsigned u; std::memcpy(&u, &a, sizeof u); return u; }
-inline float __int_as_float(int i) { float a; std::memcpy(&a, &i, sizeof a); return a; }
-inline double __longlong_as_double(long long i) { double a; std::memcpy(&a, &i, sizeof a); return a; }
+inline unsigned __float_as_uint(float a) {
+    unsigned u;
+    std::memcpy(&u, &a, sizeof u);
+    return u;
+}
+inline float __int_as_float(int i) {
+    float a;
+    std::memcpy(&a, &i, sizeof a);
+    return a;
+}
+inline double __longlong_as_double(long long i) {
+    double a;
+    std::memcpy(&a, &i, sizeof a);
+    return a;
+}
 inline long long __double_as_longlong(double a) {
-    long long u; std::memcpy(&u, &a, sizeof u); return u;
+    long long u;
+    std::memcpy(&u, &a, sizeof u);
+    return u;
 }
 
 #define __global__
@@ -151,8 +167,7 @@ void launch(void (*kernel)(A...), emu_dim3 grid, emu_dim3 block, void** args) {
 }
 
 // the sizes of the kernel's parameters, so that the caller can check what it passes
-template <class... A>
-int sizes(void (*)(A...), long long* out) {
+template <class... A> int sizes(void (*)(A...), long long* out) {
     const long long s[] = {(long long)sizeof(A)..., 0};
     for (std::size_t i = 0; i < sizeof...(A); ++i) out[i] = s[i];
     return (int)sizeof...(A);

@@ -4,6 +4,7 @@ AddressSanitizer: in the GPU's launch geometry (blocks of 128 threads: four warp
 tests' small geometry (many tiles, carry spans and sort windows for short inputs: the paths of long
 inputs, such as phase 2's three launches). Results are checked against the float64 dense
 reference so that a run that computed nothing cannot pass. Prints ``ok`` at the end."""
+
 import os
 import sys
 
@@ -11,10 +12,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import laplexops as lx  # noqa: E402
-from cuda_host.kernels import SMALL, HostKernels  # noqa: E402
-from laplex_testing import apply_ref, rel_err  # noqa: E402
-from laplexops.backends import _cupy  # noqa: E402
+import laplexops as lx
+from cuda_host.kernels import SMALL, HostKernels
+from laplex_testing import apply_ref, rel_err
+from laplexops.backends import _cupy
 
 
 def main() -> None:
@@ -35,8 +36,9 @@ def every_launch(backend, size: int, small: bool) -> None:
         op._backend = backend
         return op
 
-    for source, real in () if small else (("float32", "float32"), ("float32", "float64"),
-                                          ("float64", "float64")):
+    for source, real in (
+        () if small else (("float32", "float32"), ("float32", "float64"), ("float64", "float64"))
+    ):
         a = rng.uniform(-1e3, 1e3, 9000).astype(source)
         a[rng.integers(0, a.shape[0], 3)] = np.nan
         blocks, _cupy._SNAPSHOT_BLOCKS = _cupy._SNAPSHOT_BLOCKS, 2  # grid-stride rounds
@@ -65,8 +67,10 @@ def every_launch(backend, size: int, small: bool) -> None:
         # fresh plans (radix sort over two tiles) and repairs: merge-split windows with 1-ulp
         # moves across runs of ties, and the bitonic network for orders reversed within windows
         count = 400 if small else 5000  # several radix tiles / two in the GPU's geometry
-        a = (np.float32(600) + rng.integers(0, 40, count).astype(np.float32)
-             * np.spacing(np.float32(600))).astype(dtype)
+        a = (
+            np.float32(600)
+            + rng.integers(0, 40, count).astype(np.float32) * np.spacing(np.float32(600))
+        ).astype(dtype)
         b = rng.uniform(0, 1000, count * 4 // 5).astype(dtype)
         plan = backend.plan(a, b)
         a2 = np.nextafter(a, a + rng.integers(-1, 2, a.shape[0]).astype(dtype) * dtype(1e3))
@@ -75,8 +79,9 @@ def every_launch(backend, size: int, small: bool) -> None:
             assert np.array_equal(perm, np.argsort(want, kind="stable"))
         window = backend.geometry["LAPLEX_SORT_BLOCK"] * backend.geometry["LAPLEX_SORT_ITEMS"]
         c = np.sort(b)
-        hint = np.concatenate([np.arange(i, min(i + window, c.shape[0]))[::-1]
-                               for i in range(0, c.shape[0], window)]).astype(np.int32)
+        hint = np.concatenate(
+            [np.arange(i, min(i + window, c.shape[0]))[::-1] for i in range(0, c.shape[0], window)]
+        ).astype(np.int32)
         _, perm = backend._repair(c, hint, np.dtype(np.int32))
         assert np.array_equal(perm, np.argsort(c, kind="stable"))
 

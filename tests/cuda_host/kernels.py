@@ -2,6 +2,7 @@
 ``laplexops.backends._cupy.RawModuleKernels``: the GPU backend's host code and kernels run on the
 CPU with NumPy arrays. Needs a C++20 compiler (g++); built once per source and geometry, cached in
 the temporary directory."""
+
 from __future__ import annotations
 
 import ctypes
@@ -18,9 +19,18 @@ from laplexops.backends import _cuda_kernels as cuda
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 #: a small geometry: many tiles, carry chunks and sort windows even for short inputs
-SMALL = {"LAPLEX_BLOCK": 8, "LAPLEX_ITEMS": 4, "LAPLEX_CARRY_BLOCK": 4, "LAPLEX_SORT_BLOCK": 4, "LAPLEX_SORT_ITEMS": 4,
-         "LAPLEX_SORT_ROUNDS": 4, "LAPLEX_RADIX_BLOCK": 32, "LAPLEX_RADIX_ITEMS": 2,
-         "LAPLEX_PAD": 1, "LAPLEX_LEAN_PHASE1": 1}
+SMALL = {
+    "LAPLEX_BLOCK": 8,
+    "LAPLEX_ITEMS": 4,
+    "LAPLEX_CARRY_BLOCK": 4,
+    "LAPLEX_SORT_BLOCK": 4,
+    "LAPLEX_SORT_ITEMS": 4,
+    "LAPLEX_SORT_ROUNDS": 4,
+    "LAPLEX_RADIX_BLOCK": 32,
+    "LAPLEX_RADIX_ITEMS": 2,
+    "LAPLEX_PAD": 1,
+    "LAPLEX_LEAN_PHASE1": 1,
+}
 
 
 #: extra compiler flags for the host build, e.g. ``-fsanitize=thread -g`` (then run Python with
@@ -50,20 +60,39 @@ class HostKernels:
             source = fh.read()
         with open(os.path.join(HERE, "emulate.h")) as fh:
             header = fh.read()
-        unit = ["#include <math.h>", f'#include "{os.path.join(HERE, "emulate.h")}"',
-                f'#include "{cuda.SOURCE}"',
-                '#define EXPORT __attribute__((visibility("default")))', 'extern "C" {']
+        unit = [
+            "#include <math.h>",
+            f'#include "{os.path.join(HERE, "emulate.h")}"',
+            f'#include "{cuda.SOURCE}"',
+            '#define EXPORT __attribute__((visibility("default")))',
+            'extern "C" {',
+        ]
         for i, name in enumerate(self._names):
-            unit.append(f"EXPORT void laplex_run_{i}(unsigned gx, unsigned gy, unsigned gz, unsigned bx, "
-                        f"unsigned by, unsigned bz, void** args) "
-                        f"{{ emu::launch(&{name}, {{gx, gy, gz}}, {{bx, by, bz}}, args); }}")
-            unit.append(f"EXPORT int laplex_sizes_{i}(long long* out) {{ return emu::sizes(&{name}, out); }}")
+            unit.append(
+                f"EXPORT void laplex_run_{i}(unsigned gx, unsigned gy, unsigned gz, unsigned bx, "
+                f"unsigned by, unsigned bz, void** args) "
+                f"{{ emu::launch(&{name}, {{gx, gy, gz}}, {{bx, by, bz}}, args); }}"
+            )
+            unit.append(
+                f"EXPORT int laplex_sizes_{i}(long long* out) "
+                f"{{ return emu::sizes(&{name}, out); }}"
+            )
         unit.append("}")
         text = "\n".join(unit)
         # each geometry's build keeps its symbols (the shared-memory statics above all) to itself
-        flags = ["-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", "-w",
-                 "-fvisibility=hidden", "-fvisibility-inlines-hidden", "-fno-gnu-unique",
-                 *cuda.options(self.geometry), *os.environ.get(EXTRA_FLAGS, "").split()]
+        flags = [
+            "-std=c++20",
+            "-O1",
+            "-shared",
+            "-fPIC",
+            "-pthread",
+            "-w",
+            "-fvisibility=hidden",
+            "-fvisibility-inlines-hidden",
+            "-fno-gnu-unique",
+            *cuda.options(self.geometry),
+            *os.environ.get(EXTRA_FLAGS, "").split(),
+        ]
         key = hashlib.sha256("\0".join([source, header, text, *flags]).encode()).hexdigest()[:16]
         folder = os.path.join(tempfile.gettempdir(), "laplexops-host-kernels")
         os.makedirs(folder, exist_ok=True)
@@ -104,11 +133,14 @@ class _Launcher:
                 cell = ctypes.create_string_buffer(arg.tobytes(), arg.itemsize)
                 given = arg.itemsize
             else:
-                raise TypeError(f"argument {i} of {self.name}: pass NumPy arrays or NumPy "
-                                f"scalars of the exact C type; got {type(arg).__name__}")
+                raise TypeError(
+                    f"argument {i} of {self.name}: pass NumPy arrays or NumPy "
+                    f"scalars of the exact C type; got {type(arg).__name__}"
+                )
             if given != size:
-                raise TypeError(f"argument {i} of {self.name} has {given} bytes, the kernel "
-                                f"expects {size}")
+                raise TypeError(
+                    f"argument {i} of {self.name} has {given} bytes, the kernel expects {size}"
+                )
             keep.append(cell)
             pointers[i] = ctypes.addressof(cell)
         grid = tuple(grid) + (1,) * (3 - len(grid))

@@ -1,6 +1,7 @@
 """Compile the kernel source with NVRTC the way CuPy's ``RawModule`` does (name expressions,
 ``-std=c++17`` and the launch geometry), without CuPy or a GPU: NVRTC is a host library. Found in
 the ``nvidia-cuda-nvrtc`` wheel or a CUDA toolkit; ``None`` when there is none."""
+
 from __future__ import annotations
 
 import ctypes
@@ -13,8 +14,9 @@ def library() -> ctypes.CDLL | None:
     candidates = []
     for base in sys.path:
         candidates += sorted(glob.glob(os.path.join(base, "nvidia", "*", "lib", "libnvrtc.so*")))
-        candidates += sorted(glob.glob(os.path.join(base, "nvidia", "cuda_nvrtc", "lib",
-                                                    "libnvrtc.so*")))
+        candidates += sorted(
+            glob.glob(os.path.join(base, "nvidia", "cuda_nvrtc", "lib", "libnvrtc.so*"))
+        )
     for home in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
         if home:
             candidates += sorted(glob.glob(os.path.join(home, "lib64", "libnvrtc.so*")))
@@ -31,8 +33,12 @@ def library() -> ctypes.CDLL | None:
 def compile_names(lib: ctypes.CDLL, source: str, names: list[str], options: list[str]):
     """Compile ``source`` instantiating ``names``; returns ``(ok, log, lowered names)``."""
     prog = ctypes.c_void_p()
-    _check(lib, lib.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), b"laplex_scan.cu",
-                                       0, None, None))
+    _check(
+        lib,
+        lib.nvrtcCreateProgram(
+            ctypes.byref(prog), source.encode(), b"laplex_scan.cu", 0, None, None
+        ),
+    )
     try:
         for name in names:
             _check(lib, lib.nvrtcAddNameExpression(prog, name.encode()))

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import _namespace as ns
-from .backends import SIDE_ROWS_X, get_backend
+from .backends import Backend, Side, get_backend
 
 __all__ = ["LaplexOperator", "Gradients", "DENSE_LIMIT"]
 
@@ -86,14 +86,18 @@ class LaplexOperator:
     rate : float or complex
         ``Re(rate) > 0``. A complex rate ``a + i w`` gives the phased kernel
         ``exp(-a|d|) (cos(w|d|) - i sin(w|d|))``.
-    backend : ``"auto"``, ``"numba"`` or ``"cupy"``
-        ``"auto"`` chooses by the anchors' device.
+    backend : str or Backend
+        ``"auto"`` (the default) chooses by the anchors' device; a registered name
+        (``"numba"``, ``"cupy"``, see :func:`laplexops.backends.registered`) or a backend
+        instance forces one, which must serve the anchors' device.
 
     Products cost O(N log N) for the first call (the merged sort, cached as the plan) and O(N) for
     every further product, adjoint or gradient, N = m + n. Memory is O(N): W is never formed.
     """
 
-    def __init__(self, x: Any, y: Any, rate: float | complex = 1.0, backend: str = "auto"):
+    def __init__(
+        self, x: Any, y: Any, rate: float | complex = 1.0, backend: str | Backend = "auto"
+    ):
         rate = _check_rate(rate)
         xp, x, y, real = _anchors(x, y)
         chosen = get_backend(backend, ns.device_kind(x))
@@ -148,7 +152,7 @@ class LaplexOperator:
         moved little keep nearly the old order, which is repaired locally (O(N + moves)) instead
         of sorted anew.
         """
-        op = LaplexOperator(x, y, self._rate, self._backend.name)
+        op = LaplexOperator(x, y, self._rate, self._backend)
         if self._cell.plan is not None and op.shape == self.shape:
             op._flip = self._flip  # the plan's orientation, so that the hint lines up
             op._cell = _PlanCell(hint=self._cell.plan)
@@ -200,6 +204,10 @@ class LaplexOperator:
     # ------------------------------------------------------------------ plan
     @property
     def _plan(self):
+        return self._build_plan()
+
+    def _build_plan(self):
+        """The shared plan, built now if it is not yet."""
         cell = self._cell
         if cell.plan is None:
             x, y = (self._y, self._x) if self._flip else (self._x, self._y)
@@ -210,12 +218,12 @@ class LaplexOperator:
 
     def prepare(self) -> LaplexOperator:
         """Build the plan now (otherwise the first product does); returns ``self``. O(N log N)."""
-        self._plan
+        self._build_plan()
         return self
 
     @property
-    def _side(self) -> int:
-        return SIDE_ROWS_X if not self._flip else 1 - SIDE_ROWS_X
+    def _side(self) -> Side:
+        return Side.ROWS_Y if self._flip else Side.ROWS_X
 
     # ------------------------------------------------------------------ operands
     def _operand(self, v, length: int, what: str, ndims=(1, 2)):
@@ -259,7 +267,7 @@ class LaplexOperator:
         work = self._working_dtype(self._result_dtype(dtype), dtype)
         k = 1 if native.ndim == 1 else native.shape[1]
         b = native.astype(work, copy=False).reshape(native.shape[0], k)
-        side = 1 - self._side if adjoint else self._side
+        side = self._side.other if adjoint else self._side
         rate = self._rate.conjugate() if adjoint else self._rate
         out = self._backend.apply(self._plan, side, rate, b)[0]
         out = out.reshape(out.shape[0]) if native.ndim == 1 else out
@@ -325,7 +333,7 @@ class LaplexOperator:
     def aslinearoperator(self):
         """A ``scipy.sparse.linalg.LinearOperator`` applying this operator for host data, a
         ``cupyx.scipy.sparse.linalg.LinearOperator`` for CUDA data."""
-        if self._backend.name == "cupy":
+        if self._backend.device == "cuda":
             from cupyx.scipy.sparse.linalg import LinearOperator
         else:
             from scipy.sparse.linalg import LinearOperator
@@ -389,11 +397,13 @@ class LaplexOperator:
         gc = G.conj() if G.dtype.kind == "c" else G
         # one side at a time: the row reductions are contracted (and freed) before the column
         # pass allocates its own, which keeps the peak at about two m x k intermediates
-        _, signed, moment = backend.apply(plan, self._side, s, V, False, True, True)
+        _, signed, moment = backend.apply(
+            plan, self._side, s, V, want_sum=False, want_signed=True, want_moment=True
+        )
         gx = (-s * einsum("ik,ik->i", gc, signed)).real
         a = -einsum("ik,ik->", gc, moment)
         del signed, moment
-        ct_sum, ct_signed, _ = backend.apply(plan, 1 - self._side, s, gc, True, True, False)
+        ct_sum, ct_signed, _ = backend.apply(plan, self._side.other, s, gc, want_signed=True)
         gy = (-s * einsum("jk,jk->j", V, ct_signed)).real
         del ct_signed
         gv = ct_sum.conj() if ct_sum.dtype.kind == "c" else ct_sum

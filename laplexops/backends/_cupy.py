@@ -20,7 +20,7 @@ import contextlib
 import numpy as np
 
 from . import _cuda_kernels as kernels
-from ._base import SIDE_ROWS_X, snapshot_with
+from ._base import Side, snapshot_with
 
 __all__ = ["CupyBackend", "CudaPlan", "RawModuleKernels"]
 
@@ -129,9 +129,9 @@ class CudaPlan:
 
     def side(self, side: int) -> _Side:
         if self.shared:
-            side = SIDE_ROWS_X
+            side = Side.ROWS_X
         if self._sides[side] is None:
-            (rz, rperm), (cz, cperm) = self._sorted[::-1] if side != SIDE_ROWS_X else self._sorted
+            (rz, rperm), (cz, cperm) = self._sorted[::-1] if side != Side.ROWS_X else self._sorted
             self._sides[side] = _Side(self._backend, rz, cz, rperm, cperm, self.shared)
         return self._sides[side]
 
@@ -149,6 +149,8 @@ class CupyBackend:
         if xp is None:
             import cupy
 
+            if cupy.cuda.runtime.getDeviceCount() < 1:
+                raise RuntimeError("CuPy sees no CUDA device")
             xp = cupy
             kernels_ = kernels_ or RawModuleKernels()
             out_of_memory = (cupy.cuda.memory.OutOfMemoryError,)
@@ -156,6 +158,8 @@ class CupyBackend:
         self.kernels = kernels_
         self._out_of_memory = tuple(out_of_memory or ())
         self._cupy = xp if xp.__name__ == "cupy" else None
+        # the device kind of the data it serves: the host build (NumPy arrays) serves host data
+        self.device = "cuda" if self._cupy is not None else "cpu"
         self.geometry = self.kernels.geometry
         self.tile = self.geometry["LAPLEX_BLOCK"] * self.geometry["LAPLEX_ITEMS"]
 
@@ -380,9 +384,9 @@ class CupyBackend:
         return None
 
     # ---------------------------------------------------------------------- apply
-    def apply(self, plan, side, rate, b, want_sum=True, want_signed=False, want_moment=False):
+    def apply(self, plan, side, rate, b, *, want_sum=True, want_signed=False, want_moment=False):
         xp = self.xp
-        rows, cols = plan.shape if side == SIDE_ROWS_X or plan.shared else plan.shape[::-1]
+        rows, cols = plan.shape if side == Side.ROWS_X or plan.shared else plan.shape[::-1]
         tiles = -(-(rows + cols) // self.tile)
         with (
             self._on(plan.device),

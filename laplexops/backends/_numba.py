@@ -8,13 +8,13 @@ from contextlib import contextmanager
 import numpy as np
 
 from . import _numba_sort
-from ._base import SIDE_ROWS_X, snapshot_with
+from ._base import Side, SortedPlan, snapshot_with
 from ._numba_plan import merge_counts
 from ._numba_scan import decays, gather, scan, scan_square
 
 __all__ = ["NumbaBackend", "NumbaPlan"]
 
-_EMPTY_PERM = np.empty(0, dtype=np.int64)
+_NO_PERM = np.empty(0, dtype=np.int64)  # the kernels' identity permutation
 _DECAY_CACHE_SIZE = 4
 _REPAIR_MOVES = 4  # insertion moves per anchor before a plan repair falls back to a sort
 
@@ -22,28 +22,28 @@ _REPAIR_MOVES = 4  # insertion moves per anchor before a plan repair falls back 
 class _Side:
     """One orientation of a plan: sorted rows against sorted columns, and their merge counts."""
 
-    __slots__ = ("rs", "cs", "rperm", "cperm", "lo", "hi", "ties", "runs", "square")
+    __slots__ = ("rz", "cz", "rperm", "cperm", "lo", "hi", "ties", "runs", "square")
 
-    def __init__(self, rs, cs, rperm, cperm):
-        self.rs, self.cs, self.rperm, self.cperm = rs, cs, rperm, cperm
-        self.runs = bool((cs[1:] == cs[:-1]).any())  # some columns repeat
+    def __init__(self, rz, cz, rperm, cperm):
+        self.rz, self.cz, self.rperm, self.cperm = rz, cz, rperm, cperm
+        self.runs = bool((cz[1:] == cz[:-1]).any())  # some columns repeat
         # rows are the columns, all distinct: lo = arange, hi = lo + 1 (see scan_square)
-        self.square = rs is cs and not self.runs
-        index = np.int32 if rs.shape[0] + cs.shape[0] < 2**31 else np.int64
-        size = 0 if self.square else rs.shape[0]
+        self.square = rz is cz and not self.runs
+        index = np.int32 if rz.shape[0] + cz.shape[0] < 2**31 else np.int64
+        size = 0 if self.square else rz.shape[0]
         self.lo = np.empty(size, dtype=index)
         self.hi = np.empty(size, dtype=index)
-        merge_counts(rs[:size], cs, self.lo, self.hi)
+        merge_counts(rz[:size], cz, self.lo, self.hi)
         self.ties = self.square or bool((self.lo != self.hi).any())  # a row equals a column
 
     def decays(self, rate, dtype: np.dtype):
         """``(d, el, er)`` for ``rate`` in ``dtype`` (see ``_numba_scan``); O(m + n)."""
         real = np.finfo(dtype).dtype
-        m, n = self.lo.shape[0], self.cs.shape[0]  # m = 0 for a square side: no el, er
+        m, n = self.lo.shape[0], self.cz.shape[0]  # m = 0 for a square side: no el, er
         out = (np.empty(n, dtype), np.empty(m, dtype), np.empty(m, dtype))
         decays(
-            self.rs.astype(real, copy=False),
-            self.cs.astype(real, copy=False),
+            self.rz.astype(real, copy=False),
+            self.cz.astype(real, copy=False),
             self.lo,
             self.hi,
             dtype.type(rate),
@@ -52,46 +52,37 @@ class _Side:
         return out
 
 
-class NumbaPlan:
-    """Sorted anchors of both sides, their merge counts, and a small cache of decays per rate.
-
-    An empty permutation marks anchors that were already sorted: no sort and no gathers for them.
-    """
+class NumbaPlan(SortedPlan):
+    """Sorted anchors of both sides (see :class:`SortedPlan`), each orientation's merge counts,
+    and a small cache of decays per rate."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, hint: NumbaPlan | None = None):
-        self.shape = (x.shape[0], y.shape[0])
-        self.shared = y is x
-        hx, hy = (
-            (None, None)
-            if hint is None or hint.shape != self.shape
-            else (hint._sorted[0][1], hint._sorted[1][1])
-        )
-        xperm, xs = _presorted(x, hx)
-        yperm, ys = (xperm, xs) if self.shared else _presorted(y, hy)
-        if xperm is None and yperm is None and not self.shared:  # both sorts at once, one per core
-            xperm, yperm = _numba_sort.argsort_two(x, y)
-        xperm = _numba_sort.argsort(x) if xperm is None else xperm
-        yperm = (xperm if self.shared else _numba_sort.argsort(y)) if yperm is None else yperm
-        xs = _take(x, xperm) if xs is None else xs
-        ys = (xs if self.shared else _take(y, yperm)) if ys is None else ys
-        self._sorted = ((xs, xperm), (ys, yperm))
-        self._sides: list = [None, None]
+        shape, shared = (x.shape[0], y.shape[0]), y is x
+        previous = hint.sorted if hint is not None and hint.shape == shape else None
+        anchors = (x,) if shared else (x, y)
+        found = [
+            _presorted(a, None if previous is None else previous[i][1], previous is not None)
+            for i, a in enumerate(anchors)
+        ]
+        # the sides still unsorted get a full sort: both at once, one per core, when both need it
+        missing = [i for i, (values, _) in enumerate(found) if values is None]
+        if len(missing) == 2:
+            perms = _numba_sort.argsort_two(x, y)
+        else:
+            perms = tuple(_numba_sort.argsort(anchors[i]) for i in missing)
+        for i, perm in zip(missing, perms):
+            found[i] = (_take(anchors[i], perm), perm)
+        super().__init__(shape, shared, tuple(found * 2 if shared else found))
         self._decays: dict = {}
         self.scratch = _Scratch()
 
-    def side(self, side: int) -> _Side:
-        """The side's merge counts, built on first use (a matvec never builds the other side)."""
-        if self.shared:
-            side = SIDE_ROWS_X
-        if self._sides[side] is None:
-            (rs, rperm), (cs, cperm) = self._sorted[::-1] if side != SIDE_ROWS_X else self._sorted
-            self._sides[side] = _Side(rs, cs, rperm, cperm)
-        return self._sides[side]
+    def _orient(self, rz, cz, rperm, cperm) -> _Side:
+        return _Side(rz, cz, rperm, cperm)
 
-    def decays(self, side: int, rate, dtype: np.dtype):
+    def decays(self, side: Side, rate, dtype: np.dtype):
         """The side's decays for ``rate`` in ``dtype``, cached for a few (side, rate, dtype)."""
         if self.shared:
-            side = SIDE_ROWS_X
+            side = Side.ROWS_X
         key = (side, rate, dtype)
         hit = self._decays.get(key)
         if hit is None:
@@ -109,20 +100,21 @@ def _take(a: np.ndarray, perm: np.ndarray) -> np.ndarray:
     return out
 
 
-def _presorted(a: np.ndarray, hint_perm: np.ndarray | None):
-    """``(perm, a[perm])`` found without a full sort, else ``(None, None)``.
+def _presorted(a: np.ndarray, previous: np.ndarray | None, hinted: bool):
+    """``(a[perm], perm)`` found without a full sort, else ``(None, None)``.
 
-    An empty perm when ``a`` is already sorted; otherwise ``hint_perm`` (a previous plan's order of
-    anchors of the same length, empty meaning identity) repaired by insertion when the anchors moved
-    little since — a training step — in O(n + moves), giving up past a few moves per anchor.
+    ``(a, None)`` when ``a`` is already sorted. Otherwise, when ``hinted``, the previous plan's
+    order ``previous`` of anchors of the same length (``None``: they were sorted) is repaired by
+    insertion when the anchors moved little since — a training step — in O(n + moves), giving up
+    past a few moves per anchor.
     """
     if _numba_sort.is_sorted(a):
-        return _EMPTY_PERM, a
-    if hint_perm is not None:
-        perm = np.arange(a.shape[0]) if hint_perm.size == 0 else hint_perm.copy()
+        return a, None
+    if hinted:
+        perm = np.arange(a.shape[0]) if previous is None else previous.copy()
         values = _take(a, perm)
         if _numba_sort.repair(values, perm, _REPAIR_MOVES * a.shape[0]):
-            return perm, values
+            return values, perm
     return None, None
 
 
@@ -160,6 +152,7 @@ class NumbaBackend:
     """Backend for host data (NumPy and anything DLPack-exportable to it)."""
 
     name = "numba"
+    device = "cpu"
     xp = np
 
     def asarray(self, a):
@@ -176,13 +169,13 @@ class NumbaBackend:
     def plan(self, x, y, hint=None, ordered=(None, None)):
         return NumbaPlan(x, y, hint)  # (its sorts find sorted anchors on their own)
 
-    def apply(self, plan, side, rate, b, want_sum=True, want_signed=False, want_moment=False):
+    def apply(self, plan, side, rate, b, *, want_sum=True, want_signed=False, want_moment=False):
         s = plan.side(side)
         real = np.finfo(b.dtype).dtype
         decay = np.result_type(real, np.complex64) if isinstance(rate, complex) else real
         d, el, er = plan.decays(side, rate, decay)
         b = np.ascontiguousarray(b)
-        m, n, k = s.rs.shape[0], s.cs.shape[0], b.shape[1]
+        m, n, k = s.rz.shape[0], s.cz.shape[0], b.shape[1]
         dtype = np.result_type(b.dtype, d.dtype)
         wants = (want_sum, want_signed, want_moment)
         outs = [np.empty((m, k) if want else (0, 0), dtype=dtype) for want in wants]
@@ -196,21 +189,23 @@ class NumbaBackend:
                 (k, n * want_moment),
                 (k, n * (want_sum and s.ties and s.runs)),
             ]
-        layout = [(shape, dtype) for shape in shapes] + [((n if s.cperm.size else 0, k), b.dtype)]
+        staged = s.cperm is not None  # the operand gathered into the columns' sorted order
+        layout = [(shape, dtype) for shape in shapes] + [((n if staged else 0, k), b.dtype)]
+        rperm = _NO_PERM if s.rperm is None else s.rperm
         with plan.scratch(layout) as (*scratch, sorted_b):
-            if s.cperm.size:  # complex values move as pairs of reals: several times faster
+            if staged:  # complex values move as pairs of reals: several times faster
                 gather(_real_view(b), s.cperm, _real_view(sorted_b))
                 b = sorted_b
-            cs = s.cs.astype(real, copy=False)
+            cz = s.cz.astype(real, copy=False)
             if s.square:
-                scan_square(cs, s.rperm, d, b, *outs, *scratch)
+                scan_square(cz, rperm, d, b, *outs, *scratch)
             else:
                 scan(
-                    s.rs.astype(real, copy=False),
-                    cs,
+                    s.rz.astype(real, copy=False),
+                    cz,
                     s.lo,
                     s.hi,
-                    s.rperm,
+                    rperm,
                     d,
                     el,
                     er,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import zlib
 
 import numpy as np
 import pytest
@@ -38,10 +39,21 @@ for _name, _n in (("ci", 100), ("thorough", 1000), ("dev", 15)):
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+#: the session's seed: ``LAPLEXOPS_TEST_SEED`` replays a run, else a fresh one (printed in the
+#: header of every run, and with every failure of a test that draws from ``rng``)
+SEED = int(os.environ.get("LAPLEXOPS_TEST_SEED", "").strip() or np.random.SeedSequence().entropy)
+
+
+def pytest_report_header(config):
+    return f"laplexops: random seed {SEED} (replay with LAPLEXOPS_TEST_SEED={SEED})"
+
+
 @pytest.fixture
-def rng():
-    """A fresh, unseeded generator: new random data on every run."""
-    return np.random.default_rng()
+def rng(request):
+    """A generator seeded from the session's seed and the test's id: new random data on every run,
+    the same data for a test whenever its run is replayed with ``LAPLEXOPS_TEST_SEED``."""
+    key = zlib.crc32(request.node.nodeid.encode())
+    return np.random.default_rng([SEED, key])
 
 
 # ------------------------------------------------------------------ count Hypothesis cases
@@ -51,7 +63,10 @@ _counts = {"cases": 0, "tests": 0}
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    yield
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and "rng" in getattr(item, "fixturenames", ()):
+        report.sections.append(("laplexops seed", f"replay with LAPLEXOPS_TEST_SEED={SEED}"))
     if call.when != "call":
         return
     stats = getattr(item, "hypothesis_statistics", None)

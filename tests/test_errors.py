@@ -180,9 +180,9 @@ def _products(op):
         ("H@", (N, 2)),
     ],
 )
-def test_leading_dimension_mismatch(rate, name, shape):
+def test_leading_dimension_mismatch(rate, name, shape, rng):
     op = _op(rate)
-    v = np.random.default_rng().standard_normal(shape)
+    v = rng.standard_normal(shape)
     with pytest.raises(ValueError) as info:
         _products(op)[name](v)
     msg = str(info.value)
@@ -205,17 +205,16 @@ def test_leading_dimension_mismatch(rate, name, shape):
         ("rmatvec", ()),
     ],
 )
-def test_operand_ndim(name, shape):
+def test_operand_ndim(name, shape, rng):
     op = _op()
-    v = np.random.default_rng().standard_normal(shape) if shape else np.float64(1.5)
+    v = rng.standard_normal(shape) if shape else np.float64(1.5)
     v = np.asarray(v)
     with pytest.raises(ValueError):
         _products(op)[name](v)
 
 
-def test_matvec_rejects_several_columns_and_matmat_rejects_vectors():
+def test_matvec_rejects_several_columns_and_matmat_rejects_vectors(rng):
     op = _op()
-    rng = np.random.default_rng()
     with pytest.raises(ValueError):
         op.matvec(rng.standard_normal((N, 3)))
     with pytest.raises(ValueError):
@@ -260,8 +259,7 @@ def test_non_numeric_operands(bad):
         ((N, 2), (M, 2, 1)),
     ],
 )
-def test_gradient_shape_errors(vshape, gshape):
-    rng = np.random.default_rng()
+def test_gradient_shape_errors(vshape, gshape, rng):
     with pytest.raises(ValueError):
         _op().gradient(rng.standard_normal(vshape), rng.standard_normal(gshape))
 

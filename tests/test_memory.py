@@ -24,8 +24,7 @@ def _peak_bytes(fn):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("rate", [1.0, 0.5 + 2j])
-def test_fresh_product_and_gradient_memory_is_linear(dtype, rate):
-    rng = np.random.default_rng()
+def test_fresh_product_and_gradient_memory_is_linear(dtype, rate, rng):
     m, n = 150_000, 100_000
     x = (rng.random(m) * m).astype(dtype)
     y = (rng.random(n) * n).astype(dtype)
@@ -48,8 +47,7 @@ def test_fresh_product_and_gradient_memory_is_linear(dtype, rate):
     assert peak < budget, f"peak {peak / 1e6:.1f} MB exceeds O(m + n) budget {budget / 1e6:.1f} MB"
 
 
-def test_matmat_memory_is_linear_in_columns():
-    rng = np.random.default_rng()
+def test_matmat_memory_is_linear_in_columns(rng):
     n, k = 100_000, 6
     x = rng.random(n) * n
     V = rng.standard_normal((n, k))
@@ -60,10 +58,9 @@ def test_matmat_memory_is_linear_in_columns():
 
 
 @pytest.mark.parametrize("dtype, per_point", [(np.float64, 60), (np.float32, 40)])
-def test_fresh_matvec_peak_per_point(dtype, per_point):
+def test_fresh_matvec_peak_per_point(dtype, per_point, rng):
     """A fresh float64 matvec (validation, snapshots, plan, product) peaks at about 56 bytes per
     point of m + n (36 for float32), the figure of issue 3's memory goal."""
-    rng = np.random.default_rng()
     m, n = 300_000, 200_000
     x, y = (rng.random(m) * m).astype(dtype), (rng.random(n) * n).astype(dtype)
     v = rng.standard_normal(n).astype(dtype)

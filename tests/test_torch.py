@@ -14,8 +14,8 @@ def _dense(x, y, s):
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("rate", [1.3, 0.6 + 1.7j])
-def test_products_and_gradient_in_torch(dtype, rate):
-    gen = torch.Generator().manual_seed(int(np.random.default_rng().integers(2**31)))
+def test_products_and_gradient_in_torch(dtype, rate, rng):
+    gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
     m, n = 37, 23
     x = torch.rand(m, dtype=dtype, generator=gen) * 8
     y = torch.rand(n, dtype=dtype, generator=gen) * 8

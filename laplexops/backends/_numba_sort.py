@@ -11,7 +11,7 @@ non-empty bucket) is skipped, which is common when values lie in a narrow
 range.  Every pass is a stable counting scatter, so the result is identical
 to ``np.argsort(keys, kind="stable")``.
 
-Inputs must be finite; NaN is not handled.  Below ``_SMALL_N`` elements (by
+Inputs must be finite; NaN is not handled.  Below ``NUMPY_BELOW`` elements (by
 dtype) the module defers to NumPy's stable sort, which is faster there, and
 likewise from ``2**31`` elements on, where the int32 payload would overflow.
 """
@@ -21,7 +21,8 @@ from numba import njit, prange
 
 __all__ = ["argsort", "argsort_two", "is_sorted", "repair"]
 
-_SMALL_N = {np.dtype(np.float32): 2048, np.dtype(np.float64): 4096}  # measured crossovers
+#: sizes below which NumPy's stable sort beats the radix sort, by dtype (measured crossovers)
+NUMPY_BELOW = {np.dtype(np.float32): 2048, np.dtype(np.float64): 4096}
 _DIGIT_BITS = 8
 _RADIX = 1 << _DIGIT_BITS
 _MASK = np.uint64(_RADIX - 1)
@@ -141,10 +142,12 @@ def _radix_args(keys):
     return keys.view(uint), uint(1 << (8 * keys.itemsize - 1))
 
 
-def _use_numpy(keys):
+def _use_numpy(keys, numpy_below):
     """Return whether ``keys`` should go to NumPy's stable sort: too small to
-    gain from the radix sort, or too long for its int32 payload."""
-    return not _SMALL_N[keys.dtype] <= keys.size < 2**31
+    gain from the radix sort (``numpy_below``, default ``NUMPY_BELOW``), or too
+    long for its int32 payload."""
+    small = NUMPY_BELOW[keys.dtype] if numpy_below is None else numpy_below
+    return not small <= keys.size < 2**31
 
 
 def _workspace(bits):
@@ -165,16 +168,16 @@ def _workspace(bits):
     return np.empty(n, np.int64), work
 
 
-def argsort(keys):
+def argsort(keys, numpy_below=None):
     """Return the stable ascending argsort of a 1-D float32/float64 array.
 
     Equal to ``np.argsort(keys, kind="stable")`` for finite input, with
     ``-0.0 == +0.0``.  Returns an int64 permutation.  O(n) time (a fixed
-    number of radix passes), O(n) extra memory; NumPy's sort for small
-    inputs.
+    number of radix passes), O(n) extra memory; NumPy's sort for inputs
+    shorter than ``numpy_below`` (default: ``NUMPY_BELOW`` of the dtype).
     """
     keys = _as_float_vector(keys)
-    if _use_numpy(keys):
+    if _use_numpy(keys, numpy_below):
         return np.argsort(keys, kind="stable").astype(np.int64, copy=False)
     bits, sign = _radix_args(keys)
     out, work = _workspace(bits)
@@ -182,16 +185,17 @@ def argsort(keys):
     return out
 
 
-def argsort_two(a, b):
+def argsort_two(a, b, numpy_below=None):
     """Return ``(argsort(a), argsort(b))``, sorting the two arrays in parallel.
 
     ``a`` and ``b`` may differ in length and in dtype (float32/float64 each).
     When both are large they are sorted concurrently on two threads; otherwise
-    sequentially.  Same complexity as two calls to :func:`argsort`.
+    sequentially.  Same complexity as two calls to :func:`argsort`;
+    ``numpy_below`` as there.
     """
     a, b = _as_float_vector(a), _as_float_vector(b)
-    if _use_numpy(a) or _use_numpy(b):
-        return argsort(a), argsort(b)
+    if _use_numpy(a, numpy_below) or _use_numpy(b, numpy_below):
+        return argsort(a, numpy_below), argsort(b, numpy_below)
     bits_a, sign_a = _radix_args(a)
     bits_b, sign_b = _radix_args(b)
     out_a, work_a = _workspace(bits_a)

@@ -89,9 +89,8 @@ def info() -> int:
     try:
         import numba
 
-        print(
-            f"  numba threads     {numba.get_num_threads()} (layer: {numba.config.THREADING_LAYER})"
-        )
+        layer = getattr(numba.config, "THREADING_LAYER", "default")  # the layer asked for
+        print(f"  numba threads     {numba.get_num_threads()} (layer: {layer})")
     except ImportError:  # pragma: no cover - numba is a dependency
         pass
     print(f"  GPU               {_gpu()}")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def best_of(fn: Callable[[], object], repeat: int = 5, budget: float = 10.0) -> float:
@@ -20,7 +23,7 @@ def best_of(fn: Callable[[], object], repeat: int = 5, budget: float = 10.0) -> 
     return best
 
 
-def once(fn: Callable[[], object]) -> tuple[float, object]:
+def once(fn: Callable[[], T]) -> tuple[float, T]:
     """``(seconds, result)`` of one call of ``fn``."""
     t0 = time.perf_counter()
     result = fn()

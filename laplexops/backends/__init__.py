@@ -216,11 +216,7 @@ def get_backend(backend: str | Backend, device: str) -> Backend:
                 f"the {backend!r} backend serves {serves} data, but the anchors live on {device}"
             )
         return _build(backend)
-    if not isinstance(backend, Backend):
-        raise TypeError(
-            "backend must be 'auto', a registered name or a Backend instance (with name, device, "
-            f"xp, asarray, snapshot, plan and apply); got {type(backend).__name__}"
-        )
+    backend = _instance(backend)
     if backend.device != device:
         raise ValueError(
             f"the backend {backend.name!r} serves {backend.device} data, but the anchors live on "
@@ -267,12 +263,22 @@ def set_backend(backend: str | Backend) -> Iterator[Backend]:
             raise ValueError(f"no backend named {backend!r} is registered")
         chosen = _build(backend)
     else:
-        chosen = get_backend(backend, getattr(backend, "device", None))
+        chosen = _instance(backend)
     token = _preferred.set((chosen, *_preferred.get()))
     try:
         yield chosen
     finally:
         _preferred.reset(token)
+
+
+def _instance(backend: object) -> Backend:
+    """``backend`` itself when it implements :class:`Backend`, else ``TypeError``."""
+    if not isinstance(backend, Backend):
+        raise TypeError(
+            "backend must be 'auto', a registered name or a Backend instance (with name, device, "
+            f"xp, asarray, snapshot, plan and apply); got {type(backend).__name__}"
+        )
+    return backend
 
 
 def _auto(device: str) -> Backend:

@@ -17,8 +17,9 @@ from importlib import metadata
 
 import numpy as np
 
-from . import LaplexOperator, available_backends
+from . import LaplexOperator
 from ._timing import best_of, fmt_seconds, once
+from .backends import get_backend, registered
 
 TOLERANCE = {"float64": 1e-10, "float32": 1e-4}
 
@@ -85,7 +86,14 @@ def info() -> int:
     )
     for dist in ("numpy", "scipy", "numba", "array-api-compat", "cupy", "torch", "celerite2"):
         print(f"  {dist:<17} {_version(dist)}")
-    print(f"  backends          {', '.join(available_backends())}")
+    for name, device in registered().items():
+        try:
+            get_backend(name, device)
+            status = "available"
+        except RuntimeError as exc:  # the reason it cannot be built here is chained
+            cause = exc.__cause__
+            status = f"unavailable ({type(cause).__name__}: {cause})" if cause else str(exc)
+        print(f"  backend {name:<9} {device} data, {status}")
     try:
         import numba
 

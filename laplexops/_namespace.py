@@ -7,7 +7,7 @@ where the libraries allow it, and results return in the caller's namespace.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import array_api_compat as compat
 import numpy as np
@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 
-def namespace(*arrays: Any):
+def namespace(*arrays: Any) -> Any:
     """The array-API namespace shared by ``arrays``; ``TypeError`` when they mix namespaces."""
     try:
         return compat.array_namespace(*arrays)
@@ -100,7 +100,11 @@ def from_numpy_dtype(xp: Any, dtype: np.dtype) -> Any:
 def default_float(xp: Any) -> np.dtype:
     """The namespace's default real floating dtype, as a NumPy dtype."""
     try:
-        return to_numpy_dtype(xp.__array_namespace_info__().default_dtypes()["real floating"])
+        # a namespace names its default float with a dtype NumPy knows (float32 or float64)
+        return cast(
+            np.dtype,
+            to_numpy_dtype(xp.__array_namespace_info__().default_dtypes()["real floating"]),
+        )
     except (AttributeError, KeyError, TypeError):
         return np.dtype(np.float64)
 

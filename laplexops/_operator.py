@@ -5,6 +5,7 @@ The front end validates input, bridges array namespaces, and owns the plan cache
 a backend's decayed scan (see :mod:`laplexops.backends`). Every product, adjoint, transpose and
 gradient of an operator (and of the operators derived from it by ``H``, ``T`` and ``with_rate``)
 shares one plan, built on first use in O(N log N); each further product costs O(N) for N = m + n.
+The behaviour implemented here is specified in ``docs/reference.md``.
 """
 
 from __future__ import annotations
@@ -18,12 +19,40 @@ from .backends import Backend, Side, get_backend
 
 __all__ = ["LaplexOperator", "Gradients", "DENSE_LIMIT"]
 
-#: ``to_dense`` refuses matrices with more entries than this unless ``force=True``
+#: :meth:`LaplexOperator.to_dense` refuses matrices with more entries than this (1e8) unless
+#: ``force=True``.
 DENSE_LIMIT = 10**8
 
 
 class Gradients(NamedTuple):
-    """Gradients of ``L = Re(sum conj(g) * (W @ v))``; see :meth:`LaplexOperator.gradient`."""
+    """The gradients returned by :meth:`LaplexOperator.gradient`.
+
+    For the real scalar ``L = Re(sum_i conj(g_i) (W v)_i)`` (summed over the columns of a 2-D
+    ``v``), each field is the gradient of ``L`` with respect to one input. For a complex input
+    ``p`` the value is ``dL/dRe(p) + i dL/dIm(p)`` (PyTorch's convention).
+
+    Attributes
+    ----------
+    x : array, shape (m,)
+        ``dL/dx``, in the anchors' namespace, on their device, with the operator's real dtype.
+    y : array, shape (n,)
+        ``dL/dy``, likewise.
+    rate : float or complex
+        ``dL/drate``: a Python float for a real rate, a complex for a complex rate.
+    v : array, shape of ``v``
+        ``dL/dv = W^H g``: its real part, in ``v``'s dtype, when ``v`` is real.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import laplexops as lx
+    >>> op = lx.LaplexOperator(np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5]))
+    >>> grads = op.gradient(np.array([1.0, 2.0]), np.array([1.0, 0.0, -1.0]))
+    >>> grads._fields
+    ('x', 'y', 'rate', 'v')
+    >>> round(grads.rate, 4)
+    -0.0314
+    """
 
     x: Any
     y: Any
@@ -37,13 +66,14 @@ class _PlanCell:
 
     __slots__ = ("plan", "hint")
 
-    def __init__(self, hint=None):
+    def __init__(self, hint: Any = None) -> None:
         self.plan = None
         self.hint = hint
 
 
 def _check_rate(rate: Any) -> float | complex:
-    """``rate`` as a Python float (real) or complex (phased); errors per SPEC §5."""
+    """``rate`` as a Python float (real) or complex (phased); the errors of ``docs/reference.md``,
+    Errors."""
     if isinstance(rate, (bool, np.bool_)) or getattr(rate, "dtype", None) in (bool, np.bool_):
         raise TypeError("rate must be a real or complex number; got a boolean")
     if isinstance(rate, (str, bytes)):
@@ -78,26 +108,78 @@ def _numeric_dtype(a: Any, what: str) -> np.dtype:
 class LaplexOperator:
     """The LAPLEX matrix ``W[i, j] = exp(-rate * |x[i] - y[j]|)`` of shape ``(len(x), len(y))``.
 
+    ``W`` is dense (typically full rank) and never stored. A product ``W @ v`` is exact: the
+    merged anchors are sorted once (the *plan*, cached and shared with the adjoint, the transpose
+    and re-rated copies), then two linear recurrences whose decays ``exp(-rate * dz)`` involve only
+    differences ``dz >= 0`` of neighbouring sorted anchors give every row, so no factor can
+    overflow whatever the anchors' spread. Ties (``x[i] == y[j]``) have distance 0 and weight 1.
+
     Parameters
     ----------
-    x, y : 1-D real arrays (any array-API namespace, or sequences)
-        Row and column anchors. They are copied (snapshots): later changes to the caller's arrays do
-        not affect the operator. Integer anchors become the namespace's default float.
-    rate : float or complex
-        ``Re(rate) > 0``. A complex rate ``a + i w`` gives the phased kernel
-        ``exp(-a|d|) (cos(w|d|) - i sin(w|d|))``.
-    backend : str or Backend
-        ``"auto"`` (the default) chooses by the anchors' device; a registered name
-        (``"numba"``, ``"cupy"``, see :func:`laplexops.backends.registered`) or a backend
-        instance forces one, which must serve the anchors' device.
+    x : array_like, shape (m,)
+        Row anchors: a real 1-D array of any array-API namespace (NumPy, CuPy, PyTorch,
+        array-api-strict, ...) or a sequence of numbers. Copied (a snapshot): later changes to the
+        caller's array do not change the operator. Integer anchors become the namespace's default
+        float; float16 becomes float32.
+    y : array_like, shape (n,)
+        Column anchors, as ``x``, from the same namespace and on the same device.
+    rate : float or complex, optional
+        The rate ``s``, finite with ``Re(s) > 0`` (default 1.0). A complex rate ``a + i w`` gives
+        the phased kernel ``exp(-a |d|) (cos(w |d|) - i sin(w |d|))`` and a complex operator.
+    backend : str or Backend, optional
+        ``"auto"`` (the default) picks the first registered backend for the anchors' device (the
+        Numba backend for host memory, the CuPy backend for CUDA memory), or the one chosen with
+        :func:`laplexops.backends.set_backend`. A registered name (see
+        :func:`laplexops.backends.registered`) or a :class:`~laplexops.backends.Backend` instance
+        forces one, which must serve the anchors' device.
 
-    Products cost O(N log N) for the first call (the merged sort, cached as the plan) and O(N) for
-    every further product, adjoint or gradient, N = m + n. Memory is O(N): W is never formed.
+    Raises
+    ------
+    ValueError
+        Anchors that are not 1-D or not finite, a rate that is not finite or has ``Re(rate) <= 0``,
+        an unknown backend name, or a backend for another device than the anchors'.
+    TypeError
+        Anchors of a non-numeric or complex dtype, anchors from two namespaces or devices, a rate
+        that is not a real or complex number (strings, booleans, arrays), or a ``backend`` that is
+        neither a name nor a backend.
+    RuntimeError
+        When the backend (for ``"auto"``: every backend of the anchors' device) cannot run here;
+        the reason is chained.
+
+    See Also
+    --------
+    Gradients : what :meth:`gradient` returns.
+    laplexops.backends : the backend registry.
+
+    Notes
+    -----
+    With N = m + n, building the plan costs O(N log N) (a radix sort; anchors already in ascending
+    order skip it, and :meth:`with_anchors` repairs the previous order in O(N + moves)); every
+    product, adjoint product and gradient on a built plan costs O(N k) for k right-hand sides.
+    Memory is O(N k): nothing of size m n is allocated outside :meth:`to_dense`.
+
+    The operator satisfies SciPy's ``LinearOperator`` protocol (``shape``, ``dtype``,
+    ``matvec``, ``rmatvec``, ``matmat``, ``rmatmat``), so it can be passed directly to
+    :func:`scipy.sparse.linalg.cg` and the other iterative solvers.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import laplexops as lx
+    >>> x = np.array([0.0, 1.0, 2.0])
+    >>> y = np.array([0.5, 1.5])
+    >>> op = lx.LaplexOperator(x, y, rate=1.0)
+    >>> op
+    LaplexOperator(shape=(3, 2), rate=1.0, dtype=float64, backend='numba')
+    >>> np.round(op @ np.array([1.0, 2.0]), 4)
+    array([1.0528, 1.8196, 1.4362])
+    >>> np.allclose(op.to_dense(), np.exp(-np.abs(x[:, None] - y[None, :])))
+    True
     """
 
     def __init__(
         self, x: Any, y: Any, rate: float | complex = 1.0, backend: str | Backend = "auto"
-    ):
+    ) -> None:
         rate = _check_rate(rate)
         xp, x, y, real = _anchors(x, y)
         chosen = get_backend(backend, ns.device_kind(x))
@@ -108,8 +190,17 @@ class LaplexOperator:
         self._init(xp, xs, ys, rate, chosen, like=x, ordered=(x_ordered, y_ordered))
 
     def _init(
-        self, xp, x, y, rate, backend, cell=None, flip=False, like=None, ordered=(None, None)
-    ):
+        self,
+        xp: Any,
+        x: Any,
+        y: Any,
+        rate: float | complex,
+        backend: Backend,
+        cell: _PlanCell | None = None,
+        flip: bool = False,
+        like: Any = None,
+        ordered: tuple[bool | None, bool | None] = (None, None),
+    ) -> None:
         """Set the state; ``x`` and ``y`` are private native anchors (rows, columns), ``like`` an
         array of the caller's namespace and device, ``ordered`` what their snapshots said of their
         order (for the plan)."""
@@ -123,7 +214,7 @@ class LaplexOperator:
         self._dtype = np.result_type(real, np.complex64) if isinstance(rate, complex) else real
 
     # ------------------------------------------------------------------ construction helpers
-    def _derived(self, flip: bool, rate) -> LaplexOperator:
+    def _derived(self, flip: bool, rate: float | complex) -> LaplexOperator:
         """An operator sharing this one's plan: the same anchors, maybe swapped, another rate."""
         op = object.__new__(LaplexOperator)
         swap = flip != self._flip
@@ -142,15 +233,76 @@ class LaplexOperator:
         return op
 
     def with_rate(self, rate: float | complex) -> LaplexOperator:
-        """The operator with the same anchors and plan and a new ``rate`` (no re-sort)."""
+        """The operator on the same anchors with another rate, sharing this operator's plan.
+
+        The plan depends on the anchors only, so nothing is sorted again: O(1) now, and the new
+        operator's products cost O(N) from the first one. A step of a training loop that updates
+        the rate only.
+
+        Parameters
+        ----------
+        rate : float or complex
+            The new rate, finite with ``Re(rate) > 0``. A complex rate makes a complex operator.
+
+        Returns
+        -------
+        LaplexOperator
+            ``exp(-rate * |x[i] - y[j]|)`` on this operator's anchors and backend.
+
+        Raises
+        ------
+        ValueError
+            A rate that is not finite or has ``Re(rate) <= 0``.
+        TypeError
+            A rate that is not a real or complex number.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import laplexops as lx
+        >>> op = lx.LaplexOperator(np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5]))
+        >>> phased = op.with_rate(1.0 + 2.0j)
+        >>> phased.rate, phased.dtype
+        ((1+2j), dtype('complex128'))
+        """
         return self._derived(self._flip, _check_rate(rate))
 
     def with_anchors(self, x: Any, y: Any) -> LaplexOperator:
         """A new operator on new anchors with this rate and backend: the next training step.
 
-        Its plan is built on first use from this operator's plan when there is one: anchors that
-        moved little keep nearly the old order, which is repaired locally (O(N + moves)) instead
-        of sorted anew.
+        The result is the operator ``LaplexOperator(x, y, self.rate, backend)``. When this
+        operator's plan has been built and the shapes agree, the new plan is built on first use
+        from it: anchors that moved little keep nearly the old order, which is repaired locally in
+        O(N + moves) instead of sorted anew in O(N log N) (with a fallback to the sort when too
+        much moved). The repaired order is the one a fresh sort gives (ties by original index).
+
+        Parameters
+        ----------
+        x : array_like, shape (m',)
+            The new row anchors, validated and copied as by the constructor.
+        y : array_like, shape (n',)
+            The new column anchors, likewise.
+
+        Returns
+        -------
+        LaplexOperator
+            The operator on the new anchors.
+
+        Raises
+        ------
+        ValueError, TypeError
+            As the constructor, for anchors that are not finite, not 1-D or not real numbers, or
+            that live on another device than this operator's backend serves.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import laplexops as lx
+        >>> x, y = np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5])
+        >>> op = lx.LaplexOperator(x, y).prepare()
+        >>> step = op.with_anchors(x + 0.01, y)
+        >>> np.allclose(step @ np.ones(2), lx.LaplexOperator(x + 0.01, y) @ np.ones(2))
+        True
         """
         op = LaplexOperator(x, y, self._rate, self._backend)
         if self._cell.plan is not None and op.shape == self.shape:
@@ -160,16 +312,39 @@ class LaplexOperator:
 
     # ------------------------------------------------------------------ attributes
     @property
-    def x(self):
-        """Row anchors (a read-only snapshot, in the anchors' namespace)."""
+    def x(self) -> Any:
+        """The row anchors, shape ``(m,)``: the operator's snapshot, with its real dtype.
+
+        In the anchors' namespace and on their device: a read-only view for NumPy data, a copy
+        otherwise (changing it cannot change the operator).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import laplexops as lx
+        >>> op = lx.LaplexOperator(np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5]))
+        >>> op.x
+        array([0., 1., 2.])
+        >>> op.x.flags.writeable
+        False
+        """
         return self._public(self._x)
 
     @property
-    def y(self):
-        """Column anchors (a read-only snapshot, in the anchors' namespace)."""
+    def y(self) -> Any:
+        """The column anchors, shape ``(n,)``: the operator's snapshot, as :attr:`x`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import laplexops as lx
+        >>> op = lx.LaplexOperator(np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5]))
+        >>> op.y
+        array([0.5, 1.5])
+        """
         return self._public(self._y)
 
-    def _public(self, a):
+    def _public(self, a: Any) -> Any:
         if isinstance(a, np.ndarray):
             a = a.view()
             a.flags.writeable = False
@@ -179,19 +354,71 @@ class LaplexOperator:
 
     @property
     def rate(self) -> float | complex:
+        """The rate ``s``: a Python float for a real rate, a complex for a complex one.
+
+        A rate given as a complex number (or a complex NumPy scalar) stays complex even with a zero
+        imaginary part; then the operator is complex too.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import laplexops as lx
+        >>> lx.LaplexOperator(np.zeros(2), np.zeros(3), np.float32(2.0)).rate
+        2.0
+        >>> lx.LaplexOperator(np.zeros(2), np.zeros(3), 0.5 + 1j).rate
+        (0.5+1j)
+        """
         return self._rate
 
     @property
     def shape(self) -> tuple[int, int]:
+        """``(m, n)``: the number of row and of column anchors.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import laplexops as lx
+        >>> op = lx.LaplexOperator(np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5]))
+        >>> op.shape
+        (3, 2)
+        """
         return (self._x.shape[0], self._y.shape[0])
 
     @property
-    def dtype(self):
-        """float32/float64 of the anchors, complex of that precision for a complex rate."""
+    def dtype(self) -> Any:
+        """The operator's dtype, as a dtype object of the anchors' namespace.
+
+        float32 or float64 after the anchors (the wider of the two; integer anchors give the
+        namespace's default float, float16 gives float32), complex64 or complex128 of that
+        precision for a complex rate. A product's result has ``result_type(dtype, operand dtype)``
+        where integer operands do not raise the precision.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import laplexops as lx
+        >>> x = np.zeros(3, dtype=np.float32)
+        >>> lx.LaplexOperator(x, x).dtype
+        dtype('float32')
+        >>> lx.LaplexOperator(x, x, 1.0 + 0.5j).dtype
+        dtype('complex64')
+        >>> lx.LaplexOperator([0, 1], [2]).dtype
+        dtype('float64')
+        """
         return ns.from_numpy_dtype(self._xp, self._dtype)
 
     @property
     def backend(self) -> str:
+        """The name of the backend that runs this operator (``"numba"``, ``"cupy"``, ...).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import laplexops as lx
+        >>> op = lx.LaplexOperator(np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5]))
+        >>> op.backend
+        'numba'
+        """
         return self._backend.name
 
     def __repr__(self) -> str:
@@ -203,10 +430,10 @@ class LaplexOperator:
 
     # ------------------------------------------------------------------ plan
     @property
-    def _plan(self):
+    def _plan(self) -> Any:
         return self._build_plan()
 
-    def _build_plan(self):
+    def _build_plan(self) -> Any:
         """The shared plan, built now if it is not yet."""
         cell = self._cell
         if cell.plan is None:
@@ -217,7 +444,27 @@ class LaplexOperator:
         return cell.plan
 
     def prepare(self) -> LaplexOperator:
-        """Build the plan now (otherwise the first product does); returns ``self``. O(N log N)."""
+        """Build the plan now instead of in the first product.
+
+        The plan (the merged sort of the anchors) is shared by this operator and every operator
+        derived from it by :attr:`H`, :attr:`T` and :meth:`with_rate`. Building it costs
+        O(N log N), less for anchors already sorted or repaired after :meth:`with_anchors`; a
+        second call does nothing. Useful to time products apart from the sort, or to sort before
+        a latency-sensitive loop.
+
+        Returns
+        -------
+        LaplexOperator
+            ``self``, with its plan built.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import laplexops as lx
+        >>> op = lx.LaplexOperator(np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5]))
+        >>> op.prepare() is op
+        True
+        """
         self._build_plan()
         return self
 
@@ -226,7 +473,9 @@ class LaplexOperator:
         return Side.ROWS_Y if self._flip else Side.ROWS_X
 
     # ------------------------------------------------------------------ operands
-    def _operand(self, v, length: int, what: str, ndims=(1, 2)):
+    def _operand(
+        self, v: Any, length: int, what: str, ndims: tuple[int, ...] = (1, 2)
+    ) -> tuple[Any, np.dtype, Any]:
         """``v`` as a native array checked against namespace, device and shape; with its dtype."""
         v = ns.as_array(v)
         if ns.namespace(v) is not self._xp and not (
@@ -261,7 +510,7 @@ class LaplexOperator:
         against a complex rate needs no complex copy (the backend promotes as it scans)."""
         return result if operand.kind == "c" else np.finfo(result).dtype
 
-    def _apply(self, v, adjoint: bool, ndims, what: str):
+    def _apply(self, v: Any, adjoint: bool, ndims: tuple[int, ...], what: str) -> Any:
         m, n = self.shape
         native, dtype, original = self._operand(v, m if adjoint else n, what, ndims)
         work = self._working_dtype(self._result_dtype(dtype), dtype)
@@ -274,8 +523,39 @@ class LaplexOperator:
         return ns.result_to(self._xp, out, original)
 
     # ------------------------------------------------------------------ LinearOperator protocol
-    def matvec(self, v):
-        """``W @ v`` for ``v`` of shape ``(n,)`` or ``(n, 1)``; O(N) on a cached plan."""
+    def matvec(self, v: Any) -> Any:
+        """The product ``W @ v``: ``u[i] = sum_j exp(-rate |x[i] - y[j]|) v[j]``.
+
+        O(N) on a built plan, O(N log N) when this call builds it (N = m + n).
+
+        Parameters
+        ----------
+        v : array, shape (n,) or (n, 1)
+            Real or complex, from the anchors' namespace and device.
+
+        Returns
+        -------
+        array, shape (m,) or (m, 1)
+            In ``v``'s namespace and on its device, with dtype ``result_type(op.dtype, v.dtype)``
+            (an integer ``v`` does not raise the precision).
+
+        Raises
+        ------
+        ValueError
+            An operand whose leading dimension is not n, of ndim 0 or > 2, or of shape
+            ``(n, k)`` with ``k > 1`` (use :meth:`matmat`).
+        TypeError
+            An operand of a non-numeric dtype, or from another namespace or device than the
+            anchors.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import laplexops as lx
+        >>> op = lx.LaplexOperator(np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5]))
+        >>> np.round(op.matvec(np.array([1.0, 2.0])), 4)
+        array([1.0528, 1.8196, 1.4362])
+        """
         if getattr(v, "ndim", 1) == 2 and v.shape[1] != 1:
             raise ValueError(
                 f"matvec takes shape ({self.shape[1]},) or ({self.shape[1]}, 1); "
@@ -283,12 +563,72 @@ class LaplexOperator:
             )
         return self._apply(v, False, (1, 2), "v")
 
-    def matmat(self, V):
-        """``W @ V`` for ``V`` of shape ``(n, k)``; O(N k)."""
+    def matmat(self, V: Any) -> Any:
+        """The product ``W @ V`` of ``k`` columns at once; O(N k) on a built plan.
+
+        Parameters
+        ----------
+        V : array, shape (n, k)
+            Real or complex, from the anchors' namespace and device.
+
+        Returns
+        -------
+        array, shape (m, k)
+            In ``V``'s namespace and on its device, dtype as for :meth:`matvec`.
+
+        Raises
+        ------
+        ValueError
+            An operand that is not 2-D or whose leading dimension is not n.
+        TypeError
+            An operand of a non-numeric dtype, or from another namespace or device than the
+            anchors.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import laplexops as lx
+        >>> op = lx.LaplexOperator(np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5]))
+        >>> np.round(op.matmat(np.eye(2)), 4)
+        array([[0.6065, 0.2231],
+               [0.6065, 0.6065],
+               [0.2231, 0.6065]])
+        """
         return self._apply(V, False, (2,), "V")
 
-    def rmatvec(self, u):
-        """``W^H @ u`` for ``u`` of shape ``(m,)`` or ``(m, 1)``; O(N)."""
+    def rmatvec(self, u: Any) -> Any:
+        """The adjoint product ``W^H @ u`` (conjugate transpose); O(N) on a built plan.
+
+        ``(W^H u)[j] = sum_i exp(-conj(rate) |x[i] - y[j]|) u[i]``; it uses the same plan as
+        :meth:`matvec`.
+
+        Parameters
+        ----------
+        u : array, shape (m,) or (m, 1)
+            Real or complex, from the anchors' namespace and device.
+
+        Returns
+        -------
+        array, shape (n,) or (n, 1)
+            In ``u``'s namespace and on its device, dtype as for :meth:`matvec`.
+
+        Raises
+        ------
+        ValueError
+            An operand whose leading dimension is not m, of ndim 0 or > 2, or of shape
+            ``(m, k)`` with ``k > 1`` (use :meth:`rmatmat`).
+        TypeError
+            An operand of a non-numeric dtype, or from another namespace or device than the
+            anchors.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import laplexops as lx
+        >>> op = lx.LaplexOperator(np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5]))
+        >>> np.round(op.rmatvec(np.array([1.0, 0.0, -1.0])), 4)
+        array([ 0.3834, -0.3834])
+        """
         if getattr(u, "ndim", 1) == 2 and u.shape[1] != 1:
             raise ValueError(
                 f"rmatvec takes shape ({self.shape[0]},) or ({self.shape[0]}, 1); "
@@ -296,11 +636,47 @@ class LaplexOperator:
             )
         return self._apply(u, True, (1, 2), "u")
 
-    def rmatmat(self, U):
-        """``W^H @ U`` for ``U`` of shape ``(m, k)``; O(N k)."""
+    def rmatmat(self, U: Any) -> Any:
+        """The adjoint product ``W^H @ U`` of ``k`` columns at once; O(N k) on a built plan.
+
+        Parameters
+        ----------
+        U : array, shape (m, k)
+            Real or complex, from the anchors' namespace and device.
+
+        Returns
+        -------
+        array, shape (n, k)
+            In ``U``'s namespace and on its device, dtype as for :meth:`matvec`.
+
+        Raises
+        ------
+        ValueError
+            An operand that is not 2-D or whose leading dimension is not m.
+        TypeError
+            An operand of a non-numeric dtype, or from another namespace or device than the
+            anchors.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import laplexops as lx
+        >>> op = lx.LaplexOperator(np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5]))
+        >>> op.rmatmat(np.ones((3, 4))).shape
+        (2, 4)
+        """
         return self._apply(U, True, (2,), "U")
 
-    def __matmul__(self, v):
+    def __matmul__(self, v: Any) -> Any:
+        """``op @ v``: :meth:`matvec` for a 1-D ``v``, :meth:`matmat` for a 2-D one.
+
+        Raises
+        ------
+        ValueError
+            For an operand of any other number of dimensions, and as :meth:`matvec`.
+        TypeError
+            As :meth:`matvec`.
+        """
         ndim = getattr(ns.as_array(v), "ndim", None)
         if ndim == 1:
             return self.matvec(v)
@@ -308,31 +684,129 @@ class LaplexOperator:
             return self.matmat(v)
         raise ValueError(f"operand of @ must be 1-D or 2-D; got ndim {ndim}")
 
-    def dot(self, v):
-        """Same as ``self @ v``."""
+    def dot(self, v: Any) -> Any:
+        """The product ``self @ v``: :meth:`matvec` for 1-D ``v``, :meth:`matmat` for 2-D ``v``.
+
+        Parameters
+        ----------
+        v : array, shape (n,) or (n, k)
+            The operand.
+
+        Returns
+        -------
+        array, shape (m,) or (m, k)
+            ``W @ v``.
+
+        Raises
+        ------
+        ValueError, TypeError
+            As :meth:`matvec` and :meth:`matmat`; ``ValueError`` for an operand of ndim 0 or > 2.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import laplexops as lx
+        >>> op = lx.LaplexOperator(np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5]))
+        >>> np.round(op.dot(np.array([1.0, 2.0])), 4)
+        array([1.0528, 1.8196, 1.4362])
+        """
         return self @ v
 
     @property
     def H(self) -> LaplexOperator:
-        """``W^H = LaplexOperator(y, x, conj(rate))``, sharing the plan."""
+        """The adjoint ``W^H``: the operator ``LaplexOperator(y, x, conj(rate))``, shape ``(n, m)``.
+
+        It shares this operator's plan (O(1), no sort); ``op.H @ u`` equals ``op.rmatvec(u)``. For
+        a real rate ``W^H = W^T``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import laplexops as lx
+        >>> op = lx.LaplexOperator(np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5]), 1.0 + 2.0j)
+        >>> op.H
+        LaplexOperator(shape=(2, 3), rate=(1-2j), dtype=complex128, backend='numba')
+        >>> np.allclose(op.H.to_dense(), op.to_dense().conj().T)
+        True
+        """
         return self._derived(not self._flip, self._rate.conjugate())
 
     def adjoint(self) -> LaplexOperator:
-        """Same as :attr:`H`."""
+        """The adjoint ``W^H``, the same as :attr:`H`.
+
+        Returns
+        -------
+        LaplexOperator
+            ``LaplexOperator(y, x, conj(rate))``, sharing this operator's plan.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import laplexops as lx
+        >>> op = lx.LaplexOperator(np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5]))
+        >>> op.adjoint().shape
+        (2, 3)
+        """
         return self.H
 
     @property
     def T(self) -> LaplexOperator:
-        """``W^T = LaplexOperator(y, x, rate)``, sharing the plan."""
+        """The transpose ``W^T``: the operator ``LaplexOperator(y, x, rate)``, shape ``(n, m)``.
+
+        It shares this operator's plan (O(1), no sort).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import laplexops as lx
+        >>> op = lx.LaplexOperator(np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5]))
+        >>> np.allclose(op.T.to_dense(), op.to_dense().T)
+        True
+        """
         return self._derived(not self._flip, self._rate)
 
     def transpose(self) -> LaplexOperator:
-        """Same as :attr:`T`."""
+        """The transpose ``W^T``, the same as :attr:`T`.
+
+        Returns
+        -------
+        LaplexOperator
+            ``LaplexOperator(y, x, rate)``, sharing this operator's plan.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import laplexops as lx
+        >>> op = lx.LaplexOperator(np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5]))
+        >>> op.transpose().shape
+        (2, 3)
+        """
         return self.T
 
-    def aslinearoperator(self):
-        """A ``scipy.sparse.linalg.LinearOperator`` applying this operator for host data, a
-        ``cupyx.scipy.sparse.linalg.LinearOperator`` for CUDA data."""
+    def aslinearoperator(self) -> Any:
+        """This operator wrapped as a SciPy (host data) or CuPy (CUDA data) ``LinearOperator``.
+
+        The operator itself already satisfies the ``LinearOperator`` protocol and can be passed
+        to the solvers directly; the wrapper is for code that needs the class (for instance to
+        compose operators with ``+`` and ``*``).
+
+        Returns
+        -------
+        scipy.sparse.linalg.LinearOperator or cupyx.scipy.sparse.linalg.LinearOperator
+            With this operator's shape and NumPy dtype, calling :meth:`matvec`, :meth:`rmatvec`,
+            :meth:`matmat` and :meth:`rmatmat`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import laplexops as lx
+        >>> op = lx.LaplexOperator(np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5]))
+        >>> lin = op.aslinearoperator()
+        >>> lin.shape, lin.dtype
+        ((3, 2), dtype('float64'))
+        >>> np.round(lin.matvec(np.array([1.0, 2.0])), 4)
+        array([1.0528, 1.8196, 1.4362])
+        """
         if self._backend.device == "cuda":
             from cupyx.scipy.sparse.linalg import LinearOperator
         else:
@@ -346,10 +820,36 @@ class LaplexOperator:
             dtype=self._dtype,
         )
 
-    def to_dense(self, force: bool = False):
-        """The explicit ``(m, n)`` matrix, O(m n) memory: for tests and small sizes.
+    def to_dense(self, force: bool = False) -> Any:
+        """The explicit matrix ``W[i, j] = exp(-rate |x[i] - y[j]|)``: for checks and small sizes.
 
-        Raises ``ValueError`` above ``DENSE_LIMIT`` (1e8) entries unless ``force=True``.
+        Computed from the definition in float64 (complex128), then cast to :attr:`dtype`: O(m n)
+        time and memory, unlike every other member.
+
+        Parameters
+        ----------
+        force : bool, optional
+            Build it even above :data:`~laplexops.DENSE_LIMIT` (1e8) entries.
+
+        Returns
+        -------
+        array, shape (m, n)
+            In the anchors' namespace and on their device, with dtype :attr:`dtype`.
+
+        Raises
+        ------
+        ValueError
+            When ``m * n`` exceeds :data:`~laplexops.DENSE_LIMIT` and ``force`` is false.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import laplexops as lx
+        >>> op = lx.LaplexOperator(np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5]))
+        >>> np.round(op.to_dense(), 4)
+        array([[0.6065, 0.2231],
+               [0.6065, 0.6065],
+               [0.2231, 0.6065]])
         """
         m, n = self.shape
         if m * n > DENSE_LIMIT and not force:
@@ -364,19 +864,60 @@ class LaplexOperator:
         return ns.result_to(self._xp, dense, self._like)
 
     # ------------------------------------------------------------------ gradient
-    def gradient(self, v, g) -> Gradients:
-        """Gradients of ``L = Re(sum_i conj(g_i) (W v)_i)`` (summed over columns for 2-D ``v``).
+    def gradient(self, v: Any, g: Any) -> Gradients:
+        """Gradients of ``L = Re(sum_i conj(g_i) (W v)_i)`` with respect to x, y, rate and v.
 
-        ``g`` is the upstream gradient, shaped like ``W @ v``. With ``S = sign(x_i - y_j)``::
+        ``g`` is the upstream gradient of a loss with respect to ``W @ v``, so the result is what
+        a chain rule needs. For a 2-D ``v`` the sum runs over the columns too. With
+        ``S_ij = sign(x_i - y_j)`` (``sign(0) = 0``) and ``s`` the rate::
 
-            x    = Re(conj(g_i) * sum_j (-s) S W_ij v_j)
-            y    = Re(sum_i conj(g_i) * s S W_ij v_j)
-            rate = Re(A) (real s) or conj(A) (complex s),  A = sum_ij conj(g_i) (-|x_i - y_j|) W_ij
-            v_j v    = W^H g   (its real part when v is real)
+            dL/dx_i  = Re( conj(g_i) sum_j (-s) S_ij W_ij v_j )
+            dL/dy_j  = Re( sum_i conj(g_i) s S_ij W_ij v_j )
+            dL/ds    = Re(A) for a real s, conj(A) for a complex s,
+                       A = sum_ij conj(g_i) (-|x_i - y_j|) W_ij v_j
+            dL/dv    = W^H g   (its real part when v is real)
 
-        For a complex parameter the value is ``dL/dRe + i dL/dIm``. Two passes of the scan: the
-        signed and first-moment reductions of ``v`` on the rows, the plain and signed reductions of
-        ``conj(g)`` on the columns. O(N k) on a cached plan.
+        For a complex parameter ``p`` the value is ``dL/dRe(p) + i dL/dIm(p)`` (PyTorch's
+        convention). All four come from two passes of the scan on the cached plan (the signed and
+        first-moment reductions of ``v`` onto the rows, the plain and signed reductions of
+        ``conj(g)`` onto the columns): O(N k), like two products.
+
+        Parameters
+        ----------
+        v : array, shape (n,) or (n, k)
+            The operand of the product, from the anchors' namespace and device.
+        g : array, shape (m,) or (m, k)
+            The upstream gradient, shaped like ``W @ v``.
+
+        Returns
+        -------
+        Gradients
+            The named tuple ``(x, y, rate, v)``: arrays in the anchors' namespace and device for
+            ``x`` (shape (m,)) and ``y`` (shape (n,)) with the operator's real dtype, a Python
+            float or complex for ``rate``, and an array shaped like ``v`` for ``v``.
+
+        Raises
+        ------
+        ValueError
+            A ``v`` or ``g`` whose leading dimension does not match, of ndim 0 or > 2, or a ``g``
+            not shaped like ``W @ v``.
+        TypeError
+            As :meth:`matvec`, for either operand.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import laplexops as lx
+        >>> x, y = np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5])
+        >>> op = lx.LaplexOperator(x, y, rate=1.0)
+        >>> v, g = np.array([1.0, 2.0]), np.array([1.0, 0.0, -1.0])
+        >>> grads = op.gradient(v, g)
+        >>> np.round(grads.x, 4)
+        array([ 1.0528, -0.    ,  1.4362])
+        >>> round(grads.rate, 4)
+        -0.0314
+        >>> np.allclose(grads.v, op.rmatvec(g))
+        True
         """
         m, n = self.shape
         vn, vdtype, v_orig = self._operand(v, n, "v")
@@ -421,9 +962,9 @@ class LaplexOperator:
         )
 
 
-def _anchors(x: Any, y: Any):
-    """Validate anchors per SPEC §5 (their finiteness as they are copied, ``_snapshot``); return
-    (namespace, x, y, their real NumPy dtype)."""
+def _anchors(x: Any, y: Any) -> tuple[Any, Any, Any, np.dtype]:
+    """Validate anchors as ``docs/reference.md``, Errors, says (their finiteness as they are
+    copied, ``_snapshot``); return (namespace, x, y, their real NumPy dtype)."""
     x, y = ns.as_array(x), ns.as_array(y)
     xp = ns.namespace(x, y)
     if not ns.same_device(x, y):
@@ -444,17 +985,17 @@ def _anchors(x: Any, y: Any):
     return xp, x, y, np.result_type(real, np.float32)
 
 
-def _snapshot(backend, a, real, name: str):
+def _snapshot(backend: Backend, a: Any, real: np.dtype, name: str) -> tuple[Any, bool | None]:
     """The backend's private copy of anchors ``a`` as ``real`` and whether they are in ascending
-    order (``None``: not known); ``ValueError`` (SPEC §5) when one is not finite (checked in the
-    same pass as the copy)."""
+    order (``None``: not known); ``ValueError`` (``docs/reference.md``, Errors) when one is not
+    finite (checked in the same pass as the copy)."""
     copy, bad, ordered = backend.snapshot(backend.asarray(ns.exportable(a)), real)
     if bad:
         raise ValueError(f"anchors must be finite; {name} has {bad} non-finite value(s)")
     return copy, ordered
 
 
-def _equal(xp, x, y) -> bool:
+def _equal(xp: Any, x: Any, y: Any) -> bool:
     """Whether two validated anchor arrays hold the same values (then one sort serves both); the
     first values are compared first, which settles most distinct pairs without a full pass."""
     if x.shape != y.shape:

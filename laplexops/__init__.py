@@ -1,7 +1,20 @@
 """laplexops: exact, trainable Laplace-kernel operators (LAPLEX).
 
 ``LaplexOperator(x, y, rate)`` is the dense matrix ``W[i, j] = exp(-rate * |x[i] - y[j]|)``, applied
-exactly in O(N log N) (O(N) with its cached plan) without ever being stored. See ``docs/``.
+exactly in O(N log N) (O(N) with its cached plan) without ever being stored.
+
+Public names: :class:`LaplexOperator`, :class:`Gradients` (what its ``gradient`` returns),
+:data:`DENSE_LIMIT` (the size guard of ``to_dense``) and :func:`available_backends`; the backend
+registry is :mod:`laplexops.backends`. The contract (mathematics, API, errors, accuracy) is
+``docs/reference.md``.
+
+Examples
+--------
+>>> import numpy as np
+>>> import laplexops as lx
+>>> op = lx.LaplexOperator(np.linspace(0.0, 9.0, 10), np.linspace(0.5, 9.5, 10), rate=1.0)
+>>> (op @ np.ones(10)).shape
+(10,)
 """
 
 from ._operator import DENSE_LIMIT, Gradients, LaplexOperator

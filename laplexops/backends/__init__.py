@@ -107,6 +107,11 @@ def register_backend(
 def unregister_backend(name: str) -> None:
     """Remove the backend ``name`` from the registry (operators already built keep using it).
 
+    Parameters
+    ----------
+    name : str
+        A registered backend's name.
+
     Raises
     ------
     KeyError
@@ -128,6 +133,14 @@ def unregister_backend(name: str) -> None:
 
 def registered() -> dict[str, str]:
     """Every registered backend's name and the device kind it serves, in registration order.
+
+    Whether a backend can run here (its library installed, a device present) is
+    :func:`available`'s question; this one builds nothing.
+
+    Returns
+    -------
+    dict of str to str
+        ``{name: device kind}``, device kinds ``"cpu"`` or ``"cuda"``.
 
     Examples
     --------
@@ -166,6 +179,14 @@ def _build(name: str) -> Backend:
 def available() -> list[str]:
     """Names of the registered backends that can be built here.
 
+    Builds each registered backend once per process (a factory that raises makes its backend
+    unavailable; the reason is chained to the error of a later request for it).
+
+    Returns
+    -------
+    list of str
+        In registration order; ``["numba"]`` on a machine without CuPy or a CUDA device.
+
     Examples
     --------
     >>> import laplexops as lx
@@ -185,6 +206,20 @@ def available() -> list[str]:
 def get_backend(backend: str | Backend, device: str) -> Backend:
     """The backend serving data on ``device`` (``"cpu"`` or ``"cuda"``) for a ``backend=``
     argument: a registered name, ``"auto"``, or a :class:`Backend` instance.
+
+    Parameters
+    ----------
+    backend : str or Backend
+        ``"auto"`` (the innermost :func:`set_backend` choice for ``device``, else the first
+        registered backend for ``device`` that can be built here), a registered name, or an
+        instance.
+    device : {"cpu", "cuda"}
+        The device kind of the data.
+
+    Returns
+    -------
+    Backend
+        The backend, built on first use (once per process for a registered name).
 
     Raises
     ------

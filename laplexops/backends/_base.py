@@ -15,10 +15,19 @@ __all__ = ["Backend", "Side", "SortedPlan", "snapshot_with"]
 
 
 class Side(enum.IntEnum):
-    """Which anchors are a product's rows.
+    """Which anchors are a product's rows: the orientation of a plan that :meth:`Backend.apply`
+    reduces onto.
 
-    ``ROWS_X`` reduces onto the x anchors (``W``, ``W^H``'s columns), ``ROWS_Y`` onto the y
-    anchors (``W^T``, ``W^H``).
+    ``ROWS_X`` reduces onto the x anchors (the rows of ``W``: ``W @ v``), ``ROWS_Y`` onto the y
+    anchors (the rows of ``W^T`` and ``W^H``: ``W^T @ u``, ``W^H @ u`` with the rate conjugated).
+
+    Examples
+    --------
+    >>> from laplexops.backends import Side
+    >>> Side.ROWS_X.other
+    <Side.ROWS_Y: 1>
+    >>> int(Side.ROWS_Y)
+    1
     """
 
     ROWS_X = 0  #: rows are the x anchors, columns the y anchors
@@ -26,7 +35,13 @@ class Side(enum.IntEnum):
 
     @property
     def other(self) -> Side:
-        """The opposite side: the adjoint's and the transpose's rows."""
+        """The opposite side: the adjoint's and the transpose's rows.
+
+        Returns
+        -------
+        Side
+            ``ROWS_Y`` for ``ROWS_X`` and ``ROWS_X`` for ``ROWS_Y``.
+        """
         return Side(1 - self)
 
 
@@ -35,9 +50,28 @@ class Backend(Protocol):
     """What a backend provides to :class:`laplexops.LaplexOperator`.
 
     A backend is registered under its ``name`` with :func:`laplexops.backends.register_backend`,
-    or passed as an instance through ``LaplexOperator(..., backend=instance)``. Plans are opaque
-    to the front end: it builds one per operator (shared with the adjoint, the transpose and
-    re-rated copies) and hands it back to :meth:`apply`.
+    or passed as an instance through ``LaplexOperator(..., backend=instance)``. The front end
+    validates input, converts namespaces and caches plans; it calls only the members below and
+    treats plans as opaque: it builds one per operator (shared with the adjoint, the transpose and
+    re-rated copies) and hands it back to :meth:`apply`. Any object with these members is a
+    backend (the check ``isinstance(obj, Backend)`` looks at the members' presence only).
+
+    Attributes
+    ----------
+    name : str
+        Short name, as in ``LaplexOperator(..., backend=name)``.
+    device : {"cpu", "cuda"}
+        The device kind whose data it serves: host memory or CUDA device memory.
+    xp : module
+        The array module of the backend's native arrays (:mod:`numpy`, ``cupy``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from laplexops.backends import Backend, get_backend
+    >>> numba = get_backend("numba", "cpu")
+    >>> isinstance(numba, Backend), numba.device, numba.xp is np
+    (True, 'cpu', True)
     """
 
     #: short name, as in ``LaplexOperator(..., backend=name)``
@@ -50,12 +84,41 @@ class Backend(Protocol):
     xp: Any
 
     def asarray(self, a: Any) -> Any:
-        """The backend's native array for ``a`` (zero-copy where possible)."""
+        """The backend's native array for ``a``, zero-copy where possible.
+
+        Parameters
+        ----------
+        a : array
+            An array of the caller's namespace on this backend's device kind (through DLPack for
+            other namespaces).
+
+        Returns
+        -------
+        array
+            A native array (of :attr:`xp`) with ``a``'s values.
+        """
 
     def snapshot(self, a: Any, dtype: Any) -> tuple[Any, int, bool | None]:
-        """A private copy of native 1-D array ``a`` as ``dtype`` (a float type at least as wide),
-        how many of its values are not finite (NaN, +-inf), and whether it is in ascending order
-        (``None`` when the backend does not find out in the same pass). One pass over ``a``."""
+        """A private copy of anchors ``a``, checked in the same pass.
+
+        Parameters
+        ----------
+        a : array
+            A native 1-D array of anchors (integer or real).
+        dtype : numpy.dtype
+            float32 or float64, at least as wide as ``a``'s dtype.
+
+        Returns
+        -------
+        copy : array
+            A new native array of ``a``'s values as ``dtype``; the operator keeps it.
+        bad : int
+            How many of its values are not finite (NaN, +-inf): the front end raises
+            ``ValueError`` when it is not 0.
+        ordered : bool or None
+            Whether the values are in ascending order, ``None`` when the backend does not find
+            out in the same pass.
+        """
 
     def plan(
         self,
@@ -66,10 +129,22 @@ class Backend(Protocol):
     ) -> Any:
         """The plan of anchors ``x`` (rows) and ``y`` (columns): the merged sort, O(N log N).
 
-        ``x`` and ``y`` are native 1-D float arrays that the plan may keep (they are private
-        copies); ``y is x`` means both sides share one sort. ``hint``, a plan of this backend for
-        anchors of the same shapes, may be used to find the order faster when the anchors moved
-        little. ``ordered``: what their snapshots said of their order (``None``: not known).
+        Parameters
+        ----------
+        x, y : array
+            Native 1-D float arrays (the snapshots), which the plan may keep; ``y is x`` means
+            both sides share one sort (the square case).
+        hint : plan, optional
+            A plan of this backend for anchors of the same shapes (the previous step of
+            :meth:`laplexops.LaplexOperator.with_anchors`), which may be used to find the order
+            faster when the anchors moved little.
+        ordered : tuple of (bool or None), optional
+            What the snapshots said of ``x``'s and ``y``'s order (``None``: not known).
+
+        Returns
+        -------
+        plan
+            An object only this backend reads: passed back to :meth:`apply`, for both sides.
         """
 
     def apply(
@@ -83,14 +158,38 @@ class Backend(Protocol):
         want_signed: bool = False,
         want_moment: bool = False,
     ) -> tuple[Any, Any, Any]:
-        """Reductions of ``b`` (native, shape (n_side, k)) onto the rows of ``side``.
+        """Reductions of ``b`` onto the rows of ``side``: the one primitive of every product.
 
-        ``b`` comes at the precision of the result; it may be real when the rate is complex (and
-        complex when the rate is real): the results are complex when either is.
+        For the side's rows ``r`` and columns ``c`` and ``W_rc = exp(-rate |r - c|)``::
 
-        For side rows ``r`` and columns ``c`` of the side, and ``W_rc = exp(-rate |r - c|)``:
-        ``sum = W b``, ``signed = sum_c sign(r - c) W_rc b_c``, ``moment = sum_c |r - c| W_rc b_c``.
-        Returns the three (``None`` where not wanted); O(N k) on a built plan.
+            sum_r    = sum_c W_rc b_c                   (W @ b)
+            signed_r = sum_c sign(r - c) W_rc b_c        (sign(0) = 0)
+            moment_r = sum_c |r - c| W_rc b_c            (-dW/drate @ b)
+
+        O(N k) on a built plan. ``exp`` may only see non-negative distances (such as the gaps
+        between neighbouring sorted anchors), never ``rate * c`` and ``-rate * r`` apart: those
+        overflow once ``|rate|`` times the anchors' spread passes about 80 (float32) or 700
+        (float64).
+
+        Parameters
+        ----------
+        plan : plan
+            A plan of this backend (from :meth:`plan`).
+        side : Side
+            Whose anchors are the rows.
+        rate : float or complex
+            The rate (conjugated by the front end for an adjoint product).
+        b : array
+            Native, shape ``(n_cols, k)``, at the precision of the result; it may be real when the
+            rate is complex and complex when the rate is real: the results are complex when
+            either is.
+        want_sum, want_signed, want_moment : bool, optional
+            Which reductions to compute.
+
+        Returns
+        -------
+        tuple of 3 arrays or None
+            ``(sum, signed, moment)``, each of shape ``(n_rows, k)`` or ``None`` where not wanted.
         """
 
 

@@ -7,7 +7,7 @@ use, once per process. ``LaplexOperator(..., backend=...)`` takes a registered n
 :class:`Backend` instance.
 
 Adding a backend is one module implementing :class:`Backend` and one :func:`register_backend`
-call (the built-in ones are registered below).
+call (the built-in ones, ``"numba"`` and ``"cupy"``, are registered at the end of this module).
 """
 
 from __future__ import annotations

@@ -95,7 +95,7 @@ class Backend(Protocol):
         Returns
         -------
         array
-            A native array (of :attr:`xp`) with ``a``'s values.
+            A native array (of ``xp``) with ``a``'s values.
         """
 
     def snapshot(self, a: Any, dtype: Any) -> tuple[Any, int, bool | None]:

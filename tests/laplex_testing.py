@@ -16,7 +16,7 @@ from hypothesis import note
 from hypothesis import strategies as st
 
 # ------------------------------------------------------------------------------------ tolerances
-#: relative 2-norm error allowed against the float64 reference (SPEC section 6)
+#: relative 2-norm error allowed against the float64 reference (docs/reference.md, Accuracy)
 TOL = {
     np.dtype(np.float64): 1e-10,
     np.dtype(np.float32): 1e-4,
@@ -99,15 +99,15 @@ def product_floor(dtype, v, m: int, n: int) -> float:
 
 
 def assert_close_to_ref(got, ref, dtype, v, m, n, what=""):
-    """Relative 2-norm error within the SPEC tolerance of ``dtype``."""
+    """Relative 2-norm error within the tolerance of ``dtype`` (docs/reference.md, Accuracy)."""
     err = rel_err(got, ref, product_floor(dtype, v, m, n))
     tol = TOL[np.dtype(dtype)]
     assert err <= tol, f"{what}: relative error {err:.3e} > {tol:.0e} (dtype {np.dtype(dtype)})"
 
 
 def gradient_ref(x, y, rate, v, g):
-    """The four SPEC section-3 gradients evaluated densely in float64, plus the size of the terms
-    that each one sums (a scale for the tolerance).
+    """The four gradients of docs/reference.md, Gradients, evaluated densely in float64, plus the
+    size of the terms that each one sums (a scale for the tolerance).
 
     Returns ``(gx, gy, grate, gv), (sx, sy, srate, sv)``.
     """

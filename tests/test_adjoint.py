@@ -1,5 +1,5 @@
 """The adjoint identity <W v, u> = <v, W^H u> (a pylops-style dot test) and the consistency of
-``H``, ``T``, ``rmatvec`` and ``rmatmat`` (SPEC sections 2 and 6)."""
+``H``, ``T``, ``rmatvec`` and ``rmatmat`` (docs/reference.md, LaplexOperator and Accuracy)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Errors (SPEC section 5): bad input never yields a number; ``ValueError`` / ``TypeError`` with a
-message that says what was expected and what was given."""
+"""Errors (docs/reference.md, Errors): bad input never yields a number; ``ValueError`` /
+``TypeError`` with a message that says what was expected and what was given."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""``gradient(v, g)`` (SPEC section 3): the four gradients of ``L = Re(sum conj(g) * (W v))``
-against the SPEC formulas evaluated densely, against central finite differences, at ties (sign(0) =
-0), for 2-D operands, and in float32."""
+"""``gradient(v, g)`` (docs/reference.md, Gradients): the four gradients of
+``L = Re(sum conj(g) * (W v))`` against the reference's formulas evaluated densely, against central
+finite differences, at ties (sign(0) = 0), for 2-D operands, and in float32."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def check_types(grads, p, v, op_real_dtype):
     assert np.all(np.isfinite(gx)) and np.all(np.isfinite(gy)) and np.all(np.isfinite(gv))
 
 
-# ------------------------------------------------------------------ the SPEC formulas, densely
+# ------------------------------------------------------------------ the formulas, densely
 @given(data=st.data())
 def test_gradients_match_dense_formulas_float64(data):
     p = data.draw(problems())

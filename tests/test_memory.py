@@ -60,7 +60,7 @@ def test_matmat_memory_is_linear_in_columns(rng):
 @pytest.mark.parametrize("dtype, per_point", [(np.float64, 60), (np.float32, 40)])
 def test_fresh_matvec_peak_per_point(dtype, per_point, rng):
     """A fresh float64 matvec (validation, snapshots, plan, product) peaks at about 56 bytes per
-    point of m + n (36 for float32), the figure of issue 3's memory goal."""
+    point of m + n (36 for float32)."""
     m, n = 300_000, 200_000
     x, y = (rng.random(m) * m).astype(dtype), (rng.random(n) * n).astype(dtype)
     v = rng.standard_normal(n).astype(dtype)

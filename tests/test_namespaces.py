@@ -1,5 +1,5 @@
-"""Array-API namespaces (SPEC section 2): array-api-strict in, array-api-strict out; mixing
-namespaces or devices is a ``TypeError``, never a silent copy."""
+"""Array-API namespaces (docs/reference.md, Namespaces and devices): array-api-strict in,
+array-api-strict out; mixing namespaces or devices is a ``TypeError``, never a silent copy."""
 
 from __future__ import annotations
 
@@ -187,8 +187,8 @@ def test_sequences_are_read_as_numpy():
 
 
 def test_half_precision_anchors_compute_in_float32(rng):
-    """float16 anchors (SPEC: the operator is float32 or float64) become float32, as integer
-    anchors become the default float."""
+    """float16 anchors (docs/reference.md, Dtypes: the operator is float32 or float64) become
+    float32, as integer anchors become the default float."""
     x = rng.uniform(0, 50, 40).astype(np.float16)
     y = rng.uniform(0, 50, 30).astype(np.float16)
     op = lx.LaplexOperator(x, y, 0.5)

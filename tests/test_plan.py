@@ -1,6 +1,7 @@
-"""The plan (SPEC section 2): anchors are snapshots, ``with_rate`` / ``with_anchors`` match fresh
-operators, ``H.H`` and ``T.T`` are the operator again, sorted and shuffled anchors agree, float32
-stays float32, and repeated calls are bitwise identical (SPEC section 6)."""
+"""The plan (docs/reference.md, The plan): anchors are snapshots, ``with_rate`` / ``with_anchors``
+match fresh operators, ``H.H`` and ``T.T`` are the operator again, sorted and shuffled anchors
+agree, float32 stays float32, and repeated calls are bitwise identical (docs/reference.md,
+Accuracy)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Products against the float64 dense reference (SPEC sections 1, 2 and 6).
+"""Products against the float64 dense reference (docs/reference.md: Definition, LaplexOperator,
+Accuracy).
 
 Relative 2-norm error: float64 <= 1e-10, float32 <= 1e-4; real and phased (complex) rates; ties,
 duplicates, x == y, shared values; m != n, m = 1, n = 1, empty; 1-D, (n, 1) and (n, k) operands;
@@ -426,7 +427,8 @@ def test_sorted_gram_against_celerite2(rng, rate):
 
 @pytest.mark.parametrize("rate,rows", [(1.0, 200), (0.4 + 1.1j, 40)], ids=["real", "complex"])
 def test_float32_at_one_million(rng, rate, rows):
-    """SPEC §6: float32 stays within 1e-4 of the float64 direct sum at m = n = 1e6."""
+    """docs/reference.md, Accuracy: float32 stays within 1e-4 of the float64 direct sum at
+    m = n = 1e6."""
     n = 1_000_000
     L = n / abs(rate)
     x = rng.uniform(0, L, n).astype(np.float32)

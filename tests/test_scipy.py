@@ -1,6 +1,6 @@
-"""SciPy interoperability (SPEC section 2): the operator satisfies the LinearOperator protocol, so
-``cg``, ``gmres``, ``lsqr`` and ``eigsh`` accept it directly, and ``aslinearoperator()`` wraps
-it."""
+"""SciPy interoperability (docs/reference.md, LaplexOperator): the operator satisfies the
+LinearOperator protocol, so ``cg``, ``gmres``, ``lsqr`` and ``eigsh`` accept it directly, and
+``aslinearoperator()`` wraps it."""
 
 from __future__ import annotations
 

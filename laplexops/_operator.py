@@ -31,7 +31,7 @@ class Gradients(NamedTuple):
     ``v``), each field is the gradient of ``L`` with respect to one input. For a complex input
     ``p`` the value is ``dL/dRe(p) + i dL/dIm(p)`` (PyTorch's convention).
 
-    Attributes
+    Parameters
     ----------
     x : array, shape (m,)
         ``dL/dx``, in the anchors' namespace, on their device, with the operator's real dtype.
@@ -148,8 +148,8 @@ class LaplexOperator:
 
     See Also
     --------
-    Gradients : what :meth:`gradient` returns.
-    laplexops.backends : the backend registry.
+    Gradients : What :meth:`gradient` returns.
+    laplexops.backends : The backend registry.
 
     Notes
     -----
@@ -670,12 +670,31 @@ class LaplexOperator:
     def __matmul__(self, v: Any) -> Any:
         """``op @ v``: :meth:`matvec` for a 1-D ``v``, :meth:`matmat` for a 2-D one.
 
+        Parameters
+        ----------
+        v : array, shape (n,) or (n, k)
+            The operand, from the anchors' namespace and device.
+
+        Returns
+        -------
+        array, shape (m,) or (m, k)
+            ``W @ v``, in ``v``'s namespace and on its device.
+
         Raises
         ------
         ValueError
-            For an operand of any other number of dimensions, and as :meth:`matvec`.
+            For an operand of any other number of dimensions, and as :meth:`matvec` and
+            :meth:`matmat`.
         TypeError
             As :meth:`matvec`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import laplexops as lx
+        >>> op = lx.LaplexOperator(np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5]))
+        >>> (op @ np.ones(2)).shape, (op @ np.ones((2, 5))).shape
+        ((3,), (3, 5))
         """
         ndim = getattr(ns.as_array(v), "ndim", None)
         if ndim == 1:

@@ -41,6 +41,12 @@ class Side(enum.IntEnum):
         -------
         Side
             ``ROWS_Y`` for ``ROWS_X`` and ``ROWS_X`` for ``ROWS_Y``.
+
+        Examples
+        --------
+        >>> from laplexops.backends import Side
+        >>> Side.ROWS_Y.other
+        <Side.ROWS_X: 0>
         """
         return Side(1 - self)
 
@@ -96,6 +102,14 @@ class Backend(Protocol):
         -------
         array
             A native array (of ``xp``) with ``a``'s values.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from laplexops.backends import get_backend
+        >>> a = np.array([0.0, 2.0, 1.0])
+        >>> get_backend("numba", "cpu").asarray(a) is a
+        True
         """
 
     def snapshot(self, a: Any, dtype: Any) -> tuple[Any, int, bool | None]:
@@ -118,6 +132,16 @@ class Backend(Protocol):
         ordered : bool or None
             Whether the values are in ascending order, ``None`` when the backend does not find
             out in the same pass.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from laplexops.backends import get_backend
+        >>> copy, bad, ordered = get_backend("numba", "cpu").snapshot(
+        ...     np.array([0, 2, 1]), np.dtype(np.float64)
+        ... )
+        >>> copy, bad
+        (array([0., 2., 1.]), 0)
         """
 
     def plan(
@@ -145,6 +169,15 @@ class Backend(Protocol):
         -------
         plan
             An object only this backend reads: passed back to :meth:`apply`, for both sides.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from laplexops.backends import get_backend
+        >>> numba = get_backend("numba", "cpu")
+        >>> plan = numba.plan(np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5]))
+        >>> plan.shape
+        (3, 2)
         """
 
     def apply(
@@ -190,6 +223,17 @@ class Backend(Protocol):
         -------
         tuple of 3 arrays or None
             ``(sum, signed, moment)``, each of shape ``(n_rows, k)`` or ``None`` where not wanted.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from laplexops.backends import Side, get_backend
+        >>> numba = get_backend("numba", "cpu")
+        >>> plan = numba.plan(np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5]))
+        >>> b = np.array([[1.0], [2.0]])
+        >>> total, signed, moment = numba.apply(plan, Side.ROWS_X, 1.0, b, want_signed=True)
+        >>> np.round(total[:, 0], 4), np.round(signed[:, 0], 4), moment
+        (array([1.0528, 1.8196, 1.4362]), array([-1.0528, -0.6065,  1.4362]), None)
         """
 
 

@@ -34,7 +34,6 @@ exclude_patterns = ["_build", "scripts", "_intersphinx", "**/__pycache__"]
 nitpicky = True
 
 # ---------------------------------------------------------------- Markdown (myst-parser)
-myst_enable_extensions = ["colon_fence", "deflist"]
 myst_heading_anchors = 3  # [text](page.md#a-heading) links to headings down to level 3
 
 # ---------------------------------------------------------------- API reference

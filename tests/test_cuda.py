@@ -33,8 +33,7 @@ from laplex_testing import (
     rows_ref,
     shape_kinds,
 )
-from laplexops._operator import _PlanCell
-from laplexops.backends import _cupy, available
+from laplexops.backends import _cupy, _cupy_sort, available
 
 AGREE = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 1e-5}
 
@@ -69,12 +68,12 @@ class Host:
 
         self.xp = np
         self.kernels = HostKernels(geometry)
-        self.backend = _cupy.CupyBackend(xp=self.xp, kernels_=self.kernels)
+        # the host build serves host data (device "cpu"): snapshots, plans and products of its
+        # operators all run on the host kernels
+        self.backend = _cupy.CupyBackend(xp=self.xp, kernels=self.kernels)
 
     def operator(self, x, y, rate):
-        op = lx.LaplexOperator(x, y, rate)
-        op._backend = self.backend  # before its plan is built: all products run on this backend
-        return op
+        return lx.LaplexOperator(x, y, rate, backend=self.backend)
 
     def to(self, a):
         return np.asarray(a)
@@ -281,15 +280,15 @@ def test_square_and_sorted_paths(any_target, rng):
         assert rel_err(any_target.back(got.x), g.x) <= 1e-11, label
 
 
-def test_columns_beyond_one_launch(target, rng, monkeypatch):
+def test_columns_beyond_one_launch(target, rng):
     """More right-hand sides than one launch's grid.y holds run in chunks (65535 on a GPU; 2 here),
     sharing the tile maps and the staged column values between chunks."""
     if isinstance(target, Gpu):
         pytest.skip("the chunk size is a device limit; the host target shrinks it")
-    monkeypatch.setattr(_cupy, "_MAX_GRID_Y", 2)
+    backend = _cupy.CupyBackend(xp=np, kernels=target.kernels, max_grid_y=2)
     x, y = rng.uniform(0, 50, 300), rng.uniform(0, 50, 200)
     V = rng.standard_normal((200, 5)) + 1j * rng.standard_normal((200, 5))
-    op = _operator(target, x, y, 0.7)
+    op = lx.LaplexOperator(x, y, 0.7, backend=backend)
     assert rel_err(target.back(op @ target.to(V)), lx.LaplexOperator(x, y, 0.7) @ V) <= 1e-12
     G = rng.standard_normal((300, 5))
     got, want = op.gradient(target.to(V), G), lx.LaplexOperator(x, y, 0.7).gradient(V, G)
@@ -331,7 +330,7 @@ def test_repeated_calls_are_bitwise_identical(target, rng):
     assert np.array_equal(first, target.back(_operator(target, x, y, 0.3 + 1j) @ v))
 
 
-def test_threads_first_rows_are_kept_from_the_first_product(rng, monkeypatch):
+def test_threads_first_rows_are_kept_from_the_first_product(rng):
     """The plan keeps each scan thread's first row from its first product (``thread_rows``) and
     marks the end of that product with an event on its stream; later products read the rows
     instead of searching, after making their stream wait for the event while it has not
@@ -340,9 +339,7 @@ def test_threads_first_rows_are_kept_from_the_first_product(rng, monkeypatch):
 
     target = _target("host")
     x, y = rng.uniform(0, 50, 300), rng.uniform(0, 50, 200)
-    op = _operator(target, x, y, 0.8)
     v = rng.standard_normal(200)
-    backend = target.backend
     log = []  # rows_known of each scan launch, events recorded, waits
 
     class Event:
@@ -362,19 +359,26 @@ def test_threads_first_rows_are_kept_from_the_first_product(rng, monkeypatch):
             assert isinstance(event, Event)
             log.append(("wait", self.name))
 
+    class Spy:
+        """The host kernels, logging ``rows_known`` (argument 7) of every scan launch."""
+
+        geometry = target.kernels.geometry
+
+        def get(self, name):
+            kernel = target.kernels.get(name)
+            if "laplex_tiles" not in name:
+                return kernel
+
+            def launch(grid, block, args):
+                log.append(("known", int(args[7])))
+                return kernel(grid, block, args)
+
+            return launch
+
     current = [Stream("a")]
-    fake = types.SimpleNamespace(
-        cuda=types.SimpleNamespace(Event=Event, get_current_stream=lambda: current[0])
-    )
-    monkeypatch.setattr(backend, "_cupy", fake)
-    launch = backend.launch
-
-    def spy(name, grid, block, args):
-        if "laplex_tiles" in name:
-            log.append(("known", int(args[7])))
-        return launch(name, grid, block, args)
-
-    monkeypatch.setattr(backend, "launch", spy)
+    streams = types.SimpleNamespace(Event=Event, get_current_stream=lambda: current[0])
+    backend = _cupy.CupyBackend(xp=np, kernels=Spy(), streams=streams)
+    op = lx.LaplexOperator(x, y, 0.8, backend=backend)
     first = op @ v
     # phases 1 and 3 of the first product search, then its stream records the event
     assert log == [("known", 0), ("known", 0), ("record", "a")]
@@ -436,7 +440,7 @@ def test_radix_sort_is_numpys_stable_argsort(target, dtype, index, data):
         "narrow": lambda: 1 + rng.random(n) * 2.0**-20,
         "zeros": lambda: rng.choice([-0.0, 0.0, 1.0, -1.0], n),
     }[kind]().astype(dtype)
-    keys, perm = _backend(target)._radix_sort(target.to(a), np.dtype(index))
+    keys, perm = _cupy_sort.radix_sort(_backend(target), target.to(a), np.dtype(index))
     want = np.argsort(a, kind="stable")
     if perm is None:  # every digit the same for every key (or fewer than two): in order
         assert np.all(a == a[:1])
@@ -451,7 +455,7 @@ def test_radix_sort_skips_constant_digits(rng):
     target = _target("host")
     a = (1 + rng.random(500) * 2.0**-20).astype(np.float32)
     before = len(target.kernels.launches)
-    keys, perm = target.backend._radix_sort(a, np.dtype(np.int32))
+    keys, perm = _cupy_sort.radix_sort(target.backend, a, np.dtype(np.int32))
     launched = target.kernels.launches[before:]
     assert sum("radix_counts" in name for name in launched) == 4
     assert sum("radix_scatter" in name for name in launched) == 1
@@ -500,7 +504,7 @@ def test_plan_repair_of_float32_ties_moved_by_one_ulp(target, rng):
     new = backend.plan(x2, y2, hint=old)
     assert _full_sorts(target) == before, "a full sort ran although the old order was close"
     # ties in a fresh plan's order (by original index), also across the seams of the windows
-    for (keys, perm), a in zip(new._sorted, (x2, y2)):
+    for (_, perm), a in zip(new.sorted, (x2, y2)):
         np.testing.assert_array_equal(target.back(perm), np.argsort(a, kind="stable"))
     for side, b in ((0, rng.standard_normal((n, 1))), (1, rng.standard_normal((m, 1)))):
         b = b.astype(np.float32)
@@ -544,13 +548,12 @@ def test_plan_repair_gives_up_on_a_shuffle(target, rng):
 
 
 @pytest.mark.parametrize("blocks", [8192, 2], ids=["one-round", "grid-stride"])
-def test_snapshot_copies_counts_nonfinite_and_finds_the_order(rng, monkeypatch, blocks):
+def test_snapshot_copies_counts_nonfinite_and_finds_the_order(rng, blocks):
     """``CupyBackend.snapshot`` (``laplex_snapshot``): the anchors converted and copied, their
     non-finite values counted and whether they are in ascending order, in one pass (the descent
     anywhere: also where one thread's items end and the next one's start); other types through
     the array module, order not checked."""
-    monkeypatch.setattr(_cupy, "_SNAPSHOT_BLOCKS", blocks)
-    backend = _target("host").backend
+    backend = _cupy.CupyBackend(xp=np, kernels=_target("host").kernels, snapshot_blocks=blocks)
     for source, real in (("float32", "float32"), ("float32", "float64"), ("float64", "float64")):
         for n, bad in ((0, 0), (1, 0), (5000, 0), (5000, 7), (3, 3)):
             a = rng.uniform(-1e8, 1e8, n).astype(source)
@@ -575,31 +578,31 @@ def test_snapshot_copies_counts_nonfinite_and_finds_the_order(rng, monkeypatch, 
     np.testing.assert_array_equal(copy, ints)
 
 
-def test_plan_takes_the_order_its_snapshots_found(rng, monkeypatch):
+def test_plan_takes_the_order_its_snapshots_found(rng):
     """Anchors whose snapshots found them in order get a plan without a sort and without the
     plan's own order check (no radix pass at all); anchors found out of order skip that check
     too, and the plan repairs the previous order directly. Products are a fresh plan's."""
-    import laplexops._operator as front
-
     target = _target("host")
     kernels = target.kernels
-    # operators of the host target from the start (snapshots too)
-    monkeypatch.setattr(front, "get_backend", lambda name, kind: target.backend)
+
+    def host(x, y):  # an operator of the host target (snapshots too), for the products compared
+        return lx.LaplexOperator(x, y, 0.8, backend=target.backend)
+
     n = 2000
     x = np.sort(rng.uniform(0, n, n))
     y = rng.uniform(0, n, 1500)
-    op = lx.LaplexOperator(x, y, 0.8)
+    op = host(x, y)
     v = rng.standard_normal(1500)
     first = len(kernels.launches)
     assert op._ordered == (True, False)
     out = op @ v
     counts = [k for k in kernels.launches[first:] if "radix_counts" in k]
     assert len(counts) == y.dtype.itemsize  # one per 8-bit digit of y; none for x
-    assert rel_err(out, lx.LaplexOperator(x, y, 0.8) @ v) <= 1e-12
+    assert rel_err(out, host(x, y) @ v) <= 1e-12
     # the transpose and the adjoint share the plan, their sides swapped
     assert op.T._ordered == (False, True) and op.H.T._ordered == (True, False)
     u = rng.standard_normal(n)
-    assert rel_err(op.T @ u, lx.LaplexOperator(x, y, 0.8).T @ u) <= 1e-12
+    assert rel_err(op.T @ u, host(x, y).T @ u) <= 1e-12
     # a training step: x stays in order, y moves a little and is repaired (no radix pass)
     x2, y2 = x + 1e-3 * np.arange(n) / n, y + rng.uniform(-0.01, 0.01, 1500)
     step = op.with_anchors(x2, y2)
@@ -607,7 +610,7 @@ def test_plan_takes_the_order_its_snapshots_found(rng, monkeypatch):
     got = step @ v
     assert not any("radix" in k for k in kernels.launches[first:])
     assert sum("sort_windows" in k for k in kernels.launches[first:]) >= 1
-    assert rel_err(got, lx.LaplexOperator(x2, y2, 0.8) @ v) <= 1e-12
+    assert rel_err(got, host(x2, y2) @ v) <= 1e-12
 
 
 def test_production_window_sorts_of_long_tie_runs(rng):
@@ -626,7 +629,7 @@ def test_production_window_sorts_of_long_tie_runs(rng):
     before = _full_sorts(target)
     new = backend.plan(x2, y2, hint=old)
     assert _full_sorts(target) == before, "a full sort ran although the old order was close"
-    for (keys, perm), a in zip(new._sorted, (x2, y2)):
+    for (keys, perm), a in zip(new.sorted, (x2, y2)):
         np.testing.assert_array_equal(target.back(perm), np.argsort(a, kind="stable"))
         np.testing.assert_array_equal(target.back(keys), np.sort(a, kind="stable"))
 
@@ -646,7 +649,7 @@ def test_production_window_sorts_fall_back_to_the_bitonic_network(rng):
         [np.arange(s, min(s + window, a.shape[0]))[::-1] for s in range(0, a.shape[0], window)]
     ).astype(np.int32)
     launches = len(target.kernels.launches)
-    values, perm = backend._repair(a, hint, np.dtype(np.int32))
+    values, perm = _cupy_sort.repair(backend, a, hint, np.dtype(np.int32))
     np.testing.assert_array_equal(perm, np.argsort(a, kind="stable"))
     np.testing.assert_array_equal(values, np.sort(a, kind="stable"))
     assert sum("laplex_sort_windows" in k for k in target.kernels.launches[launches:]) == 1
@@ -671,7 +674,7 @@ def test_production_radix_tiles_on_the_host(rng, dtype):
     backend = _target("host-production").backend
     a = np.concatenate([rng.standard_normal(9000), rng.integers(0, 9, 3000) * 0.5]).astype(dtype)
     for index in (np.int32, np.int64):
-        keys, perm = backend._radix_sort(a, np.dtype(index))
+        keys, perm = _cupy_sort.radix_sort(backend, a, np.dtype(index))
         np.testing.assert_array_equal(perm, np.argsort(a, kind="stable"))
         np.testing.assert_array_equal(keys, np.sort(a))
 
@@ -688,7 +691,7 @@ def test_memory_plan_of_a_training_step(rng):
     target = _target("host-production")
     n = 2**15
     x, y = (rng.random(n) * n).astype(np.float32), (rng.random(n) * n).astype(np.float32)
-    v, g = rng.standard_normal(n).astype(np.float32), rng.standard_normal(n).astype(np.float32)
+    v = rng.standard_normal(n).astype(np.float32)
     x2, y2 = np.nextafter(x, np.float32(2 * n)), np.nextafter(y, np.float32(-1))  # 1-ulp moves
     warm = target.operator(x[:3000], y[:3000], 1.0)
     warm.gradient(v[:3000], warm @ v[:3000])
@@ -710,8 +713,7 @@ def test_memory_plan_of_a_training_step(rng):
     try:
         peak, op = bytes_per_anchor(fresh)
         assert peak <= 25.5, f"fresh step: {peak:.1f} bytes per anchor beyond the inputs"
-        op2 = target.operator(x2, y2, 1.0)
-        op2._cell = _PlanCell(hint=op._cell.plan)  # op.with_anchors for the host target
+        op2 = op.with_anchors(x2, y2)  # its plan repairs op's
         del op
         sorts = _full_sorts(target)
         peak, _ = bytes_per_anchor(lambda: op2.gradient(v, op2 @ v))
@@ -742,11 +744,11 @@ def test_out_of_memory_becomes_memory_error(rng):
     from cuda_host.kernels import SMALL, HostKernels
 
     kernels = HostKernels(SMALL)
-    backend = _cupy.CupyBackend(xp=Exhausted(), kernels_=kernels, out_of_memory=(DeviceOOM,))
+    backend = _cupy.CupyBackend(xp=Exhausted(), kernels=kernels, out_of_memory=(DeviceOOM,))
     x, y = rng.standard_normal(20_000), rng.standard_normal(30)
     with pytest.raises(MemoryError, match=r"plan of 20000 x 30 anchors.*needs about"):
         backend.plan(x, y)  # the radix sort's buffers
-    plan = _cupy.CupyBackend(xp=np, kernels_=kernels).plan(np.sort(x), y)
+    plan = _cupy.CupyBackend(xp=np, kernels=kernels).plan(np.sort(x), y)
     with pytest.raises(MemoryError, match=r"20000 x 30 operator with 1 column.*needs about"):
         backend.apply(plan, 0, 1.0, rng.standard_normal((30, 1)))
 

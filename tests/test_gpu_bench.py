@@ -1,8 +1,8 @@
 """``bench --gpu`` end to end on a NumPy stand-in for CuPy (the Numba backend computes).
 
 A real run needs a GPU; this runs the bench's own logic (rows, goals, the 1e9 step's data, moves
-and memory accounting, the JSON file) at small sizes so that a mistake there is found on the CPU and
-does not cost a GPU session.
+and memory accounting, the JSON file) at small sizes so that a mistake there is found on the CPU,
+not on a GPU.
 """
 
 from __future__ import annotations

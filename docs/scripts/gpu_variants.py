@@ -1,4 +1,4 @@
-"""Kernel variants side by side on one GPU, in one run (docs/gpu-validation.md, runs 3 and 5).
+"""Kernel variants side by side on one GPU, in one run (see docs/gpu-validation.md).
 
 Each variant is a launch geometry (``_cuda_kernels.GEOMETRY`` overrides, compiled by NVRTC as its
 own modules), timed with CUDA events after a warm-up at m = n = 2^log2n float32, against
@@ -29,7 +29,7 @@ VARIANTS = {
     "full phase 1 (not lean)": {"LAPLEX_LEAN_PHASE1": 0},
     "padded tiles": {"LAPLEX_PAD": 1},
     "128 x 8 tiles (bank conflicts)": {"LAPLEX_ITEMS": 8},
-    "compiler's registers (run 9's bounds)": {"LAPLEX_TILE_MIN_BLOCKS": 0},
+    "compiler's registers (no bounds)": {"LAPLEX_TILE_MIN_BLOCKS": 0},
     "8 blocks per SM, every instance": {"LAPLEX_TILE_MIN_BLOCKS": 8},
     "__expf": {"LAPLEX_FAST_EXP": 1},
     "windows: single items (odd-even)": {"LAPLEX_SORT_BLOCK": 1024, "LAPLEX_SORT_ITEMS": 1},
@@ -50,9 +50,9 @@ def event_seconds(fn, repeat=5):
     return best
 
 
-def main(log2n=27):
-    n = 2**log2n
-    rng = cupy.random.default_rng(0)
+def fft_seconds(rng, n):
+    """``cupy.fft.fft`` of a complex64 vector of length ``n``, after the device's clocks have risen
+    (its signal is freed on return)."""
     signal = (
         rng.standard_normal(n, dtype=np.float32) + 1j * rng.standard_normal(n, dtype=np.float32)
     ).astype(np.complex64)
@@ -60,8 +60,53 @@ def main(log2n=27):
     while time.perf_counter() < end:  # an idle GPU starts at a low clock
         cupy.fft.fft(signal)
         cupy.cuda.Device().synchronize()
-    fft = event_seconds(lambda: cupy.fft.fft(signal), 10)
-    del signal
+    return event_seconds(lambda: cupy.fft.fft(signal), 10)
+
+
+def variant_times(change, anchors):
+    """The times of the variant ``change`` (geometry overrides) and its scan kernel's registers
+    per thread (plain / moment instance)."""
+    x, y, v, xs, ys, distinct, w, x2, y2, runs, runs2 = anchors
+    backend = CupyBackend(kernels=RawModuleKernels(dict(kernels.GEOMETRY, **change)))
+    plans = [backend.plan(xs, ys), backend.plan(distinct, distinct), backend.plan(x, y)]
+    for plan in plans:
+        plan.side(0)
+    times = [
+        event_seconds(lambda: backend.apply(plans[0], 0, 1.0, v)),
+        event_seconds(lambda: backend.apply(plans[1], 0, 1.0, w)),
+        event_seconds(lambda: backend.apply(plans[2], 0, 1.0, v)),
+        event_seconds(
+            lambda: backend.apply(
+                plans[2], 0, 1.0, v, want_sum=False, want_signed=True, want_moment=True
+            )
+        ),
+    ]
+    # the tile variants repair alike: repairs for the default and the window variants only
+    if any(key.startswith("LAPLEX_SORT") for key in change) or not change:
+        old, old64 = plans[2], backend.plan(runs, runs)
+        times += [
+            event_seconds(lambda: backend.plan(x2, y2, hint=old), 3),
+            event_seconds(lambda: backend.plan(runs2, runs2, hint=old64), 3),
+        ]
+    regs = "/".join(
+        str(
+            getattr(
+                backend.kernels.get(
+                    kernels.tiles_name("float32", "float32", "float32", "float32", "int32", moment)
+                ),
+                "num_regs",
+                "?",
+            )
+        )
+        for moment in (False, True)
+    )
+    return regs, times
+
+
+def main(log2n=27):
+    n = 2**log2n
+    rng = cupy.random.default_rng(0)
+    fft = fft_seconds(rng, n)
     x = rng.random(n, dtype=np.float32) * n
     y = rng.random(n, dtype=np.float32) * n
     v = rng.standard_normal((n, 1), dtype=np.float32)
@@ -71,6 +116,7 @@ def main(log2n=27):
     x2, y2 = _ulp_moves(cupy, rng, x), _ulp_moves(cupy, rng, y)
     runs = cupy.float32(2.0**29) + (rng.random(n, dtype=np.float32) * n)  # ~64 ties per value
     runs2 = _ulp_moves(cupy, rng, runs)
+    anchors = (x, y, v, xs, ys, distinct, w, x2, y2, runs, runs2)
     name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"]
     name = name.decode() if isinstance(name, bytes) else name
     print(f"{name}, m = n = 2^{log2n}, cupy.fft.fft c64 {fft * 1e3:.3f} ms; times in ms")
@@ -79,37 +125,7 @@ def main(log2n=27):
         f"{'repair':>8} {'repair64':>9}"
     )
     for label, change in VARIANTS.items():
-        backend = CupyBackend(kernels_=RawModuleKernels(dict(kernels.GEOMETRY, **change)))
-        plans = [backend.plan(xs, ys), backend.plan(distinct, distinct), backend.plan(x, y)]
-        for plan in plans:
-            plan.side(0)
-        times = [
-            event_seconds(lambda: backend.apply(plans[0], 0, 1.0, v)),
-            event_seconds(lambda: backend.apply(plans[1], 0, 1.0, w)),
-            event_seconds(lambda: backend.apply(plans[2], 0, 1.0, v)),
-            event_seconds(lambda: backend.apply(plans[2], 0, 1.0, v, False, True, True)),
-        ]
-        if any(key.startswith("LAPLEX_SORT") for key in change) or not change:  # (the tile
-            # variants repair alike)
-            old, old64 = plans[2], backend.plan(runs, runs)
-            times += [
-                event_seconds(lambda: backend.plan(x2, y2, hint=old), 3),
-                event_seconds(lambda: backend.plan(runs2, runs2, hint=old64), 3),
-            ]
-        regs = "/".join(
-            str(
-                getattr(
-                    backend.kernels.get(
-                        kernels.tiles_name(
-                            "float32", "float32", "float32", "float32", "int32", moment
-                        )
-                    ),
-                    "num_regs",
-                    "?",
-                )
-            )
-            for moment in (False, True)
-        )  # registers per thread: plain / moment instance
+        regs, times = variant_times(change, anchors)
         print(f"{label:34} {regs:>6} " + " ".join(f"{t * 1e3:8.3f}" for t in times), flush=True)
 
 

@@ -1,5 +1,6 @@
-"""Static SASS instructions of one path of the scan kernel, per source line (docs/gpu-validation.md,
-"After run 9"). No GPU needed: nvcc and nvdisasm (CUDA toolkit, or the nvidia-cuda-nvdisasm wheel).
+"""Static SASS instructions of one path of the scan kernel, per source line (docs/gpu-validation.md
+counts the scan kernel's paths with it). No GPU needed: nvcc and nvdisasm (CUDA toolkit, or the
+nvidia-cuda-nvdisasm wheel).
 
 The float32 instance of ``laplex_tiles`` is specialised to one path by turning kernel arguments into
 constants (``phase=3 rperm=nullptr ...``), compiled for sm_90 with line information, disassembled,
@@ -40,7 +41,7 @@ def specialise(source: str, fixed: dict, whole_tiles: bool) -> str:
     signature = source[start:body]
     lines = []
     for name, value in fixed.items():
-        signature = re.sub(r"\b%s\b(?=[,)])" % name, name + "_arg", signature)
+        signature = re.sub(rf"\b{name}\b(?=[,)])", name + "_arg", signature)
         lines.append(CONSTANTS[name].format(value))
     source = source[:start] + signature + "{\n" + "\n".join(lines) + "\n" + source[body + 1 :]
     if whole_tiles:

@@ -1,13 +1,17 @@
-"""How many odd-even transposition rounds the first window pass of a plan repair needs.
+"""How many rounds the first window pass of a plan repair needs, by two ways of sorting a window.
 
-A NumPy model of ``laplex_sort_windows`` (docs/gpu-validation.md, run 5): float32 anchors with
-spacing 1 around 2^(23+b), so that they sit in runs of about 2^b ties, each moved by one unit in
-the last place (down, up or not); the new keys are taken in the old plan's order and cut into
-windows of 1024; a window counts as far out of order when some item sorts after the one 48 places
-ahead (the kernel then used the bitonic network); last, anchors without ties moved by up to 1% of
-their spacing. Prints, per case, the share of such windows and the rounds the others need, and the
-rounds of merge-split of runs of 8 and 16 items per thread (the kernel since the session after
-run 9) for all windows. Run: ``python docs/scripts/window_sort_rounds.py``.
+A NumPy model of ``laplex_sort_windows`` (see docs/gpu-validation.md): float32 anchors with spacing
+1 around 2^(23+b), so that they sit in runs of about 2^b ties, each moved by one unit in the last
+place (down, up or not); the new keys are taken in the old plan's order and cut into windows of
+1024; last, anchors without ties moved by up to 1% of their spacing. Per case it prints:
+
+* for odd-even transposition of single items: the share of windows with an item far out of place
+  (one that sorts after the item ``REACH`` places ahead; such windows are better sent to the
+  bitonic network) and the rounds the other windows need;
+* for merge-split of sorted runs of 8 and 16 items per thread (the kernel's way, runs of
+  ``LAPLEX_SORT_ITEMS`` = 8): the rounds every window needs.
+
+Run: ``python docs/scripts/window_sort_rounds.py``.
 """
 
 import numpy as np
@@ -75,7 +79,7 @@ def study(label, x, new=None):
     if (~far).any():
         rounds = rounds_needed(windows[~far])
         line += f"; others: rounds median {np.median(rounds):.0f}, max {rounds.max()}"
-    for k in (8, 16):  # the kernel since run 9: merge-split of runs of 8 (every window)
+    for k in (8, 16):  # merge-split of runs of k items (the kernel's: 8), every window
         rounds = merge_split_rounds(windows, k)
         line += f"; runs of {k}: median {np.median(rounds):.0f}, max {rounds.max()}"
     print(line)

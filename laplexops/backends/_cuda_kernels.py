@@ -18,8 +18,11 @@ import sys
 __all__ = [
     "SOURCE",
     "GEOMETRY",
+    "PHASE_REDUCE",
+    "PHASE_WRITE",
     "options",
     "ctype",
+    "map_bytes",
     "splits_name",
     "tiles_name",
     "carries_name",
@@ -37,31 +40,45 @@ __all__ = [
 #: the kernel source, next to this module
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "laplex_scan.cu")
 
-#: threads per scan block, items per thread (a tile is their product; 9, odd, so that the threads
-#: of a warp reading their items' shared memory fall into 32 different banks: 3-8% faster than 8 on
-#: an H200, docs/gpu-validation.md run 7), threads of the carry scan,
-#: threads of a window sort and the run of items each sorts (a window is their product, a power
-#: of two) and its merge-split rounds before the bitonic network, threads of a radix sort block
-#: (whole warps) and keys per thread (a radix tile is their product; half as many keys for pairs of
-#: a key and an index wider than 8 bytes, see ``radix_tile``), whether a scan tile's shared memory
-#: is padded against bank conflicts (off: slower for sorted products on an H200,
-#: docs/gpu-validation.md run 6), whether phase 1 scans a tile's columns alone (on: 10% faster
-#: there), and how many scan blocks must fit on a multiprocessor (a cap on the scan kernel's
-#: registers; 0: the compiler's choice; -1: 8 for the float32 product without moments, the
-#: compiler's choice for the other instances)
+#: The launch geometry, one ``-D`` option per key (``docs/gpu-validation.md`` explains each
+#: choice and how the variants are timed, ``docs/scripts/gpu_variants.py``):
 GEOMETRY = {
+    # threads per scan block and items per thread (a tile is their product); 9 items, an odd
+    # count, so that the threads of a warp, each reading its own run of a tile's shared memory,
+    # fall into 32 different banks
     "LAPLEX_BLOCK": 128,
     "LAPLEX_ITEMS": 9,
+    # threads of a carry block (phase 2), each composing a run of tile maps
     "LAPLEX_CARRY_BLOCK": 256,
+    # threads of a window sort and the run of items each sorts in registers (a window is their
+    # product, a power of two), and the merge-split rounds before a window still out of order goes
+    # through the bitonic network
     "LAPLEX_SORT_BLOCK": 128,
     "LAPLEX_SORT_ITEMS": 8,
     "LAPLEX_SORT_ROUNDS": 64,
+    # threads of a radix sort block (whole warps) and keys per thread (a radix tile is their
+    # product; half as many keys for pairs of a key and an index wider than 8 bytes, see
+    # ``radix_tile``)
     "LAPLEX_RADIX_BLOCK": 256,
     "LAPLEX_RADIX_ITEMS": 16,
+    # a spare shared-memory word after every 32 of a scan tile, against bank conflicts: off, the
+    # odd item count already avoids them and the padding costs registers
     "LAPLEX_PAD": 0,
+    # phase 1 reduces a tile from its columns alone (a row adds nothing to the tile's maps): on,
+    # it reads fewer bytes and merges nothing
     "LAPLEX_LEAN_PHASE1": 1,
+    # scan blocks that must fit on a multiprocessor (a cap on the scan kernel's registers): 0, the
+    # compiler's choice; -1, 8 for the real float32 product without moments (which fits 64
+    # registers without spilling) and the compiler's choice for the other instances
     "LAPLEX_TILE_MIN_BLOCKS": -1,
 }
+
+#: ``laplex_tiles``' ``phase`` argument: reduce every tile to its two maps (forward and backward),
+#: phase 1 of the three-phase scan
+PHASE_REDUCE = 1
+#: ``laplex_tiles``' ``phase`` argument: rescan every tile from the states entering it (phase 2's
+#: output, ``laplex_carries``) and write the rows' reductions, phase 3
+PHASE_WRITE = 3
 
 _CTYPES = {
     "float32": "float",
@@ -72,7 +89,14 @@ _CTYPES = {
     "int64": "long long",
 }
 _REALS = ("float32", "float64")
-_ITEMSIZE = {"float32": 4, "float64": 8, "int32": 4, "int64": 8}
+_ITEMSIZE = {
+    "float32": 4,
+    "float64": 8,
+    "complex64": 8,
+    "complex128": 16,
+    "int32": 4,
+    "int64": 8,
+}
 _COMPLEX_OF = {"float32": "complex64", "float64": "complex128"}
 
 
@@ -84,6 +108,12 @@ def options(geometry: dict | None = None) -> tuple[str, ...]:
 def ctype(dtype_name: str) -> str:
     """The C++ type of a NumPy dtype name in the kernels."""
     return _CTYPES[dtype_name]
+
+
+def map_bytes(real: str, decay: str, value: str) -> int:
+    """``sizeof(Agg<D, R, V>)``, the bytes of one tile map of the kernels (a ``static_assert`` in
+    ``laplex_tiles`` holds the kernels to this): the decay, three values, two reals."""
+    return _ITEMSIZE[decay] + 3 * _ITEMSIZE[value] + 2 * _ITEMSIZE[real]
 
 
 def _bool(flag: bool) -> str:

@@ -1,36 +1,54 @@
 """GPU backend: CuPy arrays, the kernels of ``laplex_scan.cu`` (see there for the scan itself).
 
-A plan holds the sorted anchors of both sides and their permutations (int32 while m + n < 2^31,
-none for anchors that are already sorted), from the kernels' LSD radix sort, or from the previous
-plan's order repaired by window sorts (``with_anchors``); each side of it adds, on first use, the
-merge-path splits of its tiles. A product is three launches over the merged order (tile maps,
-carries, tile outputs), O(N k) work and two reads of the tile data; see ``docs/gpu-validation.md``
-for the byte model and the sort.
+A plan (:class:`CudaPlan`) holds the sorted anchors of both sides and their permutations (int32
+while m + n < 2^31, ``None`` for anchors that are already sorted), from the kernels' radix sort or
+from the previous plan's order repaired by window sorts (``with_anchors``; both in
+``_cupy_sort``); each orientation of it adds, on first use, the merge-path splits of its tiles. A
+product (:meth:`CupyBackend.apply`) is three launches over the merged order: ``laplex_tiles``
+reduces every tile to its maps, ``laplex_carries`` scans them into the states entering the tiles,
+``laplex_tiles`` rescans every tile from its state and writes the rows; O(N k) work and two reads
+of the tile data. ``docs/gpu-validation.md`` describes the kernels, the byte model
+(``laplexops._gpu_bench.matvec_bytes``) and the sorts.
 
-The host code here is written against an array module ``xp`` and a kernel loader, so that the
-test suite can run it on the CPU with NumPy arrays and the same ``.cu`` source compiled for the
-host (``tests/cuda_host``); with CuPy, ``xp`` is ``cupy`` and kernels come from
-``cupy.RawModule``.
+The modules of the backend:
+
+* this one: the kernel loader (:class:`RawModuleKernels`), the plan, the products and the
+  out-of-memory handling;
+* ``_cupy_sort``: the radix sort and the window repair of a plan's anchors;
+* ``_cuda_kernels``: the kernels' template instances, their launch geometry and the sizes the host
+  shares with them (standard library only, for CI's nvcc check);
+* ``laplex_scan.cu``: the kernels.
+
+The host code is written against an array module ``xp`` and a kernel loader, so that the test
+suite runs it on the CPU with NumPy arrays and the same ``.cu`` source compiled for the host
+(``tests/cuda_host``); with CuPy, ``xp`` is ``cupy`` and kernels come from ``cupy.RawModule``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import numpy as np
 
-from . import _cuda_kernels as kernels
-from ._base import Side, snapshot_with
+from . import _cuda_kernels as cuda
+from . import _cupy_sort
+from ._base import Side, SortedPlan, snapshot_with
 
-__all__ = ["CupyBackend", "CudaPlan", "RawModuleKernels"]
+__all__ = [
+    "CupyBackend",
+    "CudaPlan",
+    "RawModuleKernels",
+    "laplex_carries_args",
+    "laplex_tiles_args",
+]
 
-_MAX_GRID_Y = 65535
-_REPAIR_PASSES = 4  # window-sort passes a plan repair may take before it falls back to a sort
+#: a CUDA launch's limit on grid.y: right-hand sides of one product launch (more run in chunks)
+MAX_GRID_Y = 65535
+#: blocks of 256 threads of a snapshot launch at most (a grid-stride loop beyond)
+SNAPSHOT_BLOCKS = 8192
 _CARRY_ITEMS = 8  # tile maps per thread of a carry block
-_RADIX_DIGITS = 256  # buckets of a radix sort pass (8 bits)
-_NULL = np.uintp(0)
-_IDENTITY = "identity"  # a previous order that was the identity (its anchors were sorted)
-_SNAPSHOT_BLOCKS = 8192  # blocks of 256 threads of a snapshot at most (a grid-stride loop beyond)
+_NULL = np.uintp(0)  # a kernel's null pointer argument
 
 
 class RawModuleKernels:
@@ -41,10 +59,10 @@ class RawModuleKernels:
         import cupy
 
         self._cupy = cupy
-        with open(kernels.SOURCE) as fh:
+        with open(cuda.SOURCE) as fh:
             self._code = fh.read()
-        self.geometry = dict(geometry or kernels.GEOMETRY)
-        self._options = ("-std=c++17",) + kernels.options(self.geometry)
+        self.geometry = dict(geometry or cuda.GEOMETRY)
+        self._options = ("-std=c++17",) + cuda.options(self.geometry)
         self._functions: dict = {}
 
     def get(self, name: str):
@@ -60,7 +78,16 @@ class RawModuleKernels:
 
 
 class _Side:
-    """One orientation of a plan: sorted rows against sorted columns, merged in tiles."""
+    """One orientation of a plan: sorted rows against sorted columns, merged in tiles.
+
+    ``rz``, ``cz``, ``rperm``, ``cperm`` and ``square`` as in the Numba backend's ``_Side``: the
+    sorted row and column anchors, their permutations (``None``: already sorted), and whether the
+    rows are the columns with distinct anchors (one merged item per anchor). Beyond those: ``m``
+    and ``n`` (rows, columns), ``tiles`` (tiles of the merged order, one scan block each),
+    ``splits`` (the rows before each tile boundary; ``None`` in square mode), ``thread_rows``
+    (each scan thread's first row in its tile) and ``rows_written`` (the mark of the product that
+    wrote them).
+    """
 
     __slots__ = (
         "rz",
@@ -98,70 +125,112 @@ class _Side:
             count = self.tiles + 1
             real = np.dtype(rz.dtype).name
             backend.launch(
-                kernels.splits_name(real),
+                cuda.splits_name(real),
                 (-(-count // 256),),
                 (256,),
                 (rz, cz, np.int64(self.m), np.int64(self.n), np.int64(self.tiles), self.splits),
             )
 
 
-class CudaPlan:
-    """Sorted anchors of both sides (with their permutations, ``None`` when already sorted) and
-    the sides built from them on first use."""
+class CudaPlan(SortedPlan):
+    """Sorted anchors of both sides (see :class:`SortedPlan`: a permutation is ``None`` when the
+    anchors were already sorted) and, built on first use, each orientation's tiles.
+
+    ``index`` is the permutations' dtype (int32 while m + n < 2^31), ``device`` the CuPy device of
+    the anchors (``None`` on the host). ``hint``, a previous plan of anchors of the same shape,
+    gives each side's previous order to repair; ``ordered`` is what the anchors' snapshots found
+    of their order (``None``: not known).
+    """
 
     def __init__(self, backend, x, y, hint: CudaPlan | None = None, ordered=(None, None)):
-        self.shape = (x.shape[0], y.shape[0])
-        self.shared = y is x
-        self.index = np.dtype(np.int32 if x.shape[0] + y.shape[0] < 2**31 else np.int64)
+        shape, shared = (x.shape[0], y.shape[0]), y is x
+        self.index = np.dtype(np.int32 if shape[0] + shape[1] < 2**31 else np.int64)
         self.device = backend.device_of(x)
-        usable = hint is not None and hint.shape == self.shape and hint.index == self.index
-        # the previous orders; anchors that were sorted then had the identity order
-        hx, hy = (
-            (_IDENTITY if perm is None else perm for _, perm in hint._sorted)
-            if usable
-            else (None, None)
-        )
-        xs, xperm = backend.sort(x, hx, self.index, ordered[0])
-        ys, yperm = (xs, xperm) if self.shared else backend.sort(y, hy, self.index, ordered[1])
-        self._sorted = ((xs, xperm), (ys, yperm))
-        self._sides: list = [None, None]
         self._backend = backend
+        previous = None  # the previous plan's orders, for anchors of the same shapes
+        if hint is not None and hint.shape == shape and hint.index == self.index:
+            previous = hint.sorted
+        anchors = (x,) if shared else (x, y)
+        found = [
+            _cupy_sort.sort(
+                backend,
+                a,
+                self.index,
+                ordered=ordered[i],
+                hinted=previous is not None,
+                previous=None if previous is None else previous[i][1],
+            )
+            for i, a in enumerate(anchors)
+        ]
+        super().__init__(shape, shared, tuple(found * 2 if shared else found))
 
-    def side(self, side: int) -> _Side:
-        if self.shared:
-            side = Side.ROWS_X
-        if self._sides[side] is None:
-            (rz, rperm), (cz, cperm) = self._sorted[::-1] if side != Side.ROWS_X else self._sorted
-            self._sides[side] = _Side(self._backend, rz, cz, rperm, cperm, self.shared)
-        return self._sides[side]
+    def _orient(self, rz, cz, rperm, cperm) -> _Side:
+        return _Side(self._backend, rz, cz, rperm, cperm, self.shared)
 
 
 class CupyBackend:
     """Backend for CUDA data (CuPy arrays, and torch CUDA tensors through DLPack).
 
-    ``xp`` and ``kernels`` default to CuPy and ``RawModuleKernels``; the tests pass NumPy and
-    host-compiled kernels to run this same host code without a GPU.
+    Every parameter is keyword-only; the defaults run on a CUDA device with CuPy. The tests pass
+    other ones to run this same host code without a GPU.
+
+    Parameters
+    ----------
+    xp : module, optional
+        The array module (``cupy`` by default); NumPy for the host build of the kernels, whose
+        backend then serves host data (``device`` ``"cpu"``).
+    kernels : optional
+        The kernel loader, with a ``geometry`` dict (``_cuda_kernels.GEOMETRY``'s keys) and
+        ``get(name)`` returning ``kernel(grid, block, args)``: :class:`RawModuleKernels` by
+        default, ``tests/cuda_host``'s host build in the tests.
+    out_of_memory : tuple of exception types, optional
+        The errors of a failed device allocation, turned into ``MemoryError`` naming the sizes
+        (CuPy's ``OutOfMemoryError`` by default).
+    streams : optional
+        The stream and event layer (``cupy.cuda`` by default with CuPy): ``Event(disable_timing=
+        True)`` with ``record(stream)`` and ``done``, and ``get_current_stream()`` with
+        ``wait_event(event)``. ``None`` without CuPy: every launch has finished when it returns.
+    max_grid_y : int, optional
+        Device limit: the right-hand sides of one product launch (grid.y, ``MAX_GRID_Y``); more
+        run in chunks. The tests shrink it.
+    snapshot_blocks : int, optional
+        Device limit: the blocks of a snapshot launch (``SNAPSHOT_BLOCKS``); longer anchors take
+        grid-stride rounds. The tests shrink it.
     """
 
     name = "cupy"
 
-    def __init__(self, xp=None, kernels_=None, out_of_memory=None):
+    def __init__(
+        self,
+        *,
+        xp=None,
+        kernels=None,
+        out_of_memory=None,
+        streams=None,
+        max_grid_y: int = MAX_GRID_Y,
+        snapshot_blocks: int = SNAPSHOT_BLOCKS,
+    ):
         if xp is None:
             import cupy
 
             if cupy.cuda.runtime.getDeviceCount() < 1:
                 raise RuntimeError("CuPy sees no CUDA device")
             xp = cupy
-            kernels_ = kernels_ or RawModuleKernels()
+            kernels = kernels or RawModuleKernels()
             out_of_memory = (cupy.cuda.memory.OutOfMemoryError,)
         self.xp = xp
-        self.kernels = kernels_
+        self.kernels = kernels
         self._out_of_memory = tuple(out_of_memory or ())
         self._cupy = xp if xp.__name__ == "cupy" else None
+        if streams is None and self._cupy is not None:
+            streams = self._cupy.cuda
+        self._streams = streams
         # the device kind of the data it serves: the host build (NumPy arrays) serves host data
         self.device = "cuda" if self._cupy is not None else "cpu"
         self.geometry = self.kernels.geometry
         self.tile = self.geometry["LAPLEX_BLOCK"] * self.geometry["LAPLEX_ITEMS"]
+        self.max_grid_y = max_grid_y
+        self.snapshot_blocks = snapshot_blocks
 
     # ---------------------------------------------------------------------- arrays and devices
     def asarray(self, a):
@@ -174,9 +243,11 @@ class CupyBackend:
             return xp.asarray(a)
 
     def device_of(self, a):
+        """The CuPy device of array ``a`` (``None`` on the host)."""
         return getattr(a, "device", None) if self._cupy is not None else None
 
     def _on(self, device):
+        """A context making ``device`` current (nothing for ``None``)."""
         return (
             device
             if device is not None and hasattr(device, "__enter__")
@@ -184,15 +255,17 @@ class CupyBackend:
         )
 
     def launch(self, name, grid, block, args):
+        """Launch the kernel instance ``name`` (a name of ``_cuda_kernels``) on the current
+        stream."""
         self.kernels.get(name)(tuple(grid), tuple(block), tuple(args))
 
     def _mark(self):
-        """A mark of the work launched so far: an event recorded on CuPy's current stream
-        (``True`` without CuPy, where every launch has finished when it returns)."""
-        if self._cupy is None:
+        """A mark of the work launched so far: an event recorded on the current stream (``True``
+        without a stream layer, where every launch has finished when it returns)."""
+        if self._streams is None:
             return True
-        event = self._cupy.cuda.Event(disable_timing=True)
-        event.record(self._cupy.cuda.get_current_stream())
+        event = self._streams.Event(disable_timing=True)
+        event.record(self._streams.get_current_stream())
         return event
 
     def _after(self, mark):
@@ -200,7 +273,7 @@ class CupyBackend:
         the marked work has finished."""
         if mark is True or mark.done:
             return True
-        self._cupy.cuda.get_current_stream().wait_event(mark)
+        self._streams.get_current_stream().wait_event(mark)
         return mark
 
     @contextlib.contextmanager
@@ -223,7 +296,7 @@ class CupyBackend:
     def snapshot(self, a, dtype):
         """``a`` copied as ``dtype``, its count of non-finite values and whether it is in
         ascending order, from one read of ``a`` (``laplex_snapshot``; other types than
-        float32/float64 through CuPy, order not checked)."""
+        float32/float64 through the array module, order not checked)."""
         xp = self.xp
         dtype, source = np.dtype(dtype), np.dtype(a.dtype)
         n = a.shape[0]
@@ -231,15 +304,15 @@ class CupyBackend:
             self._on(self.device_of(a)),
             self._memory(f"a snapshot of {n} anchors ({dtype})", n * dtype.itemsize),
         ):
-            if (source.name, dtype.name) not in kernels.SNAPSHOT_PAIRS:
+            if (source.name, dtype.name) not in cuda.SNAPSHOT_PAIRS:
                 return snapshot_with(xp, a, dtype)
             out = xp.empty(n, dtype=dtype)
             counts = xp.zeros(2, dtype=np.uint64)  # non-finite values, descents
             if n:
                 block = 256
                 self.launch(
-                    kernels.snapshot_name(source.name, dtype.name),
-                    (min(-(-n // (4 * block)), _SNAPSHOT_BLOCKS),),
+                    cuda.snapshot_name(source.name, dtype.name),
+                    (min(-(-n // (4 * block)), self.snapshot_blocks),),
                     (block,),
                     (xp.ascontiguousarray(a), out, np.int64(n), counts),
                 )
@@ -253,135 +326,17 @@ class CupyBackend:
         # sorted copies and permutations; a radix sort's second key and index buffers and its
         # digit counts and their scan (256 each per tile of keys) in flight
         index = 4 if m + n < 2**31 else 8
-        tile = kernels.radix_tile(self.geometry, np.dtype(x.dtype).name, f"int{8 * index}")
+        tile = cuda.radix_tile(self.geometry, np.dtype(x.dtype).name, f"int{8 * index}")
         estimate = (
             (m + n) * (item + index)
             + max(m, n) * (item + index)
-            + 2 * _RADIX_DIGITS * index * -(-max(m, n) // tile)
+            + 2 * _cupy_sort.RADIX_DIGITS * index * -(-max(m, n) // tile)
         )
         with (
             self._on(self.device_of(x)),
             self._memory(f"the plan of {m} x {n} anchors ({x.dtype})", estimate),
         ):
             return CudaPlan(self, x, y, hint, ordered)
-
-    def sort(self, a, hint_perm, index, ordered=None):
-        """``(a[perm], perm)`` with ``perm = None`` when ``a`` is already sorted; from a previous
-        order ``hint_perm`` (``_IDENTITY`` when that was the identity) repaired by window sorts
-        when it is close. ``ordered``: whether ``a`` is in ascending order, when its snapshot
-        found out (``None``: the first radix pass's counts tell, from the same read)."""
-        if a.shape[0] < 2 or ordered:
-            return a, None
-        counts = None
-        if ordered is None:
-            counts, unsorted = self._radix_counts(a, 0, index, check_order=True)
-            if not unsorted:
-                return a, None
-        if hint_perm is not None:
-            repaired = self._repair(a, hint_perm, index)
-            if repaired is not None:
-                return repaired
-        return self._radix_sort(a, index, counts)
-
-    def _radix_tiles(self, keys, index) -> int:
-        """Radix tiles over ``keys`` (one block each)."""
-        tile = kernels.radix_tile(self.geometry, np.dtype(keys.dtype).name, index.name)
-        return -(-keys.shape[0] // tile)
-
-    def _radix_counts(self, keys, shift, index, check_order=False, counts=None):
-        """The digit counts of every radix tile of ``keys`` at bit ``shift`` (digit-major), and
-        with ``check_order`` whether ``keys`` is out of order (from the same read)."""
-        xp = self.xp
-        n = keys.shape[0]
-        tiles = self._radix_tiles(keys, index)
-        if counts is None:
-            counts = xp.empty(_RADIX_DIGITS * tiles, dtype=index)
-        flag = xp.zeros(1, dtype=np.int32) if check_order else None
-        self.launch(
-            kernels.radix_counts_name(np.dtype(keys.dtype).name, index.name),
-            (tiles,),
-            (self.geometry["LAPLEX_RADIX_BLOCK"],),
-            (keys, np.int64(n), np.int32(shift), counts, _ptr(flag)),
-        )
-        return counts, check_order and bool(flag[0])
-
-    def _radix_sort(self, a, index, counts=None):
-        """``(a[perm], perm)`` for the stable ``perm`` (``index`` dtype) sorting ``a``: LSD radix
-        sort, 8 bits a pass, the keys sorted with their permutation (no gather afterwards). A
-        pass whose digit is the same for every key moves nothing and is skipped (as on the CPU);
-        that takes one look at the 256 digit totals per pass. ``counts``: those of the first
-        pass, when already counted."""
-        xp = self.xp
-        n = a.shape[0]
-        if n < 2:
-            return a, None
-        tiles = self._radix_tiles(a, index)
-        scatter = kernels.radix_scatter_name(np.dtype(a.dtype).name, index.name)
-        if counts is None:
-            counts, _ = self._radix_counts(a, 0, index)
-        keys, perm = a, None
-        spare = []  # output buffers of a pass: the input of the one before it
-        for shift in range(0, 8 * a.dtype.itemsize, 8):
-            if shift:
-                self._radix_counts(keys, shift, index, counts=counts)
-            ends = xp.cumsum(counts, dtype=index)
-            digit_ends = ends[tiles - 1 :: tiles]  # where each digit's keys end in the output
-            sizes = xp.concatenate((digit_ends[:1], digit_ends[1:] - digit_ends[:-1]))
-            if bool(xp.any(sizes == n)):
-                continue  # one digit holds every key
-            out_keys, out_perm = (
-                spare.pop() if spare else (xp.empty_like(a), xp.empty(n, dtype=index))
-            )
-            self.launch(
-                scatter,
-                (tiles,),
-                (self.geometry["LAPLEX_RADIX_BLOCK"],),
-                (keys, _ptr(perm), out_keys, out_perm, np.int64(n), np.int32(shift), ends),
-            )
-            if perm is not None:
-                spare.append((keys, perm))
-            keys, perm = out_keys, out_perm
-        return keys, perm  # perm None: every key had the same digits (already in order)
-
-    def _repair(self, a, hint_perm, index):
-        """Sort ``a`` by fixing up its order ``hint_perm``: O(n) per pass, a few passes for
-        anchors that moved by much less than their spacing; ``None`` when that does not finish.
-        The first pass gathers ``a`` in that order as it loads its windows."""
-        xp = self.xp
-        n = a.shape[0]
-        values = xp.empty_like(a)
-        perm = xp.empty(n, dtype=index)
-        source = (a, _NULL if isinstance(hint_perm, str) else hint_perm)  # str: _IDENTITY
-        window = self.geometry["LAPLEX_SORT_BLOCK"] * self.geometry["LAPLEX_SORT_ITEMS"]
-        real = np.dtype(a.dtype).name
-        sort_windows = kernels.sort_windows_name(real, index.name)
-        seams = kernels.window_seams_name(real, index.name)
-        unsorted = xp.zeros(1, dtype=np.int32)
-        for step in range(_REPAIR_PASSES):  # later passes load only windows with a broken seam
-            offset = 0 if step % 2 == 0 else window // 2
-            blocks = -(-(n - offset) // window)
-            self.launch(
-                sort_windows,
-                (blocks,),
-                (self.geometry["LAPLEX_SORT_BLOCK"],),
-                (
-                    values,
-                    perm,
-                    *(source if step == 0 else (_NULL, _NULL)),
-                    np.int64(n),
-                    np.int64(offset),
-                ),
-            )
-            unsorted[...] = 0
-            self.launch(
-                seams,
-                (-(-blocks // 256),),
-                (256,),
-                (values, perm, np.int64(n), np.int64(offset), unsorted),
-            )
-            if not int(unsorted[0]):  # every window is in order: the seams decide
-                return values, perm
-        return None
 
     # ---------------------------------------------------------------------- apply
     def apply(self, plan, side, rate, b, *, want_sum=True, want_signed=False, want_moment=False):
@@ -402,8 +357,8 @@ class CupyBackend:
         decay = cplx if isinstance(rate, complex) else real
         value = np.result_type(b.dtype, decay)
         wants = (want_sum, want_signed, want_moment)
-        agg = _map_bytes(real, decay, value)
-        chunk = min(k, _MAX_GRID_Y)  # columns per launch
+        agg = cuda.map_bytes(real.name, decay.name, value.name)
+        chunk = min(k, self.max_grid_y)  # columns per launch
         staged = s.cperm is not None  # phase 1 gathers the column values once, for phase 3
         estimate = (
             sum(wants) * m * k * value.itemsize
@@ -430,10 +385,10 @@ class CupyBackend:
             cz = s.cz.astype(real, copy=False)
             rate = complex(rate)
             names = dict(real=real.name, decay=decay.name, value=value.name, moment=want_moment)
-            tiles_kernel = kernels.tiles_name(
+            tiles_kernel = cuda.tiles_name(
                 operand=np.dtype(b.dtype).name, index=plan.index.name, **names
             )
-            carries_kernel = kernels.carries_name(**names)
+            carries_kernel = cuda.carries_name(**names)
             fwd = xp.empty(s.tiles * chunk * agg, dtype=np.uint8)
             bwd = xp.empty_like(fwd)
             stage = xp.empty(n * chunk, dtype=b.dtype) if staged else None
@@ -447,44 +402,39 @@ class CupyBackend:
                 if spans > 1
                 else None
             )
-            for j0 in range(0, k, _MAX_GRID_Y):
-                kc = min(k, j0 + _MAX_GRID_Y) - j0
+            block = (self.geometry["LAPLEX_BLOCK"],)
+            for j0 in range(0, k, self.max_grid_y):
+                kc = min(k, j0 + self.max_grid_y) - j0
                 known = s.rows_written is not None
                 if known:
                     s.rows_written = self._after(s.rows_written)
-                args = [
-                    rz,
-                    cz,
-                    _ptr(s.rperm),
-                    _ptr(s.cperm),
-                    _ptr(s.splits),
-                    _ptr(s.thread_rows),
-                    np.int32(known),
-                    np.int64(m),
-                    np.int64(n),
-                    np.int32(s.square),
-                    real.type(rate.real),
-                    real.type(rate.imag),
-                    b[:, j0:],
-                    np.int32(k),
-                    _ptr(stage),
-                    *(_ptr(None if o is None else o[:, j0:]) for o in outs),
-                    fwd,
-                    bwd,
-                ]
-                self.launch(
-                    tiles_kernel,
-                    (s.tiles, kc),
-                    (self.geometry["LAPLEX_BLOCK"],),
-                    [np.int32(1)] + args,
+                # both launches of laplex_tiles take the same arguments but the phase
+                tile_args = functools.partial(
+                    laplex_tiles_args,
+                    rz=rz,
+                    cz=cz,
+                    rperm=s.rperm,
+                    cperm=s.cperm,
+                    splits=s.splits,
+                    thread_rows=s.thread_rows,
+                    rows_known=known,
+                    m=m,
+                    n=n,
+                    square=s.square,
+                    s_re=rate.real,
+                    s_im=rate.imag,
+                    b=b[:, j0:],
+                    k=k,
+                    stage=stage,
+                    out_sum=_columns(outs[0], j0),
+                    out_signed=_columns(outs[1], j0),
+                    out_moment=_columns(outs[2], j0),
+                    fwd=fwd,
+                    bwd=bwd,
                 )
+                self.launch(tiles_kernel, (s.tiles, kc), block, tile_args(cuda.PHASE_REDUCE))
                 self._carries(carries_kernel, s.tiles, kc, span, fwd, bwd, totals)
-                self.launch(
-                    tiles_kernel,
-                    (s.tiles, kc),
-                    (self.geometry["LAPLEX_BLOCK"],),
-                    [np.int32(3)] + args,
-                )
+                self.launch(tiles_kernel, (s.tiles, kc), block, tile_args(cuda.PHASE_WRITE))
                 if s.thread_rows is not None and s.rows_written is None:
                     s.rows_written = self._mark()  # written by that launch
             return tuple(outs)
@@ -492,103 +442,151 @@ class CupyBackend:
     def _carries(self, name, tiles, k, span, fwd, bwd, totals):
         """Phase 2 for ``k`` columns: the tile maps become the states entering the tiles. One
         block per (column, direction) up to ``span`` tiles; beyond, the totals of spans of
-        ``span`` tiles, a scan of those, then every span's scan from its entering state."""
+        ``span`` tiles (``totals``, one buffer per direction), a scan of those, then every span's
+        scan from its entering state."""
         block = (self.geometry["LAPLEX_CARRY_BLOCK"],)
+        maps = dict(fwd=fwd, bwd=bwd)
         if totals is None:
-            self.launch(
-                name,
-                (1, k, 2),
-                block,
-                (
-                    np.int64(tiles),
-                    np.int64(tiles),
-                    np.int32(1),
-                    np.int32(1),
-                    fwd,
-                    bwd,
-                    _NULL,
-                    _NULL,
-                ),
-            )
+            args = laplex_carries_args(tiles, tiles, reverse=True, scan=True, **maps)
+            self.launch(name, (1, k, 2), block, args)
             return
         spans = -(-tiles // span)
-        self.launch(
-            name,
-            (spans, k, 2),
-            block,
-            (np.int64(tiles), np.int64(span), np.int32(1), np.int32(0), fwd, bwd, *totals),
+        fwd_totals, bwd_totals = totals
+        with_totals = dict(maps, fwd_totals=fwd_totals, bwd_totals=bwd_totals)
+        # each span's total; the totals scanned into the states entering the spans (they are
+        # stored in each direction's own order, so that scan does not reverse); each span scanned
+        # from its entering state
+        args = laplex_carries_args(tiles, span, reverse=True, scan=False, **with_totals)
+        self.launch(name, (spans, k, 2), block, args)
+        args = laplex_carries_args(
+            spans, spans, reverse=False, scan=True, fwd=fwd_totals, bwd=bwd_totals
         )
-        self.launch(
-            name,
-            (1, k, 2),
-            block,
-            (np.int64(spans), np.int64(spans), np.int32(0), np.int32(1), *totals, _NULL, _NULL),
-        )
-        self.launch(
-            name,
-            (spans, k, 2),
-            block,
-            (np.int64(tiles), np.int64(span), np.int32(1), np.int32(1), fwd, bwd, *totals),
-        )
+        self.launch(name, (1, k, 2), block, args)
+        args = laplex_carries_args(tiles, span, reverse=True, scan=True, **with_totals)
+        self.launch(name, (spans, k, 2), block, args)
 
 
-def _map_bytes(real: np.dtype, decay: np.dtype, value: np.dtype) -> int:
-    """``sizeof(Agg<D, R, V>)`` of the kernels (a static_assert there holds it to this)."""
-    return decay.itemsize + 3 * value.itemsize + 2 * real.itemsize
+def laplex_tiles_args(
+    phase,
+    rz,
+    cz,
+    rperm,
+    cperm,
+    splits,
+    thread_rows,
+    rows_known,
+    m,
+    n,
+    square,
+    s_re,
+    s_im,
+    b,
+    k,
+    stage,
+    out_sum,
+    out_signed,
+    out_moment,
+    fwd,
+    bwd,
+) -> tuple:
+    """The arguments of ``laplex_tiles`` (``laplex_scan.cu``), one per C parameter in its order,
+    as its C types (``R`` the anchors' real type; an optional array ``None``: a null pointer).
+
+    ``phase`` (int)
+        ``PHASE_REDUCE`` (each tile to its forward and backward map) or ``PHASE_WRITE`` (each
+        tile rescanned from the state entering it, its rows' reductions written).
+    ``rz``, ``cz`` (const R*)
+        The side's sorted row and column anchors.
+    ``rperm``, ``cperm`` (const I*, optional)
+        Their permutations (``None``: in order already).
+    ``splits`` (const long long*, optional)
+        The rows before each tile boundary (``None`` in square mode).
+    ``thread_rows`` (unsigned short*, optional)
+        Each scan thread's first row in its tile.
+    ``rows_known`` (int)
+        Whether ``thread_rows`` holds them already (else the launch searches and writes them).
+    ``m``, ``n`` (long long)
+        Rows and columns.
+    ``square`` (int)
+        Whether the rows are the columns, with distinct anchors (one item per anchor).
+    ``s_re``, ``s_im`` (R)
+        The rate.
+    ``b`` (const B*)
+        The operand, row-major with ``k`` columns, from the launch's first column (grid.y).
+    ``k`` (int)
+        The operand's and the results' row stride.
+    ``stage`` (B*, optional)
+        The column values in sorted order, ``n`` per launch column: written in phase 1, read in
+        phase 3 (when the columns have a permutation).
+    ``out_sum``, ``out_signed``, ``out_moment`` (V*, optional)
+        The wanted results, row-major with ``k`` columns, from the launch's first column.
+    ``fwd``, ``bwd`` (Agg*)
+        The tile maps of each (launch column, tile): written in phase 1, turned into the states
+        entering the tiles by ``laplex_carries``, read in phase 3.
+    """
+    real = np.dtype(rz.dtype).type
+    return (
+        np.int32(phase),
+        rz,
+        cz,
+        _ptr(rperm),
+        _ptr(cperm),
+        _ptr(splits),
+        _ptr(thread_rows),
+        np.int32(rows_known),
+        np.int64(m),
+        np.int64(n),
+        np.int32(square),
+        real(s_re),
+        real(s_im),
+        b,
+        np.int32(k),
+        _ptr(stage),
+        _ptr(out_sum),
+        _ptr(out_signed),
+        _ptr(out_moment),
+        fwd,
+        bwd,
+    )
+
+
+def laplex_carries_args(
+    count, span, reverse, scan, fwd, bwd, fwd_totals=None, bwd_totals=None
+) -> tuple:
+    """The arguments of ``laplex_carries`` (``laplex_scan.cu``, phase 2), one per C parameter in
+    its order, as its C types (an optional array ``None``: a null pointer).
+
+    ``count`` (long long)
+        Maps per (column, direction).
+    ``span`` (long long)
+        Maps per block (grid.x blocks cover ``count``).
+    ``reverse`` (int)
+        Whether the backward direction composes its maps from the last one.
+    ``scan`` (int)
+        0: each block writes the composition of its maps to its total; 1: each block replaces its
+        maps by the states entering them, from its total (when given) or from zero.
+    ``fwd``, ``bwd`` (Agg*)
+        The maps of both directions, in place.
+    ``fwd_totals``, ``bwd_totals`` (Agg*, optional)
+        Each block's total per direction.
+    """
+    return (
+        np.int64(count),
+        np.int64(span),
+        np.int32(reverse),
+        np.int32(scan),
+        fwd,
+        bwd,
+        _ptr(fwd_totals),
+        _ptr(bwd_totals),
+    )
+
+
+def _columns(out, j0):
+    """The columns of result ``out`` from ``j0`` on (``None`` for a result not wanted)."""
+    return None if out is None else out[:, j0:]
 
 
 def _ptr(a):
     """A kernel argument for an optional array: the array, or a null pointer."""
     return _NULL if a is None else a
-
-
-def matvec_bytes(
-    m: int,
-    n: int,
-    k: int = 1,
-    real=np.float32,
-    operand=None,
-    value=None,
-    square: bool = False,
-    row_perm: bool = False,
-    col_perm: bool = False,
-    outputs: int = 1,
-    index=np.int32,
-    tile: int | None = None,
-    lean: bool | None = None,
-) -> int:
-    """The byte model of one ``apply`` on a built plan: bytes read and written in device memory.
-
-    Per right-hand side, phases 1 and 3 each read the tile's anchors (``m + n`` values, ``n`` in
-    square mode; a lean phase 1, ``LAPLEX_LEAN_PHASE1``, reads only the ``n`` column anchors), its
-    column values (``n``) and the tile splits (phase 3 also each scan thread's first row, 2 bytes,
-    found by the plan's first product); when the columns were not sorted,
-    phase 1 gathers the values through ``n`` column indices and stores them in sorted order, which
-    phase 3 reads. Phase 3 writes ``outputs`` results per row (scattered through ``m`` row indices,
-    read once per result, when the rows were not sorted). The tile maps cost 10 passes over
-    ``tiles`` maps (phase 1 writes both directions, phase 2 reads them twice and rewrites them,
-    phase 3 reads them). Per-kernel halos, span totals and launch constants are left out (under
-    0.1%).
-    """
-    real = np.dtype(real)
-    operand = np.dtype(operand or real)
-    value = np.dtype(value or np.result_type(operand, real))
-    decay = value if value.kind == "c" else real
-    index = np.dtype(index)
-    block = kernels.GEOMETRY["LAPLEX_BLOCK"]
-    tile = tile or block * kernels.GEOMETRY["LAPLEX_ITEMS"]
-    lean = kernels.GEOMETRY["LAPLEX_LEAN_PHASE1"] if lean is None else lean
-    total = n if square else m + n
-    tiles = -(-total // tile)
-    agg = _map_bytes(real, decay, value)
-    anchors = total + (n if lean and not square else total)  # phases 1 and 3
-    read = (
-        anchors * real.itemsize
-        + 2 * (n * operand.itemsize + (0 if square else (tiles + 1) * 8))
-        + col_perm * n * index.itemsize
-        + (0 if square else 2 * tiles * block)
-    )
-    write = (
-        outputs * m * (value.itemsize + row_perm * index.itemsize) + col_perm * n * operand.itemsize
-    )
-    return k * (read + write + 10 * tiles * agg)

@@ -16,13 +16,13 @@
 //
 // Each step is an affine map of the state (F, F1, T); maps compose associatively (Agg below), so
 // the recurrences run as a parallel scan:
-//   phase 1  laplex_tiles(phase=1): each block reduces its tile of TILE items to one map per
-//            direction (both directions from one read of the tile; with LAPLEX_LEAN_PHASE1, from
-//            its columns alone: lean_tile_maps)
+//   phase 1  laplex_tiles(phase=1; PHASE_REDUCE on the host): each block reduces its tile of TILE
+//            items to one map per direction (both directions from one read of the tile; with
+//            LAPLEX_LEAN_PHASE1, from its columns alone: lean_tile_maps)
 //   phase 2  laplex_carries: scans the tile maps of each (column, direction) into the state
 //            entering each tile (one block each, or chunk totals first for many tiles)
-//   phase 3  laplex_tiles(phase=3): each block rescans its tile from those states and writes the
-//            three reductions for its rows, in original row order.
+//   phase 3  laplex_tiles(phase=3; PHASE_WRITE on the host): each block rescans its tile from those
+//            states and writes the three reductions for its rows, in original row order.
 // A tile is merged on the fly (merge path) from the global splits (laplex_splits). In "square"
 // mode the rows are the columns (x = y, distinct): every item is both. k right-hand sides run in one
 // launch (grid.y). Work O(N k); bytes per pass: the tile's anchors and column values, once.
@@ -322,9 +322,10 @@ __global__ void laplex_splits(const R* __restrict__ rz, const R* __restrict__ cz
 }
 
 // Shared memory of a tile is indexed through pad(): a thread's items are consecutive, so the
-// threads of a warp read words LAPLEX_ITEMS apart, all in a few banks; with LAPLEX_PAD 1, one spare
-// word after every 32 spreads them over all 32 banks (10 more registers per thread; off until a GPU
-// run shows it pays, docs/gpu-validation.md).
+// threads of a warp read words LAPLEX_ITEMS apart, which fall into a few banks for an even
+// LAPLEX_ITEMS (into all 32 for an odd one). With LAPLEX_PAD 1, one spare word after every 32
+// spreads them over all 32 banks for any LAPLEX_ITEMS; it costs registers and is off by default
+// (see docs/gpu-validation.md).
 #ifndef LAPLEX_PAD
 #define LAPLEX_PAD 0
 #endif
@@ -1022,10 +1023,9 @@ __device__ __forceinline__ void merge_half(const bool front, const R* s_v, const
 // sorts a run of LAPLEX_SORT_ITEMS (K) items in registers; then rounds of merge-split: the pairs of
 // neighbouring runs (even-odd, then odd-even) merge, the left run keeping the K first items and the
 // right run the K last, until an even and an odd round change nothing. A run moves K places per
-// round, so items that moved d places take about d / K rounds (a model: 5 to 6 rounds for float32
-// anchors moved by one ulp across runs of ~8 ties, 14 to 16 for runs of ~64; odd-even
-// transposition of single items took 20 to 29, and the bitonic network for the latter). A window
-// still out of order after LAPLEX_SORT_ROUNDS rounds goes through the bitonic network.
+// round, so items that moved d places take about d / K rounds (docs/scripts/window_sort_rounds.py
+// models them for float32 anchors moved by one ulp across runs of ties). A window still out of
+// order after LAPLEX_SORT_ROUNDS rounds goes through the bitonic network.
 // Gather mode (src given, offset 0; the first pass of a plan repair): the window's values are first
 // gathered, src[src_perm[a]] (src[a] without src_perm), and every window is written, sorted or not.
 // In place (every later pass, at offsets alternating W/2 and 0, W = LAPLEX_SORT_WINDOW): each half

@@ -15,37 +15,33 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import laplexops as lx
 from cuda_host.kernels import SMALL, HostKernels
 from laplex_testing import apply_ref, rel_err
-from laplexops.backends import _cupy
+from laplexops.backends import _cupy, _cupy_sort
 
 
 def main() -> None:
-    every_launch(_cupy.CupyBackend(xp=np, kernels_=HostKernels()), size=1500, small=False)
+    every_launch(_cupy.CupyBackend(xp=np, kernels=HostKernels()), size=1500, small=False)
     # tiles of 32 items: 1213 merged items take phase 2's three launches (spans of 32 tiles)
-    every_launch(_cupy.CupyBackend(xp=np, kernels_=HostKernels(SMALL)), size=700, small=True)
+    every_launch(_cupy.CupyBackend(xp=np, kernels=HostKernels(SMALL)), size=700, small=True)
     print("ok")
 
 
 def every_launch(backend, size: int, small: bool) -> None:
     """Every kind of launch with about ``size`` anchors a side; ``small``: the backend has the
-    small geometry (the snapshot's launch does not depend on the geometry: it runs only once,
-    with the GPU's)."""
+    small geometry (the snapshot's launch does not depend on the geometry: its type pairs and
+    grid-stride rounds run only once, with the GPU's; the operators' snapshots run in both)."""
     rng = np.random.default_rng()
 
     def operator(x, y, rate):
-        op = lx.LaplexOperator(x, y, rate)
-        op._backend = backend
-        return op
+        return lx.LaplexOperator(x, y, rate, backend=backend)
 
+    # two blocks at most a snapshot: grid-stride rounds
+    strided = _cupy.CupyBackend(xp=np, kernels=backend.kernels, snapshot_blocks=2)
     for source, real in (
         () if small else (("float32", "float32"), ("float32", "float64"), ("float64", "float64"))
     ):
         a = rng.uniform(-1e3, 1e3, 9000).astype(source)
         a[rng.integers(0, a.shape[0], 3)] = np.nan
-        blocks, _cupy._SNAPSHOT_BLOCKS = _cupy._SNAPSHOT_BLOCKS, 2  # grid-stride rounds
-        try:
-            copy, bad, ordered = backend.snapshot(a, np.dtype(real))
-        finally:
-            _cupy._SNAPSHOT_BLOCKS = blocks
+        copy, bad, ordered = strided.snapshot(a, np.dtype(real))
         assert bad == 3 and not ordered and np.array_equal(copy, a.astype(real), equal_nan=True)
     for dtype, tol in ((np.float32, 1e-4), (np.float64, 1e-10)):
         m, n = size, size * 11 // 15
@@ -75,14 +71,14 @@ def every_launch(backend, size: int, small: bool) -> None:
         plan = backend.plan(a, b)
         a2 = np.nextafter(a, a + rng.integers(-1, 2, a.shape[0]).astype(dtype) * dtype(1e3))
         new = backend.plan(a2, b, hint=plan)
-        for (_, perm), want in zip(new._sorted, (a2, b)):
+        for (_, perm), want in zip(new.sorted, (a2, b)):
             assert np.array_equal(perm, np.argsort(want, kind="stable"))
         window = backend.geometry["LAPLEX_SORT_BLOCK"] * backend.geometry["LAPLEX_SORT_ITEMS"]
         c = np.sort(b)
         hint = np.concatenate(
             [np.arange(i, min(i + window, c.shape[0]))[::-1] for i in range(0, c.shape[0], window)]
         ).astype(np.int32)
-        _, perm = backend._repair(c, hint, np.dtype(np.int32))
+        _, perm = _cupy_sort.repair(backend, c, hint, np.dtype(np.int32))
         assert np.array_equal(perm, np.argsort(c, kind="stable"))
 
 

@@ -4,8 +4,8 @@ GPU (NVRTC is a host library, from the ``nvidia-cuda-nvrtc`` wheel of the test e
 compiles the same instances with nvcc (``.ci/run``)."""
 
 import pytest
-from cuda_host import nvrtc
 
+from cuda_host import nvrtc
 from laplexops.backends import _cuda_kernels as kernels
 
 

@@ -18,6 +18,7 @@ import subprocess
 import sys
 
 import pytest
+
 from cuda_host.kernels import EXTRA_FLAGS, compiler
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -17,6 +17,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from cuda_host.kernels import EXTRA_FLAGS, compiler
@@ -46,9 +47,12 @@ def _runtime(name: str, options: dict) -> str | None:
     return path if start.returncode == 0 and "Sanitizer" not in start.stderr else None
 
 
-def _every_launch(runtime: str, flags: str, options: dict) -> subprocess.CompletedProcess:
+def _every_launch(
+    runtime: str, flags: str, options: dict, rng: np.random.Generator
+) -> subprocess.CompletedProcess:
     """``cuda_host/every_launch.py`` with the kernels built with ``flags`` and the runtime
-    preloaded (Python itself is not instrumented); one thread for Numba and BLAS."""
+    preloaded (Python itself is not instrumented); one thread for Numba and BLAS; its inputs
+    seeded from ``rng`` (the test's: a replayed run draws the same)."""
     if os.environ.get("LAPLEXOPS_HOST_KERNELS", "1") == "0":
         pytest.skip("LAPLEXOPS_HOST_KERNELS=0")
     env = dict(
@@ -59,6 +63,7 @@ def _every_launch(runtime: str, flags: str, options: dict) -> subprocess.Complet
         NUMBA_NUM_THREADS="1",
         OMP_NUM_THREADS="1",
         OPENBLAS_NUM_THREADS="1",
+        LAPLEXOPS_EVERY_LAUNCH_SEED=str(int(rng.integers(2**63))),
     )
     return subprocess.run(
         [sys.executable, os.path.join(HERE, "cuda_host", "every_launch.py")],
@@ -111,7 +116,7 @@ def test_the_filter_keeps_races_within_the_kernels():
     assert len(kernel_races(ours + shared)) == 2
 
 
-def test_no_races_in_the_kernels(tmp_path):
+def test_no_races_in_the_kernels(tmp_path, rng):
     log = tmp_path / "tsan"
     options = {
         "TSAN_OPTIONS": f"halt_on_error=0 report_signal_unsafe=0 exitcode=0 "
@@ -120,17 +125,17 @@ def test_no_races_in_the_kernels(tmp_path):
     runtime = _runtime("tsan", options)
     if runtime is None:
         pytest.skip("no C++ compiler with a working ThreadSanitizer runtime (libtsan) here")
-    run = _every_launch(runtime, "-fsanitize=thread -g", options)
+    run = _every_launch(runtime, "-fsanitize=thread -g", options, rng)
     assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stdout + run.stderr
     text = "".join(p.read_text() for p in tmp_path.iterdir() if p.name.startswith("tsan"))
     races = kernel_races(text)
     assert not races, f"{len(races)} race(s) in the kernels; the first:\n{races[0]}"
 
 
-def test_no_access_outside_device_arrays():
+def test_no_access_outside_device_arrays(rng):
     options = {"ASAN_OPTIONS": "detect_leaks=0"}
     runtime = _runtime("asan", options)
     if runtime is None:
         pytest.skip("no C++ compiler with a working AddressSanitizer runtime (libasan) here")
-    run = _every_launch(runtime, "-fsanitize=address -fno-omit-frame-pointer -g", options)
+    run = _every_launch(runtime, "-fsanitize=address -fno-omit-frame-pointer -g", options, rng)
     assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stdout + run.stderr

@@ -17,19 +17,26 @@ from cuda_host.kernels import SMALL, HostKernels
 from laplex_testing import apply_ref, rel_err
 from laplexops.backends import _cupy, _cupy_sort
 
+#: the random inputs' seed: set by the test that runs this script (replayable from its own seed),
+#: a fresh one when run by hand; printed either way
+SEED = "LAPLEXOPS_EVERY_LAUNCH_SEED"
+
 
 def main() -> None:
-    every_launch(_cupy.CupyBackend(xp=np, kernels=HostKernels()), size=1500, small=False)
+    seed = int(os.environ.get(SEED, "").strip() or np.random.SeedSequence().entropy)
+    print(f"{SEED}={seed}")
+    rng = np.random.default_rng(seed)
+    every_launch(_cupy.CupyBackend(xp=np, kernels=HostKernels()), rng, size=1500, small=False)
     # tiles of 32 items: 1213 merged items take phase 2's three launches (spans of 32 tiles)
-    every_launch(_cupy.CupyBackend(xp=np, kernels=HostKernels(SMALL)), size=700, small=True)
+    every_launch(_cupy.CupyBackend(xp=np, kernels=HostKernels(SMALL)), rng, size=700, small=True)
     print("ok")
 
 
-def every_launch(backend, size: int, small: bool) -> None:
-    """Every kind of launch with about ``size`` anchors a side; ``small``: the backend has the
-    small geometry (the snapshot's launch does not depend on the geometry: its type pairs and
-    grid-stride rounds run only once, with the GPU's; the operators' snapshots run in both)."""
-    rng = np.random.default_rng()
+def every_launch(backend, rng, size: int, small: bool) -> None:
+    """Every kind of launch with about ``size`` anchors a side, inputs drawn from ``rng``;
+    ``small``: the backend has the small geometry (the snapshot's launch does not depend on the
+    geometry: its type pairs and grid-stride rounds run only once, with the GPU's; the operators'
+    snapshots run in both)."""
 
     def operator(x, y, rate):
         return lx.LaplexOperator(x, y, rate, backend=backend)

@@ -44,8 +44,6 @@ class Gradients(NamedTuple):
 
     Examples
     --------
-    >>> import numpy as np
-    >>> import laplexops as lx
     >>> op = lx.LaplexOperator(np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5]))
     >>> grads = op.gradient(np.array([1.0, 2.0]), np.array([1.0, 0.0, -1.0]))
     >>> grads._fields
@@ -164,8 +162,6 @@ class LaplexOperator:
 
     Examples
     --------
-    >>> import numpy as np
-    >>> import laplexops as lx
     >>> x = np.array([0.0, 1.0, 2.0])
     >>> y = np.array([0.5, 1.5])
     >>> op = lx.LaplexOperator(x, y, rate=1.0)
@@ -258,9 +254,7 @@ class LaplexOperator:
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import laplexops as lx
-        >>> op = lx.LaplexOperator(np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5]))
+        >>> op = lx.LaplexOperator([0.0, 1.0, 2.0], [0.5, 1.5])
         >>> phased = op.with_rate(1.0 + 2.0j)
         >>> phased.rate, phased.dtype
         ((1+2j), dtype('complex128'))
@@ -296,8 +290,6 @@ class LaplexOperator:
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import laplexops as lx
         >>> x, y = np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5])
         >>> op = lx.LaplexOperator(x, y).prepare()
         >>> step = op.with_anchors(x + 0.01, y)
@@ -320,9 +312,7 @@ class LaplexOperator:
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import laplexops as lx
-        >>> op = lx.LaplexOperator(np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5]))
+        >>> op = lx.LaplexOperator(np.arange(3.0), [0.5, 1.5])
         >>> op.x
         array([0., 1., 2.])
         >>> op.x.flags.writeable
@@ -336,11 +326,8 @@ class LaplexOperator:
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import laplexops as lx
-        >>> op = lx.LaplexOperator(np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5]))
-        >>> op.y
-        array([0.5, 1.5])
+        >>> lx.LaplexOperator([2.0, 0.0], [1.5, 0.5, 1.0]).y
+        array([1.5, 0.5, 1. ])
         """
         return self._public(self._y)
 
@@ -361,8 +348,6 @@ class LaplexOperator:
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import laplexops as lx
         >>> lx.LaplexOperator(np.zeros(2), np.zeros(3), np.float32(2.0)).rate
         2.0
         >>> lx.LaplexOperator(np.zeros(2), np.zeros(3), 0.5 + 1j).rate
@@ -376,9 +361,7 @@ class LaplexOperator:
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import laplexops as lx
-        >>> op = lx.LaplexOperator(np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5]))
+        >>> op = lx.LaplexOperator(np.arange(3.0), np.arange(2.0) + 0.5)
         >>> op.shape
         (3, 2)
         """
@@ -395,8 +378,6 @@ class LaplexOperator:
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import laplexops as lx
         >>> x = np.zeros(3, dtype=np.float32)
         >>> lx.LaplexOperator(x, x).dtype
         dtype('float32')
@@ -413,10 +394,7 @@ class LaplexOperator:
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import laplexops as lx
-        >>> op = lx.LaplexOperator(np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5]))
-        >>> op.backend
+        >>> lx.LaplexOperator([0.0, 1.0], [0.5], backend="auto").backend  # host data
         'numba'
         """
         return self._backend.name
@@ -459,9 +437,7 @@ class LaplexOperator:
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import laplexops as lx
-        >>> op = lx.LaplexOperator(np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5]))
+        >>> op = lx.LaplexOperator(np.linspace(0.0, 2.0, 3), np.array([0.5, 1.5]))
         >>> op.prepare() is op
         True
         """
@@ -511,7 +487,15 @@ class LaplexOperator:
         return result if operand.kind == "c" else np.finfo(result).dtype
 
     def _apply(self, v: Any, adjoint: bool, ndims: tuple[int, ...], what: str) -> Any:
+        """``W v`` (``W^H v`` when ``adjoint``) for an operand named ``what`` of ``ndims``; a
+        vector method (``ndims`` (1, 2)) takes one column at most."""
         m, n = self.shape
+        if ndims == (1, 2) and getattr(v, "ndim", 1) == 2 and v.shape[1] != 1:
+            lead, name = (m, "rmatvec") if adjoint else (n, "matvec")
+            raise ValueError(
+                f"{name} takes shape ({lead},) or ({lead}, 1); got {tuple(v.shape)}; "
+                f"use {name.replace('vec', 'mat')} for several columns"
+            )
         native, dtype, original = self._operand(v, m if adjoint else n, what, ndims)
         work = self._working_dtype(self._result_dtype(dtype), dtype)
         k = 1 if native.ndim == 1 else native.shape[1]
@@ -550,45 +534,41 @@ class LaplexOperator:
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import laplexops as lx
-        >>> op = lx.LaplexOperator(np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5]))
+        >>> op = lx.LaplexOperator(x=np.arange(3.0), y=[0.5, 1.5])
         >>> np.round(op.matvec(np.array([1.0, 2.0])), 4)
         array([1.0528, 1.8196, 1.4362])
         """
-        if getattr(v, "ndim", 1) == 2 and v.shape[1] != 1:
-            raise ValueError(
-                f"matvec takes shape ({self.shape[1]},) or ({self.shape[1]}, 1); "
-                f"got {tuple(v.shape)}; use matmat for several columns"
-            )
         return self._apply(v, False, (1, 2), "v")
 
     def matmat(self, V: Any) -> Any:
         """The product ``W @ V`` of ``k`` columns at once; O(N k) on a built plan.
 
+        ``V`` (real or complex, from the anchors' namespace and device) is checked as
+        :meth:`matvec` checks its operand, except that it must be 2-D; the result is in ``V``'s
+        namespace and on its device, with the dtype :meth:`matvec` gives.
+
         Parameters
         ----------
         V : array, shape (n, k)
-            Real or complex, from the anchors' namespace and device.
+            ``k`` columns, ``k = 1`` included.
 
         Returns
         -------
         array, shape (m, k)
-            In ``V``'s namespace and on its device, dtype as for :meth:`matvec`.
+            Column ``j`` is ``W @ V[:, j]``.
 
         Raises
         ------
-        ValueError
-            An operand that is not 2-D or whose leading dimension is not n.
-        TypeError
-            An operand of a non-numeric dtype, or from another namespace or device than the
-            anchors.
+        ValueError, TypeError
+            As :meth:`matvec`; ``ValueError`` also for a ``V`` that is not 2-D.
+
+        See Also
+        --------
+        matvec, rmatmat
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import laplexops as lx
-        >>> op = lx.LaplexOperator(np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5]))
+        >>> op = lx.LaplexOperator(np.arange(3.0), [0.5, 1.5], rate=1.0)
         >>> np.round(op.matmat(np.eye(2)), 4)
         array([[0.6065, 0.2231],
                [0.6065, 0.6065],
@@ -599,69 +579,62 @@ class LaplexOperator:
     def rmatvec(self, u: Any) -> Any:
         """The adjoint product ``W^H @ u`` (conjugate transpose); O(N) on a built plan.
 
-        ``(W^H u)[j] = sum_i exp(-conj(rate) |x[i] - y[j]|) u[i]``; it uses the same plan as
-        :meth:`matvec`.
+        ``(W^H u)[j] = sum_i exp(-conj(rate) |x[i] - y[j]|) u[i]``, on the plan :meth:`matvec`
+        uses. ``u`` (real or complex, from the anchors' namespace and device) is checked as
+        :meth:`matvec` checks its operand, with m in place of n; the result is in ``u``'s
+        namespace and on its device, with the dtype :meth:`matvec` gives.
 
         Parameters
         ----------
         u : array, shape (m,) or (m, 1)
-            Real or complex, from the anchors' namespace and device.
+            One right-hand side of the adjoint (an upstream gradient, say).
 
         Returns
         -------
         array, shape (n,) or (n, 1)
-            In ``u``'s namespace and on its device, dtype as for :meth:`matvec`.
+            ``W^H u``, shaped as ``u`` is (1-D or one column).
 
         Raises
         ------
-        ValueError
-            An operand whose leading dimension is not m, of ndim 0 or > 2, or of shape
-            ``(m, k)`` with ``k > 1`` (use :meth:`rmatmat`).
-        TypeError
-            An operand of a non-numeric dtype, or from another namespace or device than the
-            anchors.
+        ValueError, TypeError
+            As :meth:`matvec`; several columns go to :meth:`rmatmat`.
+
+        See Also
+        --------
+        matvec, H
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import laplexops as lx
-        >>> op = lx.LaplexOperator(np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5]))
+        >>> op = lx.LaplexOperator([0, 1, 2], [0.5, 1.5])  # integer anchors: float64
         >>> np.round(op.rmatvec(np.array([1.0, 0.0, -1.0])), 4)
         array([ 0.3834, -0.3834])
         """
-        if getattr(u, "ndim", 1) == 2 and u.shape[1] != 1:
-            raise ValueError(
-                f"rmatvec takes shape ({self.shape[0]},) or ({self.shape[0]}, 1); "
-                f"got {tuple(u.shape)}; use rmatmat for several columns"
-            )
         return self._apply(u, True, (1, 2), "u")
 
     def rmatmat(self, U: Any) -> Any:
         """The adjoint product ``W^H @ U`` of ``k`` columns at once; O(N k) on a built plan.
 
+        Each column as :meth:`rmatvec` would give it, from one pass over the plan per column
+        block; ``U`` as :meth:`matmat` takes ``V``, with m rows instead of n, and the same
+        errors (:class:`ValueError`, :class:`TypeError`).
+
         Parameters
         ----------
         U : array, shape (m, k)
-            Real or complex, from the anchors' namespace and device.
+            The adjoint's right-hand sides.
 
         Returns
         -------
         array, shape (n, k)
-            In ``U``'s namespace and on its device, dtype as for :meth:`matvec`.
+            ``W^H U``: conjugate weights, rows and columns swapped.
 
-        Raises
-        ------
-        ValueError
-            An operand that is not 2-D or whose leading dimension is not m.
-        TypeError
-            An operand of a non-numeric dtype, or from another namespace or device than the
-            anchors.
+        See Also
+        --------
+        matmat, rmatvec
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import laplexops as lx
-        >>> op = lx.LaplexOperator(np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5]))
+        >>> op = lx.LaplexOperator(np.arange(3.0), y=np.array([0.5, 1.5]))
         >>> op.rmatmat(np.ones((3, 4))).shape
         (2, 4)
         """
@@ -690,9 +663,7 @@ class LaplexOperator:
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import laplexops as lx
-        >>> op = lx.LaplexOperator(np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5]))
+        >>> op = lx.LaplexOperator(x=[0.0, 1.0, 2.0], y=[0.5, 1.5], rate=1.0)
         >>> (op @ np.ones(2)).shape, (op @ np.ones((2, 5))).shape
         ((3,), (3, 5))
         """
@@ -723,9 +694,7 @@ class LaplexOperator:
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import laplexops as lx
-        >>> op = lx.LaplexOperator(np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5]))
+        >>> op = lx.LaplexOperator(np.linspace(0.0, 2.0, 3), [0.5, 1.5], 1.0)
         >>> np.round(op.dot(np.array([1.0, 2.0])), 4)
         array([1.0528, 1.8196, 1.4362])
         """
@@ -740,8 +709,6 @@ class LaplexOperator:
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import laplexops as lx
         >>> op = lx.LaplexOperator(np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5]), 1.0 + 2.0j)
         >>> op.H
         LaplexOperator(shape=(2, 3), rate=(1-2j), dtype=complex128, backend='numba')
@@ -760,9 +727,7 @@ class LaplexOperator:
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import laplexops as lx
-        >>> op = lx.LaplexOperator(np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5]))
+        >>> op = lx.LaplexOperator(np.arange(3.0), np.array([0.5, 1.5]), backend="numba")
         >>> op.adjoint().shape
         (2, 3)
         """
@@ -776,9 +741,7 @@ class LaplexOperator:
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import laplexops as lx
-        >>> op = lx.LaplexOperator(np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5]))
+        >>> op = lx.LaplexOperator((0.0, 1.0, 2.0), (0.5, 1.5))
         >>> np.allclose(op.T.to_dense(), op.to_dense().T)
         True
         """
@@ -794,9 +757,7 @@ class LaplexOperator:
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import laplexops as lx
-        >>> op = lx.LaplexOperator(np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5]))
+        >>> op = lx.LaplexOperator(np.arange(3.0), np.arange(0.5, 2.0))
         >>> op.transpose().shape
         (2, 3)
         """
@@ -817,9 +778,7 @@ class LaplexOperator:
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import laplexops as lx
-        >>> op = lx.LaplexOperator(np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5]))
+        >>> op = lx.LaplexOperator(np.arange(3.0), np.linspace(0.5, 1.5, 2), rate=1)
         >>> lin = op.aslinearoperator()
         >>> lin.shape, lin.dtype
         ((3, 2), dtype('float64'))
@@ -862,9 +821,7 @@ class LaplexOperator:
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import laplexops as lx
-        >>> op = lx.LaplexOperator(np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5]))
+        >>> op = lx.LaplexOperator(np.r_[0.0:3.0], [0.5, 1.5])
         >>> np.round(op.to_dense(), 4)
         array([[0.6065, 0.2231],
                [0.6065, 0.6065],
@@ -925,8 +882,6 @@ class LaplexOperator:
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import laplexops as lx
         >>> x, y = np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5])
         >>> op = lx.LaplexOperator(x, y, rate=1.0)
         >>> v, g = np.array([1.0, 2.0]), np.array([1.0, 0.0, -1.0])

@@ -81,7 +81,6 @@ def register_backend(
 
     Examples
     --------
-    >>> import laplexops as lx
     >>> from laplexops.backends import register_backend, registered, unregister_backend
     >>> from laplexops.backends._numba import NumbaBackend
     >>> register_backend("numba-again", "cpu", NumbaBackend)
@@ -189,7 +188,6 @@ def available() -> list[str]:
 
     Examples
     --------
-    >>> import laplexops as lx
     >>> "numba" in lx.available_backends()
     True
     """
@@ -285,8 +283,6 @@ def set_backend(backend: str | Backend) -> Iterator[Backend]:
 
     Examples
     --------
-    >>> import numpy as np
-    >>> import laplexops as lx
     >>> from laplexops.backends import set_backend
     >>> with set_backend("numba"):
     ...     op = lx.LaplexOperator(np.arange(3.0), np.arange(2.0))

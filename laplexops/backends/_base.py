@@ -73,7 +73,6 @@ class Backend(Protocol):
 
     Examples
     --------
-    >>> import numpy as np
     >>> from laplexops.backends import Backend, get_backend
     >>> numba = get_backend("numba", "cpu")
     >>> isinstance(numba, Backend), numba.device, numba.xp is np
@@ -105,7 +104,6 @@ class Backend(Protocol):
 
         Examples
         --------
-        >>> import numpy as np
         >>> from laplexops.backends import get_backend
         >>> a = np.array([0.0, 2.0, 1.0])
         >>> get_backend("numba", "cpu").asarray(a) is a
@@ -135,7 +133,6 @@ class Backend(Protocol):
 
         Examples
         --------
-        >>> import numpy as np
         >>> from laplexops.backends import get_backend
         >>> copy, bad, ordered = get_backend("numba", "cpu").snapshot(
         ...     np.array([0, 2, 1]), np.dtype(np.float64)
@@ -172,7 +169,6 @@ class Backend(Protocol):
 
         Examples
         --------
-        >>> import numpy as np
         >>> from laplexops.backends import get_backend
         >>> numba = get_backend("numba", "cpu")
         >>> plan = numba.plan(np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5]))
@@ -226,7 +222,6 @@ class Backend(Protocol):
 
         Examples
         --------
-        >>> import numpy as np
         >>> from laplexops.backends import Side, get_backend
         >>> numba = get_backend("numba", "cpu")
         >>> plan = numba.plan(np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5]))

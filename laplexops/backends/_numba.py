@@ -48,6 +48,7 @@ class _Side:
             self.hi,
             dtype.type(rate),
             *out,
+            work=m + n,
         )
         return out
 
@@ -94,9 +95,9 @@ class NumbaPlan(SortedPlan):
 
 
 def _take(a: np.ndarray, perm: np.ndarray) -> np.ndarray:
-    """``a[perm]`` for 1-D ``a``, gathered in parallel."""
+    """``a[perm]`` for 1-D ``a``, gathered in parallel when large."""
     out = np.empty(perm.shape[0], a.dtype)
-    gather(a.reshape(-1, 1), perm, out.reshape(-1, 1))
+    gather(a.reshape(-1, 1), perm, out.reshape(-1, 1), work=perm.shape[0])
     return out
 
 
@@ -194,11 +195,12 @@ class NumbaBackend:
         rperm = _NO_PERM if s.rperm is None else s.rperm
         with plan.scratch(layout) as (*scratch, sorted_b):
             if staged:  # complex values move as pairs of reals: several times faster
-                gather(_real_view(b), s.cperm, _real_view(sorted_b))
+                gather(_real_view(b), s.cperm, _real_view(sorted_b), work=n * k)
                 b = sorted_b
             cz = s.cz.astype(real, copy=False)
             if s.square:
-                scan_square(cz, rperm, d, b, *outs, *scratch)
+                # one task per column: a single column gains nothing from threads
+                scan_square(cz, rperm, d, b, *outs, *scratch, work=n * k if k > 1 else 0)
             else:
                 scan(
                     s.rz.astype(real, copy=False),
@@ -214,6 +216,7 @@ class NumbaBackend:
                     s.runs,
                     *outs,
                     *scratch,
+                    work=(m + n) * k,
                 )
         return tuple(o if want else None for o, want in zip(outs, wants))
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import get_num_threads, njit, prange
+from numba import get_num_threads, prange
+
+from ._numba_threads import kernel, use_threads
 
 __all__ = ["merge_counts"]
 
 
-@njit(cache=True, parallel=True)
+@kernel
 def _merge_counts(rs, cs, lo, hi, chunks):  # pragma: no cover - compiled
     m = rs.shape[0]
     n = cs.shape[0]
@@ -35,8 +37,11 @@ def _merge_counts(rs, cs, lo, hi, chunks):  # pragma: no cover - compiled
 def merge_counts(rs, cs, lo, hi):
     """For sorted ``rs`` and ``cs`` fill ``lo[r] = #{cs < rs[r]}`` and ``hi[r] = #{cs <= rs[r]}``.
 
-    Linear merge walks over row chunks in parallel, each started by one binary search:
-    O(m + n) work (``np.searchsorted`` of every row would be O(m log n)).
+    Linear merge walks over row chunks, each started by one binary search: O(m + n) work
+    (``np.searchsorted`` of every row would be O(m log n)). Large inputs walk one chunk per Numba
+    thread in parallel, smaller ones one chunk in the serial build (no parallel region).
     """
-    chunks = get_num_threads() if rs.shape[0] > 65536 else 1
-    _merge_counts(rs, cs, lo, hi, chunks)
+    if use_threads(rs.shape[0] + cs.shape[0]):
+        _merge_counts.parallel(rs, cs, lo, hi, get_num_threads())
+    else:
+        _merge_counts.serial(rs, cs, lo, hi, 1)

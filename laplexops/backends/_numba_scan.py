@@ -26,6 +26,8 @@ when no columns repeat). Three reductions come out of these scans:
 Phase 1 runs the forward and the backward scans of every right-hand side as independent tasks (two
 cores busy even for one vector); phase 2 combines them row by row, in parallel over rows. The column
 scans walk memory in order and have no data-dependent branches. O((m + n) k) work, O(n k) scratch.
+Each kernel also has a serial build, which calls below ``PARALLEL_MIN_WORK`` take (see
+``_numba_threads``): their caller passes ``work=``, the elements the call touches.
 
 When rows and columns are one set of distinct anchors (a square Gram operator, x = y), ``lo[r] =
 r``, ``hi[r] = r + 1``, ``el[r] = d[r]`` and ``er[r] = d[r+1]``: ``scan_square`` then folds phase 2
@@ -37,12 +39,14 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ._numba_threads import kernel
+
 __all__ = ["decays", "gather", "scan", "scan_square"]
 
 
-@njit(cache=True, parallel=True)
+@kernel
 def decays(rs, cs, lo, hi, rate, d, el, er):  # pragma: no cover - compiled
-    """Fill the side's decays ``d``, ``el``, ``er`` for ``rate`` (see above); O(m + n), parallel."""
+    """Fill the side's decays ``d``, ``el``, ``er`` for ``rate`` (see above); O(m + n)."""
     n = cs.shape[0]
     for c in prange(n):
         d[c] = np.exp(-rate * (cs[c] - cs[c - 1])) if c > 0 else 0
@@ -53,9 +57,9 @@ def decays(rs, cs, lo, hi, rate, d, el, er):  # pragma: no cover - compiled
         er[r] = np.exp(-rate * (cs[e] - rs[r])) if e < n else 0
 
 
-@njit(cache=True, parallel=True)
+@kernel
 def gather(b, perm, out):  # pragma: no cover - compiled
-    """``out[c] = b[perm[c]]`` row by row, in parallel: unsorted operands into sorted order."""
+    """``out[c] = b[perm[c]]`` row by row: unsorted operands into sorted order."""
     for c in prange(perm.shape[0]):
         src = perm[c]
         for j in range(b.shape[1]):
@@ -111,7 +115,7 @@ def _runs(cs, b, j, t):  # pragma: no cover - compiled
         t[c] = acc
 
 
-@njit(cache=True, parallel=True)
+@kernel
 def scan(
     rs,
     cs,
@@ -187,7 +191,7 @@ def scan(
                 out_moment[i, j] = m1
 
 
-@njit(cache=True, parallel=True)
+@kernel
 def scan_square(cs, rperm, d, b, out_sum, out_signed, out_moment, fwd, fwd1):  # pragma: no cover
     """``scan`` for rows equal to the columns (distinct anchors): one forward scan into ``fwd``
     (``fwd1``), then the backward scan writes the outputs directly. O(n k), parallel over

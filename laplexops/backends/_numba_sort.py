@@ -19,6 +19,8 @@ likewise from ``2**31`` elements on, where the int32 payload would overflow.
 import numpy as np
 from numba import njit, prange
 
+from ._numba_threads import kernel
+
 __all__ = ["argsort", "argsort_two", "is_sorted", "repair"]
 
 #: sizes below which NumPy's stable sort beats the radix sort, by dtype (measured crossovers)
@@ -118,9 +120,10 @@ def _radix_argsort_into(bits, sign, out, work):
     _scatter(dst_k, dst_i, None, out, _exclusive_cumsum(counts[p]), p)
 
 
-@njit(cache=True, parallel=True)
+@kernel
 def _radix_argsort_two(bits_a, sign_a, out_a, work_a, bits_b, sign_b, out_b, work_b):
-    """Run ``_radix_argsort_into`` on two arrays concurrently, one thread each."""
+    """Run ``_radix_argsort_into`` on two arrays, concurrently (one thread each) in the parallel
+    build, one after the other in the serial one."""
     for t in prange(2):
         if t == 0:
             _radix_argsort_into(bits_a, sign_a, out_a, work_a)
@@ -189,8 +192,9 @@ def argsort_two(a, b, numpy_below=None):
     """Return ``(argsort(a), argsort(b))``, sorting the two arrays in parallel.
 
     ``a`` and ``b`` may differ in length and in dtype (float32/float64 each).
-    When both are large they are sorted concurrently on two threads; otherwise
-    sequentially.  Same complexity as two calls to :func:`argsort`;
+    When both are large they are sorted concurrently on two threads (when
+    together they reach ``PARALLEL_MIN_WORK``, see ``_numba_threads``);
+    otherwise sequentially.  Same complexity as two calls to :func:`argsort`;
     ``numpy_below`` as there.
     """
     a, b = _as_float_vector(a), _as_float_vector(b)
@@ -200,7 +204,9 @@ def argsort_two(a, b, numpy_below=None):
     bits_b, sign_b = _radix_args(b)
     out_a, work_a = _workspace(bits_a)
     out_b, work_b = _workspace(bits_b)
-    _radix_argsort_two(bits_a, sign_a, out_a, work_a, bits_b, sign_b, out_b, work_b)
+    _radix_argsort_two(
+        bits_a, sign_a, out_a, work_a, bits_b, sign_b, out_b, work_b, work=a.size + b.size
+    )
     return out_a, out_b
 
 

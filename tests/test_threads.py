@@ -1,0 +1,152 @@
+"""When the CPU backend uses threads (``laplexops/backends/_numba_threads.py``): small calls run
+the serial builds of the kernels and never enter a parallel region (on a loaded machine one region
+can cost milliseconds; docs/benchmarks.md, Small problems and threads), large ones the parallel
+builds, and both builds give the same bits (docs/reference.md, Accuracy: repeated calls are bitwise
+identical)."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+
+import laplexops as lx
+import laplexops.backends._numba  # builds every kernel (the backend's modules load lazily)
+from laplexops.backends import _numba_threads
+from laplexops.backends._numba_sort import argsort_two
+from laplexops.backends._numba_threads import KERNELS
+
+multithreaded = pytest.mark.skipif(
+    numba.get_num_threads() < 2, reason="Numba runs one thread here (NUMBA_NUM_THREADS=1)"
+)
+
+
+def refuse_parallel(monkeypatch):
+    """Make every parallel build raise: a call that enters one fails the test."""
+
+    def make(name):
+        def refuse(*args):
+            raise AssertionError(f"the parallel build of {name} was entered")
+
+        return refuse
+
+    for name, kernel in KERNELS.items():
+        monkeypatch.setattr(kernel, "parallel", make(name))
+
+
+def count_parallel(monkeypatch) -> dict[str, int]:
+    """Count the calls of every parallel build (which still runs)."""
+    calls = dict.fromkeys(KERNELS, 0)
+
+    def make(name, build):
+        def counted(*args):
+            calls[name] += 1
+            return build(*args)
+
+        return counted
+
+    for name, kernel in KERNELS.items():
+        monkeypatch.setattr(kernel, "parallel", make(name, kernel.parallel))
+    return calls
+
+
+def workload(rng, m, n, k, rate, dtype=np.float64):
+    """Everything an optimizer step does: a fresh plan (sort, merge counts, decays), products,
+    adjoint products, a gradient, a new rate, a repaired plan."""
+    x, y = rng.uniform(-1.0, 1.0, m).astype(dtype), rng.uniform(-1.0, 1.0, n).astype(dtype)
+    x[: m // 4] = y[: m // 4]  # ties
+    op = lx.LaplexOperator(x, y, rate)
+    V, U = rng.standard_normal((n, k)).astype(dtype), rng.standard_normal((m, k)).astype(dtype)
+    distinct = np.unique(y)
+    grads = op.gradient(V, U)
+    stepped = op.with_anchors(x + 1e-4 * rng.standard_normal(m), y)
+    gram = lx.LaplexOperator(distinct, distinct, rate)  # distinct anchors: the square scan
+    return [
+        op @ V,
+        op.rmatmat(U),
+        op @ V[:, 0],
+        op.with_rate(2 * rate) @ V,
+        *grads[:2],
+        np.asarray(grads.rate),
+        grads.v,
+        stepped @ V,
+        gram @ V[: distinct.shape[0]],
+        gram @ V[: distinct.shape[0], 0],
+    ]
+
+
+def test_every_parallel_kernel_has_a_serial_build():
+    assert {name.rsplit(".", 1)[1] for name in KERNELS} >= {
+        "scan",
+        "scan_square",
+        "decays",
+        "gather",
+        "_merge_counts",
+        "_radix_argsort_two",
+    }
+    for kernel in KERNELS.values():
+        assert kernel.serial is not kernel.parallel
+        assert kernel.serial.targetoptions.get("parallel") is not True
+        assert kernel.parallel.targetoptions.get("parallel") is True
+
+
+@pytest.mark.parametrize("rate", [0.7, 0.5 + 3j])
+def test_small_problems_enter_no_parallel_region(rng, monkeypatch, rate):
+    """An optimizer step of a small model (here 10 x 64 anchors, 400 columns) runs serially."""
+    refuse_parallel(monkeypatch)
+    for result in workload(rng, 10, 64, 400, rate):
+        assert np.all(np.isfinite(result))
+
+
+def test_small_sorts_of_both_sides_run_serially(rng, monkeypatch):
+    """Two sides just above the radix sort's NumPy cut-off sort one after the other."""
+    refuse_parallel(monkeypatch)
+    a, b = rng.standard_normal(5000), rng.standard_normal(6000)
+    pa, pb = argsort_two(a, b)
+    assert np.array_equal(pa, np.argsort(a, kind="stable"))
+    assert np.array_equal(pb, np.argsort(b, kind="stable"))
+
+
+@multithreaded
+def test_large_problems_use_the_threads(rng, monkeypatch):
+    calls = count_parallel(monkeypatch)
+    n = _numba_threads.PARALLEL_MIN_WORK
+    op = lx.LaplexOperator(rng.uniform(0.0, n, n), rng.uniform(0.0, n, n), 1.0)
+    op @ rng.standard_normal(n)
+    for name in ("scan", "decays", "gather", "_merge_counts", "_radix_argsort_two"):
+        assert calls[f"laplexops.backends._numba_{_module(name)}.{name}"] >= 1, calls
+
+
+def _module(name: str) -> str:
+    return {"_merge_counts": "plan", "_radix_argsort_two": "sort"}.get(name, "scan")
+
+
+@multithreaded
+def test_one_thread_set_by_the_caller_means_serial(rng, monkeypatch):
+    """``numba.set_num_threads(1)`` (in the calling thread) keeps even large calls serial."""
+    refuse_parallel(monkeypatch)
+    n = _numba_threads.PARALLEL_MIN_WORK
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        out = lx.LaplexOperator(rng.uniform(0.0, n, n), rng.uniform(0.0, n, n)) @ np.ones(n)
+    finally:
+        numba.set_num_threads(before)
+    assert np.all(np.isfinite(out))
+
+
+@multithreaded
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rate", [1.3, 0.4 - 2j])
+def test_serial_and_parallel_builds_give_the_same_bits(rng, monkeypatch, dtype, rate):
+    seed = int(rng.integers(2**32))
+    shape = (5000, 7000, 3)  # both sides long enough for the radix sort
+    serial = workload(np.random.default_rng(seed), *shape, rate, dtype)
+    monkeypatch.setattr(_numba_threads, "PARALLEL_MIN_WORK", 0)  # every call in parallel
+    calls = count_parallel(monkeypatch)
+    parallel = workload(np.random.default_rng(seed), *shape, rate, dtype)
+    assert all(count > 0 for count in calls.values()), [n for n, c in calls.items() if not c]
+    for a, b in zip(serial, parallel):
+        assert a.dtype == b.dtype
+        assert np.array_equal(a, b, equal_nan=True)
+        assert a.tobytes() == b.tobytes()

@@ -41,7 +41,8 @@ from .backends import Backend, get_backend
 
 __all__ = ["laplex_matmul", "cache_info", "cache_clear", "CacheInfo", "CACHE_SIZE"]
 
-#: The number of operators (anchors and their plans) the cache keeps, most recently used first.
+#: The number of operators (anchors and their plans) the cache keeps; the least recently used goes
+#: first. Assign ``laplexops.jax.CACHE_SIZE`` to change it: the cache reads it at every insertion.
 CACHE_SIZE = 8
 
 
@@ -90,12 +91,14 @@ def laplex_matmul(x: Any, y: Any, rate: Any, v: Any, *, backend: str | Backend =
     ------
     ValueError
         Anchors that are not 1-D, a ``v`` of ndim other than 1 or 2 or whose leading dimension is
-        not ``n``, a ``backend`` that does not serve host data. Values are checked by the library
-        inside the callback: anchors that are not finite, or a rate with ``Re(rate) <= 0``, raise
-        its :class:`ValueError` when the computation runs (under :func:`jax.jit` as well, with
-        the library's message in JAX's).
+        not ``n``, a ``backend`` that does not serve host data: when the function is called or
+        traced.
     TypeError
         Complex or non-numeric anchors or operand, a rate that is not a scalar.
+    jax.errors.JaxRuntimeError
+        When the computation runs (under :func:`jax.jit` as well), for values the library checks
+        inside the callback: anchors that are not finite, a rate with ``Re(rate) <= 0``. JAX
+        re-raises the library's :class:`ValueError` as its runtime error, with its message.
 
     See Also
     --------
@@ -380,8 +383,7 @@ class _Cache:
     several threads). A hit is found by a hash of the anchors' bytes and confirmed by comparing
     their values; a miss repairs the most recent plan of the same shapes, backend and dtype."""
 
-    def __init__(self, maxsize: int) -> None:
-        self.maxsize = maxsize
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._ops: OrderedDict[tuple[Any, ...], LaplexOperator] = OrderedDict()
         self._hits = self._misses = self._repairs = 0
@@ -410,13 +412,13 @@ class _Cache:
             self._repairs += previous is not None
             self._ops[key] = op
             self._ops.move_to_end(key)
-            while len(self._ops) > self.maxsize:
+            while len(self._ops) > max(CACHE_SIZE, 1):
                 self._ops.popitem(last=False)
         return op
 
     def info(self) -> CacheInfo:
         with self._lock:
-            return CacheInfo(self._hits, self._misses, self._repairs, self.maxsize, len(self._ops))
+            return CacheInfo(self._hits, self._misses, self._repairs, CACHE_SIZE, len(self._ops))
 
     def clear(self) -> None:
         with self._lock:
@@ -424,4 +426,4 @@ class _Cache:
             self._hits = self._misses = self._repairs = 0
 
 
-_CACHE = _Cache(CACHE_SIZE)
+_CACHE = _Cache()

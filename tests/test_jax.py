@@ -17,7 +17,7 @@ from jax.test_util import check_grads  # noqa: E402
 
 import laplexops.jax  # noqa: E402
 from laplexops.backends import get_backend  # noqa: E402
-from laplexops.jax import CACHE_SIZE, cache_clear, cache_info, laplex_matmul  # noqa: E402
+from laplexops.jax import cache_clear, cache_info, laplex_matmul  # noqa: E402
 
 
 @pytest.fixture
@@ -362,19 +362,22 @@ def test_cache_reuses_plans_and_repairs_them(x64, rng):
     np.testing.assert_allclose(value, jnp.sum((_dense(x2, y, 1.0) @ v) ** 2), rtol=1e-12)
 
 
-def test_cache_evicts_the_least_recently_used(x64, rng):
+def test_cache_evicts_the_least_recently_used(x64, rng, monkeypatch):
+    monkeypatch.setattr(laplexops.jax, "CACHE_SIZE", 3)
     spy = _CountingBackend()
     cache_clear()
-    anchors = [jnp.asarray(_anchors(rng, 4 + i, 3)[0]) for i in range(CACHE_SIZE + 1)]
+    anchors = [jnp.asarray(_anchors(rng, 4 + i, 3)[0]) for i in range(4)]
     y = jnp.asarray([0.1, 0.2, 0.3])
     for x in anchors:  # distinct shapes: no repairs, one plan each
         laplex_matmul(x, y, 1.0, jnp.ones(3), backend=spy)
-    assert spy.plans == CACHE_SIZE + 1
-    assert cache_info().currsize == CACHE_SIZE
-    laplex_matmul(anchors[-1], y, 1.0, jnp.ones(3), backend=spy)  # still cached
-    assert spy.plans == CACHE_SIZE + 1
+    assert spy.plans == 4
+    assert cache_info()[3:] == (3, 3)  # maxsize, currsize
+    laplex_matmul(anchors[1], y, 1.0, jnp.ones(3), backend=spy)  # still cached, now the newest
+    assert spy.plans == 4
     laplex_matmul(anchors[0], y, 1.0, jnp.ones(3), backend=spy)  # evicted: planned again
-    assert spy.plans == CACHE_SIZE + 2
+    assert spy.plans == 5
+    laplex_matmul(anchors[1], y, 1.0, jnp.ones(3), backend=spy)  # kept by its recent use
+    assert spy.plans == 5
 
 
 def test_a_hash_hit_is_confirmed_by_the_values(x64, rng, monkeypatch):

@@ -16,11 +16,9 @@ Examples
 >>> import jax.numpy as jnp
 >>> from laplexops.jax import laplex_matmul
 >>> x, y = jnp.array([0.0, 1.0, 2.0]), jnp.array([0.5, 1.5])
->>> u = laplex_matmul(x, y, 1.0, jnp.array([1.0, 2.0]))
->>> u.dtype, u.shape
-(dtype('float32'), (3,))
->>> np.asarray(u).round(4)
-array([1.0528, 1.8196, 1.4362], dtype=float32)
+>>> u = laplex_matmul(x, y, 1.0, jnp.array([1.0, 2.0]))  # float32 unless jax_enable_x64 is set
+>>> np.asarray(u, dtype=np.float64).round(4)
+array([1.0528, 1.8196, 1.4362])
 """
 
 from __future__ import annotations
@@ -132,8 +130,8 @@ def laplex_matmul(x: Any, y: Any, rate: Any, v: Any, *, backend: str | Backend =
     >>> from laplexops.jax import laplex_matmul
     >>> x, y = jnp.array([0.0, 1.0, 2.0]), jnp.array([0.5, 1.5])
     >>> v = jnp.array([1.0, 2.0])
-    >>> np.asarray(laplex_matmul(x, y, 1.0, v)).round(4)
-    array([1.0528, 1.8196, 1.4362], dtype=float32)
+    >>> np.asarray(laplex_matmul(x, y, 1.0, v), dtype=np.float64).round(4)
+    array([1.0528, 1.8196, 1.4362])
 
     The gradient of a loss with respect to the anchors, the rate and the operand, compiled:
 

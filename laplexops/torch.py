@@ -490,7 +490,7 @@ def laplex_matmul(
             f"v must have shape ({n},) or (..., {n}, k) to match y; got {tuple(v.shape)}"
         )
     batch, k = v.shape[:-2], v.shape[-1]
-    columns = v.movedim(-2, 0).reshape(n, -1).contiguous()
+    columns = v.movedim(-2, 0).reshape(n, math.prod(batch) * k).contiguous()
     out = _matmat(x, y, rate, columns, key, real)
     return out.reshape(x.shape[0], *batch, k).movedim(0, -2)
 
@@ -552,7 +552,7 @@ def laplex_linear(
     if input.ndim == 0 or input.shape[-1] != n:
         raise ValueError(f"input must have shape (..., {n}) to match y; got {tuple(input.shape)}")
     batch = input.shape[:-1]
-    columns = input.reshape(-1, n).mT.contiguous()
+    columns = input.reshape(math.prod(batch), n).mT.contiguous()
     key = -1 if cache is None else cache.key
     out = _matmat(x, y, rate, columns, key, real)
     return out.mT.reshape(*batch, x.shape[0])

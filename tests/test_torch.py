@@ -21,6 +21,7 @@ import laplexops as lx
 torch = pytest.importorskip("torch")
 
 import laplexops.torch as lxt  # noqa: E402
+from laplexops.backends import _numba_sort  # noqa: E402
 from laplexops.backends._numba import NumbaBackend  # noqa: E402
 from laplexops.torch import LaplexLinear, PlanCache, laplex_linear, laplex_matmul  # noqa: E402
 
@@ -253,11 +254,17 @@ def test_float32_agrees_with_float64(rng, rate_kind):
 
 
 def test_empty_operands_and_anchors(rng):
+    """Empty anchors and operands as for a dense matrix of that shape (zero when n = 0)."""
     x, y = _anchors(rng, 4, 3)
-    v = torch.zeros(3, 0, dtype=F64, requires_grad=True)
-    assert laplex_matmul(x, y, 1.0, v).shape == (4, 0)
-    out = laplex_matmul(x[:0], y, 1.0, torch.ones(3, dtype=F64, requires_grad=True))
-    assert out.shape == (0,)
+    assert laplex_matmul(x, y, 1.0, torch.zeros(2, 3, 0, dtype=F64)).shape == (2, 4, 0)
+    assert laplex_matmul(x, y, 1.0, torch.zeros(0, 3, 2, dtype=F64)).shape == (0, 4, 2)
+    for in_features, out_features in ((0, 3), (3, 0)):
+        layer = LaplexLinear(in_features, out_features, dtype=F64)
+        out = layer(torch.ones(2, in_features, dtype=F64))
+        assert out.shape == (2, out_features)
+        out.sum().backward()
+        assert torch.equal(out, layer.bias.expand(2, -1))
+        assert all(p.grad.shape == p.shape for p in layer.parameters())
 
 
 # ---------------------------------------------------------------------- what a backward computes
@@ -325,12 +332,24 @@ def _train(model, steps, gen, lr=1e-2, in_features=20, out_features=12):
 
 def test_one_plan_per_training_step_repaired_from_the_previous(monkeypatch, rng):
     layer = LaplexLinear(20, 12, phased=True)
-    layer(torch.zeros(20))  # the first plan: sorted anchors, nothing to repair
+    with torch.no_grad():  # anchors in random order: each plan needs the previous order
+        for p in (layer.x, layer.y):
+            p.copy_(p[torch.randperm(p.shape[0], generator=_gen(rng))])
+    layer(torch.zeros(20))  # the first plan: a sort
     hints = _spy_plans(monkeypatch)
+    _no_full_sort(monkeypatch)
     _train(layer, 4, _gen(rng))
     # the first step runs on that plan; each later one moved the anchors: one plan per step (the
-    # backward reuses the forward's), repaired from the previous step's plan
+    # backward reuses the forward's), repaired from the previous step's order without a sort
     assert len(hints) == 3 and all(h is not None for h in hints)
+
+
+def _no_full_sort(monkeypatch):
+    def refuse(*args):
+        raise AssertionError("a full sort ran although the previous plan should have served")
+
+    monkeypatch.setattr(_numba_sort, "argsort", refuse)
+    monkeypatch.setattr(_numba_sort, "argsort_two", refuse)
 
 
 def test_rate_only_training_keeps_the_plan(monkeypatch, rng):

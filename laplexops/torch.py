@@ -769,7 +769,9 @@ class LaplexLinear(torch.nn.Module):
         Parameters
         ----------
         input : torch.Tensor, shape (..., in_features)
-            Real, on the parameters' device.
+            Real floating, on the parameters' device. Half precision (float16, bfloat16, as an
+            autocast region makes it) computes in float32, as the library computes float16
+            anchors: the decays need float32's range.
 
         Returns
         -------
@@ -792,6 +794,8 @@ class LaplexLinear(torch.nn.Module):
         """
         if input.is_complex() or not input.is_floating_point():
             raise TypeError(f"input must be real floating; got {input.dtype}")
+        if input.dtype in (torch.float16, torch.bfloat16):
+            input = input.float()
         if input.ndim == 0 or input.shape[-1] != self.in_features:
             raise ValueError(
                 f"input must have shape (..., {self.in_features}); got {tuple(input.shape)}"

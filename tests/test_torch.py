@@ -525,6 +525,15 @@ def test_layer_shapes(shape, out_shape):
     assert layer(torch.randn(shape)).shape == out_shape
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_layer_computes_half_precision_in_float32(dtype):
+    layer = LaplexLinear(4, 3)
+    inp = torch.randn(2, 4).to(dtype)
+    out = layer(inp)
+    assert out.dtype == torch.float32
+    assert torch.equal(out, layer(inp.float()))
+
+
 def test_layer_is_its_formula(rng):
     gen = _gen(rng)
     layer = LaplexLinear(9, 6, rate=0.8, phased=True, frequency=0.6, dtype=F64)

@@ -161,7 +161,9 @@ class PlanCache:
         >>> step is first
         False
         """
-        x, y = x.detach(), y.detach()
+        shared = y is x  # one array for both sides: one sort serves both
+        x = x.detach()
+        y = x if shared else y.detach()
         with self._lock:
             op, held = self._op, self._anchors
             if op is not None and held is not None and _same_values(held, (x, y)):
@@ -175,7 +177,7 @@ class PlanCache:
                 else:
                     op = LaplexOperator(x, y, rate)
                 xc = x.clone()
-                held = (xc, xc if y is x else y.clone())
+                held = (xc, xc if shared else y.clone())
             self._op, self._anchors = op, held
             return op
 

@@ -205,6 +205,20 @@ def test_matches_autograd_through_the_dense_matrix(rng, rate_kind):
         assert torch.allclose(a.grad, b.grad, rtol=1e-10, atol=1e-10 * b.grad.abs().max())
 
 
+def test_one_tensor_for_both_sides(rng):
+    """``x is y`` (a Gram matrix): ties on the diagonal, where ``sign(0) = 0`` as for autograd
+    through ``abs``; the anchors' gradient sums both roles."""
+    x, _ = _anchors(rng, 12, 0)
+    v = torch.randn(12, 2, dtype=F64, generator=_gen(rng))
+    ours, theirs = _grad_inputs(x, x)
+    out = laplex_matmul(ours, ours, 0.8, v)
+    want = _dense(theirs, theirs, 0.8) @ v
+    assert torch.allclose(out, want, rtol=1e-12, atol=1e-12)
+    out.square().sum().backward()
+    want.square().sum().backward()
+    assert torch.allclose(ours.grad, theirs.grad, rtol=1e-10, atol=1e-10)
+
+
 def test_linear_is_the_product_over_the_last_dimension(rng):
     gen = _gen(rng)
     x, y = _anchors(rng, 5, 4)

@@ -1,10 +1,24 @@
-"""Doctest namespace: the docstring examples of the package, like NumPy's, assume
-``import numpy as np`` and ``import laplexops as lx``."""
+"""Doctest namespace and collection: the docstring examples of the package, like NumPy's, assume
+``import numpy as np`` and ``import laplexops as lx``; the modules of the optional integrations
+are collected only where their framework is installed (the README's test command installs none)."""
+
+import importlib.util
 
 import numpy as np
 import pytest
 
 import laplexops as lx
+
+#: integration modules and the framework each needs
+_INTEGRATIONS = {
+    "laplexops/torch.py": "torch",
+    "laplexops/jax.py": "jax",
+    "laplexops/sklearn.py": "sklearn",
+}
+
+collect_ignore = [
+    path for path, framework in _INTEGRATIONS.items() if importlib.util.find_spec(framework) is None
+]
 
 
 @pytest.fixture(autouse=True)

@@ -332,12 +332,14 @@ class LaplexOperator:
         return self._public(self._y)
 
     def _public(self, a: Any) -> Any:
-        if isinstance(a, np.ndarray):
+        """The snapshot ``a`` for the caller: a read-only view for NumPy anchors, a copy in any
+        other namespace (CuPy and PyTorch have no read-only arrays; a view would let a write to
+        it change the operator)."""
+        if isinstance(a, np.ndarray) and ns.compat.is_numpy_namespace(self._xp):
             a = a.view()
             a.flags.writeable = False
-        else:  # no read-only arrays on the GPU: a copy keeps the snapshot intact
-            a = a.copy()
-        return ns.result_to(self._xp, a, self._like)
+            return a
+        return ns.result_to(self._xp, a.copy(), self._like)
 
     @property
     def rate(self) -> float | complex:

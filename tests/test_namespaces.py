@@ -196,3 +196,19 @@ def test_half_precision_anchors_compute_in_float32(rng):
     v = rng.standard_normal(30).astype(np.float32)
     want = lx.LaplexOperator(x.astype(np.float32), y.astype(np.float32), 0.5) @ v
     np.testing.assert_array_equal(op @ v, want)
+
+
+@pytest.mark.parametrize("library", ["array_api_strict", "torch"])
+def test_anchor_attributes_cannot_change_the_operator(rng, library):
+    """``op.x`` / ``op.y`` outside NumPy are copies: writing to them leaves the operator as it was
+    (a view of the read-only snapshot would be a writable alias in a namespace without read-only
+    arrays)."""
+    lib = pytest.importorskip(library)
+    x, y = rng.uniform(0, 5, 6), rng.uniform(0, 5, 4)
+    op = lx.LaplexOperator(lib.asarray(x), lib.asarray(y), 0.7)
+    before = to_np(op.to_dense()) if library != "torch" else op.to_dense().numpy()
+    for anchors in (op.x, op.y):
+        anchors[...] = 100.0
+    after = to_np(op.to_dense()) if library != "torch" else op.to_dense().numpy()
+    np.testing.assert_array_equal(after, before)
+    np.testing.assert_array_equal(np.asarray(op.x), x)

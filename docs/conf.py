@@ -9,6 +9,8 @@ those projects' published documentation.
 
 from __future__ import annotations
 
+import importlib.util
+
 import laplexops
 
 project = "laplexops"
@@ -29,6 +31,12 @@ source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
 # docs/scripts holds the measurement scripts of the GPU pages, not pages
 exclude_patterns = ["_build", "scripts", "_intersphinx", "**/__pycache__"]
+# the API pages of the integrations need their framework to import the module they document
+exclude_patterns += [
+    f"api-{framework}.rst"
+    for framework in ("torch", "jax", "sklearn")
+    if importlib.util.find_spec(framework) is None
+]
 
 # every cross-reference must resolve (against this site or an inventory below)
 nitpicky = True
@@ -52,6 +60,8 @@ intersphinx_mapping = {
     "numpy": ("https://numpy.org/doc/stable/", "_intersphinx/numpy.inv"),
     "scipy": ("https://docs.scipy.org/doc/scipy/", "_intersphinx/scipy.inv"),
     "cupy": ("https://docs.cupy.dev/en/stable/", "_intersphinx/cupy.inv"),
+    "torch": ("https://docs.pytorch.org/docs/stable/", "_intersphinx/torch.inv"),
+    "jax": ("https://docs.jax.dev/en/latest/", "_intersphinx/jax.inv"),
 }
 
 # ---------------------------------------------------------------- HTML

@@ -67,8 +67,8 @@ def laplex_matmul(x: Any, y: Any, rate: Any, v: Any, *, backend: str | Backend =
         phased kernel ``exp(-a |d|) (cos(w |d|) - i sin(w |d|))``), finite with ``Re(s) > 0``; a
         Python number or a 0-d array. Differentiable: for a complex rate the gradient JAX returns
         follows JAX's convention for complex inputs, ``dL/dRe(s) - i dL/dIm(s)`` for a real loss
-        ``L`` (the conjugate of :attr:`laplexops.Gradients.rate`); a step of gradient descent is
-        ``s - lr * jnp.conj(grad)``.
+        ``L`` (the conjugate of the ``rate`` field of :class:`laplexops.Gradients`); a step of
+        gradient descent is ``s - lr * jnp.conj(grad)``.
     v : array_like, shape (n,) or (n, k)
         The operand, real or complex. Differentiable.
     backend : str or Backend, optional

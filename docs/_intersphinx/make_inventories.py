@@ -98,11 +98,33 @@ CUPY: list[Entry] = [
     )
 ]
 
+TORCH: list[Entry] = [
+    ("torch.Tensor", "py:class", "tensors.html"),
+    ("torch.nn.Module", "py:class", "generated/torch.nn.Module.html"),
+    ("torch.compile", "py:function", "generated/torch.compile.html"),
+]
+
+JAX: list[Entry] = [
+    (f"jax.{name}", "py:function", f"_autosummary/jax.{name}.html")
+    for name in (
+        "custom_vjp",
+        "grad",
+        "jit",
+        "jvp",
+        "pure_callback",
+        "test_util.check_grads",
+        "vjp",
+        "vmap",
+    )
+]
+
 PROJECTS = {
     "python": ("Python", "3", PYTHON),
     "numpy": ("NumPy", "stable", NUMPY),
     "scipy": ("SciPy", "stable", SCIPY),
     "cupy": ("CuPy", "stable", CUPY),
+    "torch": ("PyTorch", "stable", TORCH),
+    "jax": ("JAX", "latest", JAX),
 }
 
 

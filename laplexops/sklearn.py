@@ -33,6 +33,7 @@ try:
     from sklearn.utils._param_validation import Interval
     from sklearn.utils.multiclass import check_classification_targets
     from sklearn.utils.validation import check_is_fitted, validate_data
+    from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "laplexops.sklearn needs scikit-learn >= 1.6: pip install 'laplexops[sklearn]'"
@@ -48,20 +49,20 @@ class _Head:
     the loss's gradient.
 
     ``loss`` is the function L-BFGS minimises. The vector holds, in order: ``anchors_in`` (F),
-    ``in_scale`` (F), ``anchors_out`` (T, C), ``log_rate`` (T) and, for a phased head,
-    ``frequency`` (T) (the rate of term t is ``exp(log_rate[t]) + 1j * frequency[t]``),
-    ``out_scale`` (T, C) and, for a phased head, its imaginary part ``out_scale_imag`` (T, C),
-    then ``intercept`` (C).
+    ``in_scale`` (F; absent when the scales are fixed at 1, ``in_scale=False``), ``anchors_out``
+    (T, C), ``log_rate`` (T) and, for a phased head, ``frequency`` (T) (the rate of term t is
+    ``exp(log_rate[t]) + 1j * frequency[t]``), ``out_scale`` (T, C) and, for a phased head, its
+    imaginary part ``out_scale_imag`` (T, C), then ``intercept`` (C).
     """
 
-    def __init__(self, n_features: int, n_classes: int, n_terms: int, phased: bool) -> None:
+    def __init__(
+        self, n_features: int, n_classes: int, n_terms: int, phased: bool, in_scale: bool = True
+    ) -> None:
         f, c, t = n_features, n_classes, n_terms
-        shapes: list[tuple[str, tuple[int, ...]]] = [
-            ("anchors_in", (f,)),
-            ("in_scale", (f,)),
-            ("anchors_out", (t, c)),
-            ("log_rate", (t,)),
-        ]
+        shapes: list[tuple[str, tuple[int, ...]]] = [("anchors_in", (f,))]
+        if in_scale:
+            shapes.append(("in_scale", (f,)))
+        shapes += [("anchors_out", (t, c)), ("log_rate", (t,))]
         if phased:
             shapes.append(("frequency", (t,)))
         shapes.append(("out_scale", (t, c)))
@@ -127,7 +128,9 @@ class _Head:
         ``theta``. O((F + C) T n_samples) after the plans (sorts of F and C anchors)."""
         p = self.unpack(theta)
         n = X.shape[0]
-        V = p["in_scale"][:, None] * X.T  # the operand: one column per sample
+        fit_in_scale = "in_scale" in p
+        # the operand: one column per sample
+        V = p["in_scale"][:, None] * X.T if fit_in_scale else np.ascontiguousarray(X.T)
         ops = self._operators(p, reuse=True)
         scales = self.out_scales(p)
         products = [op.matmat(V) for op in ops]
@@ -155,10 +158,13 @@ class _Head:
                 grad["out_scale_imag"][t] = -np.einsum("cn,cn->c", D, Z.imag)
             else:
                 grad["out_scale"][t] = np.einsum("cn,cn->c", D, Z)
-            grad_v += g.v
-        grad["in_scale"][:] = np.einsum("fn,nf->f", grad_v, X)
+            if fit_in_scale:
+                grad_v += g.v
+        if fit_in_scale:
+            grad["in_scale"][:] = np.einsum("fn,nf->f", grad_v, X)
 
-        penalized = ["in_scale", "out_scale"] + (["out_scale_imag"] if self.phased else [])
+        penalized = ["out_scale"] + (["out_scale_imag"] if self.phased else [])
+        penalized += ["in_scale"] if fit_in_scale else []
         for name in penalized:
             loss += 0.5 * alpha * float(np.sum(p[name] ** 2))
             grad[name] += alpha * p[name]
@@ -184,9 +190,10 @@ class LaplexClassifier(ClassifierMixin, BaseEstimator):
                        + intercept_[c]
         W_t[c, f] = exp(-rates_[t] * |anchors_out_[t, c] - anchors_in_[f]|)
 
-    so a feature weighs most in the classes anchored near it. The weights cost
-    ``2 F + T (2 C + 1) + C`` parameters (``2 F + T (3 C + 2) + C`` phased) instead of the dense
-    ``F C + C``, and a product costs O((F + C) T) per sample instead of O(F C).
+    so a feature weighs most in the classes anchored near it. For ``F`` features, ``C`` classes
+    and ``T`` terms the model has ``2 F + T (2 C + 1) + C`` parameters (``2 F + T (3 C + 2) + C``
+    phased; ``F`` fewer without input scales) instead of the dense ``F C + C``, and a product
+    costs O((F + C) T) per sample instead of O(F C).
 
     Parameters
     ----------
@@ -197,6 +204,9 @@ class LaplexClassifier(ClassifierMixin, BaseEstimator):
         Complex rates ``a + i w`` and complex output scales: the weights
         ``Re(out_scale * exp(-(a + i w) |d|))`` oscillate with the distance ``d`` instead of only
         decaying, so a feature can count for one class and against a nearby one.
+    fit_in_scale : bool, default=True
+        Fit a scale per feature. With ``False`` every input scale is 1, which saves ``F``
+        parameters: the features then differ only by their anchors.
     alpha : float, default=1e-4
         The L2 penalty on the input and output scales, added to the mean cross-entropy as
         ``alpha / 2 * (|in_scale|^2 + |out_scale|^2)``. The anchors, rates and intercepts are not
@@ -223,7 +233,7 @@ class LaplexClassifier(ClassifierMixin, BaseEstimator):
     anchors_in_ : ndarray of shape (n_features_in_,)
         The input anchor of every feature.
     in_scale_ : ndarray of shape (n_features_in_,)
-        The input scale of every feature.
+        The input scale of every feature (ones when ``fit_in_scale=False``).
     anchors_out_ : ndarray of shape (n_terms, n_classes)
         The output anchor of every class in every term.
     rates_ : ndarray of shape (n_terms,)
@@ -242,7 +252,6 @@ class LaplexClassifier(ClassifierMixin, BaseEstimator):
     See Also
     --------
     laplexops.LaplexOperator : The operator the classifier's weights are.
-    sklearn.linear_model.LogisticRegression : The dense linear softmax classifier.
 
     Notes
     -----
@@ -256,9 +265,11 @@ class LaplexClassifier(ClassifierMixin, BaseEstimator):
     left and right singular vectors order the classes and the features, which are placed evenly
     on [-1, 1] in that order (term ``t`` takes the ``t``-th left singular vector for its
     classes, cyclically), so that classes and features that go together start close. The input
-    scales start at ``0.1 * sqrt(F) * v_f`` and the output scales at ``0.1 * sqrt(C) * u_c``
-    (``u``, ``v`` the singular vectors), plus a normal perturbation of standard deviation 0.01
-    drawn from ``random_state``; the intercepts at the log class frequencies.
+    scales start at ``0.1 * sqrt(F) * v_f`` and the first term's output scales at
+    ``0.1 * sqrt(C) * u_c`` (``u``, ``v`` the first singular vectors), the other terms' at 0,
+    all plus a normal perturbation of standard deviation 0.01 drawn from ``random_state``; the
+    rates at ``rate_init`` (and the frequencies of a phased head at ``rate_init``), the
+    intercepts at the log class frequencies.
 
     Scale the features first (``make_pipeline(StandardScaler(), LaplexClassifier())``): the
     penalty and the optimizer assume features of comparable scale.
@@ -281,6 +292,7 @@ class LaplexClassifier(ClassifierMixin, BaseEstimator):
     _parameter_constraints: dict = {
         "n_terms": [Interval(Integral, 1, None, closed="left")],
         "phased": ["boolean"],
+        "fit_in_scale": ["boolean"],
         "alpha": [Interval(Real, 0, None, closed="left")],
         "rate_init": [Interval(Real, 0, None, closed="neither")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
@@ -293,6 +305,7 @@ class LaplexClassifier(ClassifierMixin, BaseEstimator):
         n_terms: int = 1,
         *,
         phased: bool = False,
+        fit_in_scale: bool = True,
         alpha: float = 1e-4,
         rate_init: float = 3.0,
         max_iter: int = 500,
@@ -301,6 +314,7 @@ class LaplexClassifier(ClassifierMixin, BaseEstimator):
     ) -> None:
         self.n_terms = n_terms
         self.phased = phased
+        self.fit_in_scale = fit_in_scale
         self.alpha = alpha
         self.rate_init = rate_init
         self.max_iter = max_iter
@@ -347,16 +361,19 @@ class LaplexClassifier(ClassifierMixin, BaseEstimator):
         Y = np.zeros((X.shape[0], n_classes))
         Y[np.arange(X.shape[0]), index] = 1.0
 
-        head = _Head(X.shape[1], n_classes, self.n_terms, self.phased)
+        head = _Head(X.shape[1], n_classes, self.n_terms, self.phased, self.fit_in_scale)
         theta0 = self._initial(head, X, Y)
-        result = scipy.optimize.minimize(
-            head.loss,
-            theta0,
-            args=(X, Y, float(self.alpha)),
-            jac=True,
-            method="L-BFGS-B",
-            options={"maxiter": self.max_iter, "gtol": self.tol},
-        )
+        # BLAS gains nothing from threads on the optimizer's small vectors, and its workers,
+        # spinning between calls, would take the cores from the kernels of large products
+        with threadpool_limits(limits=1, user_api="blas"):
+            result = scipy.optimize.minimize(
+                head.loss,
+                theta0,
+                args=(X, Y, float(self.alpha)),
+                jac=True,
+                method="L-BFGS-B",
+                options={"maxiter": self.max_iter, "gtol": self.tol},
+            )
         if result.status == 1:
             warnings.warn(
                 f"L-BFGS stopped at max_iter={self.max_iter} iterations before converging; "
@@ -366,7 +383,7 @@ class LaplexClassifier(ClassifierMixin, BaseEstimator):
             )
         p = head.unpack(result.x.copy())
         self.anchors_in_ = p["anchors_in"]
-        self.in_scale_ = p["in_scale"]
+        self.in_scale_ = p["in_scale"] if self.fit_in_scale else np.ones(X.shape[1])
         self.anchors_out_ = p["anchors_out"]
         self.rates_ = np.asarray(head.rates(p))
         self.out_scale_ = head.out_scales(p)
@@ -386,8 +403,9 @@ class LaplexClassifier(ClassifierMixin, BaseEstimator):
         rng = check_random_state(self.random_state)
         p = head.unpack(np.zeros(head.size))
         p["anchors_in"][:] = _evenly(vt[0])
-        p["in_scale"][:] = 0.1 * np.sqrt(n_features) * vt[0]
-        p["in_scale"] += 0.01 * rng.standard_normal(n_features)
+        if self.fit_in_scale:
+            p["in_scale"][:] = 0.1 * np.sqrt(n_features) * vt[0]
+            p["in_scale"] += 0.01 * rng.standard_normal(n_features)
         for t in range(self.n_terms):
             p["anchors_out"][t] = _evenly(u[:, t % rank])
         p["out_scale"][0] = 0.1 * np.sqrt(n_classes) * u[:, 0]

@@ -81,6 +81,7 @@ def test_string_labels_and_two_classes(rng):
     assert np.array_equal(clf.predict(X), np.where(clf.decision_function(X) > 0, "yes", "no"))
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # max_iter=200
 def test_in_a_pipeline_with_a_grid_search(rng):
     X, y = blobs(rng, 30, 3, 9, spread=1.0)
     X = 100.0 * X + 50.0  # scaled and shifted: the pipeline's scaler undoes it
@@ -94,12 +95,19 @@ def test_in_a_pipeline_with_a_grid_search(rng):
     assert fitted.anchors_out_.shape == (1, 3)
 
 
-@pytest.mark.parametrize("n_terms, phased", [(1, False), (2, False), (2, True)])
-def test_packed_gradient_matches_finite_differences(rng, n_terms, phased):
+@pytest.mark.parametrize(
+    "n_terms, phased, in_scale",
+    [(1, False, True), (2, False, True), (2, True, True), (2, True, False)],
+)
+def test_packed_gradient_matches_finite_differences(rng, n_terms, phased, in_scale):
     n, f, c = 25, 7, 4
     X = rng.standard_normal((n, f))
     Y = np.eye(c)[rng.integers(0, c, n)]
-    head = _Head(f, c, n_terms, phased)
+    head = _Head(f, c, n_terms, phased, in_scale)
+    assert (
+        head.size
+        == (2 if in_scale else 1) * f + n_terms * ((3 if phased else 2) * c + 1 + phased) + c
+    )
     theta = rng.standard_normal(head.size)
     p = head.unpack(theta)
     p["anchors_in"][:] = rng.uniform(-1.0, 1.0, f)  # distinct anchors: no kink of |x - y| nearby
@@ -132,6 +140,10 @@ def test_phased_weights_oscillate_and_differ_from_real(rng):
     assert phased.out_scale_.dtype.kind == "c"
     assert phased.n_parameters_ == real.n_parameters_ + 1 + 3
     assert phased.score(X, y) == 1.0
+    unscaled = LaplexClassifier(phased=True, fit_in_scale=False, random_state=0).fit(X, y)
+    assert unscaled.n_parameters_ == phased.n_parameters_ - 6
+    assert np.array_equal(unscaled.in_scale_, np.ones(6))
+    assert unscaled.score(X, y) == 1.0
 
 
 def test_one_class_is_an_error():

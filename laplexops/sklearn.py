@@ -12,8 +12,8 @@ The model, for features ``X`` of shape ``(n_samples, n_features)`` and ``n_class
 
 Every feature sits at one input anchor on a line with a scale, every class at one output anchor per
 term; the weight of feature ``f`` for class ``c`` decays with their distance on the line. The
-parameters are fitted by L-BFGS (:func:`scipy.optimize.minimize`) on the softmax cross-entropy with
-an L2 penalty, its gradient coming from :meth:`laplexops.LaplexOperator.gradient`: one product and
+parameters are fitted by L-BFGS (``scipy.optimize.minimize``) on the softmax cross-entropy with
+an L2 penalty, its gradient coming from :meth:`~laplexops.LaplexOperator.gradient`: one product and
 one gradient call per term and loss evaluation, all samples at once as the columns of ``X.T``.
 """
 
@@ -228,11 +228,11 @@ class LaplexClassifier(ClassifierMixin, BaseEstimator):
         The class labels.
     n_features_in_ : int
         The number of features seen in :meth:`fit`.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (n_features,)
         The feature names, when ``X`` has string column names (a pandas DataFrame).
-    anchors_in_ : ndarray of shape (n_features_in_,)
+    anchors_in_ : ndarray of shape (n_features,)
         The input anchor of every feature.
-    in_scale_ : ndarray of shape (n_features_in_,)
+    in_scale_ : ndarray of shape (n_features,)
         The input scale of every feature (ones when ``fit_in_scale=False``).
     anchors_out_ : ndarray of shape (n_terms, n_classes)
         The output anchor of every class in every term.
@@ -256,10 +256,10 @@ class LaplexClassifier(ClassifierMixin, BaseEstimator):
     Notes
     -----
     The loss is the mean softmax cross-entropy plus the L2 penalty; its gradient with respect to
-    the anchors, the rates and the scales comes from one :meth:`LaplexOperator.gradient` call per
-    term (all samples as the columns of one ``matmat``), and L-BFGS-B of
-    :func:`scipy.optimize.minimize` fits all parameters at once. The rates are fitted as
-    ``log(Re(rate))``, which keeps them valid.
+    the anchors, the rates and the scales comes from one
+    :meth:`~laplexops.LaplexOperator.gradient` call per term (all samples as the columns of one
+    ``matmat``), and L-BFGS-B of ``scipy.optimize.minimize`` fits all parameters at once. The
+    rates are fitted as ``log(Re(rate))``, which keeps them valid.
 
     Initialisation: the class means of the centred features form a ``(C, F)`` matrix; its first
     left and right singular vectors order the classes and the features, which are placed evenly

@@ -45,8 +45,8 @@ __all__ = ["LaplexClassifier"]
 
 
 class _Head:
-    """The parameters of a LAPLEX head packed into one real vector; its logits, and its loss with
-    the loss's gradient.
+    """The parameters of a LAPLEX head packed into one real vector, and the head's loss with its
+    gradient as a function of that vector.
 
     ``loss`` is the function L-BFGS minimises. The vector holds, in order: ``anchors_in`` (F),
     ``in_scale`` (F; absent when the scales are fixed at 1, ``in_scale=False``), ``anchors_out``
@@ -145,7 +145,7 @@ class _Head:
 
         grad = self.unpack(np.zeros(self.size))
         grad["intercept"][:] = D.sum(axis=1)
-        grad_v = np.zeros_like(V)
+        grad_v = np.zeros_like(V) if fit_in_scale else None
         for t, (op, scale, Z) in enumerate(zip(ops, scales, products)):
             # logits += Re(scale * Z): d loss / d Z = conj(scale) * D (the gradient's convention)
             g = op.gradient(V, np.conj(scale)[:, None] * D if self.phased else scale[:, None] * D)
@@ -158,9 +158,9 @@ class _Head:
                 grad["out_scale_imag"][t] = -np.einsum("cn,cn->c", D, Z.imag)
             else:
                 grad["out_scale"][t] = np.einsum("cn,cn->c", D, Z)
-            if fit_in_scale:
+            if grad_v is not None:
                 grad_v += g.v
-        if fit_in_scale:
+        if grad_v is not None:
             grad["in_scale"][:] = np.einsum("fn,nf->f", grad_v, X)
 
         penalized = ["out_scale"] + (["out_scale_imag"] if self.phased else [])

@@ -3,7 +3,11 @@
 ``LaplexOperator(x, y, rate)`` is the dense matrix ``W[i, j] = exp(-rate * |x[i] - y[j]|)``, applied
 exactly in O(N log N) (O(N) with its cached plan) without ever being stored.
 
+``LaplexGram(a, rate, weights, noise)`` is the covariance ``diag(w) K(a, a) diag(w) + diag(u)`` with
+an exact O(n) solve, log-determinant, sampler and Gaussian likelihood with its gradients.
+
 Public names: :class:`LaplexOperator`, :class:`Gradients` (what its ``gradient`` returns),
+:class:`LaplexGram`, :class:`GramGradients` (what its ``nll_gradient`` returns),
 :data:`DENSE_LIMIT` (the size guard of ``to_dense``) and :func:`available_backends`; the backend
 registry is :mod:`laplexops.backends`. The contract (mathematics, API, errors, accuracy) is
 ``docs/reference.md``.
@@ -17,9 +21,18 @@ Examples
 (10,)
 """
 
+from ._gram import GramGradients, LaplexGram
 from ._operator import DENSE_LIMIT, Gradients, LaplexOperator
 from .backends import available as available_backends
 
 __version__ = "0.1.0"
 
-__all__ = ["LaplexOperator", "Gradients", "DENSE_LIMIT", "available_backends", "__version__"]
+__all__ = [
+    "LaplexOperator",
+    "Gradients",
+    "LaplexGram",
+    "GramGradients",
+    "DENSE_LIMIT",
+    "available_backends",
+    "__version__",
+]

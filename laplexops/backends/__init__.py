@@ -19,11 +19,12 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from ._base import Backend, Side
+from ._base import Backend, GramBackend, Side
 
 __all__ = [
     "Backend",
     "BackendEntry",
+    "GramBackend",
     "Side",
     "available",
     "get_backend",

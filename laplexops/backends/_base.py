@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Backend", "Side", "SortedPlan", "snapshot_with"]
+__all__ = ["Backend", "GramBackend", "Side", "SortedPlan", "snapshot_with"]
 
 
 class Side(enum.IntEnum):
@@ -230,6 +230,46 @@ class Backend(Protocol):
         >>> np.round(total[:, 0], 4), np.round(signed[:, 0], 4), moment
         (array([1.0528, 1.8196, 1.4362]), array([-1.0528, -0.6065,  1.4362]), None)
         """
+
+
+@runtime_checkable
+class GramBackend(Protocol):
+    """The members a :class:`Backend` adds to run :class:`laplexops.LaplexGram`.
+
+    ``Σ = diag(w) K diag(w) + diag(u)`` with ``K[i, j] = exp(-rate |a_i - a_j|)`` is, over the
+    anchors in sorted order, a scalar linear-Gaussian state-space model; its LDLᵀ factor comes
+    from one O(n) variance recursion (:meth:`gram_factor`), and every other member is an O(n k)
+    pass over that factor (``docs/math.md``). The plan is the square plan of
+    ``backend.plan(a, a)`` (one sort); the factor is opaque to the front end except for its
+    ``logdet`` (``log det Σ``, a float) and ``zero_pivot`` (``None``, or the caller's indices
+    ``(i, j)`` of the anchor whose pivot is 0 and of its sorted predecessor, ``j = -1`` for the
+    first). Arrays are native, in the caller's order of the anchors; sums accumulate in float64.
+
+    Examples
+    --------
+    >>> from laplexops.backends import GramBackend, get_backend
+    >>> isinstance(get_backend("numba", "cpu"), GramBackend)
+    True
+    """
+
+    def gram_factor(self, plan: Any, rate: float, weights: Any, noise: Any) -> Any:
+        """The factor of Σ for a real ``rate`` and per-anchor float64 ``weights``, ``noise``."""
+
+    def gram_quadratic(self, factor: Any, r: Any, mean: Any) -> Any:
+        """``(r_j - mean)ᵀ Σ⁻¹ (r_j - mean)`` for each column of ``r`` (n, k); ``mean`` (n,) or
+        ``None``. Float64, shape (k,)."""
+
+    def gram_solve(self, factor: Any, b: Any) -> Any:
+        """``Σ⁻¹ b`` for ``b`` of shape (n, k), float64."""
+
+    def gram_color(self, factor: Any, z: Any) -> Any:
+        """``L D^½ z`` for ``z`` of shape (n, k) (rows taken in sorted order): standard normal
+        ``z`` gives k draws of N(0, Σ) as columns, float64."""
+
+    def gram_nll_gradient(self, factor: Any, r: Any, mean: Any) -> tuple:
+        """The gradient of ``(1/k) sum_j (r_j - mean)ᵀ Σ⁻¹ (r_j - mean) / 2 + log det Σ / 2``
+        over the columns of ``r`` (n, k): ``(anchors, rate, weights, noise, mean)``, the arrays
+        float64 of shape (n,), the rate a float."""
 
 
 class SortedPlan:

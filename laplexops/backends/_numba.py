@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from . import _numba_sort
+from . import _numba_filter, _numba_sort
 from ._base import Side, SortedPlan, snapshot_with
 from ._numba_plan import merge_counts
 from ._numba_scan import decays, gather, scan, scan_square
@@ -219,6 +219,23 @@ class NumbaBackend:
                     work=(m + n) * k,
                 )
         return tuple(o if want else None for o, want in zip(outs, wants))
+
+    # the Gram's filter (see GramBackend and _numba_filter)
+    def gram_factor(self, plan, rate, weights, noise):
+        z, perm = plan.sorted[0]
+        return _numba_filter.factor(z, perm, rate, weights, noise)
+
+    def gram_quadratic(self, factor, r, mean):
+        return _numba_filter.quadratic(factor, r, mean)
+
+    def gram_solve(self, factor, b):
+        return _numba_filter.solve(factor, b)
+
+    def gram_color(self, factor, z):
+        return _numba_filter.color_columns(factor, z)
+
+    def gram_nll_gradient(self, factor, r, mean):
+        return _numba_filter.nll_gradient(factor, r, mean)
 
 
 def _real_view(a: np.ndarray) -> np.ndarray:

@@ -1,0 +1,440 @@
+"""The Gram's kernels on the CPU: the scalar Kalman filter of ``Σ = diag(w) K diag(w) + diag(u)``.
+
+Over the anchors in sorted order ``z_0 <= ... <= z_{n-1}`` (``perm[t]`` the caller's index of
+sorted position ``t``; an empty ``perm`` means the anchors were sorted), ``K[i, j] = exp(-s |a_i -
+a_j|)`` is the covariance of a unit Ornstein-Uhlenbeck process ``f``, and a vector ``r ~ N(0, Σ)``
+is the state-space model
+
+    f_t = φ_t f_{t-1} + sqrt(q_t) ε_t,      r_t = w_t f_t + sqrt(u_t) η_t,
+    φ_t = exp(-s Δ_t),  q_t = 1 - φ_t² = -expm1(-2 s Δ_t),  Δ_t = z_t - z_{t-1} >= 0
+
+(``φ_0 = 0``, ``q_0 = 1``: the first state has the stationary variance). Only gaps between
+neighbouring sorted anchors enter ``expm1``. With ``em_t = expm1(-s Δ_t)`` (``em_0 = -1``) both
+come from one call and stay accurate for tiny gaps: ``φ_t = 1 + em_t``, ``q_t = -em_t (1 + φ_t)``.
+
+The filter in covariance form is the LDLᵀ factorisation ``Σ = L D Lᵀ`` in sorted order:
+
+    variance (parameters only):  Pp_t = φ_t² P_{t-1} + q_t            (prior variance of f_t)
+                                 S_t  = w_t² Pp_t + u_t                (D, the pivots)
+                                 G_t  = w_t Pp_t / S_t                 (gain)
+                                 P_t  = Pp_t u_t / S_t                 (posterior variance)
+                                 A_t  = φ_t u_t / S_t                  (= (1 - G_t w_t) φ_t)
+    mean (per column of data):   e_t  = r_t - w_t φ_t m_{t-1}         (innovation: e = L⁻¹ r)
+                                 m_t  = φ_t m_{t-1} + G_t e_t = A_t m_{t-1} + G_t r_t
+
+Every term of the variance recursion is non-negative (no ``1 - G w`` or ``1 - φ²`` cancels), so
+the pivots are exact to rounding; a zero pivot is a singular Σ and is reported, never divided by.
+``log det Σ = sum_t log S_t`` and ``r Σ⁻¹ r = sum_t e_t² / S_t``. The solve applies ``Lᵀ``'s
+inverse as the mean pass's adjoint, the sampler runs the mean pass backwards from ``e = sqrt(S)
+z``, and the likelihood's gradient is the reverse-mode derivative of both recursions
+(``docs/math.md``). Everything is computed in float64 whatever the data's precision. O(n) per pass
+and column; the passes over columns run in parallel (see ``_numba_threads``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from numba import njit, prange
+
+from ._numba_threads import kernel
+
+__all__ = [
+    "COLUMN_GROUP",
+    "Factor",
+    "color_columns",
+    "factor",
+    "nll_gradient",
+    "quadratic",
+    "solve",
+]
+
+#: columns per task in the gradient's data pass: each task sums its columns' terms per anchor into
+#: its own row of partial sums, so results do not depend on the number of threads
+COLUMN_GROUP = 4
+
+
+@njit(cache=True, inline="always")
+def _index(perm, t):  # pragma: no cover - compiled
+    """The caller's index of sorted position ``t``."""
+    return np.intp(t) if perm.shape[0] == 0 else np.intp(perm[t])
+
+
+@kernel
+def decays(z, rate, em):  # pragma: no cover - compiled
+    """``em[t] = expm1(-rate (z[t] - z[t-1]))`` for the sorted anchors ``z``, ``em[0] = -1``."""
+    for t in prange(z.shape[0]):
+        em[t] = math.expm1(-rate * (z[t] - z[t - 1])) if t > 0 else -1.0
+
+
+@njit(cache=True)
+def variance(em, w, u, S, P, G, A):  # pragma: no cover - compiled
+    """The variance recursion (module docstring) in sorted order; ``w``, ``u`` sorted too.
+
+    Fills the pivots ``S``, posterior variances ``P``, gains ``G`` and mean decays ``A``.
+    Returns the first sorted position whose pivot is 0 (Σ singular there; the arrays from it on
+    are not filled), or -1. O(n), serial: each step needs the previous one's variance.
+    """
+    p = 0.0
+    for t in range(em.shape[0]):
+        phi = 1.0 + em[t]
+        pp = phi * phi * p + (-em[t]) * (1.0 + phi)
+        wt = w[t]
+        ut = u[t]
+        s = wt * wt * pp + ut
+        if not s > 0.0:
+            return t
+        S[t] = s
+        G[t] = wt * pp / s
+        p = pp * ut / s
+        P[t] = p
+        A[t] = phi * ut / s
+    return -1
+
+
+@kernel
+def innovations(r, mean, perm, w, em, G, S, c, quad):  # pragma: no cover - compiled
+    """The mean pass over each column ``j`` of ``r`` (shape (n, k), the caller's order).
+
+    ``quad[j] = sum_t e_t² / S_t`` (the quadratic form ``rᵀ Σ⁻¹ r`` of ``r - mean``), and when
+    ``c`` has n rows, ``c[t, j] = e_t / S_t`` in sorted order (``D⁻¹ L⁻¹ r``, the solve's first
+    half). ``mean`` (n,) is subtracted unless empty. Columns in parallel, O(n) each.
+    """
+    n = em.shape[0]
+    want_c = c.shape[0] > 0
+    centred = mean.shape[0] > 0
+    for j in prange(r.shape[1]):
+        m = 0.0
+        acc = 0.0
+        for t in range(n):
+            i = _index(perm, t)
+            x = np.float64(r[i, j])
+            if centred:
+                x -= mean[i]
+            mp = (1.0 + em[t]) * m
+            e = x - w[t] * mp
+            ce = e / S[t]
+            acc += e * ce
+            if want_c:
+                c[t, j] = ce
+            m = mp + G[t] * e
+        quad[j] = acc
+
+
+@kernel
+def solve_back(c, perm, w, em, G, A, out):  # pragma: no cover - compiled
+    """``out = L⁻ᵀ c`` into the caller's order: the adjoint of the mean pass, right to left,
+    for each column of ``c`` (sorted order, from :func:`innovations`). O(n) per column."""
+    n = em.shape[0]
+    for j in prange(c.shape[1]):
+        lam = 0.0
+        for t in range(n - 1, -1, -1):
+            ct = c[t, j]
+            out[_index(perm, t), j] = ct + G[t] * lam
+            lam = A[t] * lam - w[t] * (1.0 + em[t]) * ct
+    return
+
+
+@kernel
+def color(z, perm, w, em, G, A, S, out):  # pragma: no cover - compiled
+    """``out = L D^½ z``: the mean pass run backwards from innovations ``e_t = sqrt(S_t)
+    z[t, j]``, written in the caller's order. Standard normal ``z`` gives draws of N(0, Σ)."""
+    n = em.shape[0]
+    for j in prange(z.shape[1]):
+        m = 0.0
+        for t in range(n):
+            mp = (1.0 + em[t]) * m
+            x = math.sqrt(S[t]) * z[t, j] + w[t] * mp
+            out[_index(perm, t), j] = x
+            m = A[t] * m + G[t] * x
+    return
+
+
+@kernel
+def gradient_data(r, mean, perm, w, em, G, S, scale, e_all, m_all, parts):  # pragma: no cover
+    """The data half of the likelihood's reverse pass, for the columns of ``r`` ((n, k), the
+    caller's order), ``COLUMN_GROUP`` columns per task.
+
+    Forward: the mean pass, keeping ``e_t`` and ``m_{t-1}`` of column ``j`` in ``e_all[j]``,
+    ``m_all[j]``. Reverse, for ``L = scale * sum_j sum_t e_t² / (2 S_t)``, with ``m̄`` the
+    adjoint of ``m_t``: ``ē = scale e_t / S_t + G_t m̄``, then ``m̄ <- φ_t (m̄ - w_t ē)``. Task
+    ``g`` writes, per sorted position, the sums over its columns of
+    ``parts[g, t] = (m̄ e_t, ē φ_t m_{t-1}, (m̄ - w_t ē) m_{t-1}, ē, e_t²)``: the adjoints of
+    ``G_t``, ``-w_t``, ``φ_t``, ``r_t`` and the data term of ``S_t``.
+    """
+    n = em.shape[0]
+    k = r.shape[1]
+    centred = mean.shape[0] > 0
+    for g in prange(parts.shape[0]):
+        j0 = g * COLUMN_GROUP
+        j1 = min(k, j0 + COLUMN_GROUP)
+        for j in range(j0, j1):
+            m = 0.0
+            ej = e_all[j]
+            mj = m_all[j]
+            for t in range(n):
+                i = _index(perm, t)
+                x = np.float64(r[i, j])
+                if centred:
+                    x -= mean[i]
+                mp = (1.0 + em[t]) * m
+                e = x - w[t] * mp
+                ej[t] = e
+                mj[t] = m
+                m = mp + G[t] * e
+        mbar = np.zeros(COLUMN_GROUP)
+        part = parts[g]
+        for t in range(n - 1, -1, -1):
+            phi = 1.0 + em[t]
+            wt = w[t]
+            gt = G[t]
+            inv = scale / S[t]
+            s0 = 0.0
+            s1 = 0.0
+            s2 = 0.0
+            s3 = 0.0
+            s4 = 0.0
+            for j in range(j0, j1):
+                e = e_all[j, t]
+                mprev = m_all[j, t]
+                mb = mbar[j - j0]
+                ebar = inv * e + gt * mb
+                mpbar = mb - wt * ebar
+                s0 += mb * e
+                s1 += ebar * phi * mprev
+                s2 += mpbar * mprev
+                s3 += ebar
+                s4 += e * e
+                mbar[j - j0] = phi * mpbar
+            part[t, 0] = s0
+            part[t, 1] = s1
+            part[t, 2] = s2
+            part[t, 3] = s3
+            part[t, 4] = s4
+
+
+@njit(cache=True)
+def gradient_parameters(
+    parts, z, w, u, em, S, P, G, rate, scale, gz, gw, gu, gr
+):  # pragma: no cover
+    """The parameter half of the likelihood's reverse pass, right to left, serial.
+
+    For ``L = scale * sum_j sum_t e_t² / (2 S_t) + (1/2) sum_t log S_t`` (``scale`` the inverse
+    batch size), from the data pass's ``parts``: writes, in sorted order, the gradients of the
+    anchors ``gz``, weights ``gw``, noise ``gu`` and residuals ``gr`` (summed over columns), and
+    returns the rate's. The adjoint ``P̄`` of the posterior variance runs from the right; each
+    gap's adjoint ``Δ̄_t`` goes to ``z_t`` and, negated, to ``z_{t-1}``.
+    """
+    n = em.shape[0]
+    groups = parts.shape[0]
+    pbar = 0.0
+    rbar = 0.0
+    for t in range(n):
+        gz[t] = 0.0
+    for t in range(n - 1, -1, -1):
+        g0 = 0.0
+        g1 = 0.0
+        g2 = 0.0
+        g3 = 0.0
+        g4 = 0.0
+        for g in range(groups):
+            g0 += parts[g, t, 0]
+            g1 += parts[g, t, 1]
+            g2 += parts[g, t, 2]
+            g3 += parts[g, t, 3]
+            g4 += parts[g, t, 4]
+        phi = 1.0 + em[t]
+        q = -em[t] * (1.0 + phi)
+        p_prev = P[t - 1] if t > 0 else 0.0
+        pp = phi * phi * p_prev + q
+        st = S[t]
+        wt = w[t]
+        ut = u[t]
+        sbar = 0.5 / st - 0.5 * scale * g4 / (st * st)
+        wbar = -g1
+        # G = w Pp / S
+        wbar += g0 * pp / st
+        ppbar = g0 * wt / st
+        sbar -= g0 * G[t] / st
+        # P = Pp u / S
+        ppbar += pbar * ut / st
+        ubar = pbar * pp / st
+        sbar -= pbar * P[t] / st
+        # S = w² Pp + u
+        wbar += sbar * 2.0 * wt * pp
+        ppbar += sbar * wt * wt
+        ubar += sbar
+        # Pp = φ² P_{t-1} + q
+        phibar = g2 + ppbar * 2.0 * phi * p_prev
+        pbar = ppbar * phi * phi
+        if t > 0:
+            gap = z[t] - z[t - 1]
+            # φ = exp(-s Δ), q = 1 - φ²: dφ = -φ (s dΔ + Δ ds), dq = 2 φ² (s dΔ + Δ ds)
+            common = -phibar * phi + ppbar * 2.0 * phi * phi
+            dgap = common * rate
+            rbar += common * gap
+            gz[t] += dgap
+            gz[t - 1] -= dgap
+        gw[t] = wbar
+        gu[t] = ubar
+        gr[t] = g3
+    return rbar
+
+
+@njit(cache=True)
+def reverse_ties(z, perm, out):  # pragma: no cover - compiled
+    """``out``: the permutation ``perm`` (empty: the identity) with every run of equal sorted
+    anchors ``z`` reversed. Returns the number of runs (0: no ties)."""
+    n = z.shape[0]
+    for t in range(n):
+        out[t] = _index(perm, t)
+    runs = 0
+    t = 0
+    while t < n:
+        end = t + 1
+        while end < n and z[end] == z[t]:
+            end += 1
+        if end - t > 1:
+            runs += 1
+            lo = t
+            hi = end - 1
+            while lo < hi:
+                out[lo], out[hi] = out[hi], out[lo]
+                lo += 1
+                hi -= 1
+        t = end
+    return runs
+
+
+_NO_PERM = np.empty(0, dtype=np.int64)
+_NO_MEAN = np.empty(0)
+
+
+class Factor:
+    """The LDLᵀ factor of one Gram on one plan: sorted anchors and parameters, and the variance
+    recursion's arrays (all float64, sorted order).
+
+    ``logdet`` is ``log det Σ``; ``zero_pivot`` is ``None``, or the caller's indices ``(i, j)`` of
+    the first anchor whose pivot is 0 and of its sorted predecessor (``j = -1`` for the first).
+    """
+
+    def __init__(self, z: np.ndarray, perm: np.ndarray | None, rate: float, w: Any, u: Any):
+        n = z.shape[0]
+        self.z = z.astype(np.float64)
+        self.perm = _NO_PERM if perm is None else perm
+        self.rate = float(rate)
+        self.w = _sorted(w, perm)
+        self.u = _sorted(u, perm)
+        self.em = np.empty(n)
+        decays(self.z, self.rate, self.em, work=n)
+        self.S, self.P, self.G, self.A = (np.empty(n) for _ in range(4))
+        t = variance(self.em, self.w, self.u, self.S, self.P, self.G, self.A)
+        self.zero_pivot: tuple[int, int] | None = None
+        self.logdet = math.nan
+        if t >= 0:
+            caller = self.perm if perm is not None else np.arange(n)
+            self.zero_pivot = (int(caller[t]), int(caller[t - 1]) if t > 0 else -1)
+        else:
+            self.logdet = float(np.sum(np.log(self.S)))
+        self._mirror: Factor | None = None
+        self._ties: bool | None = None
+
+    @property
+    def n(self) -> int:
+        return self.z.shape[0]
+
+    def mirror(self) -> Factor | None:
+        """The factor of the same Gram with every run of equal anchors in reverse order, or
+        ``None`` when no anchors are equal (built once)."""
+        if self._ties is None:
+            order = np.empty(self.n, dtype=np.int64)
+            self._ties = reverse_ties(self.z, self.perm, order) > 0
+            if self._ties:
+                caller = self.perm if self.perm.shape[0] else np.arange(self.n)
+                w = np.empty(self.n)  # w and u back in the caller's order
+                u = np.empty(self.n)
+                w[caller] = self.w
+                u[caller] = self.u
+                self._mirror = Factor(self.z, order, self.rate, w, u)
+        return self._mirror
+
+
+def _sorted(values: np.ndarray, perm: np.ndarray | None) -> np.ndarray:
+    """``values`` (the caller's order) as float64 in sorted order."""
+    values = np.asarray(values, dtype=np.float64)
+    return np.ascontiguousarray(values if perm is None else values[perm])
+
+
+def factor(z: np.ndarray, perm: np.ndarray | None, rate: float, w: Any, u: Any) -> Factor:
+    """The :class:`Factor` of ``Σ = diag(w) K diag(w) + diag(u)`` for sorted anchors ``z``
+    (``perm`` their caller's indices, ``None`` when sorted) and per-anchor ``w``, ``u`` in the
+    caller's order. O(n)."""
+    return Factor(z, perm, rate, w, u)
+
+
+def quadratic(f: Factor, r: np.ndarray, mean: np.ndarray | None) -> np.ndarray:
+    """``(r_j - mean)ᵀ Σ⁻¹ (r_j - mean)`` for each column ``r_j`` of ``r`` (n, k); float64 (k,)."""
+    k = r.shape[1]
+    quad = np.empty(k)
+    mean = _NO_MEAN if mean is None else mean
+    innovations(r, mean, f.perm, f.w, f.em, f.G, f.S, np.empty((0, k)), quad, work=f.n * k)
+    return quad
+
+
+def solve(f: Factor, b: np.ndarray) -> np.ndarray:
+    """``Σ⁻¹ b`` for ``b`` (n, k), float64 in the caller's order; O(n k)."""
+    n, k = b.shape
+    c = np.empty((n, k))
+    innovations(b, _NO_MEAN, f.perm, f.w, f.em, f.G, f.S, c, np.empty(k), work=n * k)
+    out = np.empty((n, k))
+    solve_back(c, f.perm, f.w, f.em, f.G, f.A, out, work=n * k)
+    return out
+
+
+def color_columns(f: Factor, z: np.ndarray) -> np.ndarray:
+    """``L D^½ z`` for ``z`` (n, k) (rows in sorted order), float64 in the caller's order."""
+    n, k = z.shape
+    out = np.empty((n, k))
+    color(z, f.perm, f.w, f.em, f.G, f.A, f.S, out, work=n * k)
+    return out
+
+
+def nll_gradient(f: Factor, r: np.ndarray, mean: np.ndarray | None) -> tuple:
+    """The gradient of ``nll = (1/k) sum_j (r_j - mean)ᵀ Σ⁻¹ (r_j - mean) / 2 + log det Σ / 2``
+    (+ a constant) over the columns of ``r`` (n, k): ``(z, rate, w, u, mean)`` with the arrays
+    float64 in the caller's order.
+
+    At equal anchors the order of a run is arbitrary and the filter's derivative one-sided; the
+    gradient there is the mean of the two runs' orders (the derivative of ``|a_i - a_j|`` at 0
+    taken as 0, which central differences also give). O(n k)."""
+    parts = _nll_gradient_sorted(f, r, mean)
+    mirror = f.mirror()
+    if mirror is None:
+        return parts
+    other = _nll_gradient_sorted(mirror, r, mean)
+    return tuple(0.5 * (a + b) for a, b in zip(parts, other))
+
+
+def _nll_gradient_sorted(f: Factor, r: np.ndarray, mean: np.ndarray | None) -> tuple:
+    n, k = r.shape
+    groups = -(-k // COLUMN_GROUP)
+    e_all = np.empty((k, n))
+    m_all = np.empty((k, n))
+    parts = np.empty((groups, n, 5))
+    scale = 1.0 / k
+    mean_ = _NO_MEAN if mean is None else mean
+    gradient_data(r, mean_, f.perm, f.w, f.em, f.G, f.S, scale, e_all, m_all, parts, work=n * k)
+    gz, gw, gu, gr = (np.empty(n) for _ in range(4))
+    grate = gradient_parameters(
+        parts, f.z, f.w, f.u, f.em, f.S, f.P, f.G, f.rate, scale, gz, gw, gu, gr
+    )
+    out = []
+    for g in (gz, gw, gu, -gr):
+        if f.perm.shape[0]:
+            caller = np.empty(n)
+            caller[f.perm] = g
+            g = caller
+        out.append(g)
+    return (out[0], float(grate), out[1], out[2], out[3])

@@ -529,7 +529,7 @@ class LaplexGram:
         --------
         >>> G = lx.LaplexGram(np.array([0.0, 1.0]), noise=1.0)
         >>> round(G.logdet(), 6), round(float(np.log(4.0 - np.exp(-2.0))), 6)
-        (1.351802, 1.351802)
+        (1.351875, 1.351875)
         """
         return float(self._factorized().logdet)
 

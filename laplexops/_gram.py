@@ -628,12 +628,11 @@ class LaplexGram:
         True
         """
         r, mean_, batch = self._residuals(X, mean)
-        f = self._factorized()
-        n = self.shape[0]
         if batch == 0:
             raise ValueError("X has no rows: the mean likelihood of no data is undefined")
+        f = self._factorized()
         quad = self._gram.gram_quadratic(f, r, mean_)
-        return 0.5 * (float(f.logdet) + float(quad.sum()) / batch + n * math.log(2 * math.pi))
+        return self._value(f, float(quad.sum()), batch)
 
     def nll_gradient(self, X: Any, mean: Any = None) -> GramGradients:
         """The gradient of :meth:`nll` with respect to every parameter: one forward and one
@@ -654,6 +653,10 @@ class LaplexGram:
         GramGradients
             ``(a, rate, weights, noise, mean)``; arrays in the caller's order.
 
+        See Also
+        --------
+        nll_and_gradient : The value and the gradient from the same passes.
+
         Examples
         --------
         >>> a = np.array([0.0, 0.5, 2.0])
@@ -664,11 +667,40 @@ class LaplexGram:
         >>> bool(np.isclose(G.nll_gradient(X).rate, fd))
         True
         """
+        return self.nll_and_gradient(X, mean)[1]
+
+    def nll_and_gradient(self, X: Any, mean: Any = None) -> tuple[float, GramGradients]:
+        """:meth:`nll` and :meth:`nll_gradient` together, from the gradient's passes (the value
+        costs nothing extra): what an optimizer's objective returns (``jac=True`` in
+        :func:`scipy.optimize.minimize`).
+
+        Parameters
+        ----------
+        X : array, shape (B, n) or (n,)
+            As for :meth:`nll`.
+        mean : array, shape (n,), optional
+            As for :meth:`nll`.
+
+        Returns
+        -------
+        value : float
+            :meth:`nll`.
+        gradient : GramGradients
+            :meth:`nll_gradient`.
+
+        Examples
+        --------
+        >>> G = lx.LaplexGram(np.array([0.0, 0.5, 2.0]), noise=0.1)
+        >>> X = np.array([[0.3, -0.2, 1.0], [1.0, 0.5, -0.4]])
+        >>> value, grad = G.nll_and_gradient(X)
+        >>> bool(np.isclose(value, G.nll(X))), grad.a.shape
+        (True, (3,))
+        """
         r, mean_, batch = self._residuals(X, mean)
         if batch == 0:
             raise ValueError("X has no rows: the mean likelihood of no data is undefined")
         f = self._factorized()
-        ga, grate, gw, gu, gmean = self._gram.gram_nll_gradient(f, r, mean_)
+        quad, ga, grate, gw, gu, gmean = self._gram.gram_nll_gradient(f, r, mean_)
         op = self._op
         real = np.dtype(op._dtype)
 
@@ -677,13 +709,19 @@ class LaplexGram:
                 return float(g.sum())
             return ns.result_to(op._xp, g.astype(real), op._like)
 
-        return GramGradients(
+        value = self._value(f, float(quad), batch)
+        return value, GramGradients(
             public(ga),
             float(grate),
             public(gw, self._weights_given),
             public(gu, self._noise_given),
             public(gmean),
         )
+
+    def _value(self, f: Any, quad: float, batch: int) -> float:
+        """The mean likelihood from the factor's log-determinant and the quadratic forms' sum."""
+        n = self.shape[0]
+        return 0.5 * (float(f.logdet) + quad / batch + n * math.log(2 * math.pi))
 
 
 def _real_rate(rate: Any) -> float:

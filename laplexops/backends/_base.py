@@ -268,8 +268,9 @@ class GramBackend(Protocol):
 
     def gram_nll_gradient(self, factor: Any, r: Any, mean: Any) -> tuple:
         """The gradient of ``(1/k) sum_j (r_j - mean)ᵀ Σ⁻¹ (r_j - mean) / 2 + log det Σ / 2``
-        over the columns of ``r`` (n, k): ``(anchors, rate, weights, noise, mean)``, the arrays
-        float64 of shape (n,), the rate a float."""
+        over the columns of ``r`` (n, k), with the value's data term from the same pass:
+        ``(quad, anchors, rate, weights, noise, mean)``, ``quad`` the sum over the columns of
+        their quadratic forms (a float), the arrays float64 of shape (n,), the rate a float."""
 
 
 class SortedPlan:

@@ -69,29 +69,63 @@ def decays(z, rate, em):  # pragma: no cover - compiled
         em[t] = math.expm1(-rate * (z[t] - z[t - 1])) if t > 0 else -1.0
 
 
+#: the range the variance recursion keeps its homogeneous pair in (rescaled by powers of two)
+_HUGE = 2.0**256
+_TINY = 2.0**-256
+
+
 @njit(cache=True)
 def variance(em, w, u, S, P, G, A):  # pragma: no cover - compiled
     """The variance recursion (module docstring) in sorted order; ``w``, ``u`` sorted too.
 
-    Fills the pivots ``S``, posterior variances ``P``, gains ``G`` and mean decays ``A``.
-    Returns the first sorted position whose pivot is 0 (Σ singular there; the arrays from it on
-    are not filled), or -1. O(n), serial: each step needs the previous one's variance.
+    Fills the pivots ``S``, posterior variances ``P``, gains ``G`` and mean decays ``A``, and
+    returns ``(t0, log det Σ)``: ``t0`` the first sorted position whose pivot is 0 (Σ singular
+    there; the arrays from it on are not filled), or -1.
+
+    The recursion ``P_{t-1} -> P_t`` is the Möbius map of the non-negative matrix
+    ``[[u φ², u q], [w² φ², w² q + u]]`` (``P_t = (u φ² P + u q) / (w² φ² P + w² q + u)``), so
+    it runs on a homogeneous pair ``P = num / den`` whose update has no division: the loop's
+    dependency chain is a multiply and a fused multiply-add per step, while the divisions of the
+    outputs do not feed the next step. ``den`` grows by exactly the pivot each step (``den_t =
+    S_t den_{t-1}``), so ``log det Σ = log den_n`` plus the exponents taken out by the rescaling
+    (exact powers of two); ``1 / S_t`` is ``den_{t-1} / den_t``. O(n), serial.
     """
-    p = 0.0
+    num = 0.0
+    den = 1.0
+    rden = 1.0
+    shift = 0
     for t in range(em.shape[0]):
         phi = 1.0 + em[t]
-        pp = phi * phi * p + (-em[t]) * (1.0 + phi)
+        q = -em[t] * (1.0 + phi)
         wt = w[t]
         ut = u[t]
-        s = wt * wt * pp + ut
+        w2 = wt * wt
+        p_prev = num * rden
+        pp = phi * phi * p_prev + q
+        # the pair's step: den' = S_t den
+        num_next = ut * (phi * phi * num + q * den)
+        den_next = w2 * (phi * phi * num + q * den) + ut * den
+        s = w2 * pp + ut
         if not s > 0.0:
-            return t
+            return t, 0.0
+        # one division per step: 1 / den_t, which also gives 1 / S_t = den_{t-1} / den_t
+        rden_next = 1.0 / den_next
+        inv = den * rden_next
+        if not _TINY < den_next < _HUGE:
+            mantissa, exponent = math.frexp(den_next)
+            den_next = mantissa
+            num_next = math.ldexp(num_next, -exponent)
+            rden_next = 1.0 / den_next
+            shift += exponent
+        num = num_next
+        den = den_next
+        rden = rden_next
         S[t] = s
-        G[t] = wt * pp / s
-        p = pp * ut / s
+        G[t] = wt * pp * inv
+        p = pp * ut * inv
         P[t] = p
-        A[t] = phi * ut / s
-    return -1
+        A[t] = phi * ut * inv
+    return -1, math.log(den) + shift * math.log(2.0)
 
 
 @kernel
@@ -224,13 +258,15 @@ def gradient_parameters(
     For ``L = scale * sum_j sum_t e_t² / (2 S_t) + (1/2) sum_t log S_t`` (``scale`` the inverse
     batch size), from the data pass's ``parts``: writes, in sorted order, the gradients of the
     anchors ``gz``, weights ``gw``, noise ``gu`` and residuals ``gr`` (summed over columns), and
-    returns the rate's. The adjoint ``P̄`` of the posterior variance runs from the right; each
-    gap's adjoint ``Δ̄_t`` goes to ``z_t`` and, negated, to ``z_{t-1}``.
+    returns the rate's and the quadratic forms' sum ``sum_j sum_t e_t² / S_t``. The adjoint
+    ``P̄`` of the posterior variance runs from the right; each gap's adjoint ``Δ̄_t`` goes to
+    ``z_t`` and, negated, to ``z_{t-1}``.
     """
     n = em.shape[0]
     groups = parts.shape[0]
     pbar = 0.0
     rbar = 0.0
+    quad = 0.0
     for t in range(n):
         gz[t] = 0.0
     for t in range(n - 1, -1, -1):
@@ -252,6 +288,7 @@ def gradient_parameters(
         st = S[t]
         wt = w[t]
         ut = u[t]
+        quad += g4 / st
         sbar = 0.5 / st - 0.5 * scale * g4 / (st * st)
         wbar = -g1
         # G = w Pp / S
@@ -280,7 +317,7 @@ def gradient_parameters(
         gw[t] = wbar
         gu[t] = ubar
         gr[t] = g3
-    return rbar
+    return rbar, quad
 
 
 @njit(cache=True)
@@ -330,14 +367,14 @@ class Factor:
         self.em = np.empty(n)
         decays(self.z, self.rate, self.em, work=n)
         self.S, self.P, self.G, self.A = (np.empty(n) for _ in range(4))
-        t = variance(self.em, self.w, self.u, self.S, self.P, self.G, self.A)
+        t, logdet = variance(self.em, self.w, self.u, self.S, self.P, self.G, self.A)
         self.zero_pivot: tuple[int, int] | None = None
         self.logdet = math.nan
         if t >= 0:
             caller = self.perm if perm is not None else np.arange(n)
             self.zero_pivot = (int(caller[t]), int(caller[t - 1]) if t > 0 else -1)
         else:
-            self.logdet = float(np.sum(np.log(self.S)))
+            self.logdet = float(logdet)
         self._mirror: Factor | None = None
         self._ties: bool | None = None
 
@@ -403,8 +440,8 @@ def color_columns(f: Factor, z: np.ndarray) -> np.ndarray:
 
 def nll_gradient(f: Factor, r: np.ndarray, mean: np.ndarray | None) -> tuple:
     """The gradient of ``nll = (1/k) sum_j (r_j - mean)ᵀ Σ⁻¹ (r_j - mean) / 2 + log det Σ / 2``
-    (+ a constant) over the columns of ``r`` (n, k): ``(z, rate, w, u, mean)`` with the arrays
-    float64 in the caller's order.
+    (+ a constant) over the columns of ``r`` (n, k): ``(quad, z, rate, w, u, mean)``, ``quad`` the
+    sum of the columns' quadratic forms, the arrays float64 in the caller's order.
 
     At equal anchors the order of a run is arbitrary and the filter's derivative one-sided; the
     gradient there is the mean of the two runs' orders (the derivative of ``|a_i - a_j|`` at 0
@@ -414,7 +451,7 @@ def nll_gradient(f: Factor, r: np.ndarray, mean: np.ndarray | None) -> tuple:
     if mirror is None:
         return parts
     other = _nll_gradient_sorted(mirror, r, mean)
-    return tuple(0.5 * (a + b) for a, b in zip(parts, other))
+    return (parts[0], *(0.5 * (a + b) for a, b in zip(parts[1:], other[1:])))
 
 
 def _nll_gradient_sorted(f: Factor, r: np.ndarray, mean: np.ndarray | None) -> tuple:
@@ -427,7 +464,7 @@ def _nll_gradient_sorted(f: Factor, r: np.ndarray, mean: np.ndarray | None) -> t
     mean_ = _NO_MEAN if mean is None else mean
     gradient_data(r, mean_, f.perm, f.w, f.em, f.G, f.S, scale, e_all, m_all, parts, work=n * k)
     gz, gw, gu, gr = (np.empty(n) for _ in range(4))
-    grate = gradient_parameters(
+    grate, quad = gradient_parameters(
         parts, f.z, f.w, f.u, f.em, f.S, f.P, f.G, f.rate, scale, gz, gw, gu, gr
     )
     out = []
@@ -437,4 +474,4 @@ def _nll_gradient_sorted(f: Factor, r: np.ndarray, mean: np.ndarray | None) -> t
             caller[f.perm] = g
             g = caller
         out.append(g)
-    return (out[0], float(grate), out[1], out[2], out[3])
+    return (float(quad), out[0], float(grate), out[1], out[2], out[3])

@@ -672,7 +672,7 @@ class LaplexGram:
     def nll_and_gradient(self, X: Any, mean: Any = None) -> tuple[float, GramGradients]:
         """:meth:`nll` and :meth:`nll_gradient` together, from the gradient's passes (the value
         costs nothing extra): what an optimizer's objective returns (``jac=True`` in
-        :func:`scipy.optimize.minimize`).
+        ``scipy.optimize.minimize``).
 
         Parameters
         ----------

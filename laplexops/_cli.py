@@ -56,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
                 help="with --gpu: also a training step at m = n = 1e9 (float32)",
             )
             q.add_argument(
+                "--gram",
+                action="store_true",
+                help="the Gram's likelihood against celerite2 (and tinygp), float32 accuracy",
+            )
+            q.add_argument(
                 "--no-tests",
                 action="store_true",
                 help="with --gpu: timings only, skip the GPU test suite",
@@ -73,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         from ._gpu_bench import gpu_bench
 
         return gpu_bench(args.log2n, args.seed, args.json, args.huge, not args.no_tests)
+    if args.command == "bench" and args.gram:
+        from ._gram_bench import gram_bench
+
+        return gram_bench(int(args.n), args.seed, args.json)
     run = demo if args.command == "demo" else bench
     kwargs = {"json_path": args.json} if args.command == "bench" else {}
     return run(int(args.n), np.dtype(args.dtype), rate, args.backend, args.seed, **kwargs)

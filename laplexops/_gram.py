@@ -136,32 +136,43 @@ class LaplexGram:
                 f"the {op.backend!r} backend has no LaplexGram kernels; "
                 "LaplexGram runs on host data (the Numba backend) for now"
             )
-        self._weights_given, self._w = self._parameter(weights, 1.0, "weights")
-        self._noise_given, self._u = self._parameter(noise, 0.0, "noise")
-        if bool(op._backend.xp.any(self._u < 0)):
+        # weights and noise: a float (one value for every anchor) or a native float64 array
+        self._w = self._parameter(weights, 1.0, "weights")
+        self._u = self._parameter(noise, 0.0, "noise")
+        self._weights_given = not isinstance(self._w, float)
+        self._noise_given = not isinstance(self._u, float)
+        if bool(op._backend.xp.any(op._backend.xp.asarray(self._u) < 0)):
             raise ValueError("noise must be >= 0 (variances added to the diagonal)")
         self._factor: Any = None
         self._gram: GramBackend = backend
 
-    def _parameter(self, value: Any, default: float, name: str) -> tuple[bool, Any]:
-        """``(given as an array, native float64 array of length n)`` for weights or noise."""
+    def _parameter(self, value: Any, default: float, name: str) -> Any:
+        """Weights or noise: a float for one value (or the default), else a native float64 array
+        of length n."""
         n = self.shape[0]
         xp = self._op._backend.xp
         if value is None:
-            return False, xp.full(n, default, dtype=np.float64)
+            return default
         value = ns.as_array(value)
         if value.ndim == 0:
             number = float(value)
             if not math.isfinite(number):
                 raise ValueError(f"{name} must be finite; got {number}")
-            return False, xp.full(n, number, dtype=np.float64)
+            return number
         native, dtype, _ = self._op._operand(value, n, name, ndims=(1,))
         if dtype.kind == "c":
             raise TypeError(f"{name} must be real; got dtype {value.dtype}")
         native = native.astype(np.float64)
         if not bool(xp.all(xp.isfinite(native))):
             raise ValueError(f"{name} must be finite")
-        return True, native
+        return native
+
+    def _full(self, value: Any) -> Any:
+        """A parameter as a native float64 array of length n (a stride-0 view for a float)."""
+        xp = self._op._backend.xp
+        if isinstance(value, float):
+            return xp.broadcast_to(xp.asarray(value, dtype=np.float64), (self.shape[0],))
+        return value
 
     # ------------------------------------------------------------------ attributes
     @property
@@ -195,7 +206,7 @@ class LaplexGram:
         >>> lx.LaplexGram([0.0, 1.0], weights=2.0).weights
         array([2., 2.])
         """
-        return self._w.copy()
+        return self._full(self._w).copy()
 
     @property
     def noise(self) -> Any:
@@ -206,7 +217,7 @@ class LaplexGram:
         >>> lx.LaplexGram([0.0, 1.0], noise=[0.1, 0.2]).noise
         array([0.1, 0.2])
         """
-        return self._u.copy()
+        return self._full(self._u).copy()
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -284,8 +295,8 @@ class LaplexGram:
         op = self._op if rate is _KEEP else self._op.with_rate(_real_rate(rate))
         return self._derived(
             op,
-            self._kept(weights, self._weights_given, self._w),
-            self._kept(noise, self._noise_given, self._u),
+            self._w if weights is _KEEP else weights,
+            self._u if noise is _KEEP else noise,
         )
 
     def with_anchors(self, a: Any) -> LaplexGram:
@@ -310,17 +321,9 @@ class LaplexGram:
         op = self._op.with_anchors(a, a)
         return self._derived(
             op,
-            self._w if self._weights_given else float(self._w[0]) if self._w.shape[0] else None,
-            self._u if self._noise_given else float(self._u[0]) if self._u.shape[0] else None,
+            self._w,
+            self._u,
         )
-
-    @staticmethod
-    def _kept(value: Any, given: bool, current: Any) -> Any:
-        if value is not _KEEP:
-            return value
-        if given or current.shape[0] == 0:
-            return current if given else None
-        return float(current[0])
 
     def _derived(self, op: LaplexOperator, weights: Any, noise: Any) -> LaplexGram:
         gram = object.__new__(LaplexGram)
@@ -333,14 +336,16 @@ class LaplexGram:
         singular."""
         if self._factor is None:
             op = self._op
-            f = self._gram.gram_factor(op._plan, self.rate, self._w, self._u)
+            f = self._gram.gram_factor(
+                op._plan, self.rate, self._full(self._w), self._full(self._u)
+            )
             if f.zero_pivot is not None:
                 raise np.linalg.LinAlgError(self._singular_message(*f.zero_pivot))
             self._factor = f
         return self._factor
 
     def _singular_message(self, i: int, j: int) -> str:
-        w, u, a = float(self._w[i]), float(self._u[i]), self._op._x
+        w, u, a = float(self._full(self._w)[i]), float(self._full(self._u)[i]), self._op._x
         if w == 0 and u == 0:
             return f"Σ is singular: weights[{i}] and noise[{i}] are both 0 (row {i} of Σ is zero)"
         if j >= 0 and bool(a[i] == a[j]):
@@ -410,8 +415,8 @@ class LaplexGram:
         op = self._op
         work = op._working_dtype(dtype, native.dtype)
         b = native.astype(work, copy=False)
-        w = self._w.astype(np.finfo(dtype).dtype)[:, None]
-        u = self._u.astype(np.finfo(dtype).dtype)[:, None]
+        real = np.finfo(dtype).dtype
+        w, u = (p if isinstance(p, float) else p.astype(real)[:, None] for p in (self._w, self._u))
         k_wb = op._backend.apply(op._plan, Side.ROWS_X, op.rate, w * b)[0]
         return self._out(w * k_wb + u * b, original, original.ndim == 1, dtype)
 
@@ -466,8 +471,8 @@ class LaplexGram:
         K = self._op.to_dense(force=force)
         xp = ns.compat.array_namespace(K)
         dtype = K.dtype
-        w = xp.asarray(ns.result_to(self._op._xp, self._w, K), dtype=dtype)
-        u = xp.asarray(ns.result_to(self._op._xp, self._u, K), dtype=dtype)
+        w = xp.asarray(ns.result_to(self._op._xp, self._full(self._w), K), dtype=dtype)
+        u = xp.asarray(ns.result_to(self._op._xp, self._full(self._u), K), dtype=dtype)
         return w[:, None] * K * w[None, :] + xp.diag(u)
 
     # ------------------------------------------------------------------ the factor's uses
@@ -707,7 +712,7 @@ class LaplexGram:
         def public(g: Any, given: bool = True) -> Any:
             if not given:
                 return float(g.sum())
-            return ns.result_to(op._xp, g.astype(real), op._like)
+            return ns.result_to(op._xp, g.astype(real, copy=False), op._like)
 
         value = self._value(f, float(quad), batch)
         return value, GramGradients(

@@ -76,6 +76,7 @@ class NumbaPlan(SortedPlan):
         super().__init__(shape, shared, tuple(found * 2 if shared else found))
         self._decays: dict = {}
         self.scratch = _Scratch()
+        self.gram_pool = _numba_filter.Pool()  # the Gram's factors and scratch
 
     def _orient(self, rz, cz, rperm, cperm) -> _Side:
         return _Side(rz, cz, rperm, cperm)
@@ -223,7 +224,7 @@ class NumbaBackend:
     # the Gram's filter (see GramBackend and _numba_filter)
     def gram_factor(self, plan, rate, weights, noise):
         z, perm = plan.sorted[0]
-        return _numba_filter.factor(z, perm, rate, weights, noise)
+        return _numba_filter.factor(z, perm, rate, weights, noise, plan.gram_pool)
 
     def gram_quadratic(self, factor, r, mean):
         return _numba_filter.quadratic(factor, r, mean)

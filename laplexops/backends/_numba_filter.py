@@ -34,6 +34,8 @@ and column; the passes over columns run in parallel (see ``_numba_threads``).
 from __future__ import annotations
 
 import math
+import threading
+import weakref
 from typing import Any
 
 import numpy as np
@@ -42,18 +44,14 @@ from numba import njit, prange
 from ._numba_threads import kernel
 
 __all__ = [
-    "COLUMN_GROUP",
     "Factor",
+    "Pool",
     "color_columns",
     "factor",
     "nll_gradient",
     "quadratic",
     "solve",
 ]
-
-#: columns per task in the gradient's data pass: each task sums its columns' terms per anchor into
-#: its own row of partial sums, so results do not depend on the number of threads
-COLUMN_GROUP = 4
 
 
 @njit(cache=True, inline="always")
@@ -129,15 +127,18 @@ def variance(em, w, u, S, P, G, A):  # pragma: no cover - compiled
 
 
 @kernel
-def innovations(r, mean, perm, w, em, G, S, c, quad):  # pragma: no cover - compiled
+def innovations(r, mean, perm, w, em, G, A, S, c, m_all, quad):  # pragma: no cover - compiled
     """The mean pass over each column ``j`` of ``r`` (shape (n, k), the caller's order).
 
-    ``quad[j] = sum_t e_t² / S_t`` (the quadratic form ``rᵀ Σ⁻¹ r`` of ``r - mean``), and when
-    ``c`` has n rows, ``c[t, j] = e_t / S_t`` in sorted order (``D⁻¹ L⁻¹ r``, the solve's first
-    half). ``mean`` (n,) is subtracted unless empty. Columns in parallel, O(n) each.
+    ``quad[j] = sum_t e_t² / S_t`` (the quadratic form of ``r_j - mean``); when ``c`` has n rows,
+    ``c[t, j] = e_t / S_t`` in sorted order (``D⁻¹ L⁻¹ r``, the solve's first half); when
+    ``m_all`` has k rows, ``m_all[j, t] = m_{t-1}`` (for the gradient's reverse pass). ``mean``
+    (n,) is subtracted unless empty. The recursion is ``m_t = A_t m_{t-1} + G_t r_t``: one
+    multiply-add on the loop's dependency chain. Columns in parallel, O(n) each.
     """
     n = em.shape[0]
     want_c = c.shape[0] > 0
+    want_m = m_all.shape[0] > 0
     centred = mean.shape[0] > 0
     for j in prange(r.shape[1]):
         m = 0.0
@@ -147,13 +148,14 @@ def innovations(r, mean, perm, w, em, G, S, c, quad):  # pragma: no cover - comp
             x = np.float64(r[i, j])
             if centred:
                 x -= mean[i]
-            mp = (1.0 + em[t]) * m
-            e = x - w[t] * mp
+            e = x - w[t] * (1.0 + em[t]) * m
             ce = e / S[t]
             acc += e * ce
             if want_c:
                 c[t, j] = ce
-            m = mp + G[t] * e
+            if want_m:
+                m_all[j, t] = m
+            m = A[t] * m + G[t] * x
         quad[j] = acc
 
 
@@ -186,119 +188,67 @@ def color(z, perm, w, em, G, A, S, out):  # pragma: no cover - compiled
     return
 
 
-@kernel
-def gradient_data(r, mean, perm, w, em, G, S, scale, e_all, m_all, parts):  # pragma: no cover
-    """The data half of the likelihood's reverse pass, for the columns of ``r`` ((n, k), the
-    caller's order), ``COLUMN_GROUP`` columns per task.
+@njit(cache=True)
+def gradient_reverse(
+    r, mean, perm, z, w, u, em, S, P, G, m_all, rate, scale, gz, gw, gu, gr
+):  # pragma: no cover - compiled
+    """The likelihood's reverse pass, right to left, for the columns of ``r`` ((n, k), the
+    caller's order) after :func:`innovations` kept ``m_all[j, t] = m_{t-1}``.
 
-    Forward: the mean pass, keeping ``e_t`` and ``m_{t-1}`` of column ``j`` in ``e_all[j]``,
-    ``m_all[j]``. Reverse, for ``L = scale * sum_j sum_t e_t² / (2 S_t)``, with ``m̄`` the
-    adjoint of ``m_t``: ``ē = scale e_t / S_t + G_t m̄``, then ``m̄ <- φ_t (m̄ - w_t ē)``. Task
-    ``g`` writes, per sorted position, the sums over its columns of
-    ``parts[g, t] = (m̄ e_t, ē φ_t m_{t-1}, (m̄ - w_t ē) m_{t-1}, ē, e_t²)``: the adjoints of
-    ``G_t``, ``-w_t``, ``φ_t``, ``r_t`` and the data term of ``S_t``.
+    For ``L = scale * sum_j sum_t e_t² / (2 S_t) + (1/2) sum_t log S_t`` (``scale`` the inverse
+    batch size), with ``m̄_j`` the adjoint of column j's ``m_t`` and ``P̄`` that of the posterior
+    variance, each step first runs the columns' data adjoints (``ē = scale e_t / S_t + G_t m̄``,
+    ``m̄ <- φ_t (m̄ - w_t ē)``), summing over the columns the adjoints of ``G_t``, ``w_t``,
+    ``φ_t``, ``r_t`` and ``S_t``, then the parameters' (``docs/math.md``, section 7.4). Writes, in
+    sorted order, the gradients of the anchors ``gz``, weights ``gw``, noise ``gu`` and residuals
+    ``gr`` (summed over columns); returns the rate's. Each gap's adjoint ``Δ̄_t`` goes to
+    ``z_t`` and, negated, to ``z_{t-1}``. O(n k), serial (the columns meet in every step's sums).
     """
     n = em.shape[0]
     k = r.shape[1]
     centred = mean.shape[0] > 0
-    for g in prange(parts.shape[0]):
-        j0 = g * COLUMN_GROUP
-        j1 = min(k, j0 + COLUMN_GROUP)
-        for j in range(j0, j1):
-            m = 0.0
-            ej = e_all[j]
-            mj = m_all[j]
-            for t in range(n):
-                i = _index(perm, t)
-                x = np.float64(r[i, j])
-                if centred:
-                    x -= mean[i]
-                mp = (1.0 + em[t]) * m
-                e = x - w[t] * mp
-                ej[t] = e
-                mj[t] = m
-                m = mp + G[t] * e
-        mbar = np.zeros(COLUMN_GROUP)
-        part = parts[g]
-        for t in range(n - 1, -1, -1):
-            phi = 1.0 + em[t]
-            wt = w[t]
-            gt = G[t]
-            inv = scale / S[t]
-            s0 = 0.0
-            s1 = 0.0
-            s2 = 0.0
-            s3 = 0.0
-            s4 = 0.0
-            for j in range(j0, j1):
-                e = e_all[j, t]
-                mprev = m_all[j, t]
-                mb = mbar[j - j0]
-                ebar = inv * e + gt * mb
-                mpbar = mb - wt * ebar
-                s0 += mb * e
-                s1 += ebar * phi * mprev
-                s2 += mpbar * mprev
-                s3 += ebar
-                s4 += e * e
-                mbar[j - j0] = phi * mpbar
-            part[t, 0] = s0
-            part[t, 1] = s1
-            part[t, 2] = s2
-            part[t, 3] = s3
-            part[t, 4] = s4
-
-
-@njit(cache=True)
-def gradient_parameters(
-    parts, z, w, u, em, S, P, G, rate, scale, gz, gw, gu, gr
-):  # pragma: no cover
-    """The parameter half of the likelihood's reverse pass, right to left, serial.
-
-    For ``L = scale * sum_j sum_t e_t² / (2 S_t) + (1/2) sum_t log S_t`` (``scale`` the inverse
-    batch size), from the data pass's ``parts``: writes, in sorted order, the gradients of the
-    anchors ``gz``, weights ``gw``, noise ``gu`` and residuals ``gr`` (summed over columns), and
-    returns the rate's and the quadratic forms' sum ``sum_j sum_t e_t² / S_t``. The adjoint
-    ``P̄`` of the posterior variance runs from the right; each gap's adjoint ``Δ̄_t`` goes to
-    ``z_t`` and, negated, to ``z_{t-1}``.
-    """
-    n = em.shape[0]
-    groups = parts.shape[0]
+    mbar = np.zeros(k)
     pbar = 0.0
     rbar = 0.0
-    quad = 0.0
     for t in range(n):
         gz[t] = 0.0
     for t in range(n - 1, -1, -1):
-        g0 = 0.0
-        g1 = 0.0
-        g2 = 0.0
-        g3 = 0.0
-        g4 = 0.0
-        for g in range(groups):
-            g0 += parts[g, t, 0]
-            g1 += parts[g, t, 1]
-            g2 += parts[g, t, 2]
-            g3 += parts[g, t, 3]
-            g4 += parts[g, t, 4]
+        i = _index(perm, t)
         phi = 1.0 + em[t]
         q = -em[t] * (1.0 + phi)
         p_prev = P[t - 1] if t > 0 else 0.0
         pp = phi * phi * p_prev + q
         st = S[t]
+        inv = 1.0 / st
         wt = w[t]
         ut = u[t]
-        quad += g4 / st
-        sbar = 0.5 / st - 0.5 * scale * g4 / (st * st)
-        wbar = -g1
-        # G = w Pp / S
-        wbar += g0 * pp / st
-        ppbar = g0 * wt / st
-        sbar -= g0 * G[t] / st
+        gt = G[t]
+        shift = mean[i] if centred else 0.0
+        g0 = 0.0  # Ḡ
+        g1 = 0.0  # -w̄ (data)
+        g2 = 0.0  # φ̄ (data)
+        g3 = 0.0  # r̄
+        g4 = 0.0  # sum of e²
+        for j in range(k):
+            mprev = m_all[j, t]
+            e = (np.float64(r[i, j]) - shift) - wt * phi * mprev
+            mb = mbar[j]
+            ebar = scale * e * inv + gt * mb
+            mpbar = mb - wt * ebar
+            g0 += mb * e
+            g1 += ebar * phi * mprev
+            g2 += mpbar * mprev
+            g3 += ebar
+            g4 += e * e
+            mbar[j] = phi * mpbar
+        sbar = 0.5 * inv - 0.5 * scale * g4 * inv * inv
+        wbar = g0 * pp * inv - g1
+        ppbar = g0 * wt * inv
+        sbar -= g0 * gt * inv
         # P = Pp u / S
-        ppbar += pbar * ut / st
-        ubar = pbar * pp / st
-        sbar -= pbar * P[t] / st
+        ppbar += pbar * ut * inv
+        ubar = pbar * pp * inv
+        sbar -= pbar * P[t] * inv
         # S = w² Pp + u
         wbar += sbar * 2.0 * wt * pp
         ppbar += sbar * wt * wt
@@ -307,17 +257,16 @@ def gradient_parameters(
         phibar = g2 + ppbar * 2.0 * phi * p_prev
         pbar = ppbar * phi * phi
         if t > 0:
-            gap = z[t] - z[t - 1]
             # φ = exp(-s Δ), q = 1 - φ²: dφ = -φ (s dΔ + Δ ds), dq = 2 φ² (s dΔ + Δ ds)
             common = -phibar * phi + ppbar * 2.0 * phi * phi
             dgap = common * rate
-            rbar += common * gap
+            rbar += common * (z[t] - z[t - 1])
             gz[t] += dgap
             gz[t - 1] -= dgap
         gw[t] = wbar
         gu[t] = ubar
         gr[t] = g3
-    return rbar, quad
+    return rbar
 
 
 @njit(cache=True)
@@ -347,26 +296,58 @@ def reverse_ties(z, perm, out):  # pragma: no cover - compiled
 
 _NO_PERM = np.empty(0, dtype=np.int64)
 _NO_MEAN = np.empty(0)
+_NO_ROWS = np.empty((0, 0))
+
+
+class Pool:
+    """Float64 blocks kept between calls on one plan: the factor of one parameter set and the
+    gradient's scratch are reused by the next (a training step), because fresh multi-megabyte
+    arrays cost page faults that take as long as the filter itself. At most one free block per
+    shape; a block in use belongs to its caller until given back. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._free: dict[tuple[int, ...], np.ndarray] = {}
+
+    def take(self, shape: tuple[int, ...]) -> np.ndarray:
+        """A block of ``shape`` (uninitialised)."""
+        with self._lock:
+            block = self._free.pop(shape, None)
+        return np.empty(shape) if block is None else block
+
+    def give(self, block: np.ndarray) -> None:
+        """Return a block taken with :meth:`take`; its caller must not use it again."""
+        with self._lock:
+            self._free.setdefault(block.shape, block)
 
 
 class Factor:
     """The LDLᵀ factor of one Gram on one plan: sorted anchors and parameters, and the variance
-    recursion's arrays (all float64, sorted order).
+    recursion's arrays (all float64, sorted order), in one block of the plan's :class:`Pool`
+    (given back when the factor is collected).
 
     ``logdet`` is ``log det Σ``; ``zero_pivot`` is ``None``, or the caller's indices ``(i, j)`` of
     the first anchor whose pivot is 0 and of its sorted predecessor (``j = -1`` for the first).
     """
 
-    def __init__(self, z: np.ndarray, perm: np.ndarray | None, rate: float, w: Any, u: Any):
+    def __init__(
+        self, z: np.ndarray, perm: np.ndarray | None, rate: float, w: Any, u: Any, pool: Pool
+    ):
         n = z.shape[0]
-        self.z = z.astype(np.float64)
+        block = pool.take((8, n))
+        weakref.finalize(self, pool.give, block)
+        self.pool = pool
+        self.em, self.S, self.P, self.G, self.A = block[:5]
+        if z.dtype == np.float64:
+            self.z = z
+        else:
+            self.z = block[5]
+            self.z[:] = z
         self.perm = _NO_PERM if perm is None else perm
         self.rate = float(rate)
-        self.w = _sorted(w, perm)
-        self.u = _sorted(u, perm)
-        self.em = np.empty(n)
+        self.w = _sorted(w, perm, block[6])
+        self.u = _sorted(u, perm, block[7])
         decays(self.z, self.rate, self.em, work=n)
-        self.S, self.P, self.G, self.A = (np.empty(n) for _ in range(4))
         t, logdet = variance(self.em, self.w, self.u, self.S, self.P, self.G, self.A)
         self.zero_pivot: tuple[int, int] | None = None
         self.logdet = math.nan
@@ -394,29 +375,43 @@ class Factor:
                 u = np.empty(self.n)
                 w[caller] = self.w
                 u[caller] = self.u
-                self._mirror = Factor(self.z, order, self.rate, w, u)
+                self._mirror = Factor(self.z, order, self.rate, w, u, self.pool)
         return self._mirror
 
 
-def _sorted(values: np.ndarray, perm: np.ndarray | None) -> np.ndarray:
-    """``values`` (the caller's order) as float64 in sorted order."""
+def _sorted(values: np.ndarray, perm: np.ndarray | None, out: np.ndarray) -> np.ndarray:
+    """``values`` (the caller's order; a stride-0 view for one value at every anchor) as float64
+    in sorted order, in ``out`` unless no copy is needed."""
     values = np.asarray(values, dtype=np.float64)
-    return np.ascontiguousarray(values if perm is None else values[perm])
+    if perm is None or values.strides == (0,):
+        return values
+    np.take(values, perm, out=out)
+    return out
 
 
-def factor(z: np.ndarray, perm: np.ndarray | None, rate: float, w: Any, u: Any) -> Factor:
+def factor(
+    z: np.ndarray, perm: np.ndarray | None, rate: float, w: Any, u: Any, pool: Pool
+) -> Factor:
     """The :class:`Factor` of ``Σ = diag(w) K diag(w) + diag(u)`` for sorted anchors ``z``
     (``perm`` their caller's indices, ``None`` when sorted) and per-anchor ``w``, ``u`` in the
-    caller's order. O(n)."""
-    return Factor(z, perm, rate, w, u)
+    caller's order, its arrays from ``pool``. O(n)."""
+    return Factor(z, perm, rate, w, u, pool)
+
+
+def _work(n: int, k: int) -> int:
+    """The ``work=`` of a pass over k columns: one column gains nothing from threads (its
+    recursion is serial), so it always runs the serial build."""
+    return n * k if k > 1 else 0
 
 
 def quadratic(f: Factor, r: np.ndarray, mean: np.ndarray | None) -> np.ndarray:
     """``(r_j - mean)ᵀ Σ⁻¹ (r_j - mean)`` for each column ``r_j`` of ``r`` (n, k); float64 (k,)."""
-    k = r.shape[1]
+    n, k = r.shape
     quad = np.empty(k)
     mean = _NO_MEAN if mean is None else mean
-    innovations(r, mean, f.perm, f.w, f.em, f.G, f.S, np.empty((0, k)), quad, work=f.n * k)
+    innovations(
+        r, mean, f.perm, f.w, f.em, f.G, f.A, f.S, _NO_ROWS, _NO_ROWS, quad, work=_work(n, k)
+    )
     return quad
 
 
@@ -424,9 +419,10 @@ def solve(f: Factor, b: np.ndarray) -> np.ndarray:
     """``Σ⁻¹ b`` for ``b`` (n, k), float64 in the caller's order; O(n k)."""
     n, k = b.shape
     c = np.empty((n, k))
-    innovations(b, _NO_MEAN, f.perm, f.w, f.em, f.G, f.S, c, np.empty(k), work=n * k)
+    quad = np.empty(k)
+    innovations(b, _NO_MEAN, f.perm, f.w, f.em, f.G, f.A, f.S, c, _NO_ROWS, quad, work=_work(n, k))
     out = np.empty((n, k))
-    solve_back(c, f.perm, f.w, f.em, f.G, f.A, out, work=n * k)
+    solve_back(c, f.perm, f.w, f.em, f.G, f.A, out, work=_work(n, k))
     return out
 
 
@@ -434,7 +430,7 @@ def color_columns(f: Factor, z: np.ndarray) -> np.ndarray:
     """``L D^½ z`` for ``z`` (n, k) (rows in sorted order), float64 in the caller's order."""
     n, k = z.shape
     out = np.empty((n, k))
-    color(z, f.perm, f.w, f.em, f.G, f.A, f.S, out, work=n * k)
+    color(z, f.perm, f.w, f.em, f.G, f.A, f.S, out, work=_work(n, k))
     return out
 
 
@@ -456,17 +452,16 @@ def nll_gradient(f: Factor, r: np.ndarray, mean: np.ndarray | None) -> tuple:
 
 def _nll_gradient_sorted(f: Factor, r: np.ndarray, mean: np.ndarray | None) -> tuple:
     n, k = r.shape
-    groups = -(-k // COLUMN_GROUP)
-    e_all = np.empty((k, n))
-    m_all = np.empty((k, n))
-    parts = np.empty((groups, n, 5))
-    scale = 1.0 / k
+    m_all = f.pool.take((k, n))
+    quad = np.empty(k)
     mean_ = _NO_MEAN if mean is None else mean
-    gradient_data(r, mean_, f.perm, f.w, f.em, f.G, f.S, scale, e_all, m_all, parts, work=n * k)
+    innovations(r, mean_, f.perm, f.w, f.em, f.G, f.A, f.S, _NO_ROWS, m_all, quad, work=_work(n, k))
     gz, gw, gu, gr = (np.empty(n) for _ in range(4))
-    grate, quad = gradient_parameters(
-        parts, f.z, f.w, f.u, f.em, f.S, f.P, f.G, f.rate, scale, gz, gw, gu, gr
-    )
+    grate = gradient_reverse(
+        r, mean_, f.perm, f.z, f.w, f.u, f.em, f.S, f.P, f.G, m_all, f.rate, 1.0 / k,
+        gz, gw, gu, gr,
+    )  # fmt: skip
+    f.pool.give(m_all)
     out = []
     for g in (gz, gw, gu, -gr):
         if f.perm.shape[0]:
@@ -474,4 +469,4 @@ def _nll_gradient_sorted(f: Factor, r: np.ndarray, mean: np.ndarray | None) -> t
             caller[f.perm] = g
             g = caller
         out.append(g)
-    return (float(quad), out[0], float(grate), out[1], out[2], out[3])
+    return (float(quad.sum()), out[0], float(grate), out[1], out[2], out[3])

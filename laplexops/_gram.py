@@ -514,7 +514,7 @@ class LaplexGram:
             k = native.shape[1]
             x = out[:, :k] + 1j * out[:, k:]
         else:
-            x = self._gram.gram_solve(f, native.astype(np.float64))
+            x = self._gram.gram_solve(f, native.astype(np.float64, copy=False))
         return self._out(x, original, original.ndim == 1, dtype)
 
     def logdet(self) -> float:
@@ -588,7 +588,8 @@ class LaplexGram:
         native, dtype, _ = self._op._operand(rows.T, n, "X", ndims=(2,))
         if dtype.kind == "c":
             raise TypeError(f"X must be real; got dtype {X.dtype}")
-        self._finite(native, "X")
+        # X's finiteness is checked only when the likelihood is not finite (_value): a NaN or an
+        # infinity in X always reaches it, and a pass over the batch is saved
         m = None
         if mean is not None:
             m, mdtype, _ = self._op._operand(ns.as_array(mean), n, "mean", ndims=(1,))
@@ -621,6 +622,8 @@ class LaplexGram:
             When Σ is singular.
         ValueError
             ``X`` or ``mean`` not finite or of the wrong shape.
+        FloatingPointError
+            When the quadratic form of finite data overflows float64 (data beyond ~1e150).
 
         Examples
         --------
@@ -637,7 +640,7 @@ class LaplexGram:
             raise ValueError("X has no rows: the mean likelihood of no data is undefined")
         f = self._factorized()
         quad = self._gram.gram_quadratic(f, r, mean_)
-        return self._value(f, float(quad.sum()), batch)
+        return self._value(f, float(quad.sum()), r)
 
     def nll_gradient(self, X: Any, mean: Any = None) -> GramGradients:
         """The gradient of :meth:`nll` with respect to every parameter: one forward and one
@@ -705,27 +708,34 @@ class LaplexGram:
         if batch == 0:
             raise ValueError("X has no rows: the mean likelihood of no data is undefined")
         f = self._factorized()
-        quad, ga, grate, gw, gu, gmean = self._gram.gram_nll_gradient(f, r, mean_)
+        summed = (not self._weights_given, not self._noise_given)
+        quad, ga, grate, gw, gu, gmean = self._gram.gram_nll_gradient(f, r, mean_, summed)
         op = self._op
         real = np.dtype(op._dtype)
 
-        def public(g: Any, given: bool = True) -> Any:
-            if not given:
-                return float(g.sum())
+        def public(g: Any) -> Any:
+            if isinstance(g, float):
+                return g
             return ns.result_to(op._xp, g.astype(real, copy=False), op._like)
 
-        value = self._value(f, float(quad), batch)
+        value = self._value(f, float(quad), r)
         return value, GramGradients(
             public(ga),
             float(grate),
-            public(gw, self._weights_given),
-            public(gu, self._noise_given),
+            public(gw),
+            public(gu),
             public(gmean),
         )
 
-    def _value(self, f: Any, quad: float, batch: int) -> float:
-        """The mean likelihood from the factor's log-determinant and the quadratic forms' sum."""
-        n = self.shape[0]
+    def _value(self, f: Any, quad: float, r: Any) -> float:
+        """The mean likelihood from the factor's log-determinant and the sum of the quadratic
+        forms of the columns of ``r``; ``ValueError`` when ``r`` is not finite."""
+        n, batch = r.shape
+        if not math.isfinite(quad):
+            self._finite(r, "X")
+            raise FloatingPointError(
+                f"the likelihood's quadratic form overflowed float64 ({quad}): scale the data"
+            )
         return 0.5 * (float(f.logdet) + quad / batch + n * math.log(2 * math.pi))
 
 

@@ -224,8 +224,11 @@ def test_bad_parameters(kwargs, error, match):
 
 def test_bad_data():
     G = lx.LaplexGram(np.array([0.0, 1.0, 2.0]), noise=0.1)
-    with pytest.raises(ValueError, match="X must be finite"):
-        G.nll(np.array([[0.0, np.nan, 1.0]]))
+    for bad in (np.nan, np.inf, -np.inf):
+        X = np.array([[0.0, 1.0, 2.0], [0.0, bad, 1.0]])
+        for call in (G.nll, G.nll_gradient, G.nll_and_gradient):
+            with pytest.raises(ValueError, match="X must be finite"):
+                call(X)
     with pytest.raises(ValueError, match="shape"):
         G.nll(np.ones((2, 4)))
     with pytest.raises(ValueError, match="no rows"):

@@ -266,11 +266,15 @@ class GramBackend(Protocol):
         """``L D^½ z`` for ``z`` of shape (n, k) (rows taken in sorted order): standard normal
         ``z`` gives k draws of N(0, Σ) as columns, float64."""
 
-    def gram_nll_gradient(self, factor: Any, r: Any, mean: Any) -> tuple:
+    def gram_nll_gradient(
+        self, factor: Any, r: Any, mean: Any, summed: tuple[bool, bool] = (False, False)
+    ) -> tuple:
         """The gradient of ``(1/k) sum_j (r_j - mean)ᵀ Σ⁻¹ (r_j - mean) / 2 + log det Σ / 2``
         over the columns of ``r`` (n, k), with the value's data term from the same pass:
         ``(quad, anchors, rate, weights, noise, mean)``, ``quad`` the sum over the columns of
-        their quadratic forms (a float), the arrays float64 of shape (n,), the rate a float."""
+        their quadratic forms (a float), the arrays float64 of shape (n,), the rate a float; the
+        weights' (noise's) gradient is its sum over the anchors, a float, where ``summed[0]``
+        (``summed[1]``): the derivative for one value shared by every anchor."""
 
 
 class SortedPlan:

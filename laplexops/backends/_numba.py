@@ -235,8 +235,8 @@ class NumbaBackend:
     def gram_color(self, factor, z):
         return _numba_filter.color_columns(factor, z)
 
-    def gram_nll_gradient(self, factor, r, mean):
-        return _numba_filter.nll_gradient(factor, r, mean)
+    def gram_nll_gradient(self, factor, r, mean, summed=(False, False)):
+        return _numba_filter.nll_gradient(factor, r, mean, summed)
 
 
 def _real_view(a: np.ndarray) -> np.ndarray:

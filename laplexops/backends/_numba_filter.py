@@ -434,39 +434,53 @@ def color_columns(f: Factor, z: np.ndarray) -> np.ndarray:
     return out
 
 
-def nll_gradient(f: Factor, r: np.ndarray, mean: np.ndarray | None) -> tuple:
+def nll_gradient(
+    f: Factor, r: np.ndarray, mean: np.ndarray | None, summed: tuple[bool, bool] = (False, False)
+) -> tuple:
     """The gradient of ``nll = (1/k) sum_j (r_j - mean)ᵀ Σ⁻¹ (r_j - mean) / 2 + log det Σ / 2``
     (+ a constant) over the columns of ``r`` (n, k): ``(quad, z, rate, w, u, mean)``, ``quad`` the
-    sum of the columns' quadratic forms, the arrays float64 in the caller's order.
+    sum of the columns' quadratic forms, the arrays float64 in the caller's order; ``w`` (``u``) is
+    the sum over the anchors, a float, where ``summed[0]`` (``summed[1]``).
 
     At equal anchors the order of a run is arbitrary and the filter's derivative one-sided; the
     gradient there is the mean of the two runs' orders (the derivative of ``|a_i - a_j|`` at 0
     taken as 0, which central differences also give). O(n k)."""
-    parts = _nll_gradient_sorted(f, r, mean)
+    parts = _nll_gradient_sorted(f, r, mean, summed)
     mirror = f.mirror()
     if mirror is None:
         return parts
-    other = _nll_gradient_sorted(mirror, r, mean)
+    other = _nll_gradient_sorted(mirror, r, mean, summed)
     return (parts[0], *(0.5 * (a + b) for a, b in zip(parts[1:], other[1:])))
 
 
-def _nll_gradient_sorted(f: Factor, r: np.ndarray, mean: np.ndarray | None) -> tuple:
+def _nll_gradient_sorted(
+    f: Factor, r: np.ndarray, mean: np.ndarray | None, summed: tuple[bool, bool]
+) -> tuple:
     n, k = r.shape
     m_all = f.pool.take((k, n))
     quad = np.empty(k)
     mean_ = _NO_MEAN if mean is None else mean
     innovations(r, mean_, f.perm, f.w, f.em, f.G, f.A, f.S, _NO_ROWS, m_all, quad, work=_work(n, k))
-    gz, gw, gu, gr = (np.empty(n) for _ in range(4))
+    # the gradients of weights or noise wanted only as sums go to scratch
+    scratch = f.pool.take((2, n))
+    gz, gr = np.empty(n), np.empty(n)
+    gw = scratch[0] if summed[0] else np.empty(n)
+    gu = scratch[1] if summed[1] else np.empty(n)
     grate = gradient_reverse(
         r, mean_, f.perm, f.z, f.w, f.u, f.em, f.S, f.P, f.G, m_all, f.rate, 1.0 / k,
         gz, gw, gu, gr,
     )  # fmt: skip
     f.pool.give(m_all)
-    out = []
-    for g in (gz, gw, gu, -gr):
+    np.negative(gr, out=gr)
+    out: list = []
+    for g, total in ((gz, False), (gw, summed[0]), (gu, summed[1]), (gr, False)):
+        if total:
+            out.append(float(g.sum()))
+            continue
         if f.perm.shape[0]:
             caller = np.empty(n)
             caller[f.perm] = g
             g = caller
         out.append(g)
+    f.pool.give(scratch)
     return (float(quad.sum()), out[0], float(grate), out[1], out[2], out[3])

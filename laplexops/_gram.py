@@ -128,6 +128,14 @@ class LaplexGram:
     ) -> None:
         self._init(LaplexOperator(a, a, _real_rate(rate), backend), weights, noise)
 
+    @classmethod
+    def _from_operator(cls, op: LaplexOperator, weights: Any, noise: Any) -> LaplexGram:
+        """The Gram of the square operator ``op`` (``LaplexOperator(a, a, rate)``), sharing its
+        plan: how integrations that keep operators between calls build a Gram."""
+        gram = object.__new__(cls)
+        gram._init(op, weights, noise)
+        return gram
+
     def _init(self, op: LaplexOperator, weights: Any, noise: Any) -> None:
         self._op = op
         backend = op._backend
@@ -326,9 +334,7 @@ class LaplexGram:
         )
 
     def _derived(self, op: LaplexOperator, weights: Any, noise: Any) -> LaplexGram:
-        gram = object.__new__(LaplexGram)
-        gram._init(op, weights, noise)
-        return gram
+        return LaplexGram._from_operator(op, weights, noise)
 
     # ------------------------------------------------------------------ the factor
     def _factorized(self) -> Any:

@@ -8,7 +8,9 @@
   ``torch.nn.functional.linear`` (``(..., n) -> (..., m)``);
 - :class:`LaplexLinear` -- a ``torch.nn.Module`` with learnable anchors, rate (and frequency),
   scales and bias;
-- :class:`PlanCache` -- where an operator's plan (the sort of its anchors) is kept between calls.
+- :class:`PlanCache` -- where an operator's plan (the sort of its anchors) is kept between calls;
+- :func:`gram_nll` -- the Gaussian negative log-likelihood of :class:`laplexops.LaplexGram`, with
+  autograd for the anchors, rate, weights, noise, data and mean.
 
 The product is the custom operator ``torch.ops.laplexops.matmat`` (``torch.library.custom_op``),
 with its fake (meta) implementation and its autograd formula registered, so that ``torch.compile``
@@ -43,9 +45,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ._gram import LaplexGram
 from ._operator import LaplexOperator
 
-__all__ = ["laplex_matmul", "laplex_linear", "LaplexLinear", "PlanCache"]
+__all__ = ["laplex_matmul", "laplex_linear", "LaplexLinear", "PlanCache", "gram_nll"]
 
 
 # ---------------------------------------------------------------------- plan cache
@@ -342,6 +345,206 @@ def _matmat_backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
 
 
 _matmat.register_autograd(_matmat_backward, setup_context=_matmat_setup)
+
+
+# ---------------------------------------------------------------------- the Gram's likelihood
+def _gram(a: Tensor, rate: Tensor, weights: Tensor, noise: Tensor, cache: int) -> LaplexGram:
+    """The Gram of the op's inputs, its plan from the slot (``PlanCache``) of the anchors."""
+    op = _slot(cache, a, a).operator(a, a, _rate_value(rate))
+    w, u = weights.detach(), noise.detach()
+    return LaplexGram._from_operator(op, w if w.ndim else float(w), u if u.ndim else float(u))
+
+
+def _batch(X: Tensor) -> Tensor:
+    return X if X.ndim == 2 else X.reshape(1, -1)
+
+
+@torch.library.custom_op("laplexops::gram_nll", mutates_args=())
+def _gram_nll(
+    a: Tensor,
+    rate: Tensor,
+    weights: Tensor,
+    noise: Tensor,
+    X: Tensor,
+    mean: Tensor | None,
+    cache: int,
+) -> Tensor:
+    """The mean negative log-likelihood of the rows of ``X`` under ``N(mean, Σ)``; float64."""
+    gram = _gram(a, rate, weights, noise, cache)
+    value = gram.nll(X.detach(), None if mean is None else mean.detach())
+    return torch.tensor(value, dtype=torch.float64, device=X.device)
+
+
+@_gram_nll.register_fake
+def _gram_nll_fake(
+    a: Tensor, rate: Tensor, weights: Tensor, noise: Tensor, X: Tensor, mean: Tensor | None,
+    cache: int,
+) -> Tensor:  # fmt: skip
+    return X.new_empty((), dtype=torch.float64)
+
+
+@torch.library.custom_op("laplexops::gram_nll_gradient", mutates_args=())
+def _gram_nll_gradient(
+    a: Tensor,
+    rate: Tensor,
+    weights: Tensor,
+    noise: Tensor,
+    X: Tensor,
+    mean: Tensor | None,
+    cache: int,
+    want_x: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The gradients of :func:`_gram_nll` with respect to a, rate, weights, noise, X (zeros
+    unless ``want_x``: ``Σ⁻¹ (x_b - mean) / B``, one solve) and the mean, each of its input's
+    shape and dtype (the mean's of shape (n,) also when it was None)."""
+    gram = _gram(a, rate, weights, noise, cache)
+    m = None if mean is None else mean.detach()
+    grads = gram.nll_gradient(X.detach(), m)
+    rows = _batch(X.detach())
+    if want_x:
+        centred = rows if m is None else rows - m
+        gx = (gram.solve(centred.T.to(a.dtype)).T / rows.shape[0]).reshape(X.shape)
+    else:
+        gx = torch.zeros_like(X)
+
+    def like(g: Any, ref: Tensor) -> Tensor:
+        return torch.as_tensor(g, dtype=ref.dtype, device=ref.device).reshape(ref.shape)
+
+    return (
+        like(grads.a, a),
+        like(grads.rate, rate),
+        like(grads.weights, weights),
+        like(grads.noise, noise),
+        gx.to(X.dtype).contiguous(),
+        like(grads.mean, a if mean is None else mean),
+    )
+
+
+@_gram_nll_gradient.register_fake
+def _gram_nll_gradient_fake(
+    a: Tensor, rate: Tensor, weights: Tensor, noise: Tensor, X: Tensor, mean: Tensor | None,
+    cache: int, want_x: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
+    return (
+        torch.empty_like(a),
+        torch.empty_like(rate),
+        torch.empty_like(weights),
+        torch.empty_like(noise),
+        torch.empty_like(X),
+        torch.empty_like(a if mean is None else mean),
+    )
+
+
+def _gram_nll_setup(ctx: Any, inputs: tuple, output: Tensor) -> None:
+    a, rate, weights, noise, X, mean, cache = inputs
+    ctx.save_for_backward(a, rate, weights, noise, X, mean)
+    ctx.cache = cache
+
+
+def _gram_nll_backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
+    """One call of ``LaplexGram.nll_gradient`` (and a solve when the data need a gradient),
+    scaled by the upstream gradient ``g`` (a scalar)."""
+    a, rate, weights, noise, X, mean = ctx.saved_tensors
+    needs = ctx.needs_input_grad
+    grads = _gram_nll_gradient(a, rate, weights, noise, X, mean, ctx.cache, bool(needs[4]))
+    scaled = [grad * g.to(grad.dtype) if need else None for grad, need in zip(grads, needs[:6])]
+    if mean is None:
+        scaled[5] = None
+    return (*scaled, None)
+
+
+_gram_nll.register_autograd(_gram_nll_backward, setup_context=_gram_nll_setup)
+
+
+def gram_nll(
+    a: Tensor,
+    X: Tensor,
+    rate: Tensor | float = 1.0,
+    weights: Tensor | float | None = None,
+    noise: Tensor | float | None = None,
+    mean: Tensor | None = None,
+    *,
+    cache: PlanCache | None = None,
+) -> Tensor:
+    """The mean Gaussian negative log-likelihood of the rows of ``X`` under ``N(mean, Σ)``,
+    ``Σ = diag(w) K(a, a) diag(w) + diag(u)``, differentiable: :meth:`laplexops.LaplexGram.nll`.
+
+    The backward is one call of :meth:`laplexops.LaplexGram.nll_gradient` (all parameters from
+    one forward and one reverse pass of the filter), plus one solve when ``X`` needs a gradient.
+    The custom operators ``laplexops::gram_nll`` and ``laplexops::gram_nll_gradient`` run under
+    ``torch.compile`` without a graph break. CPU tensors only for now (the Gram has no GPU kernels
+    yet). Second derivatives are not implemented.
+
+    Parameters
+    ----------
+    a : torch.Tensor, shape (n,)
+        The anchors, float32 or float64.
+    X : torch.Tensor, shape (B, n) or (n,)
+        The data, real and finite.
+    rate : torch.Tensor of shape () or float, optional
+        The rate ``s > 0``.
+    weights, noise : torch.Tensor of shape () or (n,), float or None, optional
+        The weights ``w`` (default 1) and the noise variances ``u >= 0`` (default 0).
+    mean : torch.Tensor of shape (n,), optional
+        The mean (default 0).
+    cache : PlanCache, optional
+        The slot that keeps the anchors' plan between calls (a module keeps one); by default a
+        slot keyed by the anchors' storage.
+
+    Returns
+    -------
+    torch.Tensor
+        A float64 scalar.
+
+    Raises
+    ------
+    ValueError, TypeError, numpy.linalg.LinAlgError
+        As :class:`laplexops.LaplexGram` and its ``nll``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from laplexops.torch import gram_nll
+    >>> a = torch.tensor([0.0, 0.5, 2.0], dtype=torch.float64, requires_grad=True)
+    >>> log_noise = torch.tensor(-2.0, dtype=torch.float64, requires_grad=True)
+    >>> X = torch.tensor([[0.3, -0.2, 1.0]], dtype=torch.float64)
+    >>> loss = gram_nll(a, X, rate=1.0, noise=log_noise.exp())
+    >>> loss.backward()
+    >>> a.grad.shape, log_noise.grad.shape
+    (torch.Size([3]), torch.Size([]))
+    """
+    if not isinstance(a, Tensor) or not isinstance(X, Tensor):
+        raise TypeError("a and X must be torch tensors")
+    if a.dtype not in (torch.float32, torch.float64) or a.ndim != 1:
+        raise TypeError(f"a must be a 1-D float32 or float64 tensor; got {a.dtype}, {a.ndim}-D")
+    if a.device.type != "cpu":
+        raise NotImplementedError("gram_nll runs on CPU tensors for now (no GPU Gram kernels)")
+
+    def parameter(value: Tensor | float | None, default: float, name: str) -> Tensor:
+        if value is None:
+            value = default
+        if isinstance(value, Tensor):
+            if value.is_complex():
+                raise TypeError(f"{name} must be real; got {value.dtype}")
+            return value
+        return torch.tensor(float(value), dtype=a.dtype, device=a.device)
+
+    rate_t = parameter(rate, 1.0, "rate")
+    if rate_t.ndim != 0:
+        raise ValueError(
+            f"rate must be a scalar (the phased Gram is not available yet); got shape "
+            f"{tuple(rate_t.shape)}"
+        )
+    key = -1 if cache is None else cache.key
+    return _gram_nll(
+        a,
+        rate_t,
+        parameter(weights, 1.0, "weights"),
+        parameter(noise, 0.0, "noise"),
+        X,
+        mean,
+        key,
+    )
 
 
 # ---------------------------------------------------------------------- functional API

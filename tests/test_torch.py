@@ -659,3 +659,86 @@ def test_errors(rng):
 
 def test_the_module_names_its_public_api():
     assert sorted(lxt.__all__) == ["LaplexLinear", "PlanCache", "laplex_linear", "laplex_matmul"]
+
+
+# ---------------------------------------------------------------------- the Gram's likelihood
+def _gram_inputs(rng, n=12, batch=3):
+    a = torch.tensor(rng.uniform(0.0, 4.0, n), dtype=F64, requires_grad=True)
+    rate = torch.tensor(float(rng.uniform(0.5, 2.0)), dtype=F64, requires_grad=True)
+    weights = torch.tensor(rng.uniform(0.5, 1.5, n), dtype=F64, requires_grad=True)
+    noise = torch.tensor(rng.uniform(0.1, 0.3, n), dtype=F64, requires_grad=True)
+    X = torch.tensor(rng.standard_normal((batch, n)), dtype=F64, requires_grad=True)
+    mean = torch.tensor(rng.standard_normal(n), dtype=F64, requires_grad=True)
+    return a, rate, weights, noise, X, mean
+
+
+def test_gram_nll_matches_the_gram_and_dense_autograd(rng):
+    a, rate, weights, noise, X, mean = _gram_inputs(rng)
+    value = lxt.gram_nll(a, X, rate, weights, noise, mean)
+    gram = lx.LaplexGram(a.detach().numpy(), float(rate.detach()), weights.detach().numpy(),
+                         noise.detach().numpy())  # fmt: skip
+    assert value.dtype == F64 and value.shape == ()
+    assert np.isclose(float(value), gram.nll(X.detach().numpy(), mean.detach().numpy()))
+    value.backward()
+    # the same loss through a dense covariance and torch's own autograd
+    leaves = [t.detach().clone().requires_grad_() for t in (a, rate, weights, noise, X, mean)]
+    a2, r2, w2, u2, X2, m2 = leaves
+    S = w2[:, None] * _dense(a2, a2, r2) * w2[None, :] + torch.diag(u2)
+    dist = torch.distributions.MultivariateNormal(m2, covariance_matrix=S)
+    (-dist.log_prob(X2).mean()).backward()
+    for ours, ref in zip((a, rate, weights, noise, X, mean), leaves):
+        assert torch.allclose(ours.grad, ref.grad, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("scalar", [False, True])
+def test_gram_nll_gradcheck(rng, scalar):
+    a, rate, weights, noise, X, mean = _gram_inputs(rng, n=8, batch=2)
+    if scalar:
+        weights = torch.tensor(1.3, dtype=F64, requires_grad=True)
+        noise = torch.tensor(0.2, dtype=F64, requires_grad=True)
+    inputs = (a, rate, weights, noise, X, mean)
+    assert torch.autograd.gradcheck(lambda *t: lxt.gram_nll(t[0], t[4], *t[1:4], t[5]), inputs)
+    # 1-D data and no mean
+    assert torch.autograd.gradcheck(lambda a, x: lxt.gram_nll(a, x, 1.0, noise=0.2), (a, X[0]))
+
+
+def test_gram_nll_opcheck(rng):
+    a, rate, weights, noise, X, mean = (t.detach() for t in _gram_inputs(rng))
+    torch.library.opcheck(torch.ops.laplexops.gram_nll, (a, rate, weights, noise, X, mean, -1))
+    torch.library.opcheck(
+        torch.ops.laplexops.gram_nll_gradient, (a, rate, weights, noise, X, mean, -1, True)
+    )
+
+
+def test_gram_nll_compiled_training(rng):
+    """A model whose loss is the Gram's likelihood, compiled with ``fullgraph=True``, trains."""
+    n = 30
+    data = torch.tensor(rng.standard_normal((16, n)), dtype=F64)
+    anchors = torch.nn.Parameter(torch.tensor(np.linspace(0.0, 3.0, n), dtype=F64))
+    log_rate = torch.nn.Parameter(torch.tensor(0.0, dtype=F64))
+    log_noise = torch.nn.Parameter(torch.tensor(-1.0, dtype=F64))
+    cache = lxt.PlanCache()
+
+    def loss():
+        return lxt.gram_nll(anchors, data, log_rate.exp(), noise=log_noise.exp(), cache=cache)
+
+    compiled = torch.compile(loss, fullgraph=True)
+    opt = torch.optim.Adam([anchors, log_rate, log_noise], lr=0.05)
+    values = []
+    for _ in range(20):
+        opt.zero_grad()
+        value = compiled()
+        value.backward()
+        opt.step()
+        values.append(float(value))
+    assert values[-1] < values[0]
+
+
+def test_gram_nll_errors():
+    a = torch.zeros(3, dtype=F64)
+    with pytest.raises(ValueError, match="phased Gram"):
+        lxt.gram_nll(a, torch.ones(3, dtype=F64), torch.tensor([1.0, 1.0], dtype=F64))
+    with pytest.raises(TypeError, match="1-D float32 or float64"):
+        lxt.gram_nll(torch.zeros(3, dtype=torch.int64), torch.ones(3, dtype=F64))
+    with pytest.raises(np.linalg.LinAlgError, match="equal"):
+        lxt.gram_nll(a, torch.ones(3, dtype=F64))  # three equal anchors, no noise

@@ -337,18 +337,24 @@ class LaplexGram:
         return LaplexGram._from_operator(op, weights, noise)
 
     # ------------------------------------------------------------------ the factor
-    def _factorized(self) -> Any:
-        """The backend's LDLᵀ factor, computed on first use; ``LinAlgError`` when Σ is
-        singular."""
+    def _factor_object(self) -> Any:
+        """The backend's LDLᵀ factor of this Gram, made once (the backend may run the recursion
+        in the first member that uses it)."""
         if self._factor is None:
             op = self._op
-            f = self._gram.gram_factor(
+            self._factor = self._gram.gram_factor(
                 op._plan, self.rate, self._full(self._w), self._full(self._u)
             )
-            if f.zero_pivot is not None:
-                raise np.linalg.LinAlgError(self._singular_message(*f.zero_pivot))
-            self._factor = f
         return self._factor
+
+    def _factorized(self) -> Any:
+        """The factor, computed; ``LinAlgError`` when Σ is singular."""
+        return self._checked(self._factor_object())
+
+    def _checked(self, f: Any) -> Any:
+        if f.zero_pivot is not None:
+            raise np.linalg.LinAlgError(self._singular_message(*f.zero_pivot))
+        return f
 
     def _singular_message(self, i: int, j: int) -> str:
         w, u, a = float(self._full(self._w)[i]), float(self._full(self._u)[i]), self._op._x
@@ -644,9 +650,9 @@ class LaplexGram:
         r, mean_, batch = self._residuals(X, mean)
         if batch == 0:
             raise ValueError("X has no rows: the mean likelihood of no data is undefined")
-        f = self._factorized()
-        quad = self._gram.gram_quadratic(f, r, mean_)
-        return self._value(f, float(quad.sum()), r)
+        f = self._factor_object()
+        quad = self._gram.gram_quadratic(f, r, mean_)  # may compute the factor in its own loop
+        return self._value(self._checked(f), float(quad.sum()), r)
 
     def nll_gradient(self, X: Any, mean: Any = None) -> GramGradients:
         """The gradient of :meth:`nll` with respect to every parameter: one forward and one

@@ -73,12 +73,15 @@ _TINY = 2.0**-256
 
 
 @njit(cache=True)
-def variance(em, w, u, S, P, G, A):  # pragma: no cover - compiled
+def variance(em, w, u, R, P, G, A, r, mean, perm):  # pragma: no cover - compiled
     """The variance recursion (module docstring) in sorted order; ``w``, ``u`` sorted too.
 
-    Fills the pivots ``S``, posterior variances ``P``, gains ``G`` and mean decays ``A``, and
-    returns ``(t0, log det Σ)``: ``t0`` the first sorted position whose pivot is 0 (Σ singular
-    there; the arrays from it on are not filled), or -1.
+    Fills the inverse pivots ``R = 1 / S``, posterior variances ``P``, gains ``G`` and mean
+    decays ``A``, and returns ``(t0, log det Σ, quad)``: ``t0`` the first sorted position whose
+    pivot is 0 (Σ singular there; the arrays from it on are not filled), or -1. When ``r`` has
+    one column (else shape (0, 0)), the mean pass of that column runs in the same loop (one
+    likelihood without a second pass over the arrays): ``quad`` is its quadratic form, with
+    ``mean`` and ``perm`` as in :func:`innovations`.
 
     The recursion ``P_{t-1} -> P_t`` is the Möbius map of the non-negative matrix
     ``[[u φ², u q], [w² φ², w² q + u]]`` (``P_t = (u φ² P + u q) / (w² φ² P + w² q + u)``), so
@@ -92,6 +95,10 @@ def variance(em, w, u, S, P, G, A):  # pragma: no cover - compiled
     den = 1.0
     rden = 1.0
     shift = 0
+    fused = r.shape[0] > 0
+    centred = mean.shape[0] > 0
+    m = 0.0
+    quad = 0.0
     for t in range(em.shape[0]):
         phi = 1.0 + em[t]
         q = -em[t] * (1.0 + phi)
@@ -105,7 +112,7 @@ def variance(em, w, u, S, P, G, A):  # pragma: no cover - compiled
         den_next = w2 * (phi * phi * num + q * den) + ut * den
         s = w2 * pp + ut
         if not s > 0.0:
-            return t, 0.0
+            return t, 0.0, 0.0
         # one division per step: 1 / den_t, which also gives 1 / S_t = den_{t-1} / den_t
         rden_next = 1.0 / den_next
         inv = den * rden_next
@@ -118,16 +125,25 @@ def variance(em, w, u, S, P, G, A):  # pragma: no cover - compiled
         num = num_next
         den = den_next
         rden = rden_next
-        S[t] = s
-        G[t] = wt * pp * inv
-        p = pp * ut * inv
-        P[t] = p
-        A[t] = phi * ut * inv
-    return -1, math.log(den) + shift * math.log(2.0)
+        R[t] = inv
+        gain = wt * pp * inv
+        G[t] = gain
+        P[t] = pp * ut * inv
+        decay = phi * ut * inv
+        A[t] = decay
+        if fused:
+            i = _index(perm, t)
+            x = np.float64(r[i, 0])
+            if centred:
+                x -= mean[i]
+            e = x - wt * phi * m
+            quad += e * e * inv
+            m = decay * m + gain * x
+    return -1, math.log(den) + shift * math.log(2.0), quad
 
 
 @kernel
-def innovations(r, mean, perm, w, em, G, A, S, c, m_all, quad):  # pragma: no cover - compiled
+def innovations(r, mean, perm, w, em, G, A, R, c, m_all, quad):  # pragma: no cover - compiled
     """The mean pass over each column ``j`` of ``r`` (shape (n, k), the caller's order).
 
     ``quad[j] = sum_t e_t² / S_t`` (the quadratic form of ``r_j - mean``); when ``c`` has n rows,
@@ -149,7 +165,7 @@ def innovations(r, mean, perm, w, em, G, A, S, c, m_all, quad):  # pragma: no co
             if centred:
                 x -= mean[i]
             e = x - w[t] * (1.0 + em[t]) * m
-            ce = e / S[t]
+            ce = e * R[t]
             acc += e * ce
             if want_c:
                 c[t, j] = ce
@@ -174,7 +190,7 @@ def solve_back(c, perm, w, em, G, A, out):  # pragma: no cover - compiled
 
 
 @kernel
-def color(z, perm, w, em, G, A, S, out):  # pragma: no cover - compiled
+def color(z, perm, w, em, G, A, R, out):  # pragma: no cover - compiled
     """``out = L D^½ z``: the mean pass run backwards from innovations ``e_t = sqrt(S_t)
     z[t, j]``, written in the caller's order. Standard normal ``z`` gives draws of N(0, Σ)."""
     n = em.shape[0]
@@ -182,7 +198,7 @@ def color(z, perm, w, em, G, A, S, out):  # pragma: no cover - compiled
         m = 0.0
         for t in range(n):
             mp = (1.0 + em[t]) * m
-            x = math.sqrt(S[t]) * z[t, j] + w[t] * mp
+            x = z[t, j] / math.sqrt(R[t]) + w[t] * mp
             out[_index(perm, t), j] = x
             m = A[t] * m + G[t] * x
     return
@@ -190,7 +206,7 @@ def color(z, perm, w, em, G, A, S, out):  # pragma: no cover - compiled
 
 @njit(cache=True)
 def gradient_reverse(
-    r, mean, perm, z, w, u, em, S, P, G, m_all, rate, scale, gz, gw, gu, gr
+    r, mean, perm, z, w, u, em, R, P, G, m_all, rate, scale, gz, gw, gu, gr
 ):  # pragma: no cover - compiled
     """The likelihood's reverse pass, right to left, for the columns of ``r`` ((n, k), the
     caller's order) after :func:`innovations` kept ``m_all[j, t] = m_{t-1}``.
@@ -218,8 +234,7 @@ def gradient_reverse(
         q = -em[t] * (1.0 + phi)
         p_prev = P[t - 1] if t > 0 else 0.0
         pp = phi * phi * p_prev + q
-        st = S[t]
-        inv = 1.0 / st
+        inv = R[t]
         wt = w[t]
         ut = u[t]
         gt = G[t]
@@ -326,8 +341,10 @@ class Factor:
     recursion's arrays (all float64, sorted order), in one block of the plan's :class:`Pool`
     (given back when the factor is collected).
 
-    ``logdet`` is ``log det Σ``; ``zero_pivot`` is ``None``, or the caller's indices ``(i, j)`` of
-    the first anchor whose pivot is 0 and of its sorted predecessor (``j = -1`` for the first).
+    The recursion runs on first use (:meth:`compute`), so that a first likelihood of one vector
+    can run its mean pass in the same loop. ``logdet`` is ``log det Σ``; ``zero_pivot`` is
+    ``None``, or the caller's indices ``(i, j)`` of the first anchor whose pivot is 0 and of its
+    sorted predecessor (``j = -1`` for the first).
     """
 
     def __init__(
@@ -337,7 +354,7 @@ class Factor:
         block = pool.take((8, n))
         weakref.finalize(self, pool.give, block)
         self.pool = pool
-        self.em, self.S, self.P, self.G, self.A = block[:5]
+        self.em, self.R, self.P, self.G, self.A = block[:5]
         if z.dtype == np.float64:
             self.z = z
         else:
@@ -347,17 +364,39 @@ class Factor:
         self.rate = float(rate)
         self.w = _sorted(w, perm, block[6])
         self.u = _sorted(u, perm, block[7])
-        decays(self.z, self.rate, self.em, work=n)
-        t, logdet = variance(self.em, self.w, self.u, self.S, self.P, self.G, self.A)
-        self.zero_pivot: tuple[int, int] | None = None
-        self.logdet = math.nan
-        if t >= 0:
-            caller = self.perm if perm is not None else np.arange(n)
-            self.zero_pivot = (int(caller[t]), int(caller[t - 1]) if t > 0 else -1)
-        else:
-            self.logdet = float(logdet)
+        self._zero_pivot: tuple[int, int] | None = None
+        self._logdet = math.nan
+        self.done = False
         self._mirror: Factor | None = None
         self._ties: bool | None = None
+
+    def compute(self, r: np.ndarray = _NO_ROWS, mean: np.ndarray = _NO_MEAN) -> float:
+        """Run the recursion (once); with one column ``r`` (n, 1), its mean pass in the same loop,
+        returning its quadratic form (0.0 otherwise)."""
+        if self.done:
+            return 0.0
+        n = self.n
+        decays(self.z, self.rate, self.em, work=n)
+        t, logdet, quad = variance(
+            self.em, self.w, self.u, self.R, self.P, self.G, self.A, r, mean, self.perm
+        )
+        if t >= 0:
+            caller = self.perm if self.perm.shape[0] else np.arange(n)
+            self._zero_pivot = (int(caller[t]), int(caller[t - 1]) if t > 0 else -1)
+        else:
+            self._logdet = float(logdet)
+        self.done = True
+        return float(quad)
+
+    @property
+    def zero_pivot(self) -> tuple[int, int] | None:
+        self.compute()
+        return self._zero_pivot
+
+    @property
+    def logdet(self) -> float:
+        self.compute()
+        return self._logdet
 
     @property
     def n(self) -> int:
@@ -405,22 +444,27 @@ def _work(n: int, k: int) -> int:
 
 
 def quadratic(f: Factor, r: np.ndarray, mean: np.ndarray | None) -> np.ndarray:
-    """``(r_j - mean)ᵀ Σ⁻¹ (r_j - mean)`` for each column ``r_j`` of ``r`` (n, k); float64 (k,)."""
+    """``(r_j - mean)ᵀ Σ⁻¹ (r_j - mean)`` for each column ``r_j`` of ``r`` (n, k); float64 (k,).
+    A single column on a factor not yet computed runs in the factor's own loop."""
     n, k = r.shape
-    quad = np.empty(k)
     mean = _NO_MEAN if mean is None else mean
+    if k == 1 and not f.done:
+        return np.array([f.compute(r, mean)])
+    f.compute()
+    quad = np.empty(k)
     innovations(
-        r, mean, f.perm, f.w, f.em, f.G, f.A, f.S, _NO_ROWS, _NO_ROWS, quad, work=_work(n, k)
+        r, mean, f.perm, f.w, f.em, f.G, f.A, f.R, _NO_ROWS, _NO_ROWS, quad, work=_work(n, k)
     )
     return quad
 
 
 def solve(f: Factor, b: np.ndarray) -> np.ndarray:
     """``Σ⁻¹ b`` for ``b`` (n, k), float64 in the caller's order; O(n k)."""
+    f.compute()
     n, k = b.shape
     c = np.empty((n, k))
     quad = np.empty(k)
-    innovations(b, _NO_MEAN, f.perm, f.w, f.em, f.G, f.A, f.S, c, _NO_ROWS, quad, work=_work(n, k))
+    innovations(b, _NO_MEAN, f.perm, f.w, f.em, f.G, f.A, f.R, c, _NO_ROWS, quad, work=_work(n, k))
     out = np.empty((n, k))
     solve_back(c, f.perm, f.w, f.em, f.G, f.A, out, work=_work(n, k))
     return out
@@ -428,9 +472,10 @@ def solve(f: Factor, b: np.ndarray) -> np.ndarray:
 
 def color_columns(f: Factor, z: np.ndarray) -> np.ndarray:
     """``L D^½ z`` for ``z`` (n, k) (rows in sorted order), float64 in the caller's order."""
+    f.compute()
     n, k = z.shape
     out = np.empty((n, k))
-    color(z, f.perm, f.w, f.em, f.G, f.A, f.S, out, work=_work(n, k))
+    color(z, f.perm, f.w, f.em, f.G, f.A, f.R, out, work=_work(n, k))
     return out
 
 
@@ -456,18 +501,19 @@ def nll_gradient(
 def _nll_gradient_sorted(
     f: Factor, r: np.ndarray, mean: np.ndarray | None, summed: tuple[bool, bool]
 ) -> tuple:
+    f.compute()
     n, k = r.shape
     m_all = f.pool.take((k, n))
     quad = np.empty(k)
     mean_ = _NO_MEAN if mean is None else mean
-    innovations(r, mean_, f.perm, f.w, f.em, f.G, f.A, f.S, _NO_ROWS, m_all, quad, work=_work(n, k))
+    innovations(r, mean_, f.perm, f.w, f.em, f.G, f.A, f.R, _NO_ROWS, m_all, quad, work=_work(n, k))
     # the gradients of weights or noise wanted only as sums go to scratch
     scratch = f.pool.take((2, n))
     gz, gr = np.empty(n), np.empty(n)
     gw = scratch[0] if summed[0] else np.empty(n)
     gu = scratch[1] if summed[1] else np.empty(n)
     grate = gradient_reverse(
-        r, mean_, f.perm, f.z, f.w, f.u, f.em, f.S, f.P, f.G, m_all, f.rate, 1.0 / k,
+        r, mean_, f.perm, f.z, f.w, f.u, f.em, f.R, f.P, f.G, m_all, f.rate, 1.0 / k,
         gz, gw, gu, gr,
     )  # fmt: skip
     f.pool.give(m_all)

@@ -52,7 +52,8 @@ def count_parallel(monkeypatch) -> dict[str, int]:
 
 def workload(rng, m, n, k, rate, dtype=np.float64):
     """Everything an optimizer step does: a fresh plan (sort, merge counts, decays), products,
-    adjoint products, a gradient, a new rate, a repaired plan."""
+    adjoint products, a gradient, a new rate, a repaired plan; and the Gram's likelihood, its
+    gradient, a solve and draws."""
     x, y = rng.uniform(-1.0, 1.0, m).astype(dtype), rng.uniform(-1.0, 1.0, n).astype(dtype)
     x[: m // 4] = y[: m // 4]  # ties
     op = lx.LaplexOperator(x, y, rate)
@@ -61,7 +62,15 @@ def workload(rng, m, n, k, rate, dtype=np.float64):
     grads = op.gradient(V, U)
     stepped = op.with_anchors(x + 1e-4 * rng.standard_normal(m), y)
     gram = lx.LaplexOperator(distinct, distinct, rate)  # distinct anchors: the square scan
+    # the covariance Gram's filter passes (its rate real), anchors with ties
+    cov = lx.LaplexGram(x, abs(complex(rate).real), weights=1.5, noise=0.2)
+    value, cov_grads = cov.nll_and_gradient(U.T)
     return [
+        np.asarray(value),
+        cov_grads.a,
+        np.asarray(cov_grads.rate),
+        cov.solve(U),
+        cov.sample(k, seed=1),
         op @ V,
         op.rmatmat(U),
         op @ V[:, 0],

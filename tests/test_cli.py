@@ -1,4 +1,4 @@
-"""The command line: ``python -m laplexops info`` and ``python -m laplexops demo``."""
+"""The command line: ``python -m laplexops info``, ``demo`` and ``bench --gram``."""
 
 from __future__ import annotations
 
@@ -46,3 +46,22 @@ def test_bench_gpu_without_a_device_says_so():
     r = _run("bench", "--gpu")
     assert r.returncode == 2
     assert "needs CuPy and a CUDA device" in r.stderr
+
+
+def test_bench_gram_prints_every_row(tmp_path):
+    out = tmp_path / "gram.json"
+    r = _run("bench", "--gram", "--n", "5000", "--seed", "3", "--json", str(out))
+    assert r.returncode == 0, r.stdout + r.stderr
+    for row in (
+        "nll, batch 1",
+        "nll, batch 8",
+        "nll + gradient, batch 1",
+        "nll + gradient, batch 8",
+    ):
+        assert row in r.stdout
+    assert r.stdout.count("finite") == 6 and "NOT FINITE" not in r.stdout
+    import json
+
+    data = json.loads(out.read_text())
+    assert len(data["results"]) >= 6 and len(data["float32"]) == 6
+    assert all(v <= 1e-6 for v in data["float32"].values())

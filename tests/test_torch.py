@@ -658,7 +658,13 @@ def test_errors(rng):
 
 
 def test_the_module_names_its_public_api():
-    assert sorted(lxt.__all__) == ["LaplexLinear", "PlanCache", "laplex_linear", "laplex_matmul"]
+    assert sorted(lxt.__all__) == [
+        "LaplexLinear",
+        "PlanCache",
+        "gram_nll",
+        "laplex_linear",
+        "laplex_matmul",
+    ]
 
 
 # ---------------------------------------------------------------------- the Gram's likelihood

@@ -9,6 +9,7 @@ it, as celerite2's ``compute`` is with its ``log_likelihood``.
 import numpy as np
 
 import laplexops as lx
+from laplexops._gram_bench import tinygp_value_and_grad
 
 SIZES = [10**4, 10**5, 10**6]
 
@@ -70,23 +71,10 @@ class GramPeerSuite:
             self.gp = celerite2.GaussianProcess(celerite2.terms.RealTerm(a=1.0, c=1.0))
         except ImportError:
             self.gp = None
-        self.tinygp = None
         try:
-            import jax
-            import jax.numpy as jnp
-            from tinygp import GaussianProcess, kernels
+            self.tinygp = tinygp_value_and_grad(self.t, self.y)
         except ImportError:
-            return
-        jax.config.update("jax_enable_x64", True)
-
-        def nll(params, t, y):
-            kernel = jnp.exp(params[0]) * kernels.quasisep.Exp(scale=jnp.exp(params[1]))
-            return -GaussianProcess(kernel, t, diag=jnp.exp(params[2])).log_probability(y)
-
-        value_and_grad = jax.jit(jax.value_and_grad(nll))
-        args = (jnp.array([0.0, 0.0, np.log(0.1)]), jnp.asarray(self.t), jnp.asarray(self.y))
-        self.tinygp = lambda: jax.block_until_ready(value_and_grad(*args))
-        self.tinygp()
+            self.tinygp = None
 
     def time_celerite2_compute_log_likelihood(self, n):
         if self.gp is None:

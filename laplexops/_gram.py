@@ -71,9 +71,11 @@ class LaplexGram:
     a : array_like, shape (n,)
         The anchors: a real 1-D array of any array-API namespace or a sequence of numbers, in any
         order; copied.
-    rate : float, optional
-        The rate ``s > 0`` (default 1.0). (The phased Gram of a complex rate is not available
-        yet: ``NotImplementedError``.)
+    rate : float or complex, optional
+        The rate ``s > 0`` (default 1.0), or a complex ``s = a + iω`` with ``a > 0``: the *phased*
+        Gram, kernel ``K[i, j] = Re exp(-s |a_i - a_j|) = exp(-a |d|) cos(ω d)`` (positive
+        definite for every ``a > 0``; a two-state filter). Its likelihood gradient is not
+        available yet.
     weights : float or array_like of shape (n,), optional
         The scales ``w`` (default 1): any finite real values.
     noise : float or array_like of shape (n,), optional
@@ -91,7 +93,7 @@ class LaplexGram:
         Non-numeric or complex anchors, weights or noise; arrays of different namespaces or
         devices.
     NotImplementedError
-        A complex rate, or a backend without the Gram's kernels (the CuPy backend, for now).
+        A backend without the Gram's kernels (the CuPy backend, for now).
 
     See Also
     --------
@@ -126,7 +128,7 @@ class LaplexGram:
         noise: Any = None,
         backend: Any = "auto",
     ) -> None:
-        self._init(LaplexOperator(a, a, _real_rate(rate), backend), weights, noise)
+        self._init(LaplexOperator(a, a, _check_rate(rate), backend), weights, noise)
 
     @classmethod
     def _from_operator(cls, op: LaplexOperator, weights: Any, noise: Any) -> LaplexGram:
@@ -153,6 +155,7 @@ class LaplexGram:
             raise ValueError("noise must be >= 0 (variances added to the diagonal)")
         self._factor: Any = None
         self._gram: GramBackend = backend
+        self._real = np.dtype(np.finfo(np.dtype(op._dtype)).dtype)  # Σ is real
 
     def _parameter(self, value: Any, default: float, name: str) -> Any:
         """Weights or noise: a float for one value (or the default), else a native float64 array
@@ -195,15 +198,15 @@ class LaplexGram:
         return self._op.x
 
     @property
-    def rate(self) -> float:
-        """The rate ``s`` (a Python float).
+    def rate(self) -> float | complex:
+        """The rate ``s``: a Python float, or a complex for the phased Gram.
 
         Examples
         --------
         >>> lx.LaplexGram([0.0, 1.0], rate=3).rate
         3.0
         """
-        return float(self._op.rate.real)  # real: complex rates are refused
+        return self._op.rate
 
     @property
     def weights(self) -> Any:
@@ -247,7 +250,7 @@ class LaplexGram:
         >>> lx.LaplexGram(np.zeros(3, dtype=np.float32), noise=1.0).dtype
         dtype('float32')
         """
-        return self._op.dtype
+        return ns.from_numpy_dtype(self._op._xp, self._real)
 
     @property
     def backend(self) -> str:
@@ -262,7 +265,7 @@ class LaplexGram:
 
     def __repr__(self) -> str:
         return (
-            f"LaplexGram(n={self.shape[0]}, rate={self.rate!r}, dtype={self._op._dtype}, "
+            f"LaplexGram(n={self.shape[0]}, rate={self.rate!r}, dtype={self._real}, "
             f"backend={self.backend!r})"
         )
 
@@ -300,7 +303,7 @@ class LaplexGram:
         >>> H.rate, float(H.noise[0])
         (2.0, 0.1)
         """
-        op = self._op if rate is _KEEP else self._op.with_rate(_real_rate(rate))
+        op = self._op if rate is _KEEP else self._op.with_rate(_check_rate(rate))
         return self._derived(
             op,
             self._w if weights is _KEEP else weights,
@@ -373,7 +376,7 @@ class LaplexGram:
         native, dtype, original = self._op._operand(v, self.shape[0], what, ndims)
         if native.ndim == 1:
             native = native.reshape(-1, 1)
-        result = self._op._result_dtype(dtype)
+        result = np.result_type(self._real, *(d for d in (dtype,) if d.kind in "fc"))
         return native, result, original
 
     def _out(self, out: Any, like: Any, one_d: bool, dtype: Any) -> Any:
@@ -429,7 +432,18 @@ class LaplexGram:
         b = native.astype(work, copy=False)
         real = np.finfo(dtype).dtype
         w, u = (p if isinstance(p, float) else p.astype(real)[:, None] for p in (self._w, self._u))
-        k_wb = op._backend.apply(op._plan, Side.ROWS_X, op.rate, w * b)[0]
+        wb = w * b
+        if isinstance(op.rate, complex):  # K = Re W: the real and imaginary parts apart
+            k = wb.shape[1]
+            parts = (
+                wb
+                if wb.dtype.kind != "c"
+                else op._backend.xp.concatenate([wb.real, wb.imag], axis=1)
+            )
+            full = op._backend.apply(op._plan, Side.ROWS_X, op.rate, parts)[0].real
+            k_wb = full if wb.dtype.kind != "c" else full[:, :k] + 1j * full[:, k:]
+        else:
+            k_wb = op._backend.apply(op._plan, Side.ROWS_X, op.rate, wb)[0]
         return self._out(w * k_wb + u * b, original, original.ndim == 1, dtype)
 
     @property
@@ -467,7 +481,7 @@ class LaplexGram:
             rmatvec=self.matvec,
             matmat=self.matmat,
             rmatmat=self.matmat,
-            dtype=np.dtype(self._op._dtype),
+            dtype=self._real,
         )
 
     def to_dense(self, force: bool = False) -> Any:
@@ -482,6 +496,7 @@ class LaplexGram:
         """
         K = self._op.to_dense(force=force)
         xp = ns.compat.array_namespace(K)
+        K = xp.real(K) if isinstance(self._op.rate, complex) else K
         dtype = K.dtype
         w = xp.asarray(ns.result_to(self._op._xp, self._full(self._w), K), dtype=dtype)
         u = xp.asarray(ns.result_to(self._op._xp, self._full(self._u), K), dtype=dtype)
@@ -579,7 +594,7 @@ class LaplexGram:
         z = np.random.default_rng(seed).standard_normal((n, int(k)))
         backend = self._op._backend
         out = self._gram.gram_color(f, backend.xp.asarray(z))
-        real = np.dtype(self._op._dtype)
+        real = self._real
         return ns.result_to(self._op._xp, out.T.astype(real), self._op._like)
 
     def _finite(self, native: Any, what: str) -> None:
@@ -716,6 +731,10 @@ class LaplexGram:
         >>> bool(np.isclose(value, G.nll(X))), grad.a.shape
         (True, (3,))
         """
+        if isinstance(self._op.rate, complex):
+            raise NotImplementedError(
+                "the phased Gram's likelihood gradient (a complex rate) is not available yet"
+            )
         r, mean_, batch = self._residuals(X, mean)
         if batch == 0:
             raise ValueError("X has no rows: the mean likelihood of no data is undefined")
@@ -723,7 +742,7 @@ class LaplexGram:
         summed = (not self._weights_given, not self._noise_given)
         quad, ga, grate, gw, gu, gmean = self._gram.gram_nll_gradient(f, r, mean_, summed)
         op = self._op
-        real = np.dtype(op._dtype)
+        real = self._real
 
         def public(g: Any) -> Any:
             if isinstance(g, float):
@@ -749,13 +768,3 @@ class LaplexGram:
                 f"the likelihood's quadratic form overflowed float64 ({quad}): scale the data"
             )
         return 0.5 * (float(f.logdet) + quad / batch + n * math.log(2 * math.pi))
-
-
-def _real_rate(rate: Any) -> float:
-    """A validated real rate; ``NotImplementedError`` for a complex one (the phased Gram)."""
-    value = _check_rate(rate)
-    if isinstance(value, complex):
-        raise NotImplementedError(
-            "the phased Gram (a complex rate) is not available yet; use a real rate > 0"
-        )
-    return value

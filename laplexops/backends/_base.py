@@ -255,8 +255,9 @@ class GramBackend(Protocol):
     True
     """
 
-    def gram_factor(self, plan: Any, rate: float, weights: Any, noise: Any) -> Any:
-        """The factor of Σ for a real ``rate`` and per-anchor float64 ``weights``, ``noise``."""
+    def gram_factor(self, plan: Any, rate: float | complex, weights: Any, noise: Any) -> Any:
+        """The factor of Σ for ``rate`` and per-anchor float64 ``weights``, ``noise``; a complex
+        rate is the phased Gram, ``K = Re exp(-rate |a_i - a_j|)``."""
 
     def gram_quadratic(self, factor: Any, r: Any, mean: Any) -> Any:
         """``(r_j - mean)ᵀ Σ⁻¹ (r_j - mean)`` for each column of ``r`` (n, k); ``mean`` (n,) or

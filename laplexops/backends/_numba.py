@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from . import _numba_filter, _numba_sort
+from . import _numba_filter, _numba_filter2, _numba_sort
 from ._base import Side, SortedPlan, snapshot_with
 from ._numba_plan import merge_counts
 from ._numba_scan import decays, gather, scan, scan_square
@@ -224,18 +224,26 @@ class NumbaBackend:
     # the Gram's filter (see GramBackend and _numba_filter)
     def gram_factor(self, plan, rate, weights, noise):
         z, perm = plan.sorted[0]
-        return _numba_filter.factor(z, perm, rate, weights, noise, plan.gram_pool)
+        filters = _numba_filter2.PhasedFactor if isinstance(rate, complex) else _numba_filter.Factor
+        return filters(z, perm, rate, weights, noise, plan.gram_pool)
+
+    @staticmethod
+    def _filter(factor):
+        """The module of the factor's filter: scalar (real rate) or two-state (phased)."""
+        return _numba_filter2 if isinstance(factor, _numba_filter2.PhasedFactor) else _numba_filter
 
     def gram_quadratic(self, factor, r, mean):
-        return _numba_filter.quadratic(factor, r, mean)
+        return self._filter(factor).quadratic(factor, r, mean)
 
     def gram_solve(self, factor, b):
-        return _numba_filter.solve(factor, b)
+        return self._filter(factor).solve(factor, b)
 
     def gram_color(self, factor, z):
-        return _numba_filter.color_columns(factor, z)
+        return self._filter(factor).color_columns(factor, z)
 
     def gram_nll_gradient(self, factor, r, mean, summed=(False, False)):
+        if isinstance(factor, _numba_filter2.PhasedFactor):
+            raise NotImplementedError("the phased Gram's likelihood gradient is not available yet")
         return _numba_filter.nll_gradient(factor, r, mean, summed)
 
 

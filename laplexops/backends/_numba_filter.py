@@ -47,7 +47,6 @@ __all__ = [
     "Factor",
     "Pool",
     "color_columns",
-    "factor",
     "nll_gradient",
     "quadratic",
     "solve",
@@ -206,7 +205,7 @@ def color(z, perm, w, em, G, A, R, out):  # pragma: no cover - compiled
 
 @njit(cache=True)
 def gradient_reverse(
-    r, mean, perm, z, w, u, em, R, P, G, m_all, rate, scale, gz, gw, gu, gr
+    r, mean, perm, z, w, u, em, R, P, G, A, m_all, rate, scale, gz, gw, gu, gr
 ):  # pragma: no cover - compiled
     """The likelihood's reverse pass, right to left, for the columns of ``r`` ((n, k), the
     caller's order) after :func:`innovations` kept ``m_all[j, t] = m_{t-1}``.
@@ -219,6 +218,12 @@ def gradient_reverse(
     sorted order, the gradients of the anchors ``gz``, weights ``gw``, noise ``gu`` and residuals
     ``gr`` (summed over columns); returns the rate's. Each gap's adjoint ``Δ̄_t`` goes to
     ``z_t`` and, negated, to ``z_{t-1}``. O(n k), serial (the columns meet in every step's sums).
+
+    Both adjoint recursions are written with the mean decay ``A_t = φ_t u_t / S_t``, so that each
+    has one multiply-add on the loop's dependency chain: ``m̄_{t-1} = A_t m̄_t - φ_t w_t scale e_t /
+    S_t`` (as ``φ_t (1 - w_t G_t) = A_t``) and ``P̄_{t-1} = A_t² P̄_t + φ_t² (Ḡ_t w_t / S_t +
+    S̄⁰_t w_t²)``, ``S̄⁰_t`` the part of ``S̄_t`` without ``P̄_t`` (as ``u_t / S_t - w_t² P_t /
+    S_t = (u_t / S_t)²``).
     """
     n = em.shape[0]
     k = r.shape[1]
@@ -238,6 +243,8 @@ def gradient_reverse(
         wt = w[t]
         ut = u[t]
         gt = G[t]
+        at = A[t]
+        wphi = wt * phi
         shift = mean[i] if centred else 0.0
         g0 = 0.0  # Ḡ
         g1 = 0.0  # -w̄ (data)
@@ -246,31 +253,28 @@ def gradient_reverse(
         g4 = 0.0  # sum of e²
         for j in range(k):
             mprev = m_all[j, t]
-            e = (np.float64(r[i, j]) - shift) - wt * phi * mprev
+            e = (np.float64(r[i, j]) - shift) - wphi * mprev
             mb = mbar[j]
-            ebar = scale * e * inv + gt * mb
-            mpbar = mb - wt * ebar
+            se = scale * e * inv
+            ebar = se + gt * mb
             g0 += mb * e
-            g1 += ebar * phi * mprev
-            g2 += mpbar * mprev
+            g1 += ebar * mprev
+            g2 += (mb - wt * ebar) * mprev
             g3 += ebar
             g4 += e * e
-            mbar[j] = phi * mpbar
-        sbar = 0.5 * inv - 0.5 * scale * g4 * inv * inv
-        wbar = g0 * pp * inv - g1
-        ppbar = g0 * wt * inv
-        sbar -= g0 * gt * inv
-        # P = Pp u / S
-        ppbar += pbar * ut * inv
-        ubar = pbar * pp * inv
-        sbar -= pbar * P[t] * inv
-        # S = w² Pp + u
-        wbar += sbar * 2.0 * wt * pp
-        ppbar += sbar * wt * wt
-        ubar += sbar
+            mbar[j] = at * mb - wphi * se
+        g1 *= phi
+        # S̄ without P̄'s part, then P's: P = Pp u / S, S = w² Pp + u, G = w Pp / S
+        sbar0 = 0.5 * inv - 0.5 * scale * g4 * inv * inv - g0 * gt * inv
+        sbar = sbar0 - pbar * P[t] * inv
+        base = g0 * wt * inv + sbar0 * wt * wt
+        ratio = ut * inv
+        ppbar = base + pbar * (ratio * ratio)
+        wbar = g0 * pp * inv - g1 + sbar * 2.0 * wt * pp
+        ubar = pbar * pp * inv + sbar
         # Pp = φ² P_{t-1} + q
         phibar = g2 + ppbar * 2.0 * phi * p_prev
-        pbar = ppbar * phi * phi
+        pbar = at * at * pbar + phi * phi * base
         if t > 0:
             # φ = exp(-s Δ), q = 1 - φ²: dφ = -φ (s dΔ + Δ ds), dq = 2 φ² (s dΔ + Δ ds)
             common = -phibar * phi + ppbar * 2.0 * phi * phi
@@ -428,15 +432,6 @@ def _sorted(values: np.ndarray, perm: np.ndarray | None, out: np.ndarray) -> np.
     return out
 
 
-def factor(
-    z: np.ndarray, perm: np.ndarray | None, rate: float, w: Any, u: Any, pool: Pool
-) -> Factor:
-    """The :class:`Factor` of ``Σ = diag(w) K diag(w) + diag(u)`` for sorted anchors ``z``
-    (``perm`` their caller's indices, ``None`` when sorted) and per-anchor ``w``, ``u`` in the
-    caller's order, its arrays from ``pool``. O(n)."""
-    return Factor(z, perm, rate, w, u, pool)
-
-
 def _work(n: int, k: int) -> int:
     """The ``work=`` of a pass over k columns: one column gains nothing from threads (its
     recursion is serial), so it always runs the serial build."""
@@ -513,7 +508,7 @@ def _nll_gradient_sorted(
     gw = scratch[0] if summed[0] else np.empty(n)
     gu = scratch[1] if summed[1] else np.empty(n)
     grate = gradient_reverse(
-        r, mean_, f.perm, f.z, f.w, f.u, f.em, f.R, f.P, f.G, m_all, f.rate, 1.0 / k,
+        r, mean_, f.perm, f.z, f.w, f.u, f.em, f.R, f.P, f.G, f.A, m_all, f.rate, 1.0 / k,
         gz, gw, gu, gr,
     )  # fmt: skip
     f.pool.give(m_all)

@@ -532,7 +532,7 @@ def gram_nll(
     rate_t = parameter(rate, 1.0, "rate")
     if rate_t.ndim != 0:
         raise ValueError(
-            f"rate must be a scalar (the phased Gram is not available yet); got shape "
+            f"rate must be a scalar (the phased Gram has no gradient yet); got shape "
             f"{tuple(rate_t.shape)}"
         )
     key = -1 if cache is None else cache.key

@@ -31,8 +31,9 @@ class GramGradients(NamedTuple):
     ----------
     a : array, shape (n,)
         With respect to the anchors.
-    rate : float
-        With respect to the rate.
+    rate : float or complex
+        With respect to the rate; for a phased Gram (complex rate ``a + iω``) the complex
+        ``dL/da + i dL/dω``.
     weights : array of shape (n,), or float
         With respect to the weights ``w``.
     noise : array of shape (n,), or float
@@ -49,7 +50,7 @@ class GramGradients(NamedTuple):
     """
 
     a: Any
-    rate: float
+    rate: float | complex
     weights: Any
     noise: Any
     mean: Any
@@ -74,8 +75,7 @@ class LaplexGram:
     rate : float or complex, optional
         The rate ``s > 0`` (default 1.0), or a complex ``s = a + iω`` with ``a > 0``: the *phased*
         Gram, kernel ``K[i, j] = Re exp(-s |a_i - a_j|) = exp(-a |d|) cos(ω d)`` (positive
-        definite for every ``a > 0``; a two-state filter). Its likelihood gradient is not
-        available yet.
+        definite for every ``a > 0``; a two-state filter).
     weights : float or array_like of shape (n,), optional
         The scales ``w`` (default 1): any finite real values.
     noise : float or array_like of shape (n,), optional
@@ -731,10 +731,6 @@ class LaplexGram:
         >>> bool(np.isclose(value, G.nll(X))), grad.a.shape
         (True, (3,))
         """
-        if isinstance(self._op.rate, complex):
-            raise NotImplementedError(
-                "the phased Gram's likelihood gradient (a complex rate) is not available yet"
-            )
         r, mean_, batch = self._residuals(X, mean)
         if batch == 0:
             raise ValueError("X has no rows: the mean likelihood of no data is undefined")
@@ -752,7 +748,7 @@ class LaplexGram:
         value = self._value(f, float(quad), r)
         return value, GramGradients(
             public(ga),
-            float(grate),
+            complex(grate) if isinstance(self._op.rate, complex) else float(grate),
             public(gw),
             public(gu),
             public(gmean),

@@ -410,9 +410,11 @@ def _gram_nll_gradient(
     def like(g: Any, ref: Tensor) -> Tensor:
         return torch.as_tensor(g, dtype=ref.dtype, device=ref.device).reshape(ref.shape)
 
+    value = grads.rate
+    parts = [value.real, value.imag] if rate.ndim == 1 else value
     return (
         like(grads.a, a),
-        like(grads.rate, rate),
+        like(parts, rate),
         like(grads.weights, weights),
         like(grads.noise, noise),
         gx.to(X.dtype).contiguous(),
@@ -459,7 +461,7 @@ _gram_nll.register_autograd(_gram_nll_backward, setup_context=_gram_nll_setup)
 def gram_nll(
     a: Tensor,
     X: Tensor,
-    rate: Tensor | float = 1.0,
+    rate: Tensor | float | complex = 1.0,
     weights: Tensor | float | None = None,
     noise: Tensor | float | None = None,
     mean: Tensor | None = None,
@@ -481,8 +483,9 @@ def gram_nll(
         The anchors, float32 or float64.
     X : torch.Tensor, shape (B, n) or (n,)
         The data, real and finite.
-    rate : torch.Tensor of shape () or float, optional
-        The rate ``s > 0``.
+    rate : torch.Tensor of shape () or (2,), float or complex, optional
+        The rate ``s > 0``, or ``[a, ω]`` (a tensor of shape (2,)) for the phased Gram of the
+        complex rate ``a + iω`` (kernel ``exp(-a |d|) cos(ω d)``).
     weights, noise : torch.Tensor of shape () or (n,), float or None, optional
         The weights ``w`` (default 1) and the noise variances ``u >= 0`` (default 0).
     mean : torch.Tensor of shape (n,), optional
@@ -529,12 +532,7 @@ def gram_nll(
             return value
         return torch.tensor(float(value), dtype=a.dtype, device=a.device)
 
-    rate_t = parameter(rate, 1.0, "rate")
-    if rate_t.ndim != 0:
-        raise ValueError(
-            f"rate must be a scalar (the phased Gram has no gradient yet); got shape "
-            f"{tuple(rate_t.shape)}"
-        )
+    rate_t = _rate_tensor(rate, a)
     key = -1 if cache is None else cache.key
     return _gram_nll(
         a,

@@ -371,10 +371,63 @@ def test_phased_samples_products_and_errors(rng):
     assert np.abs((draws.T @ draws / draws.shape[0] - S) / np.outer(d, d)).max() < 0.02
     v = rng.standard_normal(n) + 1j * rng.standard_normal(n)
     assert np.allclose(G @ v, S @ v) and np.allclose(G.solve(v), np.linalg.solve(S, v))
-    with pytest.raises(NotImplementedError, match="phased Gram's likelihood gradient"):
-        G.nll_gradient(draws[:2])
     with pytest.raises(np.linalg.LinAlgError, match="anchors 1 and 2 are equal"):
         lx.LaplexGram(np.array([0.0, 1.0, 1.0]), rate=1 + 3j).logdet()
     H = G.with_params(rate=rate.real)  # back to the scalar filter, the plan kept
     assert isinstance(H.rate, float) and np.isclose(H.logdet(), np.linalg.slogdet(
         dense_sigma(a, rate.real, w, u))[1])  # fmt: skip
+
+
+@pytest.mark.parametrize("layout", ["uniform", "ties"])
+@pytest.mark.parametrize("batch", [1, 5])
+def test_phased_gradient_finite_differences(rng, layout, batch):
+    n = 30
+    a, rate, w, u = make_gram_problem(rng, n, layout)
+    rate = complex(rate, rng.uniform(0.5, 4.0))
+    X = rng.standard_normal((batch, n))
+    mean = rng.standard_normal(n)
+    G = lx.LaplexGram(a, rate=rate, weights=w, noise=u)
+    value, g = G.nll_and_gradient(X, mean)
+    assert value == G.nll(X, mean) or np.isclose(value, G.nll(X, mean), rtol=1e-13)
+    assert isinstance(g.rate, complex)
+    h = 1e-5
+
+    def check(got, f, what):
+        right, left = one_sided(f, h)
+        want = 0.5 * (right + left)
+        assert abs(got - want) <= 1e-5 * (1.0 + abs(right) + abs(left)), (what, got, want)
+
+    check(g.rate.real, lambda e: G.with_params(rate=rate + e).nll(X, mean), "a")
+    check(g.rate.imag, lambda e: G.with_params(rate=rate + 1j * e).nll(X, mean), "omega")
+    for i in rng.choice(n, 6, replace=False):
+        e_i = np.zeros(n)
+        e_i[i] = 1.0
+        check(g.a[i], lambda e, e_i=e_i: G.with_anchors(a + e * e_i).nll(X, mean), f"a[{i}]")
+        check(g.weights[i], lambda e, e_i=e_i: G.with_params(weights=w + e * e_i).nll(X, mean), "w")
+        check(g.noise[i], lambda e, e_i=e_i: G.with_params(noise=u + e * e_i).nll(X, mean), "u")
+        check(g.mean[i], lambda e, e_i=e_i: G.nll(X, mean + e * e_i), "mean")
+
+
+def test_phased_gradient_against_dense_formula(rng):
+    n, batch = 40, 6
+    a, rate, w, u = make_gram_problem(rng, n, "uniform")
+    rate = complex(rate, 1.7)
+    X = rng.standard_normal((batch, n))
+    S = dense_sigma(a, rate, w, u)
+    alpha = np.linalg.solve(S, X.T)
+    dS = 0.5 * (np.linalg.inv(S) - alpha @ alpha.T / batch)
+    d = a[:, None] - a[None, :]
+    decay = np.exp(-rate.real * np.abs(d))
+    WW = w[:, None] * w[None, :]
+    dK_da = -np.abs(d) * decay * np.cos(rate.imag * d)
+    dK_dw = -np.abs(d) * decay * np.sin(rate.imag * np.abs(d))
+    g = lx.LaplexGram(a, rate=rate, weights=w, noise=u).nll_gradient(X)
+    assert np.isclose(g.rate.real, np.sum(dS * WW * dK_da), rtol=1e-8)
+    assert np.isclose(g.rate.imag, np.sum(dS * WW * dK_dw), rtol=1e-8)
+    K = decay * np.cos(rate.imag * d)
+    assert np.allclose(g.weights, 2 * (dS * K * w[None, :]).sum(axis=1), rtol=1e-8, atol=1e-11)
+    assert np.allclose(g.noise, np.diag(dS), rtol=1e-8, atol=1e-12)
+    # d K / d a_i = -sign(d) (a cos(ω d) + ω sin(ω |d|)) e^{-a|d|}
+    dK_dx = -np.sign(d) * decay * (rate.real * np.cos(rate.imag * d)
+                                   + rate.imag * np.sin(rate.imag * np.abs(d)))  # fmt: skip
+    assert np.allclose(g.a, 2 * (dS * WW * dK_dx).sum(axis=1), rtol=1e-7, atol=1e-9)

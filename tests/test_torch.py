@@ -708,6 +708,14 @@ def test_gram_nll_gradcheck(rng, scalar):
     assert torch.autograd.gradcheck(lambda a, x: lxt.gram_nll(a, x, 1.0, noise=0.2), (a, X[0]))
 
 
+def test_gram_nll_gradcheck_phased(rng):
+    """The phased Gram's rate as ``[a, ω]``: its gradient is ``[dL/da, dL/dω]``."""
+    a, _, weights, noise, X, mean = _gram_inputs(rng, n=8, batch=2)
+    rate = torch.tensor([0.8, 2.5], dtype=F64, requires_grad=True)
+    inputs = (a, rate, weights, noise, X, mean)
+    assert torch.autograd.gradcheck(lambda *t: lxt.gram_nll(t[0], t[4], *t[1:4], t[5]), inputs)
+
+
 def test_gram_nll_opcheck(rng):
     a, rate, weights, noise, X, mean = (t.detach() for t in _gram_inputs(rng))
     torch.library.opcheck(torch.ops.laplexops.gram_nll, (a, rate, weights, noise, X, mean, -1))
@@ -742,8 +750,8 @@ def test_gram_nll_compiled_training(rng):
 
 def test_gram_nll_errors():
     a = torch.zeros(3, dtype=F64)
-    with pytest.raises(ValueError, match="phased Gram"):
-        lxt.gram_nll(a, torch.ones(3, dtype=F64), torch.tensor([1.0, 1.0], dtype=F64))
+    with pytest.raises(ValueError, match="rate must have shape"):
+        lxt.gram_nll(a, torch.ones(3, dtype=F64), torch.ones(3, dtype=F64))
     with pytest.raises(TypeError, match="1-D float32 or float64"):
         lxt.gram_nll(torch.zeros(3, dtype=torch.int64), torch.ones(3, dtype=F64))
     with pytest.raises(np.linalg.LinAlgError, match="equal"):

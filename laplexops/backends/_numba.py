@@ -242,9 +242,7 @@ class NumbaBackend:
         return self._filter(factor).color_columns(factor, z)
 
     def gram_nll_gradient(self, factor, r, mean, summed=(False, False)):
-        if isinstance(factor, _numba_filter2.PhasedFactor):
-            raise NotImplementedError("the phased Gram's likelihood gradient is not available yet")
-        return _numba_filter.nll_gradient(factor, r, mean, summed)
+        return self._filter(factor).nll_gradient(factor, r, mean, summed)
 
 
 def _real_view(a: np.ndarray) -> np.ndarray:

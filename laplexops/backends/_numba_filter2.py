@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from numba import njit, prange
 
-from ._numba_filter import _NO_MEAN, _NO_PERM, Pool, _index, _sorted, _work
+from ._numba_filter import _NO_MEAN, _NO_PERM, _NO_ROWS, Pool, _index, _sorted, _work, reverse_ties
 from ._numba_threads import kernel
 
 __all__ = ["PhasedFactor"]
@@ -63,10 +63,11 @@ def _gaps(z, a, out):  # pragma: no cover - compiled
 
 
 @njit(cache=True)
-def _variance(rho, negq, cos, sin, w, u, R, K0, K1):  # pragma: no cover - compiled
-    """The two-state variance recursion (module docstring); fills the inverse pivots ``R`` and
-    the gains per unit weight ``K0``, ``K1`` (the gain is ``w_t (K0, K1)``), returns ``(t0, log
-    det Σ)``, ``t0`` the first zero pivot or -1. Serial, O(n)."""
+def _variance(rho, negq, cos, sin, w, u, R, K0, K1, P00, P01, P11):  # pragma: no cover
+    """The two-state variance recursion (module docstring); fills the inverse pivots ``R``, the
+    gains per unit weight ``K0``, ``K1`` (the gain is ``w_t (K0, K1)``) and the posterior
+    covariances ``P00``, ``P01``, ``P11``; returns ``(t0, log det Σ)``, ``t0`` the first zero
+    pivot or -1. Serial, O(n)."""
     T = 0.0
     d1 = 0.0
     d2 = 0.0
@@ -112,6 +113,9 @@ def _variance(rho, negq, cos, sin, w, u, R, K0, K1):  # pragma: no cover - compi
         d1 = 0.5 * (p00 - p11)
         d2 = e2 * ut * inv
         det = detp * ut * inv
+        P00[t] = p00
+        P01[t] = d2
+        P11[t] = p11
         prod *= s_t
         if not _TINY < prod < _HUGE:
             mantissa, exponent = math.frexp(prod)
@@ -121,12 +125,13 @@ def _variance(rho, negq, cos, sin, w, u, R, K0, K1):  # pragma: no cover - compi
 
 
 @kernel
-def _innovations(r, mean, perm, w, rho, cos, sin, R, K0, K1, c, quad):  # pragma: no cover
+def _innovations(r, mean, perm, w, rho, cos, sin, R, K0, K1, c, M0, M1, quad):  # pragma: no cover
     """The mean pass of every column of ``r`` ((n, k), the caller's order): ``quad[j]`` the
-    quadratic form of ``r_j - mean`` and, when ``c`` has n rows, ``c[t, j] = e_t / S_t``.
-    Columns in parallel."""
+    quadratic form of ``r_j - mean``; when ``c`` has n rows, ``c[t, j] = e_t / S_t``; when
+    ``M0`` has k rows, ``(M0, M1)[j, t] = m_{t-1}`` (for the reverse pass). Columns in parallel."""
     n = rho.shape[0]
     want_c = c.shape[0] > 0
+    want_m = M0.shape[0] > 0
     centred = mean.shape[0] > 0
     for j in prange(r.shape[1]):
         m0 = 0.0
@@ -145,6 +150,9 @@ def _innovations(r, mean, perm, w, rho, cos, sin, R, K0, K1, c, quad):  # pragma
             acc += e * ce
             if want_c:
                 c[t, j] = ce
+            if want_m:
+                M0[j, t] = m0
+                M1[j, t] = m1
             m0 = p0 + wt * K0[t] * e
             m1 = p1 + wt * K1[t] * e
         quad[j] = acc
@@ -185,6 +193,161 @@ def _color(zn, perm, w, rho, cos, sin, R, K0, K1, out):  # pragma: no cover - co
             m1 = p1 + wt * K1[t] * e
 
 
+@njit(cache=True)
+def _gradient_reverse(
+    r,
+    mean,
+    perm,
+    z,
+    w,
+    u,
+    rho,
+    negq,
+    cos,
+    sin,
+    R,
+    P00,
+    P01,
+    P11,
+    M0,
+    M1,
+    a,
+    omega,
+    scale,
+    gz,
+    gw,
+    gu,
+    gr,
+):  # pragma: no cover - compiled
+    """The likelihood's reverse pass for the two-state filter, right to left, for the columns of
+    ``r`` after :func:`_innovations` kept ``m_{t-1}`` in ``M0``, ``M1``.
+
+    For ``L = scale * sum_j sum_t e_t² / (2 S_t) + (1/2) sum_t log S_t``, the reverse-mode
+    derivative of the covariance form of the step, ``Pp = F P Fᵀ + q I`` (``F = ρ R(θ)``),
+    ``S = w² Pp00 + u``, ``k = Pp[:, 0] / S``, ``P' = Pp - w² S k kᵀ``, ``e = r - w (F m)_0``,
+    ``m' = F m + w k e``, evaluated at the forward pass's covariances (full 2 x 2 adjoints, the
+    covariance ``P̄`` and each column's ``m̄`` carried from the right). Writes, in sorted order,
+    the gradients of the anchors ``gz``, weights ``gw``, noise ``gu`` and residuals ``gr``
+    (summed over columns); returns ``(dL/da, dL/dω)``. O(n k), serial.
+    """
+    n = rho.shape[0]
+    k = r.shape[1]
+    centred = mean.shape[0] > 0
+    mb0 = np.zeros(k)
+    mb1 = np.zeros(k)
+    b00 = b01 = b10 = b11 = 0.0  # P̄, the adjoint of the posterior covariance
+    abar = 0.0
+    wbar_omega = 0.0
+    for t in range(n):
+        gz[t] = 0.0
+    for t in range(n - 1, -1, -1):
+        i = _index(perm, t)
+        rt = rho[t]
+        c = cos[t]
+        s = sin[t]
+        q = -negq[t]
+        inv = R[t]
+        wt = w[t]
+        f00 = rt * c
+        f01 = -rt * s
+        f10 = rt * s
+        f11 = rt * c
+        if t > 0:
+            p00 = P00[t - 1]
+            p01 = P01[t - 1]
+            p11 = P11[t - 1]
+        else:
+            p00 = p01 = p11 = 0.0
+        # A = F P, Pp = A Fᵀ + q I, v = Pp[:, 0]
+        a00 = f00 * p00 + f01 * p01
+        a01 = f00 * p01 + f01 * p11
+        a10 = f10 * p00 + f11 * p01
+        a11 = f10 * p01 + f11 * p11
+        v0 = a00 * f00 + a01 * f01 + q
+        v1 = a10 * f00 + a11 * f01
+        k0 = v0 * inv
+        k1 = v1 * inv
+        shift = mean[i] if centred else 0.0
+        kb0 = kb1 = 0.0
+        fb00 = fb01 = fb10 = fb11 = 0.0
+        wbar = 0.0
+        rbar = 0.0
+        e2 = 0.0
+        for j in range(k):
+            m0 = M0[j, t]
+            m1 = M1[j, t]
+            mp0 = f00 * m0 + f01 * m1
+            e = (np.float64(r[i, j]) - shift) - wt * mp0
+            n0 = mb0[j]
+            n1 = mb1[j]
+            kdot = k0 * n0 + k1 * n1
+            ebar = wt * kdot + scale * e * inv
+            kb0 += wt * e * n0
+            kb1 += wt * e * n1
+            wbar += e * kdot - ebar * mp0
+            rbar += ebar
+            e2 += e * e
+            q0 = n0 - wt * ebar
+            q1 = n1
+            fb00 += q0 * m0
+            fb01 += q0 * m1
+            fb10 += q1 * m0
+            fb11 += q1 * m1
+            mb0[j] = f00 * q0 + f10 * q1
+            mb1[j] = f01 * q0 + f11 * q1
+        sbar = 0.5 * inv - 0.5 * scale * e2 * inv * inv
+        # P' = Pp - (w² / S) v vᵀ
+        c1 = wt * wt * inv
+        s01 = b01 + b10
+        vb0 = -c1 * (2.0 * b00 * v0 + s01 * v1)
+        vb1 = -c1 * (s01 * v0 + 2.0 * b11 * v1)
+        vpv = v0 * (b00 * v0 + b01 * v1) + v1 * (b10 * v0 + b11 * v1)
+        wbar -= 2.0 * wt * inv * vpv
+        sbar += c1 * inv * vpv
+        # k = v / S
+        vb0 += kb0 * inv
+        vb1 += kb1 * inv
+        sbar -= (kb0 * v0 + kb1 * v1) * inv * inv
+        # S = w² v0 + u
+        wbar += 2.0 * wt * v0 * sbar
+        vb0 += wt * wt * sbar
+        ubar = sbar
+        # Pp̄ = P̄ + v̄ e0ᵀ
+        c00 = b00 + vb0
+        c01 = b01
+        c10 = b10 + vb1
+        c11 = b11
+        # Pp = F P Fᵀ + q I: F̄ += Pp̄ A + Pp̄ᵀ A, P̄ <- Fᵀ Pp̄ F, q̄ = tr Pp̄
+        fb00 += (c00 + c00) * a00 + (c01 + c10) * a10
+        fb01 += (c00 + c00) * a01 + (c01 + c10) * a11
+        fb10 += (c10 + c01) * a00 + (c11 + c11) * a10
+        fb11 += (c10 + c01) * a01 + (c11 + c11) * a11
+        qbar = c00 + c11
+        g00 = c00 * f00 + c01 * f10
+        g01 = c00 * f01 + c01 * f11
+        g10 = c10 * f00 + c11 * f10
+        g11 = c10 * f01 + c11 * f11
+        b00 = f00 * g00 + f10 * g10
+        b01 = f00 * g01 + f10 * g11
+        b10 = f01 * g00 + f11 * g10
+        b11 = f01 * g01 + f11 * g11
+        if t > 0:
+            # F = ρ R(θ), ρ = exp(-a Δ), q = 1 - ρ² = -expm1(-2 a Δ), θ = ω Δ
+            rhobar = fb00 * c - fb01 * s + fb10 * s + fb11 * c
+            thetabar = rt * (-fb00 * s - fb01 * c + fb10 * c - fb11 * s)
+            gap = z[t] - z[t - 1]
+            common = -rhobar * rt + qbar * 2.0 * rt * rt
+            dgap = common * a + thetabar * omega
+            abar += common * gap
+            wbar_omega += thetabar * gap
+            gz[t] += dgap
+            gz[t - 1] -= dgap
+        gw[t] = wbar
+        gu[t] = ubar
+        gr[t] = rbar
+    return abar, wbar_omega
+
+
 class PhasedFactor:
     """The LDLᵀ factor of a phased Gram (complex rate) on one plan, as
     :class:`~laplexops.backends._numba_filter.Factor` for a real one: ``logdet``, ``zero_pivot``
@@ -194,19 +357,27 @@ class PhasedFactor:
         self, z: np.ndarray, perm: np.ndarray | None, rate: complex, w: Any, u: Any, pool: Pool
     ):
         n = z.shape[0]
-        block = pool.take((9, n))
+        block = pool.take((13, n))
         weakref.finalize(self, pool.give, block)
-        self.rho, self.cos, self.sin, self.R, self.K0, self.K1, negq = block[:7]
-        z64 = np.asarray(z, dtype=np.float64)
+        self.pool = pool
+        self.rho, self.cos, self.sin, self.R, self.K0, self.K1, self.negq = block[:7]
+        self.P00, self.P01, self.P11 = block[7:10]
+        if z.dtype == np.float64:
+            self.z = z
+        else:
+            self.z = block[10]
+            self.z[:] = z
         self.perm = _NO_PERM if perm is None else perm
-        self.w = _sorted(w, perm, block[7])
-        u_sorted = _sorted(u, perm, block[8])
-        a, omega = float(rate.real), float(rate.imag)
-        _decays(z64, a, omega, self.rho, self.cos, self.sin, work=n)
-        _gaps(z64, a, negq, work=n)
+        self.rate = complex(rate)
+        self.w = _sorted(w, perm, block[11])
+        self.u = _sorted(u, perm, block[12])
+        a, omega = self.rate.real, self.rate.imag
+        _decays(self.z, a, omega, self.rho, self.cos, self.sin, work=n)
+        _gaps(self.z, a, self.negq, work=n)
         t, logdet = _variance(
-            self.rho, negq, self.cos, self.sin, self.w, u_sorted, self.R, self.K0, self.K1
-        )
+            self.rho, self.negq, self.cos, self.sin, self.w, self.u, self.R, self.K0, self.K1,
+            self.P00, self.P01, self.P11,
+        )  # fmt: skip
         self.zero_pivot: tuple[int, int] | None = None
         self.logdet = math.nan
         if t >= 0:
@@ -215,9 +386,27 @@ class PhasedFactor:
         else:
             self.logdet = float(logdet)
 
+        self._mirror: PhasedFactor | None = None
+        self._ties: bool | None = None
+
     @property
     def n(self) -> int:
         return self.rho.shape[0]
+
+    def mirror(self) -> PhasedFactor | None:
+        """The factor with every run of equal anchors in reverse order, or ``None`` without
+        ties (see ``_numba_filter.Factor.mirror``)."""
+        if self._ties is None:
+            order = np.empty(self.n, dtype=np.int64)
+            self._ties = reverse_ties(self.z, self.perm, order) > 0
+            if self._ties:
+                caller = self.perm if self.perm.shape[0] else np.arange(self.n)
+                w = np.empty(self.n)
+                u = np.empty(self.n)
+                w[caller] = self.w
+                u[caller] = self.u
+                self._mirror = PhasedFactor(self.z, order, self.rate, w, u, self.pool)
+        return self._mirror
 
 
 def quadratic(f: PhasedFactor, r: np.ndarray, mean: np.ndarray | None) -> np.ndarray:
@@ -226,7 +415,7 @@ def quadratic(f: PhasedFactor, r: np.ndarray, mean: np.ndarray | None) -> np.nda
     quad = np.empty(k)
     mean = _NO_MEAN if mean is None else mean
     args = (f.perm, f.w, f.rho, f.cos, f.sin, f.R, f.K0, f.K1)
-    _innovations(r, mean, *args, np.empty((0, k)), quad, work=_work(n, k))
+    _innovations(r, mean, *args, _NO_ROWS, _NO_ROWS, _NO_ROWS, quad, work=_work(n, k))
     return quad
 
 
@@ -235,7 +424,7 @@ def solve(f: PhasedFactor, b: np.ndarray) -> np.ndarray:
     n, k = b.shape
     c = np.empty((n, k))
     args = (f.perm, f.w, f.rho, f.cos, f.sin, f.R, f.K0, f.K1)
-    _innovations(b, _NO_MEAN, *args, c, np.empty(k), work=_work(n, k))
+    _innovations(b, _NO_MEAN, *args, c, _NO_ROWS, _NO_ROWS, np.empty(k), work=_work(n, k))
     out = np.empty((n, k))
     _solve_back(c, f.perm, f.w, f.rho, f.cos, f.sin, f.K0, f.K1, out, work=_work(n, k))
     return out
@@ -248,3 +437,49 @@ def color_columns(f: PhasedFactor, zn: np.ndarray) -> np.ndarray:
     args = (f.perm, f.w, f.rho, f.cos, f.sin, f.R, f.K0, f.K1)
     _color(zn, *args, out, work=_work(n, k))
     return out
+
+
+def nll_gradient(
+    f: PhasedFactor,
+    r: np.ndarray,
+    mean: np.ndarray | None,
+    summed: tuple[bool, bool] = (False, False),
+) -> tuple:
+    """As ``_numba_filter.nll_gradient``, for the phased Gram: ``(quad, z, rate, w, u, mean)``,
+    the rate's gradient ``dL/da + i dL/dω`` (a complex). Ties: the mean of both orders of each
+    run of equal anchors."""
+    parts = _nll_gradient_sorted(f, r, mean, summed)
+    mirror = f.mirror()
+    if mirror is None:
+        return parts
+    other = _nll_gradient_sorted(mirror, r, mean, summed)
+    return (parts[0], *(0.5 * (p + o) for p, o in zip(parts[1:], other[1:])))
+
+
+def _nll_gradient_sorted(
+    f: PhasedFactor, r: np.ndarray, mean: np.ndarray | None, summed: tuple[bool, bool]
+) -> tuple:
+    n, k = r.shape
+    m_all = f.pool.take((2, k, n))
+    quad = np.empty(k)
+    mean_ = _NO_MEAN if mean is None else mean
+    args = (f.perm, f.w, f.rho, f.cos, f.sin, f.R, f.K0, f.K1)
+    _innovations(r, mean_, *args, _NO_ROWS, m_all[0], m_all[1], quad, work=_work(n, k))
+    gz, gw, gu, gr = (np.empty(n) for _ in range(4))
+    abar, omegabar = _gradient_reverse(
+        r, mean_, f.perm, f.z, f.w, f.u, f.rho, f.negq, f.cos, f.sin, f.R, f.P00, f.P01,
+        f.P11, m_all[0], m_all[1], f.rate.real, f.rate.imag, 1.0 / k, gz, gw, gu, gr,
+    )  # fmt: skip
+    f.pool.give(m_all)
+    np.negative(gr, out=gr)
+    out: list = []
+    for g, total in ((gz, False), (gw, summed[0]), (gu, summed[1]), (gr, False)):
+        if total:
+            out.append(float(g.sum()))
+            continue
+        if f.perm.shape[0]:
+            caller = np.empty(n)
+            caller[f.perm] = g
+            g = caller
+        out.append(g)
+    return (float(quad.sum()), out[0], complex(abar, omegabar), out[1], out[2], out[3])

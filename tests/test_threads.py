@@ -63,14 +63,17 @@ def workload(rng, m, n, k, rate, dtype=np.float64):
     stepped = op.with_anchors(x + 1e-4 * rng.standard_normal(m), y)
     gram = lx.LaplexOperator(distinct, distinct, rate)  # distinct anchors: the square scan
     # the covariance Gram's filter passes (its rate real), anchors with ties
-    cov = lx.LaplexGram(x, abs(complex(rate).real), weights=1.5, noise=0.2)
-    value, cov_grads = cov.nll_and_gradient(U.T)
+    covs = [
+        lx.LaplexGram(x, s, weights=1.5, noise=0.2)
+        for s in (abs(complex(rate).real), complex(abs(complex(rate).real), 2.0))  # and phased
+    ]
+    cov_results = []
+    for cov in covs:
+        value, cov_grads = cov.nll_and_gradient(U.T)
+        cov_results += [np.asarray(value), cov_grads.a, np.asarray(cov_grads.rate)]
+        cov_results += [cov.solve(U), cov.sample(k, seed=1)]
     return [
-        np.asarray(value),
-        cov_grads.a,
-        np.asarray(cov_grads.rate),
-        cov.solve(U),
-        cov.sample(k, seed=1),
+        *cov_results,
         op @ V,
         op.rmatmat(U),
         op @ V[:, 0],

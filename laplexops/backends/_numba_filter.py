@@ -36,6 +36,8 @@ from __future__ import annotations
 import math
 import threading
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -45,6 +47,7 @@ from ._numba_threads import kernel
 
 __all__ = [
     "Factor",
+    "Ordered",
     "Pool",
     "color_columns",
     "nll_gradient",
@@ -57,6 +60,17 @@ __all__ = [
 def _index(perm, t):  # pragma: no cover - compiled
     """The caller's index of sorted position ``t``."""
     return np.intp(t) if perm.shape[0] == 0 else np.intp(perm[t])
+
+
+@njit(cache=True, inline="always")
+def _residual(r, mean, perm, t, j):  # pragma: no cover - compiled
+    """Column ``j`` of ``r`` at sorted position ``t`` less ``mean`` (empty: no mean), in float64,
+    with the caller's index."""
+    i = _index(perm, t)
+    x = np.float64(r[i, j])
+    if mean.shape[0] > 0:
+        x -= mean[i]
+    return i, x
 
 
 @kernel
@@ -95,7 +109,6 @@ def variance(em, w, u, R, P, G, A, r, mean, perm):  # pragma: no cover - compile
     rden = 1.0
     shift = 0
     fused = r.shape[0] > 0
-    centred = mean.shape[0] > 0
     m = 0.0
     quad = 0.0
     for t in range(em.shape[0]):
@@ -131,10 +144,7 @@ def variance(em, w, u, R, P, G, A, r, mean, perm):  # pragma: no cover - compile
         decay = phi * ut * inv
         A[t] = decay
         if fused:
-            i = _index(perm, t)
-            x = np.float64(r[i, 0])
-            if centred:
-                x -= mean[i]
+            _, x = _residual(r, mean, perm, t, 0)
             e = x - wt * phi * m
             quad += e * e * inv
             m = decay * m + gain * x
@@ -154,15 +164,11 @@ def innovations(r, mean, perm, w, em, G, A, R, c, m_all, quad):  # pragma: no co
     n = em.shape[0]
     want_c = c.shape[0] > 0
     want_m = m_all.shape[0] > 0
-    centred = mean.shape[0] > 0
     for j in prange(r.shape[1]):
         m = 0.0
         acc = 0.0
         for t in range(n):
-            i = _index(perm, t)
-            x = np.float64(r[i, j])
-            if centred:
-                x -= mean[i]
+            i, x = _residual(r, mean, perm, t, j)
             e = x - w[t] * (1.0 + em[t]) * m
             ce = e * R[t]
             acc += e * ce
@@ -340,7 +346,101 @@ class Pool:
             self._free.setdefault(block.shape, block)
 
 
-class Factor:
+class Ordered:
+    """What the factors of both filters share: the anchors in sorted order (``z``, ``perm``),
+    the parameters in that order (``rate``, ``w``, ``u``), the plan's :class:`Pool`, and how
+    gradients return to the caller's order and meet at ties. A subclass is built as
+    ``cls(z, perm, rate, w, u, pool)`` and implements ``gradient_sorted``."""
+
+    z: np.ndarray
+    perm: np.ndarray
+    rate: Any
+    w: np.ndarray
+    u: np.ndarray
+    pool: Pool
+    _mirror: Any = None
+    _ties: bool | None = None
+
+    def _setup(
+        self, z: np.ndarray, perm: np.ndarray | None, rate: Any, w: Any, u: Any, pool: Pool,
+        arrays: int,
+    ) -> np.ndarray:  # fmt: skip
+        """Take one block of the pool (given back when the factor is collected) for ``arrays``
+        float64 arrays of the filter plus the anchors (when not float64 already), weights and
+        noise in sorted order; set those; return the filter's arrays."""
+        n = z.shape[0]
+        block = pool.take((arrays + 3, n))
+        weakref.finalize(self, pool.give, block)
+        self.pool = pool
+        if z.dtype == np.float64:
+            self.z = z
+        else:
+            self.z = block[arrays]
+            self.z[:] = z
+        self.perm = _NO_PERM if perm is None else perm
+        self.rate = rate
+        self.w = _sorted(w, perm, block[arrays + 1])
+        self.u = _sorted(u, perm, block[arrays + 2])
+        return block[:arrays]
+
+    @property
+    def n(self) -> int:
+        return self.z.shape[0]
+
+    def mirror(self) -> Any:
+        """The factor of the same Gram with every run of equal anchors in reverse order, or
+        ``None`` when no anchors are equal (built once)."""
+        if self._ties is None:
+            order = np.empty(self.n, dtype=np.int64)
+            self._ties = reverse_ties(self.z, self.perm, order) > 0
+            if self._ties:
+                caller = self.perm if self.perm.shape[0] else np.arange(self.n)
+                w = np.empty(self.n)  # w and u back in the caller's order
+                u = np.empty(self.n)
+                w[caller] = self.w
+                u[caller] = self.u
+                make: Any = type(self)
+                self._mirror = make(self.z, order, self.rate, w, u, self.pool)
+        return self._mirror
+
+    def gradient_sorted(self, r: np.ndarray, mean: np.ndarray, summed: tuple[bool, bool]) -> tuple:
+        """``(quad, rate, anchors, weights, noise, mean)`` of :func:`nll_gradient` in this
+        factor's order of equal anchors: each filter's own reverse pass."""
+        raise NotImplementedError(f"{type(self).__name__} has no reverse pass")
+
+    @contextmanager
+    def outputs(self, summed: tuple[bool, bool]) -> Iterator[tuple[np.ndarray, ...]]:
+        """Arrays for the sorted gradients of anchors, weights, noise and residuals; those of
+        weights or noise wanted only as sums (``summed``) are scratch of the pool."""
+        n = self.n
+        scratch = self.pool.take((2, n))
+        gw = scratch[0] if summed[0] else np.empty(n)
+        gu = scratch[1] if summed[1] else np.empty(n)
+        try:
+            yield np.empty(n), gw, gu, np.empty(n)
+        finally:
+            self.pool.give(scratch)
+
+    def caller_order(self, sorted_: tuple, summed: tuple[bool, bool]) -> list:
+        """``(anchors, weights, noise, mean)`` in the caller's order from the sorted gradients of
+        anchors, weights, noise and residuals (the mean's is the residuals' negated); weights or
+        noise as their sums (floats) where ``summed``. Call inside :meth:`outputs`."""
+        gz, gw, gu, gr = sorted_
+        np.negative(gr, out=gr)
+        out: list = []
+        for g, total in ((gz, False), (gw, summed[0]), (gu, summed[1]), (gr, False)):
+            if total:
+                out.append(float(g.sum()))
+                continue
+            if self.perm.shape[0]:
+                caller = np.empty(self.n)
+                caller[self.perm] = g
+                g = caller
+            out.append(g)
+        return out
+
+
+class Factor(Ordered):
     """The LDLᵀ factor of one Gram on one plan: sorted anchors and parameters, and the variance
     recursion's arrays (all float64, sorted order), in one block of the plan's :class:`Pool`
     (given back when the factor is collected).
@@ -354,25 +454,10 @@ class Factor:
     def __init__(
         self, z: np.ndarray, perm: np.ndarray | None, rate: float, w: Any, u: Any, pool: Pool
     ):
-        n = z.shape[0]
-        block = pool.take((8, n))
-        weakref.finalize(self, pool.give, block)
-        self.pool = pool
-        self.em, self.R, self.P, self.G, self.A = block[:5]
-        if z.dtype == np.float64:
-            self.z = z
-        else:
-            self.z = block[5]
-            self.z[:] = z
-        self.perm = _NO_PERM if perm is None else perm
-        self.rate = float(rate)
-        self.w = _sorted(w, perm, block[6])
-        self.u = _sorted(u, perm, block[7])
+        self.em, self.R, self.P, self.G, self.A = self._setup(z, perm, float(rate), w, u, pool, 5)
         self._zero_pivot: tuple[int, int] | None = None
         self._logdet = math.nan
         self.done = False
-        self._mirror: Factor | None = None
-        self._ties: bool | None = None
 
     def compute(self, r: np.ndarray = _NO_ROWS, mean: np.ndarray = _NO_MEAN) -> float:
         """Run the recursion (once); with one column ``r`` (n, 1), its mean pass in the same loop,
@@ -402,24 +487,21 @@ class Factor:
         self.compute()
         return self._logdet
 
-    @property
-    def n(self) -> int:
-        return self.z.shape[0]
-
-    def mirror(self) -> Factor | None:
-        """The factor of the same Gram with every run of equal anchors in reverse order, or
-        ``None`` when no anchors are equal (built once)."""
-        if self._ties is None:
-            order = np.empty(self.n, dtype=np.int64)
-            self._ties = reverse_ties(self.z, self.perm, order) > 0
-            if self._ties:
-                caller = self.perm if self.perm.shape[0] else np.arange(self.n)
-                w = np.empty(self.n)  # w and u back in the caller's order
-                u = np.empty(self.n)
-                w[caller] = self.w
-                u[caller] = self.u
-                self._mirror = Factor(self.z, order, self.rate, w, u, self.pool)
-        return self._mirror
+    def gradient_sorted(self, r: np.ndarray, mean: np.ndarray, summed: tuple[bool, bool]) -> tuple:
+        """:func:`nll_gradient` in this factor's order of equal anchors."""
+        self.compute()
+        n, k = r.shape
+        m_all = self.pool.take((k, n))
+        quad = np.empty(k)
+        args = (self.perm, self.w, self.em, self.G, self.A, self.R)
+        innovations(r, mean, *args, _NO_ROWS, m_all, quad, work=_work(n, k))
+        with self.outputs(summed) as (gz, gw, gu, gr):
+            grate = gradient_reverse(
+                r, mean, self.perm, self.z, self.w, self.u, self.em, self.R, self.P, self.G,
+                self.A, m_all, self.rate, 1.0 / k, gz, gw, gu, gr,
+            )  # fmt: skip
+        self.pool.give(m_all)
+        return (float(quad.sum()), float(grate), *self.caller_order((gz, gw, gu, gr), summed))
 
 
 def _sorted(values: np.ndarray, perm: np.ndarray | None, out: np.ndarray) -> np.ndarray:
@@ -475,53 +557,22 @@ def color_columns(f: Factor, z: np.ndarray) -> np.ndarray:
 
 
 def nll_gradient(
-    f: Factor, r: np.ndarray, mean: np.ndarray | None, summed: tuple[bool, bool] = (False, False)
+    f: Ordered, r: np.ndarray, mean: np.ndarray | None, summed: tuple[bool, bool] = (False, False)
 ) -> tuple:
     """The gradient of ``nll = (1/k) sum_j (r_j - mean)ᵀ Σ⁻¹ (r_j - mean) / 2 + log det Σ / 2``
-    (+ a constant) over the columns of ``r`` (n, k): ``(quad, z, rate, w, u, mean)``, ``quad`` the
-    sum of the columns' quadratic forms, the arrays float64 in the caller's order; ``w`` (``u``) is
-    the sum over the anchors, a float, where ``summed[0]`` (``summed[1]``).
+    (+ a constant) over the columns of ``r`` (n, k), for a factor of either filter: ``(quad, z,
+    rate, w, u, mean)``, ``quad`` the sum of the columns' quadratic forms, the arrays float64 in
+    the caller's order; ``w`` (``u``) is the sum over the anchors, a float, where ``summed[0]``
+    (``summed[1]``).
 
     At equal anchors the order of a run is arbitrary and the filter's derivative one-sided; the
     gradient there is the mean of the two runs' orders (the derivative of ``|a_i - a_j|`` at 0
     taken as 0, which central differences also give). O(n k)."""
-    parts = _nll_gradient_sorted(f, r, mean, summed)
-    mirror = f.mirror()
-    if mirror is None:
-        return parts
-    other = _nll_gradient_sorted(mirror, r, mean, summed)
-    return (parts[0], *(0.5 * (a + b) for a, b in zip(parts[1:], other[1:])))
-
-
-def _nll_gradient_sorted(
-    f: Factor, r: np.ndarray, mean: np.ndarray | None, summed: tuple[bool, bool]
-) -> tuple:
-    f.compute()
-    n, k = r.shape
-    m_all = f.pool.take((k, n))
-    quad = np.empty(k)
     mean_ = _NO_MEAN if mean is None else mean
-    innovations(r, mean_, f.perm, f.w, f.em, f.G, f.A, f.R, _NO_ROWS, m_all, quad, work=_work(n, k))
-    # the gradients of weights or noise wanted only as sums go to scratch
-    scratch = f.pool.take((2, n))
-    gz, gr = np.empty(n), np.empty(n)
-    gw = scratch[0] if summed[0] else np.empty(n)
-    gu = scratch[1] if summed[1] else np.empty(n)
-    grate = gradient_reverse(
-        r, mean_, f.perm, f.z, f.w, f.u, f.em, f.R, f.P, f.G, f.A, m_all, f.rate, 1.0 / k,
-        gz, gw, gu, gr,
-    )  # fmt: skip
-    f.pool.give(m_all)
-    np.negative(gr, out=gr)
-    out: list = []
-    for g, total in ((gz, False), (gw, summed[0]), (gu, summed[1]), (gr, False)):
-        if total:
-            out.append(float(g.sum()))
-            continue
-        if f.perm.shape[0]:
-            caller = np.empty(n)
-            caller[f.perm] = g
-            g = caller
-        out.append(g)
-    f.pool.give(scratch)
-    return (float(quad.sum()), out[0], float(grate), out[1], out[2], out[3])
+    quad, *parts = f.gradient_sorted(r, mean_, summed)
+    mirror = f.mirror()
+    if mirror is not None:
+        _, *other = mirror.gradient_sorted(r, mean_, summed)
+        parts = [0.5 * (a + b) for a, b in zip(parts, other)]
+    grate, gz, gw, gu, gmean = parts
+    return (quad, gz, grate, gw, gu, gmean)

@@ -25,16 +25,24 @@ shares. Everything is float64; O(n) per pass and column.
 from __future__ import annotations
 
 import math
-import weakref
 from typing import Any
 
 import numpy as np
 from numba import njit, prange
 
-from ._numba_filter import _NO_MEAN, _NO_PERM, _NO_ROWS, Pool, _index, _sorted, _work, reverse_ties
+from ._numba_filter import (
+    _NO_MEAN,
+    _NO_ROWS,
+    Ordered,
+    Pool,
+    _index,
+    _residual,
+    _work,
+    nll_gradient,
+)
 from ._numba_threads import kernel
 
-__all__ = ["PhasedFactor"]
+__all__ = ["PhasedFactor", "color_columns", "nll_gradient", "quadratic", "solve"]
 
 _HUGE = 2.0**256
 _TINY = 2.0**-256
@@ -132,16 +140,12 @@ def _innovations(r, mean, perm, w, rho, cos, sin, R, K0, K1, c, M0, M1, quad):  
     n = rho.shape[0]
     want_c = c.shape[0] > 0
     want_m = M0.shape[0] > 0
-    centred = mean.shape[0] > 0
     for j in prange(r.shape[1]):
         m0 = 0.0
         m1 = 0.0
         acc = 0.0
         for t in range(n):
-            i = _index(perm, t)
-            x = np.float64(r[i, j])
-            if centred:
-                x -= mean[i]
+            i, x = _residual(r, mean, perm, t, j)
             p0 = rho[t] * (cos[t] * m0 - sin[t] * m1)
             p1 = rho[t] * (sin[t] * m0 + cos[t] * m1)
             wt = w[t]
@@ -348,7 +352,7 @@ def _gradient_reverse(
     return abar, wbar_omega
 
 
-class PhasedFactor:
+class PhasedFactor(Ordered):
     """The LDLᵀ factor of a phased Gram (complex rate) on one plan, as
     :class:`~laplexops.backends._numba_filter.Factor` for a real one: ``logdet``, ``zero_pivot``
     and the passes :func:`quadratic`, :func:`solve`, :func:`color_columns`."""
@@ -357,20 +361,9 @@ class PhasedFactor:
         self, z: np.ndarray, perm: np.ndarray | None, rate: complex, w: Any, u: Any, pool: Pool
     ):
         n = z.shape[0]
-        block = pool.take((13, n))
-        weakref.finalize(self, pool.give, block)
-        self.pool = pool
-        self.rho, self.cos, self.sin, self.R, self.K0, self.K1, self.negq = block[:7]
-        self.P00, self.P01, self.P11 = block[7:10]
-        if z.dtype == np.float64:
-            self.z = z
-        else:
-            self.z = block[10]
-            self.z[:] = z
-        self.perm = _NO_PERM if perm is None else perm
-        self.rate = complex(rate)
-        self.w = _sorted(w, perm, block[11])
-        self.u = _sorted(u, perm, block[12])
+        arrays = self._setup(z, perm, complex(rate), w, u, pool, 10)
+        self.rho, self.cos, self.sin, self.R, self.K0, self.K1, self.negq = arrays[:7]
+        self.P00, self.P01, self.P11 = arrays[7:]
         a, omega = self.rate.real, self.rate.imag
         _decays(self.z, a, omega, self.rho, self.cos, self.sin, work=n)
         _gaps(self.z, a, self.negq, work=n)
@@ -386,27 +379,23 @@ class PhasedFactor:
         else:
             self.logdet = float(logdet)
 
-        self._mirror: PhasedFactor | None = None
-        self._ties: bool | None = None
-
-    @property
-    def n(self) -> int:
-        return self.rho.shape[0]
-
-    def mirror(self) -> PhasedFactor | None:
-        """The factor with every run of equal anchors in reverse order, or ``None`` without
-        ties (see ``_numba_filter.Factor.mirror``)."""
-        if self._ties is None:
-            order = np.empty(self.n, dtype=np.int64)
-            self._ties = reverse_ties(self.z, self.perm, order) > 0
-            if self._ties:
-                caller = self.perm if self.perm.shape[0] else np.arange(self.n)
-                w = np.empty(self.n)
-                u = np.empty(self.n)
-                w[caller] = self.w
-                u[caller] = self.u
-                self._mirror = PhasedFactor(self.z, order, self.rate, w, u, self.pool)
-        return self._mirror
+    def gradient_sorted(self, r: np.ndarray, mean: np.ndarray, summed: tuple[bool, bool]) -> tuple:
+        """The likelihood's gradient in this factor's order of equal anchors (see
+        ``_numba_filter.nll_gradient``); the rate's as ``dL/da + i dL/dω``."""
+        n, k = r.shape
+        m_all = self.pool.take((2, k, n))
+        quad = np.empty(k)
+        args = (self.perm, self.w, self.rho, self.cos, self.sin, self.R, self.K0, self.K1)
+        _innovations(r, mean, *args, _NO_ROWS, m_all[0], m_all[1], quad, work=_work(n, k))
+        with self.outputs(summed) as (gz, gw, gu, gr):
+            abar, omegabar = _gradient_reverse(
+                r, mean, self.perm, self.z, self.w, self.u, self.rho, self.negq, self.cos,
+                self.sin, self.R, self.P00, self.P01, self.P11, m_all[0], m_all[1],
+                self.rate.real, self.rate.imag, 1.0 / k, gz, gw, gu, gr,
+            )  # fmt: skip
+        self.pool.give(m_all)
+        rate = complex(abar, omegabar)
+        return (float(quad.sum()), rate, *self.caller_order((gz, gw, gu, gr), summed))
 
 
 def quadratic(f: PhasedFactor, r: np.ndarray, mean: np.ndarray | None) -> np.ndarray:
@@ -437,49 +426,3 @@ def color_columns(f: PhasedFactor, zn: np.ndarray) -> np.ndarray:
     args = (f.perm, f.w, f.rho, f.cos, f.sin, f.R, f.K0, f.K1)
     _color(zn, *args, out, work=_work(n, k))
     return out
-
-
-def nll_gradient(
-    f: PhasedFactor,
-    r: np.ndarray,
-    mean: np.ndarray | None,
-    summed: tuple[bool, bool] = (False, False),
-) -> tuple:
-    """As ``_numba_filter.nll_gradient``, for the phased Gram: ``(quad, z, rate, w, u, mean)``,
-    the rate's gradient ``dL/da + i dL/dω`` (a complex). Ties: the mean of both orders of each
-    run of equal anchors."""
-    parts = _nll_gradient_sorted(f, r, mean, summed)
-    mirror = f.mirror()
-    if mirror is None:
-        return parts
-    other = _nll_gradient_sorted(mirror, r, mean, summed)
-    return (parts[0], *(0.5 * (p + o) for p, o in zip(parts[1:], other[1:])))
-
-
-def _nll_gradient_sorted(
-    f: PhasedFactor, r: np.ndarray, mean: np.ndarray | None, summed: tuple[bool, bool]
-) -> tuple:
-    n, k = r.shape
-    m_all = f.pool.take((2, k, n))
-    quad = np.empty(k)
-    mean_ = _NO_MEAN if mean is None else mean
-    args = (f.perm, f.w, f.rho, f.cos, f.sin, f.R, f.K0, f.K1)
-    _innovations(r, mean_, *args, _NO_ROWS, m_all[0], m_all[1], quad, work=_work(n, k))
-    gz, gw, gu, gr = (np.empty(n) for _ in range(4))
-    abar, omegabar = _gradient_reverse(
-        r, mean_, f.perm, f.z, f.w, f.u, f.rho, f.negq, f.cos, f.sin, f.R, f.P00, f.P01,
-        f.P11, m_all[0], m_all[1], f.rate.real, f.rate.imag, 1.0 / k, gz, gw, gu, gr,
-    )  # fmt: skip
-    f.pool.give(m_all)
-    np.negative(gr, out=gr)
-    out: list = []
-    for g, total in ((gz, False), (gw, summed[0]), (gu, summed[1]), (gr, False)):
-        if total:
-            out.append(float(g.sum()))
-            continue
-        if f.perm.shape[0]:
-            caller = np.empty(n)
-            caller[f.perm] = g
-            g = caller
-        out.append(g)
-    return (float(quad.sum()), out[0], complex(abar, omegabar), out[1], out[2], out[3])

@@ -123,7 +123,7 @@ class LaplexGram:
     def __init__(
         self,
         a: Any,
-        rate: float = 1.0,
+        rate: float | complex = 1.0,
         weights: Any = None,
         noise: Any = None,
         backend: Any = "auto",

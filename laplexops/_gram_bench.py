@@ -105,6 +105,7 @@ def gram_bench(n: int, seed: int | None, json_path: str | None = None) -> int:
     row("sample, 1 draw, factor cached", best_of(lambda: F.sample(1, seed=0)), peer_label, peer)
     print(f"{'':<34} (|nll - celerite2| / |celerite2| = {agree:.1e})")
     _tinygp_row(t, y, G, row)
+    _phased_rows(t, y, row)
 
     print("\nfloat32 anchors and data against float64 on the same values: nll relative difference")
     accuracy = {}
@@ -160,3 +161,29 @@ def _tinygp_row(t: np.ndarray, y: np.ndarray, G: LaplexGram, row) -> None:
         "tinygp quasisep Exp, jit value+grad",
         best_of(tinygp),
     )
+
+
+def _phased_rows(t: np.ndarray, y: np.ndarray, row) -> None:
+    """The phased Gram (rate 1 + 2i) against celerite2's ``ComplexTerm`` of the same kernel."""
+    P = LaplexGram(t, rate=complex(1.0, 2.0), noise=0.1)
+    P.nll_and_gradient(y)
+    try:
+        import celerite2
+    except ImportError:
+        return
+    gp = celerite2.GaussianProcess(celerite2.terms.ComplexTerm(a=1.0, b=0.0, c=1.0, d=2.0))
+
+    def celerite() -> float:
+        gp.compute(t, diag=0.1, quiet=True)
+        return float(gp.log_likelihood(y))
+
+    peer, label = best_of(celerite, repeat=9), "celerite2 ComplexTerm, same"
+    row("phased nll, batch 1", best_of(lambda: P.with_params().nll(y), repeat=9), label, peer)
+    row(
+        "phased nll + gradient, batch 1",
+        best_of(lambda: P.with_params().nll_and_gradient(y), repeat=9),
+        label,
+        peer,
+    )
+    agree = abs(P.nll(y) + celerite()) / abs(celerite())
+    print(f"{'':<34} (|phased nll - celerite2| / |celerite2| = {agree:.1e})")

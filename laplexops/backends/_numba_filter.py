@@ -62,17 +62,6 @@ def _index(perm, t):  # pragma: no cover - compiled
     return np.intp(t) if perm.shape[0] == 0 else np.intp(perm[t])
 
 
-@njit(cache=True, inline="always")
-def _residual(r, mean, perm, t, j):  # pragma: no cover - compiled
-    """Column ``j`` of ``r`` at sorted position ``t`` less ``mean`` (empty: no mean), in float64,
-    with the caller's index."""
-    i = _index(perm, t)
-    x = np.float64(r[i, j])
-    if mean.shape[0] > 0:
-        x -= mean[i]
-    return i, x
-
-
 @kernel
 def decays(z, rate, em):  # pragma: no cover - compiled
     """``em[t] = expm1(-rate (z[t] - z[t-1]))`` for the sorted anchors ``z``, ``em[0] = -1``."""
@@ -109,6 +98,7 @@ def variance(em, w, u, R, P, G, A, r, mean, perm):  # pragma: no cover - compile
     rden = 1.0
     shift = 0
     fused = r.shape[0] > 0
+    centred = mean.shape[0] > 0
     m = 0.0
     quad = 0.0
     for t in range(em.shape[0]):
@@ -144,7 +134,10 @@ def variance(em, w, u, R, P, G, A, r, mean, perm):  # pragma: no cover - compile
         decay = phi * ut * inv
         A[t] = decay
         if fused:
-            _, x = _residual(r, mean, perm, t, 0)
+            i = _index(perm, t)
+            x = np.float64(r[i, 0])
+            if centred:
+                x -= mean[i]
             e = x - wt * phi * m
             quad += e * e * inv
             m = decay * m + gain * x
@@ -164,11 +157,15 @@ def innovations(r, mean, perm, w, em, G, A, R, c, m_all, quad):  # pragma: no co
     n = em.shape[0]
     want_c = c.shape[0] > 0
     want_m = m_all.shape[0] > 0
+    centred = mean.shape[0] > 0
     for j in prange(r.shape[1]):
         m = 0.0
         acc = 0.0
         for t in range(n):
-            i, x = _residual(r, mean, perm, t, j)
+            i = _index(perm, t)
+            x = np.float64(r[i, j])
+            if centred:
+                x -= mean[i]
             e = x - w[t] * (1.0 + em[t]) * m
             ce = e * R[t]
             acc += e * ce

@@ -36,7 +36,6 @@ from ._numba_filter import (
     Ordered,
     Pool,
     _index,
-    _residual,
     _work,
     nll_gradient,
 )
@@ -140,12 +139,16 @@ def _innovations(r, mean, perm, w, rho, cos, sin, R, K0, K1, c, M0, M1, quad):  
     n = rho.shape[0]
     want_c = c.shape[0] > 0
     want_m = M0.shape[0] > 0
+    centred = mean.shape[0] > 0
     for j in prange(r.shape[1]):
         m0 = 0.0
         m1 = 0.0
         acc = 0.0
         for t in range(n):
-            i, x = _residual(r, mean, perm, t, j)
+            i = _index(perm, t)
+            x = np.float64(r[i, j])
+            if centred:
+                x -= mean[i]
             p0 = rho[t] * (cos[t] * m0 - sin[t] * m1)
             p1 = rho[t] * (sin[t] * m0 + cos[t] * m1)
             wt = w[t]

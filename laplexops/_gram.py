@@ -210,25 +210,29 @@ class LaplexGram:
 
     @property
     def weights(self) -> Any:
-        """The weights ``w``, shape ``(n,)``, float64 (NumPy or CuPy after the backend).
+        """The weights ``w``, shape ``(n,)``: a new float64 array in the anchors' namespace and
+        on their device (one value for every anchor repeated).
 
         Examples
         --------
         >>> lx.LaplexGram([0.0, 1.0], weights=2.0).weights
         array([2., 2.])
         """
-        return self._full(self._w).copy()
+        return self._public(self._w)
 
     @property
     def noise(self) -> Any:
-        """The noise variances ``u``, shape ``(n,)``, float64 (NumPy or CuPy after the backend).
+        """The noise variances ``u``, shape ``(n,)``, as :attr:`weights`.
 
         Examples
         --------
         >>> lx.LaplexGram([0.0, 1.0], noise=[0.1, 0.2]).noise
         array([0.1, 0.2])
         """
-        return self._full(self._u).copy()
+        return self._public(self._u)
+
+    def _public(self, value: Any) -> Any:
+        return ns.result_to(self._op._xp, self._full(value).copy(), self._op._like)
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -407,3 +407,17 @@ def test_phased_gradient_against_dense_formula(rng):
     dK_dx = -np.sign(d) * decay * (rate.real * np.cos(rate.imag * d)
                                    + rate.imag * np.sin(rate.imag * np.abs(d)))  # fmt: skip
     assert np.allclose(g.a, 2 * (dS * WW * dK_dx).sum(axis=1), rtol=1e-7, atol=1e-9)
+
+
+def test_parameters_in_the_anchors_namespace(rng):
+    xp = pytest.importorskip("array_api_strict")
+    a = xp.asarray(rng.uniform(0.0, 3.0, 5))
+    G = lx.LaplexGram(a, rate=1.5, weights=xp.asarray(rng.uniform(0.5, 1.5, 5)), noise=0.2)
+    for value in (G.weights, G.noise, G.a):
+        assert isinstance(value, type(a)) and value.shape == (5,)
+    b = xp.asarray(rng.standard_normal(5))
+    x = G.solve(b)
+    assert isinstance(x, type(a))
+    assert np.allclose(np.asarray(G @ x), np.asarray(b))
+    g = G.nll_gradient(xp.reshape(b, (1, 5)))
+    assert isinstance(g.a, type(a)) and isinstance(g.weights, type(a)) and type(g.noise) is float

@@ -684,7 +684,7 @@ def test_gram_nll_matches_the_gram_and_dense_autograd(rng):
     gram = lx.LaplexGram(a.detach().numpy(), float(rate.detach()), weights.detach().numpy(),
                          noise.detach().numpy())  # fmt: skip
     assert value.dtype == F64 and value.shape == ()
-    assert np.isclose(float(value), gram.nll(X.detach().numpy(), mean.detach().numpy()))
+    assert np.isclose(float(value.detach()), gram.nll(X.detach().numpy(), mean.detach().numpy()))
     value.backward()
     # the same loss through a dense covariance and torch's own autograd
     leaves = [t.detach().clone().requires_grad_() for t in (a, rate, weights, noise, X, mean)]

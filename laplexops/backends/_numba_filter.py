@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 from numba import njit, prange
 
+from ._numba_scan import gather
 from ._numba_threads import kernel
 
 __all__ = [
@@ -507,7 +508,7 @@ def _sorted(values: np.ndarray, perm: np.ndarray | None, out: np.ndarray) -> np.
     values = np.asarray(values, dtype=np.float64)
     if perm is None or values.strides == (0,):
         return values
-    np.take(values, perm, out=out)
+    gather(values.reshape(-1, 1), perm, out.reshape(-1, 1), work=perm.shape[0])
     return out
 
 

@@ -48,25 +48,21 @@ _TINY = 2.0**-256
 
 
 @kernel
-def _decays(z, a, omega, rho, cos, sin):  # pragma: no cover - compiled
-    """Per sorted position: ``ρ = exp(-a Δ)`` (0 for the first) and the rotation ``θ = ω Δ``."""
+def _decays(z, a, omega, rho, negq, cos, sin):  # pragma: no cover - compiled
+    """Per sorted position, from its gap ``Δ``: ``ρ = exp(-a Δ)``, ``negq = expm1(-2 a Δ)``
+    (``q = -negq``) and the rotation ``θ = ω Δ``; the first position has ``ρ = 0``, ``q = 1``."""
     for t in prange(z.shape[0]):
         if t == 0:
             rho[t] = 0.0
+            negq[t] = -1.0
             cos[t] = 1.0
             sin[t] = 0.0
         else:
             gap = z[t] - z[t - 1]
             rho[t] = math.exp(-a * gap)
+            negq[t] = math.expm1(-2.0 * a * gap)
             cos[t] = math.cos(omega * gap)
             sin[t] = math.sin(omega * gap)
-
-
-@kernel
-def _gaps(z, a, out):  # pragma: no cover - compiled
-    """``out[t] = expm1(-2 a Δ_t)`` (``-1`` for the first): ``q_t = -out[t]``."""
-    for t in prange(z.shape[0]):
-        out[t] = math.expm1(-2.0 * a * (z[t] - z[t - 1])) if t > 0 else -1.0
 
 
 @njit(cache=True)
@@ -368,8 +364,7 @@ class PhasedFactor(Ordered):
         self.rho, self.cos, self.sin, self.R, self.K0, self.K1, self.negq = arrays[:7]
         self.P00, self.P01, self.P11 = arrays[7:]
         a, omega = self.rate.real, self.rate.imag
-        _decays(self.z, a, omega, self.rho, self.cos, self.sin, work=n)
-        _gaps(self.z, a, self.negq, work=n)
+        _decays(self.z, a, omega, self.rho, self.negq, self.cos, self.sin, work=n)
         t, logdet = _variance(
             self.rho, self.negq, self.cos, self.sin, self.w, self.u, self.R, self.K0, self.K1,
             self.P00, self.P01, self.P11,

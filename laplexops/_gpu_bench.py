@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from . import LaplexOperator
+from . import LaplexGram, LaplexOperator
 from ._timing import best_of, fmt_seconds
 from .backends import _cuda_kernels as cuda
 
@@ -55,7 +55,7 @@ def device_copy_seconds(cupy, nbytes: int) -> float:
 
 
 def _run_tests() -> tuple[str, float, bool]:
-    files = [os.path.join(_TESTS, f) for f in ("test_cuda.py", "test_gpu.py")]
+    files = [os.path.join(_TESTS, f) for f in ("test_cuda.py", "test_cuda_gram.py", "test_gpu.py")]
     if not all(os.path.exists(f) for f in files):
         return "test suite not found (run from a source checkout)", 0.0, True
     t0 = time.perf_counter()
@@ -82,9 +82,11 @@ def gpu_bench(
     tests: bool = True,
     huge_n: int = 10**9,
     cupy=None,
+    gram_n: tuple[int, int, int] = (3_000_000, 100_000_000, 100_000),
 ) -> int:
     """Print the table; 0 when every goal is met, 1 when one is missed, 2 without a GPU.
-    ``cupy`` replaces the CuPy module (the tests pass a NumPy stand-in)."""
+    ``cupy`` replaces the CuPy module (the tests pass a NumPy stand-in); ``gram_n`` are the sizes
+    of the LaplexGram rows (:func:`_gram_rows`)."""
     if cupy is None:
         from .backends import available
 
@@ -111,11 +113,19 @@ def gpu_bench(
     if tests:
         summary, seconds, passed = _run_tests()
         table.row(
-            "GPU test suite (test_cuda, test_gpu)", seconds, summary[:28], 0, "", "all pass", passed
+            "GPU test suite (test_cuda, test_cuda_gram, test_gpu)",
+            seconds,
+            summary[:28],
+            0,
+            "",
+            "all pass",
+            passed,
         )
 
     copy_bw = _device_rows(cupy, table, cupy.random.default_rng(seed), log2n)
     cupy.get_default_memory_pool().free_all_blocks()  # (the sections' arrays are gone)
+    _gram_rows(cupy, table, cupy.random.default_rng(seed), *gram_n)
+    cupy.get_default_memory_pool().free_all_blocks()
 
     if huge:
         table.ok &= _huge_step(cupy, table.row, seed, huge_n)
@@ -199,6 +209,48 @@ def _device_rows(cupy, table, rng, log2n: int) -> float:
         copy_bw,
     )
     return copy_bw
+
+
+def _gram_rows(cupy, table, rng, n: int, n_huge: int, n_agree: int) -> None:
+    """LaplexGram's goals: ``nll_and_gradient`` at n, batch 8, float32, against
+    ``cupy.fft.rfft`` of the same (8, n) array; value + gradient at ``n_huge``, batch 1, float32
+    (<= 100 ms); the device's value and gradient against the Numba backend's at ``n_agree``,
+    float64 (1e-10 relative)."""
+
+    def problem(size, batch, dtype):
+        a = (rng.random(size, dtype=np.float32) * size).astype(dtype)
+        X = rng.standard_normal((batch, size), dtype=np.float32).astype(dtype)
+        return a, X
+
+    def step_row(size, batch, goal, met):
+        """A training step: new parameters on the cached plan (the factor recomputed), then the
+        value and the gradient of the batch; against the FFT of the batch."""
+        a, X = problem(size, batch, np.float32)
+        t_fft = gpu_seconds(cupy, lambda: cupy.fft.rfft(X, axis=1))
+        G = LaplexGram(a, 1.0, noise=0.1)
+        t = gpu_seconds(cupy, lambda: G.with_params().nll_and_gradient(X), repeat=3)
+        label = f"Gram nll_and_gradient, n = {size:,}, batch {batch}, float32"
+        peer = f"cupy.fft.rfft ({batch}, n) f32"
+        table.row(label, t, peer, t_fft, t / t_fft, goal, met(t, t_fft))
+
+    step_row(n, 8, "<= 10", lambda t, t_fft: t <= 10 * t_fft)
+    step_row(n_huge, 1, "<= 100 ms", lambda t, t_fft: t <= 0.1)
+
+    a, X = problem(n_agree, 4, np.float64)
+    here = LaplexGram(a, 1.0, noise=0.1).nll_and_gradient(X)
+    host = LaplexGram(_host(a), 1.0, noise=0.1).nll_and_gradient(_host(X))
+    t = gpu_seconds(cupy, lambda: LaplexGram(a, 1.0, noise=0.1).nll_and_gradient(X), repeat=1)
+    worst = abs(here[0] - host[0]) / abs(host[0])
+    for got, want in zip(here[1], host[1]):
+        got, want = np.asarray(_host(got), np.float64), np.asarray(want, np.float64)
+        worst = max(worst, float(np.max(np.abs(got - want)) / np.max(np.abs(want))))
+    label = f"Gram vs Numba, value + gradient, n = {n_agree:,}, float64"
+    table.row(label, t, "relative difference", 0, f"{worst:.0e}", "<= 1e-10", worst <= 1e-10)
+
+
+def _host(a):
+    """A device array as a NumPy array (numbers and NumPy arrays as they are)."""
+    return a.get() if hasattr(a, "get") else a
 
 
 def _peer_times(cupy, rng, log2n: int) -> tuple[float, float, float]:

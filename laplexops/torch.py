@@ -370,8 +370,9 @@ def _gram_nll(
     cache: int,
 ) -> Tensor:
     """The mean negative log-likelihood of the rows of ``X`` under ``N(mean, Σ)``; float64."""
-    gram = _gram(a, rate, weights, noise, cache)
-    value = gram.nll(X.detach(), None if mean is None else mean.detach())
+    with _on_device(a.device):
+        gram = _gram(a, rate, weights, noise, cache)
+        value = gram.nll(X.detach(), None if mean is None else mean.detach())
     return torch.tensor(value, dtype=torch.float64, device=X.device)
 
 
@@ -397,15 +398,16 @@ def _gram_nll_gradient(
     """The gradients of :func:`_gram_nll` with respect to a, rate, weights, noise, X (zeros
     unless ``want_x``: ``Σ⁻¹ (x_b - mean) / B``, one solve) and the mean, each of its input's
     shape and dtype (the mean's of shape (n,) also when it was None)."""
-    gram = _gram(a, rate, weights, noise, cache)
     m = None if mean is None else mean.detach()
-    grads = gram.nll_gradient(X.detach(), m)
     rows = _batch(X.detach())
-    if want_x:
-        centred = rows if m is None else rows - m
-        gx = (gram.solve(centred.T.to(a.dtype)).T / rows.shape[0]).reshape(X.shape)
-    else:
-        gx = torch.zeros_like(X)
+    with _on_device(a.device):
+        gram = _gram(a, rate, weights, noise, cache)
+        grads = gram.nll_gradient(X.detach(), m)
+        if want_x:
+            centred = rows if m is None else rows - m
+            gx = (gram.solve(centred.T.to(a.dtype)).T / rows.shape[0]).reshape(X.shape)
+        else:
+            gx = torch.zeros_like(X)
 
     def like(g: Any, ref: Tensor) -> Tensor:
         return torch.as_tensor(g, dtype=ref.dtype, device=ref.device).reshape(ref.shape)
@@ -474,8 +476,8 @@ def gram_nll(
     The backward is one call of :meth:`laplexops.LaplexGram.nll_gradient` (all parameters from
     one forward and one reverse pass of the filter), plus one solve when ``X`` needs a gradient.
     The custom operators ``laplexops::gram_nll`` and ``laplexops::gram_nll_gradient`` run under
-    ``torch.compile`` without a graph break. CPU tensors only for now (the Gram has no GPU kernels
-    yet). Second derivatives are not implemented.
+    ``torch.compile`` without a graph break. CPU and CUDA tensors (on CUDA, a real rate: the phased
+    Gram has no GPU kernels yet). Second derivatives are not implemented.
 
     Parameters
     ----------
@@ -520,8 +522,6 @@ def gram_nll(
         raise TypeError("a and X must be torch tensors")
     if a.dtype not in (torch.float32, torch.float64) or a.ndim != 1:
         raise TypeError(f"a must be a 1-D float32 or float64 tensor; got {a.dtype}, {a.ndim}-D")
-    if a.device.type != "cpu":
-        raise NotImplementedError("gram_nll runs on CPU tensors for now (no GPU Gram kernels)")
 
     def parameter(value: Tensor | float | None, default: float, name: str) -> Tensor:
         if value is None:

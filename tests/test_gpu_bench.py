@@ -65,13 +65,22 @@ def test_bench_gpu_table_and_json(tmp_path, capsys, monkeypatch):
         lambda cupy, nbytes: _gpu_bench.best_of(lambda: np.ones(nbytes, np.uint8).copy()),
     )
     code = _gpu_bench.gpu_bench(
-        log2n=11, seed=1, json_path=str(out), huge=True, tests=False, huge_n=3000, cupy=_fake_cupy()
+        log2n=11,
+        seed=1,
+        json_path=str(out),
+        huge=True,
+        tests=False,
+        huge_n=3000,
+        cupy=_fake_cupy(),
+        gram_n=(3000, 5000, 2000),
     )
     text = capsys.readouterr().out
     assert code in (0, 1)  # goals are for a GPU; the stand-in only has to run them all
     report = json.loads(out.read_text())
     cases = [r["case"] for r in report["results"]]
-    assert len(cases) == 15, cases
+    assert len(cases) == 18, cases
+    assert cases[-6].startswith("Gram nll_and_gradient, n = 3,000, batch 8")
+    assert cases[-4].startswith("Gram vs Numba") and report["results"][-4]["met"]
     assert cases[-3].startswith("fresh step m = n = 3,000")
     assert cases[-2].startswith("training step m = n = 3,000, pool emptied (")
     assert cases[-1].startswith("training step m = n = 3,000, training loop (")

@@ -17,6 +17,9 @@ import sys
 
 __all__ = [
     "SOURCE",
+    "GRAM_SOURCE",
+    "SOURCES",
+    "source_of",
     "GEOMETRY",
     "PHASE_REDUCE",
     "PHASE_WRITE",
@@ -33,12 +36,20 @@ __all__ = [
     "radix_scatter_name",
     "SNAPSHOT_PAIRS",
     "snapshot_name",
+    "GRAM_REDUCE",
+    "GRAM_WRITE",
+    "GRAM_AFFINE",
+    "GRAM_VARIANCE",
+    "GRAM_AFFINE_CARRIES",
+    "GRAM_VARIANCE_CARRIES",
     "all_names",
     "instantiation_source",
 ]
 
-#: the kernel source, next to this module
+#: the kernel sources, next to this module: the products and plans, and LaplexGram's filter
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "laplex_scan.cu")
+GRAM_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "laplex_gram.cu")
+SOURCES = (SOURCE, GRAM_SOURCE)
 
 #: The launch geometry, one ``-D`` option per key (``docs/gpu-validation.md`` explains each
 #: choice and how the variants are timed, ``docs/scripts/gpu_variants.py``):
@@ -166,9 +177,27 @@ def radix_scatter_name(real: str, index: str) -> str:
     return f"laplex::laplex_radix_scatter<{ctype(real)}, {ctype(index)}>"
 
 
+#: the Gram's kernels (``laplex_gram.cu``): ``phase`` of its tile kernels, phase 1 (each tile's
+#: maps) and phase 3 (the outputs, from the states entering the tiles)
+GRAM_REDUCE = 1
+GRAM_WRITE = 3
+#: the affine scan's tiles, the variance recursion's tiles, and the carries of each
+GRAM_AFFINE = "laplex::gram::gram_affine_tiles"
+GRAM_VARIANCE = "laplex::gram::gram_variance_tiles"
+GRAM_AFFINE_CARRIES = "laplex::gram::gram_carries<laplex::gram::Affine, double>"
+GRAM_VARIANCE_CARRIES = "laplex::gram::gram_carries<laplex::gram::Mobius, laplex::gram::Pair>"
+_GRAM_NAMES = (GRAM_AFFINE, GRAM_VARIANCE, GRAM_AFFINE_CARRIES, GRAM_VARIANCE_CARRIES)
+
+
+def source_of(name: str) -> str:
+    """The source file defining the kernel instance ``name``."""
+    return GRAM_SOURCE if name.startswith("laplex::gram::") else SOURCE
+
+
 def all_names() -> list[str]:
     """Every template instance the backend can launch."""
     names = [snapshot_name(source, real) for source, real in SNAPSHOT_PAIRS]
+    names += _GRAM_NAMES
     for real in _REALS:
         cplx = _COMPLEX_OF[real]
         names.append(splits_name(real))
@@ -187,7 +216,8 @@ def all_names() -> list[str]:
 
 def instantiation_source() -> str:
     """A translation unit that instantiates every kernel of ``all_names()`` (for nvcc in CI)."""
-    lines = [f'#include "{SOURCE}"', "", "void* const laplex_instances[] = {"]
+    lines = [f'#include "{path}"' for path in SOURCES]
+    lines += ["", "void* const laplex_instances[] = {"]
     lines += [f"    (void*)&{name}," for name in all_names()]
     lines += ["};", ""]
     return "\n".join(lines)

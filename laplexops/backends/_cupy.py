@@ -32,7 +32,7 @@ import functools
 import numpy as np
 
 from . import _cuda_kernels as cuda
-from . import _cupy_sort
+from . import _cupy_gram, _cupy_sort
 from ._base import Side, SortedPlan, snapshot_with
 
 __all__ = [
@@ -59,8 +59,10 @@ class RawModuleKernels:
         import cupy
 
         self._cupy = cupy
-        with open(cuda.SOURCE) as fh:
-            self._code = fh.read()
+        self._code = {}
+        for path in cuda.SOURCES:
+            with open(path) as fh:
+                self._code[path] = fh.read()
         self.geometry = dict(geometry or cuda.GEOMETRY)
         self._options = ("-std=c++17",) + cuda.options(self.geometry)
         self._functions: dict = {}
@@ -71,7 +73,9 @@ class RawModuleKernels:
         fn = self._functions.get(name)
         if fn is None:
             module = self._cupy.RawModule(
-                code=self._code, options=self._options, name_expressions=[name]
+                code=self._code[cuda.source_of(name)],
+                options=self._options,
+                name_expressions=[name],
             )
             fn = self._functions[name] = module.get_function(name)
         return fn
@@ -438,6 +442,45 @@ class CupyBackend:
                 if s.thread_rows is not None and s.rows_written is None:
                     s.rows_written = self._mark()  # written by that launch
             return tuple(outs)
+
+    # ---------------------------------------------------------------------- the Gram's filter
+    # (see GramBackend and _cupy_gram)
+    def gram_factor(self, plan, rate, weights, noise):
+        if isinstance(rate, complex):
+            raise NotImplementedError(
+                "the phased LaplexGram (complex rate) has no CUDA kernels yet; use a real rate "
+                "or host arrays (the Numba backend)"
+            )
+        z, perm = plan.sorted[0]
+        with self._on(plan.device):
+            return _cupy_gram.GramFactor(self, z, perm, rate, weights, noise)
+
+    def _gram(self, factor, what: str, k: int):
+        """The device and the out-of-memory handling of a pass of the Gram's filter over k
+        columns (some ten float64 arrays of shape (k, n) in flight)."""
+        n = factor.n
+        stack = contextlib.ExitStack()
+        stack.enter_context(self._on(self.device_of(factor.z)))
+        stack.enter_context(
+            self._memory(f"LaplexGram.{what} (n = {n}, {k} columns)", 80 * n * (k + 1))
+        )
+        return stack
+
+    def gram_quadratic(self, factor, r, mean):
+        with self._gram(factor, "nll", r.shape[1]):
+            return factor.innovations(factor.rows(r, mean))[2]
+
+    def gram_solve(self, factor, b):
+        with self._gram(factor, "solve", b.shape[1]):
+            return factor.solve(b)
+
+    def gram_color(self, factor, z):
+        with self._gram(factor, "sample", z.shape[1]):
+            return factor.color(z)
+
+    def gram_nll_gradient(self, factor, r, mean, summed=(False, False)):
+        with self._gram(factor, "nll_gradient", r.shape[1]):
+            return _cupy_gram.nll_gradient(factor, r, mean, summed)
 
     def _carries(self, name, tiles, k, span, fwd, bwd, totals):
         """Phase 2 for ``k`` columns: the tile maps become the states entering the tiles. One

@@ -2,7 +2,7 @@
 // shuffled order), its threads as std::threads meeting at a std::barrier for __syncthreads, and
 // each warp of 32 at its own barrier for __syncwarp, __match_any_sync and the shuffles (the
 // kernels call those with the whole warp). Static shared memory becomes a function-static array (one block runs at a
-// time). Only what laplex_scan.cu uses.
+// time). Only what laplex_scan.cu and laplex_gram.cu use.
 #pragma once
 #include <atomic>
 #include <barrier>
@@ -91,6 +91,12 @@ inline int __popc(unsigned a) { return __builtin_popcount(a); }
 
 template <class T> T atomicAdd(T* address, T value) {
     return std::atomic_ref<T>(*address).fetch_add(value);
+}
+template <class T> T atomicMin(T* address, T value) {
+    std::atomic_ref<T> cell(*address);
+    T old = cell.load();
+    while (value < old && !cell.compare_exchange_weak(old, value)) {}
+    return old;
 }
 inline unsigned __float_as_uint(float a) {
     unsigned u;

@@ -2,8 +2,9 @@
 ``tests/test_cuda_sanitizers.py``, which runs this script under ThreadSanitizer and
 AddressSanitizer: in the GPU's launch geometry (blocks of 128 threads: four warps), then in the
 tests' small geometry (many tiles, carry spans and sort windows for short inputs: the paths of long
-inputs, such as phase 2's three launches). Results are checked against the float64 dense
-reference so that a run that computed nothing cannot pass. Prints ``ok`` at the end."""
+inputs, such as phase 2's three launches); products, plans and LaplexGram's filter. Results are
+checked against the float64 dense reference or the Numba backend, so that a run that computed
+nothing cannot pass. Prints ``ok`` at the end."""
 
 import os
 import sys
@@ -87,6 +88,22 @@ def every_launch(backend, rng, size: int, small: bool) -> None:
         ).astype(np.int32)
         _, perm = _cupy_sort.repair(backend, c, hint, np.dtype(np.int32))
         assert np.array_equal(perm, np.argsort(c, kind="stable"))
+        gram(backend, rng, size, dtype)
+
+
+def gram(backend, rng, n: int, dtype) -> None:
+    """LaplexGram's kernels: the variance recursion and the affine scans (forward, backward, two
+    columns), through the likelihood's gradient at ties (both orders of each run), a solve and
+    a draw; against the Numba backend."""
+    a = rng.uniform(0.0, 50.0, n).astype(dtype)
+    a[: n // 10] = a[n // 10 : n // 5]  # ties
+    w, u = rng.uniform(0.5, 1.5, n), rng.uniform(0.01, 0.1, n)
+    X = rng.standard_normal((2, n))
+    got = lx.LaplexGram(a, 0.6, w, u, backend=backend)
+    want = lx.LaplexGram(a, 0.6, w, u)
+    assert rel_err(got.nll_gradient(X).a, want.nll_gradient(X).a) <= 1e-10
+    assert rel_err(got.solve(X.T), want.solve(X.T)) <= 1e-10
+    assert rel_err(got.sample(1, seed=1), want.sample(1, seed=1)) <= 1e-10
 
 
 if __name__ == "__main__":

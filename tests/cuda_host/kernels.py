@@ -56,14 +56,16 @@ class HostKernels:
         self.launches: list[str] = []  # every kernel launched, for tests of what ran
 
     def _build(self) -> str:
-        with open(cuda.SOURCE) as fh:
-            source = fh.read()
+        source = ""
+        for path in cuda.SOURCES:
+            with open(path) as fh:
+                source += fh.read()
         with open(os.path.join(HERE, "emulate.h")) as fh:
             header = fh.read()
         unit = [
             "#include <math.h>",
             f'#include "{os.path.join(HERE, "emulate.h")}"',
-            f'#include "{cuda.SOURCE}"',
+            *(f'#include "{path}"' for path in cuda.SOURCES),
             '#define EXPORT __attribute__((visibility("default")))',
             'extern "C" {',
         ]

@@ -24,6 +24,13 @@ def library() -> ctypes.CDLL | None:
         if "builtins" in os.path.basename(path):
             continue
         try:
+            # NVRTC opens its builtins library by name at the first compile; a wheel's folder is
+            # not on the loader's path, so load the one next to it first
+            for builtins in sorted(
+                glob.glob(os.path.join(os.path.dirname(path), "libnvrtc-builtins.so*"))
+            ):
+                if ".alt." not in builtins:
+                    ctypes.CDLL(builtins, mode=ctypes.RTLD_GLOBAL)
             return ctypes.CDLL(path)
         except OSError:
             continue

@@ -738,9 +738,12 @@ class LaplexGram:
         r, mean_, batch = self._residuals(X, mean)
         if batch == 0:
             raise ValueError("X has no rows: the mean likelihood of no data is undefined")
-        f = self._factorized()
+        f = self._factor_object()
         summed = (not self._weights_given, not self._noise_given)
-        quad, ga, grate, gw, gu, gmean = self._gram.gram_nll_gradient(f, r, mean_, summed)
+        # may compute the factor in its own loop (one column); discarded when Σ is singular
+        result = self._gram.gram_nll_gradient(f, r, mean_, summed)
+        self._checked(f)
+        quad, ga, grate, gw, gu, gmean = result
         op = self._op
         real = self._real
 

@@ -47,14 +47,34 @@ def _runtime(name: str, options: dict) -> str | None:
     return path if start.returncode == 0 and "Sanitizer" not in start.stderr else None
 
 
-def _every_launch(
-    runtime: str, flags: str, options: dict, rng: np.random.Generator
-) -> subprocess.CompletedProcess:
-    """``cuda_host/every_launch.py`` with the kernels built with ``flags`` and the runtime
-    preloaded (Python itself is not instrumented); one thread for Numba and BLAS; its inputs
-    seeded from ``rng`` (the test's: a replayed run draws the same)."""
-    if os.environ.get("LAPLEXOPS_HOST_KERNELS", "1") == "0":
-        pytest.skip("LAPLEXOPS_HOST_KERNELS=0")
+#: the sanitizers: the host build's flags and the runtime's options (given the run's folder)
+SANITIZERS = {
+    "tsan": (
+        "-fsanitize=thread -g",
+        lambda folder: {
+            "TSAN_OPTIONS": f"halt_on_error=0 report_signal_unsafe=0 exitcode=0 "
+            f"history_size=4 log_path={folder / 'tsan'}"
+        },
+    ),
+    "asan": (
+        "-fsanitize=address -fno-omit-frame-pointer -g",
+        lambda folder: {"ASAN_OPTIONS": "detect_leaks=0"},
+    ),
+}
+_STARTED: dict = {}  # sanitizer -> (process or None: no runtime, its folder)
+
+
+def _start(name: str, folder, rng: np.random.Generator):
+    """``cuda_host/every_launch.py`` with the kernels built with the sanitizer's flags and its
+    runtime preloaded (Python itself is not instrumented), started in the background; one thread
+    for Numba and BLAS; output into ``folder``; its inputs seeded from ``rng`` (the test's: a
+    replayed run draws the same). ``None`` without a working runtime."""
+    flags, options = SANITIZERS[name]
+    folder.mkdir(parents=True, exist_ok=True)
+    options = options(folder)
+    runtime = _runtime(name, options)
+    if runtime is None:
+        return None
     env = dict(
         os.environ,
         LD_PRELOAD=runtime,
@@ -65,13 +85,35 @@ def _every_launch(
         OPENBLAS_NUM_THREADS="1",
         LAPLEXOPS_EVERY_LAUNCH_SEED=str(int(rng.integers(2**63))),
     )
-    return subprocess.run(
-        [sys.executable, os.path.join(HERE, "cuda_host", "every_launch.py")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
+    with open(folder / "stdout", "w") as out, open(folder / "stderr", "w") as err:
+        return subprocess.Popen(
+            [sys.executable, os.path.join(HERE, "cuda_host", "every_launch.py")],
+            env=env,
+            stdout=out,
+            stderr=err,
+            text=True,
+        )
+
+
+def _every_launch(name: str, tmp_path, rng: np.random.Generator) -> tuple[bool, str, object]:
+    """The run of ``every_launch.py`` under sanitizer ``name``: whether it exited with 0 and
+    printed ``ok`` last, its output, and its folder.
+    The first test to ask starts the runs of every sanitizer at once (each is one process, so
+    two cores run them side by side); skips where the sanitizer has no working runtime."""
+    if os.environ.get("LAPLEXOPS_HOST_KERNELS", "1") == "0":
+        pytest.skip("LAPLEXOPS_HOST_KERNELS=0")
+    if name not in _STARTED:
+        for other in SANITIZERS:
+            if other not in _STARTED:
+                folder = tmp_path / other
+                _STARTED[other] = (_start(other, folder, rng), folder)
+    process, folder = _STARTED.pop(name)
+    if process is None:
+        pytest.skip(f"no C++ compiler with a working {name} runtime (lib{name}.so) here")
+    process.wait(timeout=1800)
+    stdout = (folder / "stdout").read_text()
+    passed = process.returncode == 0 and stdout.strip().endswith("ok")
+    return passed, stdout + (folder / "stderr").read_text(), folder
 
 
 def kernel_races(log: str) -> list[str]:
@@ -117,25 +159,13 @@ def test_the_filter_keeps_races_within_the_kernels():
 
 
 def test_no_races_in_the_kernels(tmp_path, rng):
-    log = tmp_path / "tsan"
-    options = {
-        "TSAN_OPTIONS": f"halt_on_error=0 report_signal_unsafe=0 exitcode=0 "
-        f"history_size=4 log_path={log}"
-    }
-    runtime = _runtime("tsan", options)
-    if runtime is None:
-        pytest.skip("no C++ compiler with a working ThreadSanitizer runtime (libtsan) here")
-    run = _every_launch(runtime, "-fsanitize=thread -g", options, rng)
-    assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stdout + run.stderr
-    text = "".join(p.read_text() for p in tmp_path.iterdir() if p.name.startswith("tsan"))
+    passed, output, folder = _every_launch("tsan", tmp_path, rng)
+    assert passed, output
+    text = "".join(p.read_text() for p in folder.iterdir() if p.name.startswith("tsan"))
     races = kernel_races(text)
     assert not races, f"{len(races)} race(s) in the kernels; the first:\n{races[0]}"
 
 
-def test_no_access_outside_device_arrays(rng):
-    options = {"ASAN_OPTIONS": "detect_leaks=0"}
-    runtime = _runtime("asan", options)
-    if runtime is None:
-        pytest.skip("no C++ compiler with a working AddressSanitizer runtime (libasan) here")
-    run = _every_launch(runtime, "-fsanitize=address -fno-omit-frame-pointer -g", options, rng)
-    assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stdout + run.stderr
+def test_no_access_outside_device_arrays(tmp_path, rng):
+    passed, output, _ = _every_launch("asan", tmp_path, rng)
+    assert passed, output

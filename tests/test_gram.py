@@ -421,3 +421,29 @@ def test_parameters_in_the_anchors_namespace(rng):
     assert np.allclose(np.asarray(G @ x), np.asarray(b))
     g = G.nll_gradient(xp.reshape(b, (1, 5)))
     assert isinstance(g.a, type(a)) and isinstance(g.weights, type(a)) and type(g.noise) is float
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("rate_kind", ["real", "phased"])
+def test_a_batch_is_its_rows(rng, layout, rate_kind):
+    """A batch of nine rows (the scalar filter's mean pass runs two groups of four columns side by
+    side and one alone) gives the mean of the rows' likelihoods and gradients, each row on its
+    own (the recursion's fused one-column pass); a solve of nine columns, their solves one by
+    one. Unsorted anchors, a mean."""
+    n = 300
+    a, rate, w, u = make_gram_problem(rng, n, layout)
+    rate = rate if rate_kind == "real" else complex(rate, 2.0)
+    X = rng.standard_normal((9, n))
+    mean = rng.standard_normal(n)
+    G = lx.LaplexGram(a, rate, w, u)
+    value, grads = G.nll_and_gradient(X, mean)
+    rows = [lx.LaplexGram(a, rate, w, u).nll_and_gradient(x, mean) for x in X]
+    assert value == pytest.approx(np.mean([v for v, _ in rows]), rel=1e-12)
+    for field in grads._fields:
+        want = np.mean([np.asarray(getattr(g, field)) for _, g in rows], axis=0)
+        got = np.asarray(getattr(grads, field))
+        assert np.max(np.abs(got - want)) <= 1e-10 * max(np.max(np.abs(want)), 1.0), field
+    assert G.nll(X, mean) == pytest.approx(value, rel=1e-12)
+    B = X.T
+    want = np.stack([G.solve(b) for b in X], axis=1)
+    assert np.max(np.abs(G.solve(B) - want)) <= 1e-12 * np.max(np.abs(want))

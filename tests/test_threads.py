@@ -72,6 +72,8 @@ def workload(rng, m, n, k, rate, dtype=np.float64):
         value, cov_grads = cov.nll_and_gradient(U.T)
         cov_results += [np.asarray(value), cov_grads.a, np.asarray(cov_grads.rate)]
         cov_results += [cov.solve(U), cov.sample(k, seed=1)]
+        # nine rows: two groups of four columns side by side, and one alone
+        cov_results.append(np.asarray(cov.nll(np.concatenate([U.T, U.T, U.T]))))
     return [
         *cov_results,
         op @ V,

@@ -243,9 +243,10 @@ class GramBackend(Protocol):
     ``backend.plan(a, a)`` (one sort); the factor is opaque to the front end except for its
     ``logdet`` (``log det Σ``, a float) and ``zero_pivot`` (``None``, or the caller's indices
     ``(i, j)`` of the anchor whose pivot is 0 and of its sorted predecessor, ``j = -1`` for the
-    first), which the front end reads after :meth:`gram_quadratic` (whose result it discards when
-    a pivot is 0) and before every other member: a backend may defer the recursion to the first
-    member that uses the factor. Arrays are native, in the caller's order of the anchors; sums
+    first), which the front end reads after :meth:`gram_quadratic` and :meth:`gram_nll_gradient`
+    (whose results it discards when a pivot is 0: they may then be anything, ``None`` included)
+    and before every other member: a backend may defer the recursion to the first member that
+    uses the factor. Arrays are native, in the caller's order of the anchors; sums
     accumulate in float64.
 
     Examples

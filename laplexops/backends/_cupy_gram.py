@@ -300,9 +300,12 @@ class GramFactor:
 
 def nll_gradient(
     f: GramFactor, r: Any, mean: Any, summed: tuple[bool, bool] = (False, False)
-) -> tuple:
+) -> tuple | None:
     """``GramBackend.gram_nll_gradient`` for a :class:`GramFactor`: the gradient at ties is the
-    mean of the two orders of each run of equal anchors (as ``_numba_filter.nll_gradient``)."""
+    mean of the two orders of each run of equal anchors (as ``_numba_filter.nll_gradient``);
+    ``None`` when Σ is singular."""
+    if f.zero_pivot is not None:
+        return None
     quad, grate, *parts = f.gradient_sorted(r, mean)
     parts = [f.caller(g) for g in parts]
     mirror = f.mirror()

@@ -63,11 +63,49 @@ def _index(perm, t):  # pragma: no cover - compiled
     return np.intp(t) if perm.shape[0] == 0 else np.intp(perm[t])
 
 
+#: ln 2 in two parts (Cody and Waite): ``k * _LN2_HI`` is exact for |k| < 2^11
+_LN2_HI = 6.93147180369123816490e-01
+_LN2_LO = 1.90821492927058770002e-10
+
+
 @kernel
 def decays(z, rate, em):  # pragma: no cover - compiled
-    """``em[t] = expm1(-rate (z[t] - z[t-1]))`` for the sorted anchors ``z``, ``em[0] = -1``."""
-    for t in prange(z.shape[0]):
-        em[t] = math.expm1(-rate * (z[t] - z[t - 1])) if t > 0 else -1.0
+    """``em[t] = expm1(-rate (z[t] - z[t-1]))`` for the sorted anchors ``z``, ``em[0] = -1``.
+
+    ``expm1(x)`` for ``x <= 0`` written out so that the loop runs in SIMD lanes (libm's is a call
+    per element, three times slower here): ``x = k ln 2 + r`` with ``|r| <= ln 2 / 2``,
+    ``expm1(r)`` as its Taylor polynomial of degree 13 (truncation below 1e-17 relative), and
+    ``expm1(x) = 2^k expm1(r) + (2^k - 1)``, where ``2^k`` (``-58 <= k <= 0``) is a product of
+    exact powers of two chosen by the bits of ``-k``; ``x < -40`` gives ``-1`` (the nearest
+    double). Within one ulp of libm's. O(n), in parallel.
+    """
+    n = z.shape[0]
+    if n:
+        em[0] = -1.0
+    for t in prange(1, n):
+        x = max(-rate * (z[t] - z[t - 1]), -40.0)
+        k = math.floor(x * 1.4426950408889634 + 0.5)
+        r = (x - k * _LN2_HI) - k * _LN2_LO
+        c = 1.0 / 6227020800.0
+        c = c * r + 1.0 / 479001600.0
+        c = c * r + 1.0 / 39916800.0
+        c = c * r + 1.0 / 3628800.0
+        c = c * r + 1.0 / 362880.0
+        c = c * r + 1.0 / 40320.0
+        c = c * r + 1.0 / 5040.0
+        c = c * r + 1.0 / 720.0
+        c = c * r + 1.0 / 120.0
+        c = c * r + 1.0 / 24.0
+        c = c * r + 1.0 / 6.0
+        c = c * r + 0.5
+        p = r + (r * r) * c
+        bits = -k
+        two_k = 1.0
+        for power in (32.0, 16.0, 8.0, 4.0, 2.0, 1.0):
+            take = bits >= power
+            bits = bits - power if take else bits
+            two_k = two_k * 2.0**-power if take else two_k
+        em[t] = two_k * p + (two_k - 1.0)
 
 
 #: the range the variance recursion keeps its homogeneous pair in (rescaled by powers of two)
@@ -76,7 +114,7 @@ _TINY = 2.0**-256
 
 
 @njit(cache=True)
-def variance(em, w, u, R, P, G, A, r, mean, perm):  # pragma: no cover - compiled
+def variance(em, w, u, R, P, G, A, r, mean, perm, m_all):  # pragma: no cover - compiled
     """The variance recursion (module docstring) in sorted order; ``w``, ``u`` sorted too.
 
     Fills the inverse pivots ``R = 1 / S``, posterior variances ``P``, gains ``G`` and mean
@@ -84,7 +122,7 @@ def variance(em, w, u, R, P, G, A, r, mean, perm):  # pragma: no cover - compile
     pivot is 0 (Σ singular there; the arrays from it on are not filled), or -1. When ``r`` has
     one column (else shape (0, 0)), the mean pass of that column runs in the same loop (one
     likelihood without a second pass over the arrays): ``quad`` is its quadratic form, with
-    ``mean`` and ``perm`` as in :func:`innovations`.
+    ``mean``, ``perm`` and ``m_all`` (filled when it has a row) as in :func:`innovations`.
 
     The recursion ``P_{t-1} -> P_t`` is the Möbius map of the non-negative matrix
     ``[[u φ², u q], [w² φ², w² q + u]]`` (``P_t = (u φ² P + u q) / (w² φ² P + w² q + u)``), so
@@ -100,6 +138,7 @@ def variance(em, w, u, R, P, G, A, r, mean, perm):  # pragma: no cover - compile
     shift = 0
     fused = r.shape[0] > 0
     centred = mean.shape[0] > 0
+    want_m = m_all.shape[0] > 0
     m = 0.0
     quad = 0.0
     for t in range(em.shape[0]):
@@ -141,6 +180,8 @@ def variance(em, w, u, R, P, G, A, r, mean, perm):  # pragma: no cover - compile
                 x -= mean[i]
             e = x - wt * phi * m
             quad += e * e * inv
+            if want_m:
+                m_all[0, t] = m
             m = decay * m + gain * x
     return -1, math.log(den) + shift * math.log(2.0), quad
 
@@ -179,6 +220,82 @@ def innovations(r, mean, perm, w, em, G, A, R, c, m_all, quad):  # pragma: no co
 
 
 @kernel
+def innovations4(r, mean, perm, w, em, G, A, R, c, m_all, quad):  # pragma: no cover - compiled
+    """:func:`innovations` for the columns of ``r`` in groups of four (``4 * (k // 4)`` columns;
+    the rest are :func:`innovations`' to run): each group's four recursions run side by side in
+    one loop, so the factor's arrays are read once per group rather than once per column (the
+    pass is bound by memory traffic, not by the recursions). The same arithmetic per column as
+    :func:`innovations`, so the same bits. Groups in parallel, O(n k)."""
+    n = em.shape[0]
+    want_c = c.shape[0] > 0
+    want_m = m_all.shape[0] > 0
+    centred = mean.shape[0] > 0
+    for g in prange(r.shape[1] // 4):
+        j = 4 * g
+        m0 = m1 = m2 = m3 = 0.0
+        q0 = q1 = q2 = q3 = 0.0
+        for t in range(n):
+            i = _index(perm, t)
+            x0 = np.float64(r[i, j])
+            x1 = np.float64(r[i, j + 1])
+            x2 = np.float64(r[i, j + 2])
+            x3 = np.float64(r[i, j + 3])
+            if centred:
+                shift = mean[i]
+                x0 -= shift
+                x1 -= shift
+                x2 -= shift
+                x3 -= shift
+            wphi = w[t] * (1.0 + em[t])
+            rt = R[t]
+            at = A[t]
+            gt = G[t]
+            e0 = x0 - wphi * m0
+            e1 = x1 - wphi * m1
+            e2 = x2 - wphi * m2
+            e3 = x3 - wphi * m3
+            c0 = e0 * rt
+            c1 = e1 * rt
+            c2 = e2 * rt
+            c3 = e3 * rt
+            q0 += e0 * c0
+            q1 += e1 * c1
+            q2 += e2 * c2
+            q3 += e3 * c3
+            if want_c:
+                c[t, j] = c0
+                c[t, j + 1] = c1
+                c[t, j + 2] = c2
+                c[t, j + 3] = c3
+            if want_m:
+                m_all[j, t] = m0
+                m_all[j + 1, t] = m1
+                m_all[j + 2, t] = m2
+                m_all[j + 3, t] = m3
+            m0 = at * m0 + gt * x0
+            m1 = at * m1 + gt * x1
+            m2 = at * m2 + gt * x2
+            m3 = at * m3 + gt * x3
+        quad[j] = q0
+        quad[j + 1] = q1
+        quad[j + 2] = q2
+        quad[j + 3] = q3
+
+
+def mean_pass(r, mean, perm, w, em, G, A, R, c, m_all, quad) -> None:
+    """:func:`innovations` of every column of ``r``: groups of four by :func:`innovations4`, the
+    rest one by one. Arguments as :func:`innovations`."""
+    n, k = r.shape
+    full = 4 * (k // 4)
+    args = (perm, w, em, G, A, R)
+    if full:
+        innovations4(r, mean, *args, c, m_all, quad, work=n * k if k > 4 else 0)
+    if full < k:
+        rest = (c[:, full:] if c.shape[0] else c, m_all[full:] if m_all.shape[0] else m_all)
+        innovations(r[:, full:], mean, *args, *rest, quad[full:], work=_work(n, k - full))
+
+
+@kernel
 def solve_back(c, perm, w, em, G, A, out):  # pragma: no cover - compiled
     """``out = L⁻ᵀ c`` into the caller's order: the adjoint of the mean pass, right to left,
     for each column of ``c`` (sorted order, from :func:`innovations`). O(n) per column."""
@@ -207,7 +324,8 @@ def color(z, perm, w, em, G, A, R, out):  # pragma: no cover - compiled
     return
 
 
-@njit(cache=True)
+# reassociation lets the sums over the columns run in SIMD lanes, contraction fuses multiply-adds
+@njit(cache=True, fastmath={"reassoc", "nsz", "contract"})
 def gradient_reverse(
     r, mean, perm, z, w, u, em, R, P, G, A, m_all, rate, scale, gz, gw, gu, gr
 ):  # pragma: no cover - compiled
@@ -220,8 +338,10 @@ def gradient_reverse(
     ``m̄ <- φ_t (m̄ - w_t ē)``), summing over the columns the adjoints of ``G_t``, ``w_t``,
     ``φ_t``, ``r_t`` and ``S_t``, then the parameters' (``docs/math.md``, section 7.4). Writes, in
     sorted order, the gradients of the anchors ``gz``, weights ``gw``, noise ``gu`` and residuals
-    ``gr`` (summed over columns); returns the rate's. Each gap's adjoint ``Δ̄_t`` goes to
-    ``z_t`` and, negated, to ``z_{t-1}``. O(n k), serial (the columns meet in every step's sums).
+    ``gr`` (summed over columns); returns the rate's, and the sums of the weights' and the noise's
+    over the anchors, which replace ``gw`` (``gu``) when that is empty. Each gap's adjoint
+    ``Δ̄_t`` goes to ``z_t`` and, negated, to ``z_{t-1}``. O(n k), serial (the columns meet in
+    every step's sums).
 
     Both adjoint recursions are written with the mean decay ``A_t = φ_t u_t / S_t``, so that each
     has one multiply-add on the loop's dependency chain: ``m̄_{t-1} = A_t m̄_t - φ_t w_t scale e_t /
@@ -232,9 +352,13 @@ def gradient_reverse(
     n = em.shape[0]
     k = r.shape[1]
     centred = mean.shape[0] > 0
+    keep_w = gw.shape[0] > 0
+    keep_u = gu.shape[0] > 0
     mbar = np.zeros(k)
     pbar = 0.0
     rbar = 0.0
+    wsum = 0.0
+    usum = 0.0
     for t in range(n):
         gz[t] = 0.0
     for t in range(n - 1, -1, -1):
@@ -286,10 +410,25 @@ def gradient_reverse(
             rbar += common * (z[t] - z[t - 1])
             gz[t] += dgap
             gz[t - 1] -= dgap
-        gw[t] = wbar
-        gu[t] = ubar
+        if keep_w:
+            gw[t] = wbar
+        else:
+            wsum += wbar
+        if keep_u:
+            gu[t] = ubar
+        else:
+            usum += ubar
         gr[t] = g3
-    return rbar
+    return rbar, wsum, usum
+
+
+@njit(cache=True)
+def has_ties(z):  # pragma: no cover - compiled
+    """Whether two neighbouring sorted anchors ``z`` are equal (one read, no writes)."""
+    for t in range(1, z.shape[0]):
+        if z[t] == z[t - 1]:
+            return True
+    return False
 
 
 @njit(cache=True)
@@ -326,11 +465,26 @@ class Pool:
     """Float64 blocks kept between calls on one plan: the factor of one parameter set and the
     gradient's scratch are reused by the next (a training step), because fresh multi-megabyte
     arrays cost page faults that take as long as the filter itself. At most one free block per
-    shape; a block in use belongs to its caller until given back. Thread-safe."""
+    shape; a block in use belongs to its caller until given back. Thread-safe. Also keeps what
+    depends on the plan's anchors alone: the order of the anchors with every run of ties reversed
+    (:meth:`mirrored`)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._free: dict[tuple[int, ...], np.ndarray] = {}
+        self._mirrored: Any = False  # not known yet
+
+    def mirrored(self, z: np.ndarray, perm: np.ndarray) -> np.ndarray | None:
+        """``perm`` (empty: the identity) with every run of equal sorted anchors ``z`` reversed,
+        or ``None`` when the anchors are distinct; found once per plan."""
+        with self._lock:
+            if self._mirrored is False:
+                self._mirrored = None
+                if has_ties(z):
+                    order = np.empty(z.shape[0], dtype=np.int64)
+                    reverse_ties(z, perm, order)
+                    self._mirrored = order
+            return self._mirrored
 
     def take(self, shape: tuple[int, ...]) -> np.ndarray:
         """A block of ``shape`` (uninitialised)."""
@@ -389,8 +543,8 @@ class Ordered:
         """The factor of the same Gram with every run of equal anchors in reverse order, or
         ``None`` when no anchors are equal (built once)."""
         if self._ties is None:
-            order = np.empty(self.n, dtype=np.int64)
-            self._ties = reverse_ties(self.z, self.perm, order) > 0
+            order = self.pool.mirrored(self.z, self.perm)
+            self._ties = order is not None
             if self._ties:
                 caller = self.perm if self.perm.shape[0] else np.arange(self.n)
                 w = np.empty(self.n)  # w and u back in the caller's order
@@ -401,9 +555,12 @@ class Ordered:
                 self._mirror = make(self.z, order, self.rate, w, u, self.pool)
         return self._mirror
 
-    def gradient_sorted(self, r: np.ndarray, mean: np.ndarray, summed: tuple[bool, bool]) -> tuple:
+    def gradient_sorted(
+        self, r: np.ndarray, mean: np.ndarray, summed: tuple[bool, bool]
+    ) -> tuple | None:
         """``(quad, rate, anchors, weights, noise, mean)`` of :func:`nll_gradient` in this
-        factor's order of equal anchors: each filter's own reverse pass."""
+        factor's order of equal anchors, ``None`` when Σ is singular: each filter's own reverse
+        pass."""
         raise NotImplementedError(f"{type(self).__name__} has no reverse pass")
 
     @contextmanager
@@ -422,13 +579,14 @@ class Ordered:
     def caller_order(self, sorted_: tuple, summed: tuple[bool, bool]) -> list:
         """``(anchors, weights, noise, mean)`` in the caller's order from the sorted gradients of
         anchors, weights, noise and residuals (the mean's is the residuals' negated); weights or
-        noise as their sums (floats) where ``summed``. Call inside :meth:`outputs`."""
+        noise as their sums (floats) where ``summed`` (given as arrays or already as sums). Call
+        inside :meth:`outputs`."""
         gz, gw, gu, gr = sorted_
         np.negative(gr, out=gr)
         out: list = []
         for g, total in ((gz, False), (gw, summed[0]), (gu, summed[1]), (gr, False)):
             if total:
-                out.append(float(g.sum()))
+                out.append(float(g.sum()) if isinstance(g, np.ndarray) else float(g))
                 continue
             if self.perm.shape[0]:
                 caller = np.empty(self.n)
@@ -457,15 +615,18 @@ class Factor(Ordered):
         self._logdet = math.nan
         self.done = False
 
-    def compute(self, r: np.ndarray = _NO_ROWS, mean: np.ndarray = _NO_MEAN) -> float:
+    def compute(
+        self, r: np.ndarray = _NO_ROWS, mean: np.ndarray = _NO_MEAN, m_all: np.ndarray = _NO_ROWS
+    ) -> float:
         """Run the recursion (once); with one column ``r`` (n, 1), its mean pass in the same loop,
-        returning its quadratic form (0.0 otherwise)."""
+        returning its quadratic form (0.0 otherwise) and, when ``m_all`` has a row, keeping its
+        states there (as :func:`innovations`)."""
         if self.done:
             return 0.0
         n = self.n
         decays(self.z, self.rate, self.em, work=n)
         t, logdet, quad = variance(
-            self.em, self.w, self.u, self.R, self.P, self.G, self.A, r, mean, self.perm
+            self.em, self.w, self.u, self.R, self.P, self.G, self.A, r, mean, self.perm, m_all
         )
         if t >= 0:
             caller = self.perm if self.perm.shape[0] else np.arange(n)
@@ -485,21 +646,34 @@ class Factor(Ordered):
         self.compute()
         return self._logdet
 
-    def gradient_sorted(self, r: np.ndarray, mean: np.ndarray, summed: tuple[bool, bool]) -> tuple:
-        """:func:`nll_gradient` in this factor's order of equal anchors."""
-        self.compute()
+    def gradient_sorted(
+        self, r: np.ndarray, mean: np.ndarray, summed: tuple[bool, bool]
+    ) -> tuple | None:
+        """:func:`nll_gradient` in this factor's order of equal anchors (``None``: Σ singular)."""
         n, k = r.shape
         m_all = self.pool.take((k, n))
-        quad = np.empty(k)
-        args = (self.perm, self.w, self.em, self.G, self.A, self.R)
-        innovations(r, mean, *args, _NO_ROWS, m_all, quad, work=_work(n, k))
+        if k == 1 and not self.done:  # the mean pass in the recursion's loop
+            quad = np.array([self.compute(r, mean, m_all)])
+        else:
+            self.compute()
+            quad = np.empty(k)
+            mean_pass(
+                r, mean, self.perm, self.w, self.em, self.G, self.A, self.R, _NO_ROWS, m_all, quad
+            )
+        if self._zero_pivot is not None:  # Σ singular: no gradient (the front end raises)
+            self.pool.give(m_all)
+            return None
         with self.outputs(summed) as (gz, gw, gu, gr):
-            grate = gradient_reverse(
+            # weights or noise wanted as sums are summed in the pass (no arrays written)
+            grate, wsum, usum = gradient_reverse(
                 r, mean, self.perm, self.z, self.w, self.u, self.em, self.R, self.P, self.G,
-                self.A, m_all, self.rate, 1.0 / k, gz, gw, gu, gr,
+                self.A, m_all, self.rate, 1.0 / k, gz, gw[: 0 if summed[0] else n],
+                gu[: 0 if summed[1] else n], gr,
             )  # fmt: skip
+            sums = (wsum if summed[0] else gw, usum if summed[1] else gu)
+            parts = self.caller_order((gz, *sums, gr), summed)
         self.pool.give(m_all)
-        return (float(quad.sum()), float(grate), *self.caller_order((gz, gw, gu, gr), summed))
+        return (float(quad.sum()), float(grate), *parts)
 
 
 def _sorted(values: np.ndarray, perm: np.ndarray | None, out: np.ndarray) -> np.ndarray:
@@ -527,9 +701,7 @@ def quadratic(f: Factor, r: np.ndarray, mean: np.ndarray | None) -> np.ndarray:
         return np.array([f.compute(r, mean)])
     f.compute()
     quad = np.empty(k)
-    innovations(
-        r, mean, f.perm, f.w, f.em, f.G, f.A, f.R, _NO_ROWS, _NO_ROWS, quad, work=_work(n, k)
-    )
+    mean_pass(r, mean, f.perm, f.w, f.em, f.G, f.A, f.R, _NO_ROWS, _NO_ROWS, quad)
     return quad
 
 
@@ -539,7 +711,7 @@ def solve(f: Factor, b: np.ndarray) -> np.ndarray:
     n, k = b.shape
     c = np.empty((n, k))
     quad = np.empty(k)
-    innovations(b, _NO_MEAN, f.perm, f.w, f.em, f.G, f.A, f.R, c, _NO_ROWS, quad, work=_work(n, k))
+    mean_pass(b, _NO_MEAN, f.perm, f.w, f.em, f.G, f.A, f.R, c, _NO_ROWS, quad)
     out = np.empty((n, k))
     solve_back(c, f.perm, f.w, f.em, f.G, f.A, out, work=_work(n, k))
     return out
@@ -556,7 +728,7 @@ def color_columns(f: Factor, z: np.ndarray) -> np.ndarray:
 
 def nll_gradient(
     f: Ordered, r: np.ndarray, mean: np.ndarray | None, summed: tuple[bool, bool] = (False, False)
-) -> tuple:
+) -> tuple | None:
     """The gradient of ``nll = (1/k) sum_j (r_j - mean)ᵀ Σ⁻¹ (r_j - mean) / 2 + log det Σ / 2``
     (+ a constant) over the columns of ``r`` (n, k), for a factor of either filter: ``(quad, z,
     rate, w, u, mean)``, ``quad`` the sum of the columns' quadratic forms, the arrays float64 in
@@ -565,9 +737,12 @@ def nll_gradient(
 
     At equal anchors the order of a run is arbitrary and the filter's derivative one-sided; the
     gradient there is the mean of the two runs' orders (the derivative of ``|a_i - a_j|`` at 0
-    taken as 0, which central differences also give). O(n k)."""
+    taken as 0, which central differences also give). ``None`` when Σ is singular. O(n k)."""
     mean_ = _NO_MEAN if mean is None else mean
-    quad, *parts = f.gradient_sorted(r, mean_, summed)
+    result = f.gradient_sorted(r, mean_, summed)
+    if result is None:  # Σ singular
+        return None
+    quad, *parts = result
     mirror = f.mirror()
     if mirror is not None:
         _, *other = mirror.gradient_sorted(r, mean_, summed)

@@ -377,9 +377,14 @@ class PhasedFactor(Ordered):
         else:
             self.logdet = float(logdet)
 
-    def gradient_sorted(self, r: np.ndarray, mean: np.ndarray, summed: tuple[bool, bool]) -> tuple:
+    def gradient_sorted(
+        self, r: np.ndarray, mean: np.ndarray, summed: tuple[bool, bool]
+    ) -> tuple | None:
         """The likelihood's gradient in this factor's order of equal anchors (see
-        ``_numba_filter.nll_gradient``); the rate's as ``dL/da + i dL/dω``."""
+        ``_numba_filter.nll_gradient``); the rate's as ``dL/da + i dL/dω``. ``None`` when Σ is
+        singular."""
+        if self.zero_pivot is not None:
+            return None
         n, k = r.shape
         m_all = self.pool.take((2, k, n))
         quad = np.empty(k)

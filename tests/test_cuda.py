@@ -13,14 +13,13 @@ Accuracy).
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import laplexops as lx
+from cuda_host.targets import require_gpu, require_host
 from laplex_testing import (
     FLOOR,
     apply_ref,
@@ -33,7 +32,7 @@ from laplex_testing import (
     rows_ref,
     shape_kinds,
 )
-from laplexops.backends import _cupy, _cupy_sort, available
+from laplexops.backends import _cupy, _cupy_sort
 
 AGREE = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 1e-5}
 
@@ -108,29 +107,16 @@ def _full_sorts(target) -> int:
     return sum("laplex_radix_scatter" in name for name in target.kernels.launches)
 
 
-def _require_host() -> None:
-    """Skip unless there is a C++ compiler for the host build and ``LAPLEXOPS_HOST_KERNELS`` is not
-    ``0`` (``bench --gpu`` sets it: on a GPU machine the device is what needs checking; CI runs the
-    host target)."""
-    from cuda_host.kernels import compiler
-
-    if os.environ.get("LAPLEXOPS_HOST_KERNELS", "1") == "0" or compiler() is None:
-        pytest.skip(
-            "no C++ compiler for the host build of the CUDA kernels (or LAPLEXOPS_HOST_KERNELS=0)"
-        )
-
-
 _TARGETS: dict = {}
 
 
 def _target(name):
     if name not in _TARGETS:
         if name == "gpu":
-            if "cupy" not in available():
-                pytest.skip("no CUDA device with CuPy here")
+            require_gpu()
             _TARGETS[name] = Gpu()
         else:
-            _require_host()
+            require_host()
             from cuda_host.kernels import SMALL
 
             # host-plain: the small geometry with the kernel variants off (host turns them on):
@@ -725,7 +711,7 @@ def test_memory_plan_of_a_training_step(rng):
 
 def test_out_of_memory_becomes_memory_error(rng):
     """A failed device allocation surfaces as MemoryError naming the sizes and the estimate."""
-    _require_host()
+    require_host()
 
     class DeviceOOM(Exception):
         pass
@@ -756,7 +742,7 @@ def test_out_of_memory_becomes_memory_error(rng):
 def test_kernel_arguments_are_checked(rng):
     """The host build checks the byte size of every argument against the kernel's parameters,
     which catches a Python int passed where the kernel takes an int32 (or the reverse)."""
-    _require_host()
+    require_host()
     from laplexops.backends import _cuda_kernels as names
 
     kernels = _target("host").kernels

@@ -9,15 +9,14 @@ without one). Both filters compute in float64 whatever the data's precision, so 
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import laplexops as lx
-from laplexops.backends import _cupy, available
+from cuda_host.targets import require_gpu, require_host
+from laplexops.backends import _cupy
 
 AGREE = 1e-10
 
@@ -65,16 +64,8 @@ _TARGETS: dict = {}
 def target(request):
     name = request.param
     if name not in _TARGETS:
-        if name == "gpu":
-            if "cupy" not in available():
-                pytest.skip("no CUDA device with CuPy here")
-            _TARGETS[name] = Gpu()
-        else:
-            from cuda_host.kernels import compiler
-
-            if os.environ.get("LAPLEXOPS_HOST_KERNELS", "1") == "0" or compiler() is None:
-                pytest.skip("no C++ compiler for the host build (or LAPLEXOPS_HOST_KERNELS=0)")
-            _TARGETS[name] = Host()
+        (require_gpu if name == "gpu" else require_host)()
+        _TARGETS[name] = Gpu() if name == "gpu" else Host()
     return _TARGETS[name]
 
 

@@ -80,6 +80,7 @@ def workload(rng, m, n, k, rate, dtype=np.float64):
         op.rmatmat(U),
         op @ V[:, 0],
         op.with_rate(2 * rate) @ V,
+        op.with_rate(complex(rate) + 0.5j) @ V,  # complex decays also for a real rate
         *grads[:2],
         np.asarray(grads.rate),
         grads.v,
@@ -93,7 +94,8 @@ def test_every_parallel_kernel_has_a_serial_build():
     assert {name.rsplit(".", 1)[1] for name in KERNELS} >= {
         "scan",
         "scan_square",
-        "decays",
+        "exponents",
+        "exponentials",
         "gather",
         "_merge_counts",
         "_radix_argsort_two",
@@ -127,12 +129,21 @@ def test_large_problems_use_the_threads(rng, monkeypatch):
     n = _numba_threads.PARALLEL_MIN_WORK
     op = lx.LaplexOperator(rng.uniform(0.0, n, n), rng.uniform(0.0, n, n), 1.0)
     op @ rng.standard_normal(n)
-    for name in ("scan", "decays", "gather", "_merge_counts", "_radix_argsort_two"):
+    for name in (
+        "scan",
+        "exponents",
+        "exponentials",
+        "gather",
+        "_merge_counts",
+        "_radix_argsort_two",
+    ):
         assert calls[f"laplexops.backends._numba_{_module(name)}.{name}"] >= 1, calls
 
 
 def _module(name: str) -> str:
-    return {"_merge_counts": "plan", "_radix_argsort_two": "sort"}.get(name, "scan")
+    return {"_merge_counts": "plan", "_radix_argsort_two": "sort", "exponentials": "exp"}.get(
+        name, "scan"
+    )
 
 
 @multithreaded

@@ -9,6 +9,7 @@ products, adjoints and gradients are composed of.
 from __future__ import annotations
 
 import enum
+import math
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = ["Backend", "GramBackend", "Side", "SortedPlan", "snapshot_with"]
@@ -280,6 +281,28 @@ class GramBackend(Protocol):
         their quadratic forms (a float), the arrays float64 of shape (n,), the rate a float; the
         weights' (noise's) gradient is its sum over the anchors, a float, where ``summed[0]``
         (``summed[1]``): the derivative for one value shared by every anchor."""
+
+
+class DeferredFactor:
+    """A :class:`GramBackend` factor whose variance recursion runs on first use: ``zero_pivot``
+    and ``logdet`` (as :class:`GramBackend` defines them) call ``compute()``, which a subclass
+    implements and which sets ``_zero_pivot`` and ``_logdet``."""
+
+    _zero_pivot: tuple[int, int] | None = None
+    _logdet: float = math.nan
+
+    def compute(self) -> Any:
+        raise NotImplementedError
+
+    @property
+    def zero_pivot(self) -> tuple[int, int] | None:
+        self.compute()
+        return self._zero_pivot
+
+    @property
+    def logdet(self) -> float:
+        self.compute()
+        return self._logdet
 
 
 class SortedPlan:

@@ -19,12 +19,12 @@ The phased Gram (complex rate, a two-state filter) has no kernels here yet.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
 from . import _cuda_kernels as cuda
+from ._base import DeferredFactor
 
 __all__ = ["GramFactor", "affine", "variance"]
 
@@ -103,7 +103,7 @@ def variance(backend: Any, em: Any, w: Any, u: Any) -> tuple[Any, float, int]:
     return out, float(logs.sum()), (-1 if t0 == _NONE else t0)
 
 
-class GramFactor:
+class GramFactor(DeferredFactor):
     """The LDLᵀ factor of one Gram on a CUDA plan (``GramBackend``'s factor): anchors and
     parameters in sorted order (float64), and the variance recursion's arrays, computed on first
     use. ``zero_pivot`` and ``logdet`` as the protocol says; ``mirror()`` is the factor with every
@@ -125,8 +125,6 @@ class GramFactor:
             self.em[1:] = xp.expm1(-self.rate * xp.diff(self.z))
         self.phi = 1.0 + self.em
         self._arrays: Any = None
-        self._logdet = math.nan
-        self._zero_pivot: tuple[int, int] | None = None
         self._mirror: Any = False
 
     @property
@@ -171,16 +169,6 @@ class GramFactor:
     def A(self) -> Any:
         self.compute()
         return self._arrays[3]
-
-    @property
-    def zero_pivot(self) -> tuple[int, int] | None:
-        self.compute()
-        return self._zero_pivot
-
-    @property
-    def logdet(self) -> float:
-        self.compute()
-        return self._logdet
 
     # ------------------------------------------------------------------ orders
     def rows(self, r: Any, mean: Any = None) -> Any:

@@ -40,17 +40,14 @@ class _Side:
         """``(d, el, er)`` for ``rate`` in ``dtype`` (see ``_numba_scan``); O(m + n)."""
         real = np.finfo(dtype).dtype
         m, n = self.lo.shape[0], self.cz.shape[0]  # m = 0 for a square side: no el, er
-        out = (np.empty(n, dtype), np.empty(m, dtype), np.empty(m, dtype))
-        decays(
+        return decays(
             self.rz.astype(real, copy=False),
             self.cz.astype(real, copy=False),
             self.lo,
             self.hi,
             dtype.type(rate),
-            *out,
-            work=m + n,
+            np.empty(n + 2 * m, dtype),
         )
-        return out
 
 
 class NumbaPlan(SortedPlan):

@@ -43,6 +43,8 @@ from typing import Any
 import numpy as np
 from numba import njit, prange
 
+from ._base import DeferredFactor
+from ._numba_exp import exponentials
 from ._numba_scan import gather
 from ._numba_threads import kernel
 
@@ -63,49 +65,18 @@ def _index(perm, t):  # pragma: no cover - compiled
     return np.intp(t) if perm.shape[0] == 0 else np.intp(perm[t])
 
 
-#: ln 2 in two parts (Cody and Waite): ``k * _LN2_HI`` is exact for |k| < 2^11
-_LN2_HI = 6.93147180369123816490e-01
-_LN2_LO = 1.90821492927058770002e-10
-
-
 @kernel
-def decays(z, rate, em):  # pragma: no cover - compiled
-    """``em[t] = expm1(-rate (z[t] - z[t-1]))`` for the sorted anchors ``z``, ``em[0] = -1``.
+def gaps(z, rate, em):  # pragma: no cover - compiled
+    """``em[t] = -rate (z[t] - z[t-1])`` for the sorted anchors ``z``, ``em[0] = -inf``."""
+    for t in prange(z.shape[0]):
+        em[t] = -rate * (z[t] - z[t - 1]) if t > 0 else -np.inf
 
-    ``expm1(x)`` for ``x <= 0`` written out so that the loop runs in SIMD lanes (libm's is a call
-    per element, three times slower here): ``x = k ln 2 + r`` with ``|r| <= ln 2 / 2``,
-    ``expm1(r)`` as its Taylor polynomial of degree 13 (truncation below 1e-17 relative), and
-    ``expm1(x) = 2^k expm1(r) + (2^k - 1)``, where ``2^k`` (``-58 <= k <= 0``) is a product of
-    exact powers of two chosen by the bits of ``-k``; ``x < -40`` gives ``-1`` (the nearest
-    double). Within one ulp of libm's. O(n), in parallel.
-    """
-    n = z.shape[0]
-    if n:
-        em[0] = -1.0
-    for t in prange(1, n):
-        x = max(-rate * (z[t] - z[t - 1]), -40.0)
-        k = math.floor(x * 1.4426950408889634 + 0.5)
-        r = (x - k * _LN2_HI) - k * _LN2_LO
-        c = 1.0 / 6227020800.0
-        c = c * r + 1.0 / 479001600.0
-        c = c * r + 1.0 / 39916800.0
-        c = c * r + 1.0 / 3628800.0
-        c = c * r + 1.0 / 362880.0
-        c = c * r + 1.0 / 40320.0
-        c = c * r + 1.0 / 5040.0
-        c = c * r + 1.0 / 720.0
-        c = c * r + 1.0 / 120.0
-        c = c * r + 1.0 / 24.0
-        c = c * r + 1.0 / 6.0
-        c = c * r + 0.5
-        p = r + (r * r) * c
-        bits = -k
-        two_k = 1.0
-        for power in (32.0, 16.0, 8.0, 4.0, 2.0, 1.0):
-            take = bits >= power
-            bits = bits - power if take else bits
-            two_k = two_k * 2.0**-power if take else two_k
-        em[t] = two_k * p + (two_k - 1.0)
+
+def decays(z, rate, em) -> None:
+    """``em[t] = expm1(-rate (z[t] - z[t-1]))`` for the sorted anchors ``z``, ``em[0] = -1``; the
+    ``expm1`` of ``_numba_exp``, in SIMD lanes. O(n), in parallel."""
+    gaps(z, rate, em, work=z.shape[0])
+    exponentials(em, True, work=z.shape[0])
 
 
 #: the range the variance recursion keeps its homogeneous pair in (rescaled by powers of two)
@@ -596,7 +567,7 @@ class Ordered:
         return out
 
 
-class Factor(Ordered):
+class Factor(Ordered, DeferredFactor):
     """The LDLᵀ factor of one Gram on one plan: sorted anchors and parameters, and the variance
     recursion's arrays (all float64, sorted order), in one block of the plan's :class:`Pool`
     (given back when the factor is collected).
@@ -611,8 +582,6 @@ class Factor(Ordered):
         self, z: np.ndarray, perm: np.ndarray | None, rate: float, w: Any, u: Any, pool: Pool
     ):
         self.em, self.R, self.P, self.G, self.A = self._setup(z, perm, float(rate), w, u, pool, 5)
-        self._zero_pivot: tuple[int, int] | None = None
-        self._logdet = math.nan
         self.done = False
 
     def compute(
@@ -624,7 +593,7 @@ class Factor(Ordered):
         if self.done:
             return 0.0
         n = self.n
-        decays(self.z, self.rate, self.em, work=n)
+        decays(self.z, self.rate, self.em)
         t, logdet, quad = variance(
             self.em, self.w, self.u, self.R, self.P, self.G, self.A, r, mean, self.perm, m_all
         )
@@ -635,16 +604,6 @@ class Factor(Ordered):
             self._logdet = float(logdet)
         self.done = True
         return float(quad)
-
-    @property
-    def zero_pivot(self) -> tuple[int, int] | None:
-        self.compute()
-        return self._zero_pivot
-
-    @property
-    def logdet(self) -> float:
-        self.compute()
-        return self._logdet
 
     def gradient_sorted(
         self, r: np.ndarray, mean: np.ndarray, summed: tuple[bool, bool]

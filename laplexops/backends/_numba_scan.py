@@ -39,22 +39,38 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ._numba_exp import exponentials, exponentials_complex
 from ._numba_threads import kernel
 
 __all__ = ["decays", "gather", "scan", "scan_square"]
 
 
 @kernel
-def decays(rs, cs, lo, hi, rate, d, el, er):  # pragma: no cover - compiled
-    """Fill the side's decays ``d``, ``el``, ``er`` for ``rate`` (see above); O(m + n)."""
+def exponents(rs, cs, lo, hi, rate, d, el, er):  # pragma: no cover - compiled
+    """The exponents ``-s Δ`` of the side's decays ``d``, ``el``, ``er`` for ``rate`` (see above;
+    ``-inf`` where a decay is 0); O(m + n)."""
     n = cs.shape[0]
     for c in prange(n):
-        d[c] = np.exp(-rate * (cs[c] - cs[c - 1])) if c > 0 else 0
+        d[c] = -rate * (cs[c] - cs[c - 1]) if c > 0 else -np.inf
     for r in prange(lo.shape[0]):
         a = lo[r]
         e = hi[r]
-        el[r] = np.exp(-rate * (rs[r] - cs[a - 1])) if a > 0 else 0
-        er[r] = np.exp(-rate * (cs[e] - rs[r])) if e < n else 0
+        el[r] = -rate * (rs[r] - cs[a - 1]) if a > 0 else -np.inf
+        er[r] = -rate * (cs[e] - rs[r]) if e < n else -np.inf
+
+
+def decays(rs, cs, lo, hi, rate, out):
+    """The side's decays ``(d, el, er)`` for ``rate`` (see above) as views of ``out``, of length
+    ``n + 2 m``: the exponents, then their exponentials in place in one pass (a real rate's in
+    SIMD lanes, ``_numba_exp``); O(m + n)."""
+    m, n = lo.shape[0], cs.shape[0]
+    d, el, er = out[:n], out[n : n + m], out[n + m :]
+    exponents(rs, cs, lo, hi, rate, d, el, er, work=m + n)
+    if out.dtype.kind == "c":
+        exponentials_complex(out, work=out.shape[0])
+    else:
+        exponentials(out, False, work=out.shape[0])
+    return d, el, er
 
 
 @kernel

@@ -1,4 +1,4 @@
-"""The command line: ``python -m laplexops info``, ``demo`` and ``bench --gram``."""
+"""The command line: ``python -m laplexops info``, ``demo``, ``bench`` and ``bench --gram``."""
 
 from __future__ import annotations
 
@@ -65,3 +65,28 @@ def test_bench_gram_prints_every_row(tmp_path):
     data = json.loads(out.read_text())
     assert len(data["results"]) >= 6 and len(data["float32"]) == 6
     assert all(v <= 1e-6 for v in data["float32"].values())
+
+
+def test_bench_prints_every_row_with_its_goal(tmp_path):
+    """``bench`` (the CPU products) at a small size: every row, the goals marked, the JSON file."""
+    import json
+
+    out = tmp_path / "bench.json"
+    r = _run("bench", "--n", "20000", "--seed", "3", "--json", str(out))
+    assert r.returncode == 0, r.stdout + r.stderr
+    goals = {
+        "fresh matvec m=n (sort included)": 1.0,
+        "first matvec after a plan": 1.5,
+        "cached matvec, random anchors": 1.0,
+        "cached rmatvec, random anchors": 1.0,
+        "gradient, random anchors": 2.5,
+        "cached matvec, rate 1.0+1j": 1.3,
+        "cached matvec, float32 data": 0.6,
+        "cached matvec, sorted x = y": 0.3,
+        "cached matvec, sorted x = y, float32": 0.6,
+    }
+    report = {row["case"]: row for row in json.loads(out.read_text())["results"]}
+    for case, goal in goals.items():
+        assert report[case]["goal"] == goal, case
+        assert report[case]["seconds"] > 0 and report[case]["ratio"] > 0, case
+        assert case in r.stdout

@@ -1,9 +1,12 @@
 """asv benchmarks of LaplexOperator and of the peers its speed is reported against.
 
 Ratios, not absolute times, are what docs/benchmarks.md reports: compare ``OperatorSuite`` with
-``PeerSuite`` rows of the same run (``asv run --python=same --quick``).
+``PeerSuite`` rows of the same run (``asv run --python=same --quick``), and rows of
+``OperatorSuite`` with each other: the first product after a plan is ``time_matvec_fresh`` less
+``time_plan``; float32 against float64 is the ``dtype`` parameter.
 """
 
+import numba
 import numpy as np
 
 import laplexops as lx
@@ -40,6 +43,8 @@ class OperatorSuite:
         self.op = lx.LaplexOperator(self.x, self.y).prepare()
         self.op @ self.v
         self.op.rmatvec(self.v)
+        self.phased = self.op.with_rate(1.0 + 1.0j)  # the same plan
+        self.phased @ self.v
         s = np.sort(self.x)
         self.square = lx.LaplexOperator(s, s).prepare()
         self.square @ self.v
@@ -52,6 +57,19 @@ class OperatorSuite:
 
     def time_matvec_cached(self, n, dtype):
         self.op @ self.v
+
+    def time_matvec_cached_phased(self, n, dtype):
+        """Against ``time_matvec_cached``: a complex rate's product on the same plan."""
+        self.phased @ self.v
+
+    def time_matvec_cached_one_thread(self, n, dtype):
+        """Against ``time_matvec_cached``: the speed-up of Numba's threads."""
+        threads = numba.get_num_threads()
+        numba.set_num_threads(1)
+        try:
+            self.op @ self.v
+        finally:
+            numba.set_num_threads(threads)
 
     def time_matvec_cached_sorted_square(self, n, dtype):
         self.square @ self.v

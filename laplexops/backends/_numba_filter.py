@@ -65,18 +65,10 @@ def _index(perm, t):  # pragma: no cover - compiled
     return np.intp(t) if perm.shape[0] == 0 else np.intp(perm[t])
 
 
-@kernel
-def gaps(z, rate, em):  # pragma: no cover - compiled
-    """``em[t] = -rate (z[t] - z[t-1])`` for the sorted anchors ``z``, ``em[0] = -inf``."""
-    for t in prange(z.shape[0]):
-        em[t] = -rate * (z[t] - z[t - 1]) if t > 0 else -np.inf
-
-
 def decays(z, rate, em) -> None:
     """``em[t] = expm1(-rate (z[t] - z[t-1]))`` for the sorted anchors ``z``, ``em[0] = -1``; the
     ``expm1`` of ``_numba_exp``, in SIMD lanes. O(n), in parallel."""
-    gaps(z, rate, em, work=z.shape[0])
-    exponentials(em, True, work=z.shape[0])
+    exponentials(em, True, z, rate, work=z.shape[0])
 
 
 #: the range the variance recursion keeps its homogeneous pair in (rescaled by powers of two)
@@ -118,11 +110,13 @@ def variance(em, w, u, R, P, G, A, r, mean, perm, m_all):  # pragma: no cover - 
         wt = w[t]
         ut = u[t]
         w2 = wt * wt
+        phi2 = phi * phi
         p_prev = num * rden
-        pp = phi * phi * p_prev + q
-        # the pair's step: den' = S_t den
-        num_next = ut * (phi * phi * num + q * den)
-        den_next = w2 * (phi * phi * num + q * den) + ut * den
+        pp = phi2 * p_prev + q
+        # the pair's step (den' = S_t den) with the matrix formed first: the loop's dependency
+        # chain is one multiply and one multiply-add per step
+        num_next = (ut * phi2) * num + (ut * q) * den
+        den_next = (w2 * phi2) * num + (w2 * q + ut) * den
         s = w2 * pp + ut
         if not s > 0.0:
             return t, 0.0, 0.0

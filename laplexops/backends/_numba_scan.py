@@ -39,7 +39,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._numba_exp import exponentials, exponentials_complex
+from ._numba_exp import NO_GAPS, exponentials, exponentials_complex
 from ._numba_threads import kernel
 
 __all__ = ["decays", "gather", "scan", "scan_square"]
@@ -69,7 +69,7 @@ def decays(rs, cs, lo, hi, rate, out):
     if out.dtype.kind == "c":
         exponentials_complex(out, work=out.shape[0])
     else:
-        exponentials(out, False, work=out.shape[0])
+        exponentials(out, False, NO_GAPS, 0.0, work=out.shape[0])
     return d, el, er
 
 

@@ -196,15 +196,23 @@ def scan(
                 out_sum[i, j] = total
             if want_signed:
                 out_signed[i, j] = left - right
-            if want_moment:
-                m1 = (
-                    el[r] * (fwd1[j, a - 1] + (rs[r] - cs[a - 1]) * fwd[j, a - 1])
-                    if a > 0
-                    else zero
-                )
-                if e < n:
-                    m1 += er[r] * (bwd1[j, e] + (cs[e] - rs[r]) * bwd[j, e])
-                out_moment[i, j] = m1
+    if not want_moment:
+        return
+    # the moments in a pass of their own: their code in the loop above, even untaken, made the
+    # product's pass half as fast again
+    for r in prange(m):
+        a = lo[r]
+        e = hi[r]
+        i = np.intp(r) if rperm.shape[0] == 0 else np.intp(rperm[r])
+        for j in range(k):
+            m1 = (
+                el[r] * (fwd1[j, a - 1] + (rs[r] - cs[a - 1]) * fwd[j, a - 1])
+                if a > 0
+                else zero
+            )
+            if e < n:
+                m1 += er[r] * (bwd1[j, e] + (cs[e] - rs[r]) * bwd[j, e])
+            out_moment[i, j] = m1
 
 
 @kernel

@@ -77,21 +77,22 @@ __device__ __forceinline__ Pair apply(Mobius f, Pair y) {
 }
 __device__ __forceinline__ Pair initial(Mobius) { return Pair{0.0, 1.0}; }
 
-// The exclusive scan of the block's maps (thread order): the composition of the maps of the
-// threads before this one, and in *total that of all of them. Hillis-Steele in shared memory.
-template <class M> __device__ __forceinline__ M block_scan(M own, M* total) {
-    __shared__ M s_maps[LAPLEX_BLOCK];
+// The exclusive scan of the maps of a block of THREADS threads (thread order): the composition of
+// the maps of the threads before this one, and in *total that of all of them. Hillis-Steele in
+// shared memory.
+template <int THREADS, class M> __device__ __forceinline__ M block_scan(M own, M* total) {
+    __shared__ M s_maps[THREADS];
     const int tid = threadIdx.x;
     s_maps[tid] = own;
     __syncthreads();
-    for (int offset = 1; offset < LAPLEX_BLOCK; offset *= 2) {
+    for (int offset = 1; offset < THREADS; offset *= 2) {
         const M mine = tid >= offset ? compose(s_maps[tid - offset], s_maps[tid]) : s_maps[tid];
         __syncthreads();
         s_maps[tid] = mine;
         __syncthreads();
     }
     const M before = tid > 0 ? s_maps[tid - 1] : identity(own);
-    *total = s_maps[LAPLEX_BLOCK - 1];
+    *total = s_maps[THREADS - 1];
     __syncthreads();  // s_maps is free for the next scan
     return before;
 }
@@ -103,7 +104,6 @@ template <class M> __device__ __forceinline__ M block_scan(M own, M* total) {
 template <class M, class S>
 __global__ void __launch_bounds__(LAPLEX_CARRY_BLOCK)
     gram_carries(const M* __restrict__ maps, S* __restrict__ carries, const long long tiles) {
-    __shared__ M s_maps[LAPLEX_CARRY_BLOCK];
     const long long column = blockIdx.x;
     const M* own_maps = maps + column * tiles;
     S* out = carries + column * tiles;
@@ -113,16 +113,8 @@ __global__ void __launch_bounds__(LAPLEX_CARRY_BLOCK)
     const long long stop = start + per < tiles ? start + per : tiles;
     M run = identity(M{});
     for (long long i = start; i < stop; ++i) run = compose(run, own_maps[i]);
-    s_maps[tid] = run;
-    __syncthreads();
-    for (int offset = 1; offset < LAPLEX_CARRY_BLOCK; offset *= 2) {
-        const M mine = tid >= offset ? compose(s_maps[tid - offset], s_maps[tid]) : s_maps[tid];
-        __syncthreads();
-        s_maps[tid] = mine;
-        __syncthreads();
-    }
-    S state = initial(M{});
-    if (tid > 0) state = apply(s_maps[tid - 1], state);
+    M total;
+    S state = apply(block_scan<LAPLEX_CARRY_BLOCK>(run, &total), initial(M{}));
     for (long long i = start; i < stop; ++i) {
         out[i] = state;
         state = apply(own_maps[i], state);
@@ -157,7 +149,7 @@ __global__ void __launch_bounds__(LAPLEX_BLOCK)
     for (int i = 0; i < LAPLEX_ITEMS; ++i)
         if (first + i < len) run = compose(run, Affine{s_a[first + i], s_b[first + i]});
     Affine total;
-    const Affine before = block_scan(run, &total);
+    const Affine before = block_scan<LAPLEX_BLOCK>(run, &total);
     const long long slot = column * tiles + tile;
     if (phase == GRAM_REDUCE) {
         if (tid == 0) maps[slot] = total;
@@ -229,7 +221,7 @@ __global__ void __launch_bounds__(LAPLEX_BLOCK)
         if (first + i < len)
             run = compose(run, variance_map(s_em[first + i], s_w[first + i], s_u[first + i]));
     Mobius total;
-    const Mobius before = block_scan(run, &total);
+    const Mobius before = block_scan<LAPLEX_BLOCK>(run, &total);
     if (phase == GRAM_REDUCE) {
         if (tid == 0) maps[tile] = total;
         return;

@@ -205,11 +205,7 @@ def scan(
         e = hi[r]
         i = np.intp(r) if rperm.shape[0] == 0 else np.intp(rperm[r])
         for j in range(k):
-            m1 = (
-                el[r] * (fwd1[j, a - 1] + (rs[r] - cs[a - 1]) * fwd[j, a - 1])
-                if a > 0
-                else zero
-            )
+            m1 = el[r] * (fwd1[j, a - 1] + (rs[r] - cs[a - 1]) * fwd[j, a - 1]) if a > 0 else zero
             if e < n:
                 m1 += er[r] * (bwd1[j, e] + (cs[e] - rs[r]) * bwd[j, e])
             out_moment[i, j] = m1

@@ -167,6 +167,7 @@ class CudaPlan(SortedPlan):
             for i, a in enumerate(anchors)
         ]
         super().__init__(shape, shared, tuple(found * 2 if shared else found))
+        self.gram_mirrored = _cupy_gram.Mirrored()  # the Gram's order at ties (_cupy_gram)
 
     def _orient(self, rz, cz, rperm, cperm) -> _Side:
         return _Side(self._backend, rz, cz, rperm, cperm, self.shared)
@@ -453,7 +454,7 @@ class CupyBackend:
             )
         z, perm = plan.sorted[0]
         with self._on(plan.device):
-            return _cupy_gram.GramFactor(self, z, perm, rate, weights, noise)
+            return _cupy_gram.GramFactor(self, z, perm, rate, weights, noise, plan.gram_mirrored)
 
     def _gram(self, factor, what: str, k: int):
         """The device and the out-of-memory handling of a pass of the Gram's filter over k

@@ -26,7 +26,7 @@ import numpy as np
 from . import _cuda_kernels as cuda
 from ._base import DeferredFactor
 
-__all__ = ["GramFactor", "affine", "variance"]
+__all__ = ["GramFactor", "Mirrored", "affine", "variance"]
 
 _NONE = np.iinfo(np.uint64).max  # no zero pivot (the kernels' atomicMin starts here)
 
@@ -103,15 +103,46 @@ def variance(backend: Any, em: Any, w: Any, u: Any) -> tuple[Any, float, int]:
     return out, float(logs.sum()), (-1 if t0 == _NONE else t0)
 
 
+class Mirrored:
+    """What a plan keeps for its Grams: the order of its sorted anchors with every run of ties
+    reversed, found on first use (one per plan, whatever the parameters)."""
+
+    def __init__(self) -> None:
+        self._order: Any = False  # not known yet
+
+    def __call__(self, xp: Any, z: Any, perm: Any) -> Any:
+        """``perm`` (``None``: the identity) with every run of equal sorted anchors ``z``
+        (the plan's) reversed, or ``None`` when the anchors are distinct."""
+        if self._order is False:
+            n = z.shape[0]
+            first = xp.ones(n, dtype=bool)
+            first[1:] = z[1:] != z[:-1]
+            self._order = None
+            if n and not bool(xp.all(first)):
+                starts = xp.flatnonzero(first)
+                run = xp.cumsum(first) - 1
+                ends = xp.empty_like(starts)
+                ends[:-1] = starts[1:]
+                ends[-1] = n
+                mirrored = starts[run] + ends[run] - 1 - xp.arange(n)
+                self._order = mirrored if perm is None else perm[mirrored]
+        return self._order
+
+
 class GramFactor(DeferredFactor):
     """The LDLᵀ factor of one Gram on a CUDA plan (``GramBackend``'s factor): anchors and
     parameters in sorted order (float64), and the variance recursion's arrays, computed on first
-    use. ``zero_pivot`` and ``logdet`` as the protocol says; ``mirror()`` is the factor with every
-    run of equal anchors reversed (the gradient at ties is the mean of both)."""
+    use (:meth:`arrays`). ``zero_pivot`` and ``logdet`` as the protocol says; ``mirror()`` is the
+    factor with every run of equal anchors reversed (the gradient at ties is the mean of both),
+    its order from ``mirrored``, the plan's :class:`Mirrored`."""
 
-    def __init__(self, backend: Any, z: Any, perm: Any, rate: float, weights: Any, noise: Any):
+    def __init__(
+        self, backend: Any, z: Any, perm: Any, rate: float, weights: Any, noise: Any,
+        mirrored: Mirrored,
+    ):  # fmt: skip
         xp = backend.xp
         self.backend = backend
+        self.mirrored = mirrored
         self.z = z.astype(np.float64, copy=False)
         self.perm = perm
         self.rate = float(rate)
@@ -150,25 +181,11 @@ class GramFactor(DeferredFactor):
     def _caller_index(self, t: int) -> int:
         return t if self.perm is None else int(self.perm[t])
 
-    @property
-    def R(self) -> Any:
+    def arrays(self) -> tuple[Any, Any, Any, Any]:
+        """``(R, P, G, A)``: the inverse pivots, posterior variances, gains and mean decays (the
+        recursion run on first use)."""
         self.compute()
-        return self._arrays[0]
-
-    @property
-    def P(self) -> Any:
-        self.compute()
-        return self._arrays[1]
-
-    @property
-    def G(self) -> Any:
-        self.compute()
-        return self._arrays[2]
-
-    @property
-    def A(self) -> Any:
-        self.compute()
-        return self._arrays[3]
+        return tuple(self._arrays)
 
     # ------------------------------------------------------------------ orders
     def rows(self, r: Any, mean: Any = None) -> Any:
@@ -194,23 +211,14 @@ class GramFactor(DeferredFactor):
 
     def mirror(self) -> Any:
         """The factor of the same Gram with every run of equal anchors reversed, or ``None``
-        when the anchors are distinct (built once)."""
+        when the anchors are distinct (built once; the order comes from the plan's
+        :class:`Mirrored`)."""
         if self._mirror is False:
-            xp = self.backend.xp
-            z, n = self.z, self.n
-            first = xp.ones(n, dtype=bool)
-            first[1:] = z[1:] != z[:-1]
+            order = self.mirrored(self.backend.xp, self.z, self.perm)
             self._mirror = None
-            if n and not bool(xp.all(first)):
-                starts = xp.flatnonzero(first)
-                run = xp.cumsum(first) - 1
-                ends = xp.empty_like(starts)
-                ends[:-1] = starts[1:]
-                ends[-1] = n
-                mirrored = starts[run] + ends[run] - 1 - xp.arange(n)
-                order = mirrored if self.perm is None else self.perm[mirrored]
+            if order is not None:
                 self._mirror = GramFactor(
-                    self.backend, z, order, self.rate, self.weights, self.noise
+                    self.backend, self.z, order, self.rate, self.weights, self.noise, self.mirrored
                 )
         return self._mirror
 
@@ -218,25 +226,28 @@ class GramFactor(DeferredFactor):
     def innovations(self, rows: Any) -> tuple[Any, Any, Any]:
         """The mean pass over ``rows`` (k, n): ``(m_prev, e, quad)``, the states entering each
         item, the innovations ``e_t = r_t - w_t φ_t m_{t-1}`` and each row's ``sum e² / S``."""
-        m_prev = affine(self.backend, self.A, self.G * rows)
+        R, _, G, A = self.arrays()
+        m_prev = affine(self.backend, A, G * rows)
         e = rows - (self.w * self.phi) * m_prev
-        quad = (e * e * self.R).sum(axis=1)
+        quad = (e * e * R).sum(axis=1)
         return m_prev, e, quad
 
     def solve(self, b: Any) -> Any:
         """``Σ⁻¹ b`` for ``b`` (n, k), float64 in the caller's order."""
         _, e, _ = self.innovations(self.rows(b))
-        c = e * self.R
-        lam = affine(self.backend, self.A, -(self.w * self.phi) * c, reverse=True)
-        return self.to_caller(c + self.G * lam)
+        R, _, G, A = self.arrays()
+        c = e * R
+        lam = affine(self.backend, A, -(self.w * self.phi) * c, reverse=True)
+        return self.to_caller(c + G * lam)
 
     def color(self, z: Any) -> Any:
         """``L D^½ z`` for ``z`` (n, k) (rows in sorted order), in the caller's order."""
         xp = self.backend.xp
-        root = self.G / xp.sqrt(self.R)
+        R, _, G, _ = self.arrays()
+        root = G / xp.sqrt(R)
         shock = xp.array(z.T, dtype=np.float64, order="C")
         m_prev = affine(self.backend, self.phi, root * shock)
-        return self.to_caller(shock / xp.sqrt(self.R) + (self.w * self.phi) * m_prev)
+        return self.to_caller(shock / xp.sqrt(R) + (self.w * self.phi) * m_prev)
 
     def gradient_sorted(self, r: Any, mean: Any) -> tuple[float, float, Any, Any, Any, Any]:
         """``(quad, rate, anchors, weights, noise, residuals)``: the reverse pass of
@@ -246,7 +257,8 @@ class GramFactor(DeferredFactor):
         rows = self.rows(r, mean)
         k = rows.shape[0]
         scale = 1.0 / k
-        R, P, G, A, w, u, phi = self.R, self.P, self.G, self.A, self.w, self.u, self.phi
+        R, P, G, A = self.arrays()
+        w, u, phi = self.w, self.u, self.phi
         m_prev, e, quad = self.innovations(rows)
         se = (scale * R) * e
         wphi = w * phi

@@ -18,6 +18,7 @@ from importlib import metadata
 import numpy as np
 
 from . import LaplexOperator
+from ._load_bench import busy_small_product, interleaved_with_blas, training_step
 from ._timing import best_of, fmt_seconds, once
 from .backends import get_backend, registered
 
@@ -53,7 +54,8 @@ def _parser() -> argparse.ArgumentParser:
             q.add_argument(
                 "--huge",
                 action="store_true",
-                help="with --gpu: also a training step at m = n = 1e9 (float32)",
+                help="also a training step at m = n = 1e8 on the CPU (float32; with --gpu: at "
+                "m = n = 1e9)",
             )
             q.add_argument(
                 "--gram",
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return gram_bench(int(args.n), args.seed, args.json)
     run = demo if args.command == "demo" else bench
-    kwargs = {"json_path": args.json} if args.command == "bench" else {}
+    kwargs = {"json_path": args.json, "huge": args.huge} if args.command == "bench" else {}
     return run(int(args.n), np.dtype(args.dtype), rate, args.backend, args.seed, **kwargs)
 
 
@@ -278,9 +280,24 @@ def _first_product_seconds(x, y, rate, backend, v, repeat: int = 3) -> float:
     return best
 
 
-def bench(n, dtype, rate, backend, seed, json_path=None) -> int:
+def _load_rows(row, op, v, n, seed) -> None:
+    """The rows of products under load (see ``_load_bench``): a small product on a busy machine,
+    and cached products between BLAS calls at ``n`` and ``n / 10``."""
+    idle, busy = busy_small_product(seed=0 if seed is None else seed)
+    row("n = 100 matvec, 2 busy processes per core", busy, "the same, machine idle", idle, 5.0)
+    alone, mixed = interleaved_with_blas(op, v)
+    row("cached matvec, each after a BLAS call", mixed, "the products alone", alone, 1.5)
+    if n >= 10**5:
+        x, y = (np.asarray(a)[: n // 10] for a in (op.x, op.y))
+        small = LaplexOperator(x, y, op.rate).prepare()
+        alone, mixed = interleaved_with_blas(small, v[: n // 10])
+        row(f"the same at n = {n // 10:.0e}", mixed, "the products alone", alone, 1.5)
+
+
+def bench(n, dtype, rate, backend, seed, json_path=None, huge=False) -> int:
     """Speed as ratios to peers timed in the same run, with the CPU goals marked (a row meets its
-    goal when its ratio is at most the goal)."""
+    goal when its ratio is at most the goal); with ``huge``, also a training step at m = n = 1e8
+    in a fresh process, with its peak memory per anchor."""
     rng, x, y, v = _problem(n, dtype, rate, seed)
     results = []
 
@@ -371,6 +388,8 @@ def bench(n, dtype, rate, backend, seed, json_path=None) -> int:
         # a speed-up of 1.7 or more
         row(f"cached matvec, {threads} threads", t_cached, "one thread", t_one, round(1 / 1.7, 2))
 
+    if op.backend == "numba":
+        _load_rows(row, op, v, n, seed)
     s = np.sort(x)
     square = LaplexOperator(s, s, rate, backend=backend)
     square @ v
@@ -396,6 +415,25 @@ def bench(n, dtype, rate, backend, seed, json_path=None) -> int:
         t_square32 = best_of(lambda: square32 @ v32)
         row(
             "cached matvec, sorted x = y, float32", t_square32, "the same in float64", t_sorted, 0.6
+        )
+    if huge:
+        huge_n = 10**8
+        print(f"training step at m = n = {huge_n:.0e}, float32, in a fresh process ...", flush=True)
+        step = training_step(huge_n, "float32", 0 if seed is None else seed)
+        row(
+            f"training step m = n = {huge_n:.0e}, float32",
+            step["step"],
+            "its first plan",
+            step["plan"],
+        )
+        per_anchor = step["bytes_per_anchor"]
+        verdict = "meets" if per_anchor <= 40 else "MISSES"
+        print(
+            f"{'':<42} peak memory {step['peak'] / 2**30:.2f} GiB = {per_anchor:.1f} B per anchor"
+            f"  {verdict} goal <= 40"
+        )
+        results.append(
+            {"case": "training step peak bytes per anchor", "ratio": per_anchor, "goal": 40}
         )
     if json_path:
         meta = {

@@ -84,9 +84,22 @@ def test_bench_prints_every_row_with_its_goal(tmp_path):
         "cached matvec, float32 data": 0.6,
         "cached matvec, sorted x = y": 0.3,
         "cached matvec, sorted x = y, float32": 0.6,
+        "n = 100 matvec, 2 busy processes per core": 5.0,
+        "cached matvec, each after a BLAS call": 1.5,
     }
     report = {row["case"]: row for row in json.loads(out.read_text())["results"]}
     for case, goal in goals.items():
         assert report[case]["goal"] == goal, case
         assert report[case]["seconds"] > 0 and report[case]["ratio"] > 0, case
         assert case in r.stdout
+
+
+def test_training_step_reports_time_and_peak_memory():
+    """``bench --huge``'s training step, at a small size: a fresh process, its times and its peak
+    resident memory per anchor (at least the anchors, operand and plan it holds)."""
+    from laplexops._load_bench import training_step
+
+    step = training_step(50_000, "float32", seed=4)
+    assert step["plan"] > 0 and step["step"] > 0
+    assert step["peak"] > 2 * 50_000 * 4
+    assert step["bytes_per_anchor"] == step["peak"] / 100_000

@@ -10,6 +10,7 @@ import numba
 import numpy as np
 
 import laplexops as lx
+from laplexops._load_bench import busy_small_product, interleaved_with_blas, training_step
 
 SIZES = [10**4, 10**5, 10**6, 10**7]
 DTYPES = ["float64", "float32"]
@@ -82,6 +83,55 @@ class OperatorSuite:
 
     def peakmem_matvec_fresh(self, n, dtype):
         lx.LaplexOperator(self.x, self.y) @ self.v
+
+
+class LoadSuite:
+    """Products under load, as ratios (``laplexops._load_bench``): an n = 100 product on a busy
+    machine against the same idle, and cached products right after BLAS calls against the
+    products alone."""
+
+    params = [10**5, 10**6]
+    param_names = ["n"]
+    timeout = 600
+    unit = "ratio"
+
+    def setup(self, n):
+        _warm("float64")
+        self.x, self.y, self.v = _anchors(n, "float64")
+        self.op = lx.LaplexOperator(self.x, self.y).prepare()
+
+    def track_busy_small_product_ratio(self, n):
+        """(The same for every ``n``: the product is of n = 100.)"""
+        idle, busy = busy_small_product()
+        return busy / idle
+
+    def track_blas_interleaved_ratio(self, n):
+        alone, mixed = interleaved_with_blas(self.op, self.v)
+        return mixed / alone
+
+
+class TrainingStepSuite:
+    """A training step (``with_anchors`` after 1% moves, matvec, gradient; float32) in a fresh
+    process: its time, and its peak resident memory per anchor (the goal is 40 bytes at
+    m = n = 1e8, which needs about 15 GB free: ``python -m laplexops bench --huge`` runs it)."""
+
+    timeout = 900
+    SIZES = [10**6, 10**7]
+    params = SIZES
+    param_names = ["n"]
+
+    def setup_cache(self):
+        return {n: training_step(n, "float32") for n in self.SIZES}
+
+    def track_step_seconds(self, steps, n):
+        return steps[n]["step"]
+
+    track_step_seconds.unit = "seconds"
+
+    def track_peak_bytes_per_anchor(self, steps, n):
+        return steps[n]["bytes_per_anchor"]
+
+    track_peak_bytes_per_anchor.unit = "bytes"
 
 
 class PeerSuite:

@@ -16,6 +16,7 @@ import numpy as np
 
 from . import _namespace as ns
 from .backends import Backend, Side, get_backend
+from .backends._base import gradient_reductions
 
 __all__ = ["LaplexOperator", "Gradients", "DENSE_LIMIT"]
 
@@ -909,20 +910,16 @@ class LaplexOperator:
         G = gn.astype(self._working_dtype(dtype, gdtype), copy=False).reshape(m, k)
         s = self._rate
         plan, backend = self._plan, self._backend
-        einsum = backend.xp.einsum
         real = np.dtype(self._x.dtype)
         gc = G.conj() if G.dtype.kind == "c" else G
-        # one side at a time: the row reductions are contracted (and freed) before the column
-        # pass allocates its own, which keeps the peak at about two m x k intermediates
-        _, signed, moment = backend.apply(
-            plan, self._side, s, V, want_sum=False, want_signed=True, want_moment=True
-        )
-        gx = (-s * einsum("ik,ik->i", gc, signed)).real
-        a = -einsum("ik,ik->", gc, moment)
-        del signed, moment
-        ct_sum, ct_signed, _ = backend.apply(plan, self._side.other, s, gc, want_signed=True)
-        gy = (-s * einsum("jk,jk->j", V, ct_signed)).real
-        del ct_signed
+        reductions = getattr(backend, "gradient_reductions", None)
+        if reductions is None:
+            dx, a, dy, ct_sum = gradient_reductions(backend, plan, self._side, s, V, gc)
+        else:
+            dx, a, dy, ct_sum = reductions(plan, self._side, s, V, gc)
+        gx = (-s * dx).real
+        gy = (-s * dy).real
+        a = -a
         gv = ct_sum.conj() if ct_sum.dtype.kind == "c" else ct_sum
         if vdtype.kind == "c":
             gv = gv.astype(dtype, copy=False)

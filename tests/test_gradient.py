@@ -244,3 +244,28 @@ def test_gradient_large_n_against_dense_rows(rng, rate):
     assert np.linalg.norm(grads.y[cols] - want) <= 1e-10 * np.linalg.norm(scale)
     want_v = W.conj().T @ g
     assert np.linalg.norm(grads.v[cols] - want_v) <= 1e-10 * np.linalg.norm(np.abs(W).T @ np.abs(g))
+
+
+@given(data=st.data())
+def test_fused_reductions_equal_their_composition_from_apply(data):
+    """The CPU backend's ``gradient_reductions`` (two scans contracting as they go) against the
+    same four reductions composed from ``apply`` and ``einsum``: every layout (ties, runs of equal
+    anchors, the shared and square plans that take the composition), complex operands and rates,
+    several columns, both precisions."""
+    from laplexops.backends._base import gradient_reductions
+
+    dtype = data.draw(st.sampled_from([np.float32, np.float64]))
+    p = data.draw(problems(dtype=dtype, max_m=60, max_n=60))
+    op = lx.LaplexOperator(p["x"], p["y"], p["rate"])
+    k = data.draw(st.integers(1, 4))
+    work = np.result_type(dtype, np.complex64) if data.draw(st.booleans()) else np.dtype(dtype)
+    v = operand(p["rng"], p["n"], "mat", work, k=k)
+    gc = operand(p["rng"], p["m"], "mat", work, k=k)
+    backend, plan, side = op._backend, op._plan, op._side
+    fused = backend.gradient_reductions(plan, side, p["rate"], v, gc)
+    composed = gradient_reductions(backend, plan, side, p["rate"], v, gc)
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    for got, want in zip(fused, composed):
+        got, want = f64(got), f64(want)
+        assert got.shape == want.shape
+        assert np.allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())

@@ -12,7 +12,14 @@ import enum
 import math
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Backend", "GramBackend", "Side", "SortedPlan", "snapshot_with"]
+__all__ = [
+    "Backend",
+    "GramBackend",
+    "Side",
+    "SortedPlan",
+    "gradient_reductions",
+    "snapshot_with",
+]
 
 
 class Side(enum.IntEnum):
@@ -61,7 +68,9 @@ class Backend(Protocol):
     validates input, converts namespaces and caches plans; it calls only the members below and
     treats plans as opaque: it builds one per operator (shared with the adjoint, the transpose and
     re-rated copies) and hands it back to :meth:`apply`. Any object with these members is a
-    backend (the check ``isinstance(obj, Backend)`` looks at the members' presence only).
+    backend (the check ``isinstance(obj, Backend)`` looks at the members' presence only). One
+    more member is optional: ``gradient_reductions``, which the front end calls for gradients
+    when present (see :func:`gradient_reductions`).
 
     Attributes
     ----------
@@ -231,6 +240,44 @@ class Backend(Protocol):
         >>> np.round(total[:, 0], 4), np.round(signed[:, 0], 4), moment
         (array([1.0528, 1.8196, 1.4362]), array([-1.0528, -0.6065,  1.4362]), None)
         """
+
+
+def gradient_reductions(
+    backend: Backend, plan: Any, side: Side, rate: complex | float, v: Any, gc: Any
+) -> tuple[Any, Any, Any, Any]:
+    """The reductions a gradient of ``W @ v`` is made of, contracted: from :meth:`Backend.apply`
+    on both sides of ``plan``. A backend may provide a method ``gradient_reductions(plan, side,
+    rate, v, gc)`` computing the same in fewer passes; the front end calls it when present.
+
+    With ``W`` the operator of ``side`` (rows, columns), ``S = sign(r - c)`` and ``M = |r - c|``
+    elementwise, ``v`` of shape ``(n_cols, k)`` and ``gc`` (the conjugated upstream gradient) of
+    shape ``(n_rows, k)``, all four in O(N k)::
+
+        dx   = sum_k gc * ((S W) @ v)          shape (n_rows,)
+        a    = sum   gc * ((M W) @ v)          a scalar (0-d array)
+        dy   = sum_k v * ((S W)^T @ gc)        shape (n_cols,)
+        wtg  = W^T @ gc                        shape (n_cols, k)
+
+    Examples
+    --------
+    >>> from laplexops.backends import Side, get_backend
+    >>> from laplexops.backends._base import gradient_reductions
+    >>> numba = get_backend("numba", "cpu")
+    >>> plan = numba.plan(np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5]))
+    >>> v, g = np.array([[1.0], [2.0]]), np.array([[1.0], [0.0], [-1.0]])
+    >>> dx, a, dy, wtg = gradient_reductions(numba, plan, Side.ROWS_X, 1.0, v, g)
+    >>> np.round(dx, 4), round(float(a), 4)
+    (array([-1.0528, -0.    , -1.4362]), 0.0314)
+    """
+    einsum = backend.xp.einsum
+    _, signed, moment = backend.apply(
+        plan, side, rate, v, want_sum=False, want_signed=True, want_moment=True
+    )
+    dx = einsum("ik,ik->i", gc, signed)
+    a = einsum("ik,ik->", gc, moment)
+    del signed, moment  # freed before the other side allocates its own
+    wtg, ct_signed, _ = backend.apply(plan, side.other, rate, gc, want_signed=True)
+    return dx, a, einsum("jk,jk->j", v, ct_signed), wtg
 
 
 @runtime_checkable

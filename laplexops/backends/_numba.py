@@ -8,9 +8,17 @@ from contextlib import contextmanager
 import numpy as np
 
 from . import _numba_filter, _numba_filter2, _numba_sort
-from ._base import Side, SortedPlan, snapshot_with
+from ._base import Side, SortedPlan, gradient_reductions, snapshot_with
 from ._numba_plan import merge_counts
-from ._numba_scan import decays, gather, scan, scan_square
+from ._numba_scan import (
+    column_scans,
+    decays,
+    gather,
+    rows_signed_moment_dot,
+    rows_sum_signed_dot,
+    scan,
+    scan_square,
+)
 
 __all__ = ["NumbaBackend", "NumbaPlan"]
 
@@ -217,6 +225,74 @@ class NumbaBackend:
                     work=(m + n) * k,
                 )
         return tuple(o if want else None for o, want in zip(outs, wants))
+
+    def gradient_reductions(self, plan, side, rate, v, gc):
+        """:func:`~laplexops.backends._base.gradient_reductions` in two scans whose row passes
+        contract as they go: the operands gathered once into sorted order serve both sides
+        (``v`` is one side's columns and the other's row operand, ``gc`` the reverse), and no
+        signed or moment reduction is written out. O(N k)."""
+        sx, sy = plan.side(side), plan.side(side.other)
+        m, n, k = sx.rz.shape[0], sx.cz.shape[0], v.shape[1]
+        if sx.square or sy.square or m == 0 or n == 0 or k == 0:
+            return gradient_reductions(self, plan, side, rate, v, gc)
+        real = np.finfo(np.result_type(v.dtype, gc.dtype)).dtype
+        decay = np.result_type(real, np.complex64) if isinstance(rate, complex) else real
+        dx_, elx, erx = plan.decays(side, rate, decay)
+        dy_, ely, ery = plan.decays(side.other, rate, decay)
+        dtype = np.result_type(v.dtype, gc.dtype, decay)
+        zero = dtype.type(0)
+        v, gc = np.ascontiguousarray(v), np.ascontiguousarray(gc)
+        runs = sy.ties and sy.runs
+        layout = [
+            ((k, n), dtype),  # side x: forward and backward scans, their moments
+            ((k, n), dtype),
+            ((k, n), dtype),
+            ((k, n), dtype),
+            ((k, m), dtype),  # side y: forward and backward scans, runs of equal columns
+            ((k, m), dtype),
+            ((k, m * runs), dtype),
+            ((n if sx.cperm is not None else 0, k), v.dtype),  # v in sorted column order
+            ((m if sx.rperm is not None else 0, k), gc.dtype),  # gc in sorted row order
+        ]
+        dx = np.empty(m, dtype)
+        dy = np.empty(n, dtype)
+        wtg = np.empty((n, k), dtype)
+        parts = np.empty(min(256, m), dtype)
+        with plan.scratch(layout) as (f, b, f1, b1, fy, by, run, vs, gs):
+            if sx.cperm is not None:
+                gather(_real_view(v), sx.cperm, _real_view(vs), work=n * k)
+                v = vs
+            if sx.rperm is not None:
+                gather(_real_view(gc), sx.rperm, _real_view(gs), work=m * k)
+                gc = gs
+            rx, cx = sx.rz.astype(real, copy=False), sx.cz.astype(real, copy=False)
+            rpx = _NO_PERM if sx.rperm is None else sx.rperm
+            rpy = _NO_PERM if sy.rperm is None else sy.rperm
+            work = (m + n) * k
+            column_scans(cx, dx_, v, f, b, f1, b1, f1[:, :0], True, False, work=work)
+            rows_signed_moment_dot(
+                rx, cx, sx.lo, sx.hi, rpx, elx, erx, gc, f, b, f1, b1, dx, parts, zero, work=work
+            )
+            column_scans(rx, dy_, gc, fy, by, fy[:, :0], by[:, :0], run, False, runs, work=work)
+            rows_sum_signed_dot(
+                sy.lo,
+                sy.hi,
+                rpy,
+                ely,
+                ery,
+                gc,
+                v,
+                sy.ties,
+                sy.runs,
+                fy,
+                by,
+                run,
+                wtg,
+                dy,
+                zero,
+                work=work,
+            )
+        return dx, parts.sum(), dy, wtg
 
     # the Gram's filter (see GramBackend and _numba_filter)
     def gram_factor(self, plan, rate, weights, noise):

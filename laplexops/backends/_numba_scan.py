@@ -42,7 +42,15 @@ from numba import njit, prange
 from ._numba_exp import NO_GAPS, exponentials, exponentials_complex
 from ._numba_threads import kernel
 
-__all__ = ["decays", "gather", "scan", "scan_square"]
+__all__ = [
+    "column_scans",
+    "decays",
+    "gather",
+    "rows_signed_moment_dot",
+    "rows_sum_signed_dot",
+    "scan",
+    "scan_square",
+]
 
 
 @kernel
@@ -131,6 +139,99 @@ def _runs(cs, b, j, t):  # pragma: no cover - compiled
         t[c] = acc
 
 
+@njit(cache=True)
+def _column_task(
+    cs, d, b, task, fwd, bwd, fwd1, bwd1, run, want_moment, want_runs
+):  # pragma: no cover
+    """Task ``task`` of a scan's first phase: the forward scan of column ``task // 2`` when
+    ``task`` is even, else its backward scan (and its runs of equal columns)."""
+    j = task // 2
+    if task % 2 == 0:
+        _forward(cs, d, b, j, fwd[j], fwd1[j], want_moment)
+    else:
+        _backward(cs, d, b, j, bwd[j], bwd1[j], want_moment)
+        if want_runs:
+            _runs(cs, b, j, run[j])
+
+
+@kernel
+def column_scans(cs, d, b, fwd, bwd, fwd1, bwd1, run, want_moment, want_runs):  # pragma: no cover
+    """The first phase of :func:`scan` alone: forward and backward scans of every column of
+    ``b`` (with first moments, with runs of equal columns), as independent tasks. O(n k)."""
+    if cs.shape[0] > 0:
+        for task in prange(2 * b.shape[1]):
+            _column_task(cs, d, b, task, fwd, bwd, fwd1, bwd1, run, want_moment, want_runs)
+
+
+@kernel
+def rows_signed_moment_dot(
+    rs, cs, lo, hi, rperm, el, er, w, fwd, bwd, fwd1, bwd1, out_dot, parts, zero
+):  # pragma: no cover
+    """The gradient's pass onto the rows, contracted with a row operand ``w`` (shape (m, k), in
+    sorted row order), from :func:`column_scans` with moments:
+
+        out_dot[i] = sum_j w_ij signed_ij          (in original row order)
+        parts[p]   = sum over the rows of block p of sum_j w_ij moment_ij
+
+    ``parts`` has one entry per fixed block of rows (the same blocks for any thread count, so
+    the caller's sum of ``parts`` is repeatable to the bit). ``zero``: 0 in the result's dtype.
+    O(m k)."""
+    m = rs.shape[0]
+    n = cs.shape[0]
+    k = w.shape[1]
+    blocks = parts.shape[0]
+    size = (m + blocks - 1) // blocks
+    for p in prange(blocks):
+        acc = zero
+        for r in range(p * size, min(m, (p + 1) * size)):
+            a = lo[r]
+            e = hi[r]
+            dot = zero
+            for j in range(k):
+                wr = w[r, j]
+                left = zero
+                right = zero
+                if a > 0:
+                    f = fwd[j, a - 1]
+                    left = el[r] * f
+                    acc += wr * (el[r] * (fwd1[j, a - 1] + (rs[r] - cs[a - 1]) * f))
+                if e < n:
+                    g = bwd[j, e]
+                    right = er[r] * g
+                    acc += wr * (er[r] * (bwd1[j, e] + (cs[e] - rs[r]) * g))
+                dot += wr * (left - right)
+            out_dot[np.intp(r) if rperm.shape[0] == 0 else np.intp(rperm[r])] = dot
+        parts[p] = acc
+
+
+@kernel
+def rows_sum_signed_dot(
+    lo, hi, rperm, el, er, b, w, ties, runs, fwd, bwd, run, out_sum, out_dot, zero
+):  # pragma: no cover
+    """The adjoint's pass of the gradient onto the rows, from :func:`column_scans` of ``b``
+    (without moments): ``out_sum`` as :func:`scan` writes it, and the signed reduction
+    contracted with a row operand ``w`` (shape (m, k), in sorted row order), ``out_dot[i] =
+    sum_j w_ij signed_ij``, both in original row order. ``zero``: 0 in the result's dtype. O(m k).
+    """
+    m = lo.shape[0]
+    n = fwd.shape[1]
+    k = w.shape[1]
+    for r in prange(m):
+        a = lo[r]
+        e = hi[r]
+        i = np.intp(r) if rperm.shape[0] == 0 else np.intp(rperm[r])
+        dot = zero
+        for j in range(k):
+            left = el[r] * fwd[j, a - 1] if a > 0 else zero
+            right = er[r] * bwd[j, e] if e < n else zero
+            total = left + right
+            if ties and a < e:
+                total += run[j, a] if runs else b[a, j]
+            out_sum[i, j] = total
+            dot += w[r, j] * (left - right)
+        out_dot[i] = dot
+
+
 @kernel
 def scan(
     rs,
@@ -174,13 +275,7 @@ def scan(
     want_runs = want_ties and runs
     if n > 0:
         for task in prange(2 * k):
-            j = task // 2
-            if task % 2 == 0:
-                _forward(cs, d, b, j, fwd[j], fwd1[j], want_moment)
-            else:
-                _backward(cs, d, b, j, bwd[j], bwd1[j], want_moment)
-                if want_runs:
-                    _runs(cs, b, j, run[j])
+            _column_task(cs, d, b, task, fwd, bwd, fwd1, bwd1, run, want_moment, want_runs)
     zero = el[0] * 0
     for r in prange(m):
         a = lo[r]

@@ -70,7 +70,7 @@ class Backend(Protocol):
     re-rated copies) and hands it back to :meth:`apply`. Any object with these members is a
     backend (the check ``isinstance(obj, Backend)`` looks at the members' presence only). One
     more member is optional: ``gradient_reductions``, which the front end calls for gradients
-    when present (see :func:`gradient_reductions`).
+    when present (see ``laplexops.backends._base.gradient_reductions``).
 
     Attributes
     ----------

@@ -917,8 +917,7 @@ class LaplexOperator:
             dx, a, dy, ct_sum = gradient_reductions(backend, plan, self._side, s, V, gc)
         else:
             dx, a, dy, ct_sum = reductions(plan, self._side, s, V, gc)
-        gx = (-s * dx).real
-        gy = (-s * dy).real
+        gx, gy = _times_minus_rate(dx, s), _times_minus_rate(dy, s)
         a = -a
         gv = ct_sum.conj() if ct_sum.dtype.kind == "c" else ct_sum
         if vdtype.kind == "c":
@@ -933,6 +932,15 @@ class LaplexOperator:
             complex(a.conjugate()) if isinstance(s, complex) else float(a.real),
             ns.result_to(self._xp, gv, v_orig),
         )
+
+
+def _times_minus_rate(d: Any, s: float | complex) -> Any:
+    """``Re(-s d)`` for a fresh array ``d`` of the gradient's reductions: in place when both are
+    real (no temporary of the anchors' length)."""
+    if d.dtype.kind == "c" or isinstance(s, complex):
+        return (-s * d).real
+    d *= -s
+    return d
 
 
 def _anchors(x: Any, y: Any) -> tuple[Any, Any, Any, np.dtype]:

@@ -343,7 +343,7 @@ def bench(n, dtype, rate, backend, seed, json_path=None, huge=False) -> int:
         t_argsort,
     )
     plan = best_of(lambda: LaplexOperator(x, y, rate, backend=backend).prepare(), repeat=3)
-    row("plan alone (sorts + merge)", plan, "np.argsort of 2n merged", t_argsort)
+    row("plan alone: prepare()", plan, "np.argsort of 2n merged", t_argsort)
     first = _first_product_seconds(x, y, rate, backend, v)
     op @ v
     t_cached = best_of(lambda: op @ v)

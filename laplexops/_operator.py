@@ -429,9 +429,12 @@ class LaplexOperator:
 
         The plan (the merged sort of the anchors) is shared by this operator and every operator
         derived from it by :attr:`H`, :attr:`T` and :meth:`with_rate`. Building it costs
-        O(N log N), less for anchors already sorted or repaired after :meth:`with_anchors`; a
-        second call does nothing. Useful to time products apart from the sort, or to sort before
-        a latency-sensitive loop.
+        O(N log N), less for anchors already sorted or repaired after :meth:`with_anchors`.
+        Where the backend can, ``prepare`` also lays out what this operator's products need
+        beyond the plan (on the CPU: the merge counts of its orientation, its decays, the scan's
+        scratch), so that its first product costs what later ones do; a second call does
+        nothing more. Useful to time products apart from the sort, or to sort before a
+        latency-sensitive loop.
 
         Returns
         -------
@@ -444,7 +447,10 @@ class LaplexOperator:
         >>> op.prepare() is op
         True
         """
-        self._build_plan()
+        plan = self._build_plan()
+        lay_out = getattr(self._backend, "prepare", None)
+        if lay_out is not None:
+            lay_out(plan, self._side, self._rate, self._dtype)
         return self
 
     @property

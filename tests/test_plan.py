@@ -228,3 +228,33 @@ def test_integer_anchors_become_float64(rng):
     assert_close_to_ref(out, apply_ref(x, y, 0.3, v), np.float64, v, 20, 15)
     # mixing a float32 side with an integer side: float32
     assert lx.LaplexOperator(x, y.astype(np.float32), 0.3).dtype in (np.float32, np.float64)
+
+
+# ------------------------------------------------------------------ prepare
+@pytest.mark.parametrize("rate", [0.7, 0.7 - 1.5j], ids=["real", "complex"])
+@pytest.mark.parametrize("how", ["op", "T", "H", "square with ties"])
+def test_prepare_lays_out_the_first_product(rng, monkeypatch, rate, how):
+    """After ``prepare()`` the first matvec on the CPU merges and exponentiates nothing and finds
+    its scratch laid out (the same arrays before and after); its result has the bits of the same
+    product on an operator never prepared."""
+    from laplexops.backends import _numba
+
+    m, n = 3000, 2000
+    x, y = rng.uniform(0, 50, m), rng.uniform(0, 50, n)
+    if how == "square with ties":
+        y = x = np.round(x, 1)
+    derive = {"T": lambda o: o.T, "H": lambda o: o.H}.get(how, lambda o: o)
+    op = derive(lx.LaplexOperator(x, y, rate)).prepare()
+    twin = derive(lx.LaplexOperator(x, y, rate))
+    v = operand(rng, op.shape[1], "1d", np.float64)
+    sets = dict(op._plan.scratch._sets)
+    calls = []
+    monkeypatch.setattr(_numba, "merge_counts", lambda *a: calls.append("merge"))
+    monkeypatch.setattr(_numba, "decays", lambda *a: calls.append("decays"))
+    got = op @ v
+    assert calls == []
+    assert {k: [id(a) for a in arrays] for k, arrays in op._plan.scratch._sets.items()} == {
+        k: [id(a) for a in arrays] for k, arrays in sets.items()
+    }
+    monkeypatch.undo()
+    assert np.array_equal(got, twin @ v)

@@ -2,8 +2,10 @@
 
 Ratios, not absolute times, are what docs/benchmarks.md reports: compare ``OperatorSuite`` with
 ``PeerSuite`` rows of the same run (``asv run --python=same --quick``), and rows of
-``OperatorSuite`` with each other: the first product after a plan is ``time_matvec_fresh`` less
-``time_plan``; float32 against float64 is the ``dtype`` parameter.
+``OperatorSuite`` with each other, and ``FirstProductSuite`` (the first product after
+``prepare()``, which on the CPU also lays out the product's merge counts, decays and scratch; the
+plan alone is ``time_plan``) with ``time_matvec_cached``; float32 against float64 is the ``dtype``
+parameter.
 """
 
 import numba
@@ -11,6 +13,7 @@ import numpy as np
 
 import laplexops as lx
 from laplexops._load_bench import busy_small_product, interleaved_with_blas, training_step
+from laplexops.backends import _numba_threads
 
 SIZES = [10**4, 10**5, 10**6, 10**7]
 DTYPES = ["float64", "float32"]
@@ -25,12 +28,19 @@ def _anchors(n, dtype, seed=0):
 
 
 def _warm(dtype):
-    """Load the compiled kernels for ``dtype`` so that no timing includes the JIT."""
+    """Load the compiled kernels for ``dtype``, their serial and their parallel builds, so that no
+    timing includes the JIT or the loading of a cached build."""
     x, y, v = _anchors(5000, dtype, seed=1)  # above the radix sort's NumPy fallback size
-    op = lx.LaplexOperator(x, y)
-    op @ v
-    op.rmatvec(v)
-    op.gradient(v, v)
+    saved = _numba_threads.PARALLEL_MIN_WORK
+    try:
+        for threshold in (saved, 0):  # as small calls run, then as large ones do
+            _numba_threads.PARALLEL_MIN_WORK = threshold
+            op = lx.LaplexOperator(x, y).prepare()
+            op @ v
+            op.rmatvec(v)
+            op.gradient(v, v)
+    finally:
+        _numba_threads.PARALLEL_MIN_WORK = saved
 
 
 class OperatorSuite:
@@ -83,6 +93,25 @@ class OperatorSuite:
 
     def peakmem_matvec_fresh(self, n, dtype):
         lx.LaplexOperator(self.x, self.y) @ self.v
+
+
+class FirstProductSuite:
+    """The first product of a prepared operator, against ``OperatorSuite.time_matvec_cached``:
+    with ``number = 1``, asv runs ``setup`` (a fresh operator, prepared) before every sample."""
+
+    params = (SIZES, DTYPES)
+    param_names = ["n", "dtype"]
+    number = 1
+    repeat = (1, 5, 20.0)
+    timeout = 600
+
+    def setup(self, n, dtype):
+        _warm(dtype)
+        self.x, self.y, self.v = _anchors(n, dtype)
+        self.op = lx.LaplexOperator(self.x, self.y).prepare()
+
+    def time_matvec_first_after_prepare(self, n, dtype):
+        self.op @ self.v
 
 
 class LoadSuite:

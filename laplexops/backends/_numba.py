@@ -136,6 +136,15 @@ class _Scratch:
         self._lock = threading.Lock()
         self._sets: dict = {}
 
+    def reserve(self, layout):
+        """Create the arrays of ``layout`` now, their pages touched, unless kept already."""
+        key = tuple(layout)
+        with self._lock:
+            if key not in self._sets:
+                self._sets[key] = tuple(_touched(shape, dtype) for shape, dtype in layout)
+                while len(self._sets) > self._KEEP:
+                    self._sets.pop(next(iter(self._sets)))
+
     @contextmanager
     def __call__(self, layout):
         """Arrays of the ``(shape, dtype)`` pairs in ``layout``, reused when seen recently."""
@@ -176,6 +185,16 @@ class NumbaBackend:
     def plan(self, x, y, hint=None, ordered=(None, None)):
         return NumbaPlan(x, y, hint)  # (its sorts find sorted anchors on their own)
 
+    def prepare(self, plan, side, rate, dtype):
+        """Lay out what a product of one column on ``side`` at ``rate`` in ``dtype`` needs
+        beyond the sorts: the side's merge counts, its decays, and the scan's scratch, its pages
+        touched; the first such product then costs what later ones do. O(N)."""
+        s = plan.side(side)
+        real = np.finfo(dtype).dtype
+        decay = np.result_type(real, np.complex64) if isinstance(rate, complex) else real
+        plan.decays(side, rate, decay)
+        plan.scratch.reserve(_scan_layout(s, 1, np.result_type(real, decay), real, True, False))
+
     def apply(self, plan, side, rate, b, *, want_sum=True, want_signed=False, want_moment=False):
         s = plan.side(side)
         real = np.finfo(b.dtype).dtype
@@ -186,18 +205,8 @@ class NumbaBackend:
         dtype = np.result_type(b.dtype, d.dtype)
         wants = (want_sum, want_signed, want_moment)
         outs = [np.empty((m, k) if want else (0, 0), dtype=dtype) for want in wants]
-        if s.square:
-            shapes = [(k, n), (k, n * want_moment)]
-        else:
-            shapes = [
-                (k, n),
-                (k, n),
-                (k, n * want_moment),
-                (k, n * want_moment),
-                (k, n * (want_sum and s.ties and s.runs)),
-            ]
+        layout = _scan_layout(s, k, dtype, b.dtype, want_sum, want_moment)
         staged = s.cperm is not None  # the operand gathered into the columns' sorted order
-        layout = [(shape, dtype) for shape in shapes] + [((n if staged else 0, k), b.dtype)]
         rperm = _NO_PERM if s.rperm is None else s.rperm
         with plan.scratch(layout) as (*scratch, sorted_b):
             if staged:  # complex values move as pairs of reals: several times faster
@@ -316,6 +325,31 @@ class NumbaBackend:
 
     def gram_nll_gradient(self, factor, r, mean, summed=(False, False)):
         return self._filter(factor).nll_gradient(factor, r, mean, summed)
+
+
+def _touched(shape, dtype) -> np.ndarray:
+    """A new array whose pages are all mapped (written once; ``np.zeros`` maps them lazily)."""
+    a = np.empty(shape, dtype)
+    a.fill(0)
+    return a
+
+
+def _scan_layout(s: _Side, k: int, dtype, operand_dtype, want_sum: bool, want_moment: bool):
+    """The scratch arrays of one ``apply`` on side ``s`` (see ``scan`` and ``scan_square``): the
+    scans' states in ``dtype``, then the operand in sorted column order."""
+    n = s.cz.shape[0]
+    if s.square:
+        shapes = [(k, n), (k, n * want_moment)]
+    else:
+        shapes = [
+            (k, n),
+            (k, n),
+            (k, n * want_moment),
+            (k, n * want_moment),
+            (k, n * (want_sum and s.ties and s.runs)),
+        ]
+    staged = s.cperm is not None
+    return [(shape, dtype) for shape in shapes] + [((n if staged else 0, k), operand_dtype)]
 
 
 def _real_view(a: np.ndarray) -> np.ndarray:

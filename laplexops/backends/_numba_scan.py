@@ -91,8 +91,52 @@ def gather(b, perm, out):  # pragma: no cover - compiled
 
 
 @njit(cache=True)
+def _forward_pairs(d, b, j, f):  # pragma: no cover - compiled
+    """``f[c] = d[c] f[c-1] + b_c``, left to right, two steps per link of the dependency chain:
+    ``f[c+1] = (d[c+1] d[c]) f[c-1] + (d[c+1] b_c + b_{c+1})``, with ``f[c]`` from ``f[c-1]``
+    off the chain (a multiply and an add per two columns on the chain instead of per column)."""
+    n = f.shape[0]
+    acc = b[0, j]
+    f[0] = acc
+    c = 1
+    while c + 1 < n:
+        d1 = d[c]
+        d2 = d[c + 1]
+        b1 = b[c, j]
+        f[c] = d1 * acc + b1
+        acc = (d2 * d1) * acc + (d2 * b1 + b[c + 1, j])
+        f[c + 1] = acc
+        c += 2
+    if c < n:
+        f[c] = d[c] * acc + b[c, j]
+
+
+@njit(cache=True)
+def _backward_pairs(d, b, j, f):  # pragma: no cover - compiled
+    """``f[c] = d[c+1] f[c+1] + b_c``, right to left, two steps per link (see
+    :func:`_forward_pairs`)."""
+    n = f.shape[0]
+    acc = b[n - 1, j]
+    f[n - 1] = acc
+    c = n - 2
+    while c >= 1:
+        e1 = d[c + 1]
+        e2 = d[c]
+        b1 = b[c, j]
+        f[c] = e1 * acc + b1
+        acc = (e2 * e1) * acc + (e2 * b1 + b[c - 1, j])
+        f[c - 1] = acc
+        c -= 2
+    if c == 0:
+        f[0] = d[1] * acc + b[0, j]
+
+
+@njit(cache=True)
 def _forward(cs, d, b, j, f, f1, want_moment):  # pragma: no cover - compiled
     """``f[c] = d[c] f[c-1] + b_c`` and its first moment ``f1``, left to right."""
+    if not want_moment:
+        _forward_pairs(d, b, j, f)
+        return
     acc = b[0, j] * 0
     acc1 = acc
     for c in range(cs.shape[0]):
@@ -110,6 +154,9 @@ def _forward(cs, d, b, j, f, f1, want_moment):  # pragma: no cover - compiled
 @njit(cache=True)
 def _backward(cs, d, b, j, f, f1, want_moment):  # pragma: no cover - compiled
     """``f[c] = d[c+1] f[c+1] + b_c`` and its first moment ``f1``, right to left."""
+    if not want_moment:
+        _backward_pairs(d, b, j, f)
+        return
     n = cs.shape[0]
     acc = b[0, j] * 0
     acc1 = acc
@@ -376,8 +423,11 @@ def scan_square(cs, rperm, d, b, out_sum, out_signed, out_moment, fwd, fwd1):  #
         f1 = fwd1[j]
         _forward(cs, d, b, j, f, f1, want_moment)
         zero = b[0, j] * 0
-        acc = zero  # the backward scan B at column c + 1 (inclusive)
-        for c in range(n - 1, -1, -1):
+        # the backward scan B, two rows per link of its chain (see _forward_pairs): from
+        # acc = B[c+1], right(c) = d[c+1] acc and right(c-1) = (d[c] d[c+1]) acc + d[c] b_c
+        acc = zero  # B[c + 1]
+        c = n - 1
+        while c >= 0:  # the last row, and rows left over below the pairs
             right = d[c + 1] * acc if c < n - 1 else zero
             left = d[c] * f[c - 1] if c > 0 else zero
             i = np.intp(c) if rperm.shape[0] == 0 else np.intp(rperm[c])
@@ -386,6 +436,29 @@ def scan_square(cs, rperm, d, b, out_sum, out_signed, out_moment, fwd, fwd1):  #
             if want_signed:
                 out_signed[i, j] = left - right
             acc = right + b[c, j]
+            c -= 1
+            if c == n - 2:
+                while c >= 2:  # rows c and c - 1, both with a left neighbour
+                    e1 = d[c + 1]
+                    e2 = d[c]
+                    right = e1 * acc
+                    left = e2 * f[c - 1]
+                    i = np.intp(c) if rperm.shape[0] == 0 else np.intp(rperm[c])
+                    if want_sum:
+                        out_sum[i, j] = left + b[c, j] + right
+                    if want_signed:
+                        out_signed[i, j] = left - right
+                    e2b = e2 * b[c, j]
+                    q = (e2 * e1) * acc
+                    right = q + e2b
+                    left = d[c - 1] * f[c - 2]
+                    i = np.intp(c - 1) if rperm.shape[0] == 0 else np.intp(rperm[c - 1])
+                    if want_sum:
+                        out_sum[i, j] = left + b[c - 1, j] + right
+                    if want_signed:
+                        out_signed[i, j] = left - right
+                    acc = q + (e2b + b[c - 1, j])
+                    c -= 2
         if want_moment:
             _square_moments(cs, rperm, d, b, j, f, f1, out_moment)
 

@@ -18,7 +18,12 @@ from importlib import metadata
 import numpy as np
 
 from . import LaplexOperator
-from ._load_bench import busy_small_product, interleaved_with_blas, training_step
+from ._load_bench import (
+    busy_small_product,
+    interleaved_with_blas,
+    interleaved_with_blas_in,
+    training_step,
+)
 from ._timing import best_of, fmt_seconds, once
 from .backends import get_backend, registered
 
@@ -282,7 +287,8 @@ def _first_product_seconds(x, y, rate, backend, v, repeat: int = 3) -> float:
 
 def _load_rows(row, op, v, n, seed) -> None:
     """The rows of products under load (see ``_load_bench``): a small product on a busy machine,
-    and cached products between BLAS calls at ``n`` and ``n / 10``."""
+    and cached products between BLAS calls at ``n`` and ``n / 10``, as they are and in a process
+    with the user guide's remedy (``OPENBLAS_THREAD_TIMEOUT=4``)."""
     idle, busy = busy_small_product(seed=0 if seed is None else seed)
     row("n = 100 matvec, 2 busy processes per core", busy, "the same, machine idle", idle, 5.0)
     alone, mixed = interleaved_with_blas(op, v)
@@ -292,6 +298,16 @@ def _load_rows(row, op, v, n, seed) -> None:
         small = LaplexOperator(x, y, op.rate).prepare()
         alone, mixed = interleaved_with_blas(small, v[: n // 10])
         row(f"the same at n = {n // 10:.0e}", mixed, "the products alone", alone, 1.5)
+    timeout = {"OPENBLAS_THREAD_TIMEOUT": "4"}
+    for size in (n, n // 10) if n >= 10**5 else (n,):
+        alone, mixed = interleaved_with_blas_in(timeout, size, 0 if seed is None else seed)
+        row(
+            f"the same, n = {size:.0e}, OPENBLAS_THREAD_TIMEOUT=4",
+            mixed,
+            "the products alone",
+            alone,
+            1.5,
+        )
 
 
 def bench(n, dtype, rate, backend, seed, json_path=None, huge=False) -> int:

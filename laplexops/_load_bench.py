@@ -6,7 +6,8 @@ Three situations that a quiet benchmark does not show:
   the cores two to one, against the same calls on an idle machine (medians of the calls);
 - *products between BLAS calls*: cached products each preceded by a threaded BLAS matrix product
   in the same process (as in an optimizer that steps between products), against the products
-  alone (medians);
+  alone (medians); also in a fresh process with ``OPENBLAS_THREAD_TIMEOUT=4``, the remedy the user
+  guide gives (OpenBLAS's workers otherwise spin for a tenth of a second after each call);
 - *a training step at scale*: re-plan after anchors move by 1% of their spacing, a matvec and a
   gradient, in a fresh process, timed, with the process's peak resident memory per anchor.
 """
@@ -24,7 +25,12 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["busy_small_product", "interleaved_with_blas", "training_step"]
+__all__ = [
+    "busy_small_product",
+    "interleaved_with_blas",
+    "interleaved_with_blas_in",
+    "training_step",
+]
 
 
 def _median_call(fn: Callable[[], object], calls: int, pause: float) -> float:
@@ -84,6 +90,37 @@ def interleaved_with_blas(
         op @ v
         times.append(time.perf_counter() - t0)
     return alone, statistics.median(times)
+
+
+_INTERLEAVED = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import laplexops as lx
+    from laplexops._load_bench import interleaved_with_blas
+
+    n, seed = int(sys.argv[1]), int(sys.argv[2])
+    rng = np.random.default_rng(seed)
+    x, y, v = rng.random(n) * n, rng.random(n) * n, rng.standard_normal(n)
+    print(json.dumps(interleaved_with_blas(lx.LaplexOperator(x, y).prepare(), v)))
+    """
+)
+
+
+def interleaved_with_blas_in(env: dict[str, str], n: int, seed: int = 0) -> tuple[float, float]:
+    """:func:`interleaved_with_blas` for an operator of ``n`` random anchors per side, in a fresh
+    process whose environment adds ``env`` (settings that BLAS and OpenMP read when they load)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _INTERLEAVED, str(n), str(seed)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, **env},
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the interleaved products failed:\n{done.stderr[-2000:]}")
+    alone, mixed = json.loads(done.stdout.strip().splitlines()[-1])
+    return alone, mixed
 
 
 _STEP = textwrap.dedent(

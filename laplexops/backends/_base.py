@@ -68,9 +68,11 @@ class Backend(Protocol):
     validates input, converts namespaces and caches plans; it calls only the members below and
     treats plans as opaque: it builds one per operator (shared with the adjoint, the transpose and
     re-rated copies) and hands it back to :meth:`apply`. Any object with these members is a
-    backend (the check ``isinstance(obj, Backend)`` looks at the members' presence only). One
-    more member is optional: ``gradient_reductions``, which the front end calls for gradients
-    when present (see ``laplexops.backends._base.gradient_reductions``).
+    backend (the check ``isinstance(obj, Backend)`` looks at the members' presence only). Two
+    more members are optional: ``gradient_reductions``, which the front end calls for gradients
+    when present (see ``laplexops.backends._base.gradient_reductions``), and ``prepare(plan,
+    side, rate, dtype)``, which ``LaplexOperator.prepare()`` calls to lay out a product ahead of
+    its first call.
 
     Attributes
     ----------

@@ -43,6 +43,8 @@ class _Side:
         self.hi = np.empty(size, dtype=index)
         merge_counts(rz[:size], cz, self.lo, self.hi)
         self.ties = self.square or bool((self.lo != self.hi).any())  # a row equals a column
+        if not self.ties:
+            self.hi = self.lo  # equal: keep one of them
 
     def decays(self, rate, dtype: np.dtype):
         """``(d, el, er)`` for ``rate`` in ``dtype`` (see ``_numba_scan``); O(m + n)."""
@@ -252,14 +254,13 @@ class NumbaBackend:
         zero = dtype.type(0)
         v, gc = np.ascontiguousarray(v), np.ascontiguousarray(gc)
         runs = sy.ties and sy.runs
+        longer = max(m, n)
         layout = [
-            ((k, n), dtype),  # side x: forward and backward scans, their moments
+            ((k * longer,), dtype),  # forward and backward scans: side x's, then side y's
+            ((k * longer,), dtype),
+            ((k, n), dtype),  # side x's moments
             ((k, n), dtype),
-            ((k, n), dtype),
-            ((k, n), dtype),
-            ((k, m), dtype),  # side y: forward and backward scans, runs of equal columns
-            ((k, m), dtype),
-            ((k, m * runs), dtype),
+            ((k, m * runs), dtype),  # side y's runs of equal columns
             ((n if sx.cperm is not None else 0, k), v.dtype),  # v in sorted column order
             ((m if sx.rperm is not None else 0, k), gc.dtype),  # gc in sorted row order
         ]
@@ -267,7 +268,9 @@ class NumbaBackend:
         dy = np.empty(n, dtype)
         wtg = np.empty((n, k), dtype)
         parts = np.empty(min(256, m), dtype)
-        with plan.scratch(layout) as (f, b, f1, b1, fy, by, run, vs, gs):
+        with plan.scratch(layout) as (fwd, bwd, f1, b1, run, vs, gs):
+            f, b = fwd[: k * n].reshape(k, n), bwd[: k * n].reshape(k, n)
+            fy, by = fwd[: k * m].reshape(k, m), bwd[: k * m].reshape(k, m)
             if sx.cperm is not None:
                 gather(_real_view(v), sx.cperm, _real_view(vs), work=n * k)
                 v = vs

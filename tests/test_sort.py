@@ -90,3 +90,32 @@ def test_is_sorted(rng):
     y = x.copy()
     y[5000] = y[4999] - 1.0
     assert not is_sorted(y)
+
+
+def _check_values(keys, perm, values):
+    """``values`` is ``keys[perm]`` with ``-0.0`` read as ``+0.0``: the same bits elsewhere."""
+    assert values.dtype == keys.dtype and values.shape == keys.shape
+    want = keys[perm]
+    want = np.where(want == 0, np.zeros_like(want), want)  # -0.0 -> +0.0 ...
+    got = np.where(values == 0, np.zeros_like(values), values)  # ... on both sides
+    assert got.tobytes() == want.tobytes()
+    # and -0.0 never turns into anything but a zero, nor a zero into anything else
+    assert np.array_equal(values == 0, keys[perm] == 0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", SIZES)
+def test_sorted_values_come_with_the_permutation(force_radix, n, dtype, rng):
+    """``with_values``: the sort's last pass writes the sorted values (no gather after it), for
+    every input kind, through the radix path and NumPy's fallback, one array or two at once."""
+    for _, keys in _inputs(rng, n, dtype):
+        keys = keys.astype(dtype)
+        perm, values = argsort(keys, with_values=True, **force_radix)
+        _check(keys, perm)
+        _check_values(keys, perm, values)
+        other = keys[::-1].copy()
+        (pa, va), (pb, vb) = argsort_two(keys, other, with_values=True, **force_radix)
+        _check(keys, pa)
+        _check_values(keys, pa, va)
+        _check(other, pb)
+        _check_values(other, pb, vb)

@@ -75,11 +75,11 @@ class NumbaPlan(SortedPlan):
         # the sides still unsorted get a full sort: both at once, one per core, when both need it
         missing = [i for i, (values, _) in enumerate(found) if values is None]
         if len(missing) == 2:
-            perms = _numba_sort.argsort_two(x, y)
+            sorts = _numba_sort.argsort_two(x, y, with_values=True)
         else:
-            perms = tuple(_numba_sort.argsort(anchors[i]) for i in missing)
-        for i, perm in zip(missing, perms):
-            found[i] = (_take(anchors[i], perm), perm)
+            sorts = tuple(_numba_sort.argsort(anchors[i], with_values=True) for i in missing)
+        for i, (perm, values) in zip(missing, sorts):
+            found[i] = (values, perm)  # the values from the sort's last pass: no gather
         super().__init__(shape, shared, tuple(found * 2 if shared else found))
         self._decays: dict = {}
         self.scratch = _Scratch()

@@ -59,13 +59,21 @@ def _keys_and_counts(bits, sign, keys, counts):
 
 
 @njit(cache=True, nogil=True)
-def _scatter(src_k, src_i, dst_k, dst_i, offsets, p):
+def _unkey(k, sign):
+    """The float bit pattern of key ``k`` (the inverse of the map above; ``-0.0`` comes back as
+    ``+0.0``)."""
+    return k ^ sign if k & sign else ~k
+
+
+@njit(cache=True, nogil=True)
+def _scatter(src_k, src_i, dst_k, dst_i, offsets, p, dst_v=None, sign=0):
     """Stable counting scatter of ``src_k``/``src_i`` by digit ``p``.
 
     ``offsets`` holds each bucket's start in the destination and is consumed.
     ``src_i=None`` means the identity payload; ``dst_k=None`` skips writing
-    keys (last pass).  Both ``None`` branches are pruned at compile time.
-    O(n) time.
+    keys (last pass); ``dst_v``, when given, receives the keys as float bit
+    patterns (the sorted values; ``sign`` is the sign bit).  The ``None``
+    branches are pruned at compile time.  O(n) time.
     """
     for j in range(src_k.size):
         k = src_k[j]
@@ -74,6 +82,8 @@ def _scatter(src_k, src_i, dst_k, dst_i, offsets, p):
         offsets[d] = pos + 1
         if dst_k is not None:
             dst_k[pos] = k
+        if dst_v is not None:
+            dst_v[pos] = _unkey(k, sign)
         if src_i is None:
             dst_i[pos] = j
         else:
@@ -92,9 +102,11 @@ def _exclusive_cumsum(counts):
 
 
 @njit(cache=True, nogil=True)
-def _radix_argsort_into(bits, sign, out, work):
+def _radix_argsort_into(bits, sign, out, work, values):
     """Write into int64 ``out`` the stable argsort of the floats whose bit
-    patterns are ``bits``, using the buffers ``work`` from :func:`_workspace`.
+    patterns are ``bits``, using the buffers ``work`` from :func:`_workspace`,
+    and into ``values`` (same dtype as ``bits``; empty: not wanted) the bit
+    patterns in sorted order, written by the last pass (no gather after it).
 
     Runs one counting pass plus one scatter pass per digit that is not
     constant over all keys (none if the keys are already sorted):
@@ -104,31 +116,40 @@ def _radix_argsort_into(bits, sign, out, work):
     n = bits.size
     if _keys_and_counts(bits, sign, src_k, counts):
         out[:] = np.arange(n)
+        if values.size:
+            values[:] = bits
         return
     # Unsorted keys are not all equal, so at least one digit varies.
     active = [p for p in range(counts.shape[0]) if counts[p, _digit(src_k[0], p)] != n]
     if len(active) == 1:
-        _scatter(src_k, None, None, out, _exclusive_cumsum(counts[active[0]]), active[0])
-        return
-    p = active[0]
-    _scatter(src_k, None, dst_k, dst_i, _exclusive_cumsum(counts[p]), p)
-    for p in active[1:-1]:
-        src_k, dst_k = dst_k, src_k
-        src_i, dst_i = dst_i, src_i
-        _scatter(src_k, src_i, dst_k, dst_i, _exclusive_cumsum(counts[p]), p)
+        src_i = None
+    else:
+        p = active[0]
+        _scatter(src_k, None, dst_k, dst_i, _exclusive_cumsum(counts[p]), p)
+        for p in active[1:-1]:
+            src_k, dst_k = dst_k, src_k
+            src_i, dst_i = dst_i, src_i
+            _scatter(src_k, src_i, dst_k, dst_i, _exclusive_cumsum(counts[p]), p)
+        src_k, src_i = dst_k, dst_i
     p = active[-1]
-    _scatter(dst_k, dst_i, None, out, _exclusive_cumsum(counts[p]), p)
+    offsets = _exclusive_cumsum(counts[p])
+    if values.size:
+        _scatter(src_k, src_i, None, out, offsets, p, values, sign)
+    else:
+        _scatter(src_k, src_i, None, out, offsets, p)
 
 
 @kernel
-def _radix_argsort_two(bits_a, sign_a, out_a, work_a, bits_b, sign_b, out_b, work_b):
+def _radix_argsort_two(
+    bits_a, sign_a, out_a, work_a, values_a, bits_b, sign_b, out_b, work_b, values_b
+):  # pragma: no cover - compiled
     """Run ``_radix_argsort_into`` on two arrays, concurrently (one thread each) in the parallel
     build, one after the other in the serial one."""
     for t in prange(2):
         if t == 0:
-            _radix_argsort_into(bits_a, sign_a, out_a, work_a)
+            _radix_argsort_into(bits_a, sign_a, out_a, work_a, values_a)
         else:
-            _radix_argsort_into(bits_b, sign_b, out_b, work_b)
+            _radix_argsort_into(bits_b, sign_b, out_b, work_b, values_b)
 
 
 def _as_float_vector(keys):
@@ -171,25 +192,41 @@ def _workspace(bits):
     return np.empty(n, np.int64), work
 
 
-def argsort(keys, numpy_below=None):
+def _values_out(keys, with_values):
+    """The sorted values' array for ``keys`` (empty when not wanted), and its bits view."""
+    values = np.empty(keys.size if with_values else 0, keys.dtype)
+    return values, values.view(_UINT_OF[keys.dtype])
+
+
+def _sorted_values(keys, perm, values, with_values):
+    """``(perm, values)`` when ``with_values``, else ``perm``."""
+    return (perm, values) if with_values else perm
+
+
+def argsort(keys, numpy_below=None, with_values=False):
     """Return the stable ascending argsort of a 1-D float32/float64 array.
 
     Equal to ``np.argsort(keys, kind="stable")`` for finite input, with
-    ``-0.0 == +0.0``.  Returns an int64 permutation.  O(n) time (a fixed
-    number of radix passes), O(n) extra memory; NumPy's sort for inputs
-    shorter than ``numpy_below`` (default: ``NUMPY_BELOW`` of the dtype).
+    ``-0.0 == +0.0``.  Returns an int64 permutation, or with ``with_values``
+    the pair ``(perm, keys[perm])`` (the values written by the sort's last
+    pass, ``-0.0`` as ``+0.0``).  O(n) time (a fixed number of radix passes),
+    O(n) extra memory; NumPy's sort for inputs shorter than ``numpy_below``
+    (default: ``NUMPY_BELOW`` of the dtype).
     """
     keys = _as_float_vector(keys)
     if _use_numpy(keys, numpy_below):
-        return np.argsort(keys, kind="stable").astype(np.int64, copy=False)
+        perm = np.argsort(keys, kind="stable").astype(np.int64, copy=False)
+        return _sorted_values(keys, perm, keys[perm] if with_values else None, with_values)
     bits, sign = _radix_args(keys)
     out, work = _workspace(bits)
-    _radix_argsort_into(bits, sign, out, work)
-    return out
+    values, value_bits = _values_out(keys, with_values)
+    _radix_argsort_into(bits, sign, out, work, value_bits)
+    return _sorted_values(keys, out, values, with_values)
 
 
-def argsort_two(a, b, numpy_below=None):
-    """Return ``(argsort(a), argsort(b))``, sorting the two arrays in parallel.
+def argsort_two(a, b, numpy_below=None, with_values=False):
+    """Return ``(argsort(a), argsort(b))``, sorting the two arrays in parallel
+    (each a pair ``(perm, sorted values)`` with ``with_values``, as :func:`argsort`).
 
     ``a`` and ``b`` may differ in length and in dtype (float32/float64 each).
     When both are large they are sorted concurrently on two threads (when
@@ -199,15 +236,30 @@ def argsort_two(a, b, numpy_below=None):
     """
     a, b = _as_float_vector(a), _as_float_vector(b)
     if _use_numpy(a, numpy_below) or _use_numpy(b, numpy_below):
-        return argsort(a, numpy_below), argsort(b, numpy_below)
+        return argsort(a, numpy_below, with_values), argsort(b, numpy_below, with_values)
     bits_a, sign_a = _radix_args(a)
     bits_b, sign_b = _radix_args(b)
     out_a, work_a = _workspace(bits_a)
     out_b, work_b = _workspace(bits_b)
+    values_a, value_bits_a = _values_out(a, with_values)
+    values_b, value_bits_b = _values_out(b, with_values)
     _radix_argsort_two(
-        bits_a, sign_a, out_a, work_a, bits_b, sign_b, out_b, work_b, work=a.size + b.size
+        bits_a,
+        sign_a,
+        out_a,
+        work_a,
+        value_bits_a,
+        bits_b,
+        sign_b,
+        out_b,
+        work_b,
+        value_bits_b,
+        work=a.size + b.size,
     )
-    return out_a, out_b
+    return (
+        _sorted_values(a, out_a, values_a, with_values),
+        _sorted_values(b, out_b, values_b, with_values),
+    )
 
 
 @njit(cache=True, nogil=True)

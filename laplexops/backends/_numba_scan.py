@@ -186,6 +186,31 @@ def _runs(cs, b, j, t):  # pragma: no cover - compiled
         t[c] = acc
 
 
+@njit(cache=True, inline="always")
+def _row(rperm, r):  # pragma: no cover - compiled
+    """The original row of sorted row ``r`` (``rperm`` empty: the rows came sorted)."""
+    return np.intp(r) if rperm.shape[0] == 0 else np.intp(rperm[r])
+
+
+@njit(cache=True, inline="always")
+def _left_right(el, er, f, bw, r, a, e, zero):  # pragma: no cover - compiled
+    """Sorted row ``r``'s sums over the columns strictly left and strictly right of it, from one
+    column's forward and backward scans ``f``, ``bw`` (``a``, ``e``: its ``lo``, ``hi``)."""
+    left = el[r] * f[a - 1] if a > 0 else zero
+    right = er[r] * bw[e] if e < bw.shape[0] else zero
+    return left, right
+
+
+@njit(cache=True, inline="always")
+def _moment(rs, cs, el, er, f, bw, f1, bw1, r, a, e, zero):  # pragma: no cover - compiled
+    """Sorted row ``r``'s first moment ``sum_c |r - c| W_rc b_c`` from one column's scans ``f``,
+    ``bw`` and their moments ``f1``, ``bw1`` (``a``, ``e``: its ``lo``, ``hi``)."""
+    m1 = el[r] * (f1[a - 1] + (rs[r] - cs[a - 1]) * f[a - 1]) if a > 0 else zero
+    if e < bw.shape[0]:
+        m1 += er[r] * (bw1[e] + (cs[e] - rs[r]) * bw[e])
+    return m1
+
+
 @njit(cache=True)
 def _column_task(
     cs, d, b, task, fwd, bwd, fwd1, bwd1, run, want_moment, want_runs
@@ -224,33 +249,9 @@ def rows_signed_moment_dot(
     the caller's sum of ``parts`` is repeatable to the bit). ``zero``: 0 in the result's dtype.
     O(m k)."""
     m = rs.shape[0]
-    n = cs.shape[0]
     k = w.shape[1]
     blocks = parts.shape[0]
     size = (m + blocks - 1) // blocks
-    if k == 1:  # one column in one-dimensional views (see scan)
-        f, bw, f1, bw1, w1 = fwd[0], bwd[0], fwd1[0], bwd1[0], w[:, 0]
-        for p in prange(blocks):
-            acc = zero
-            for r in range(p * size, min(m, (p + 1) * size)):
-                a = lo[r]
-                e = hi[r]
-                wr = w1[r]
-                left = zero
-                right = zero
-                if a > 0:
-                    g = f[a - 1]
-                    left = el[r] * g
-                    acc += wr * (el[r] * (f1[a - 1] + (rs[r] - cs[a - 1]) * g))
-                if e < n:
-                    g = bw[e]
-                    right = er[r] * g
-                    acc += wr * (er[r] * (bw1[e] + (cs[e] - rs[r]) * g))
-                out_dot[np.intp(r) if rperm.shape[0] == 0 else np.intp(rperm[r])] = zero + wr * (
-                    left - right
-                )
-            parts[p] = acc
-        return
     for p in prange(blocks):
         acc = zero
         for r in range(p * size, min(m, (p + 1) * size)):
@@ -258,19 +259,12 @@ def rows_signed_moment_dot(
             e = hi[r]
             dot = zero
             for j in range(k):
+                f, bw = fwd[j], bwd[j]
                 wr = w[r, j]
-                left = zero
-                right = zero
-                if a > 0:
-                    f = fwd[j, a - 1]
-                    left = el[r] * f
-                    acc += wr * (el[r] * (fwd1[j, a - 1] + (rs[r] - cs[a - 1]) * f))
-                if e < n:
-                    g = bwd[j, e]
-                    right = er[r] * g
-                    acc += wr * (er[r] * (bwd1[j, e] + (cs[e] - rs[r]) * g))
+                left, right = _left_right(el, er, f, bw, r, a, e, zero)
                 dot += wr * (left - right)
-            out_dot[np.intp(r) if rperm.shape[0] == 0 else np.intp(rperm[r])] = dot
+                acc += wr * _moment(rs, cs, el, er, f, bw, fwd1[j], bwd1[j], r, a, e, zero)
+            out_dot[_row(rperm, r)] = dot
         parts[p] = acc
 
 
@@ -284,7 +278,6 @@ def rows_sum_signed_dot(
     sum_j w_ij signed_ij``, both in original row order. ``zero``: 0 in the result's dtype. O(m k).
     """
     m = lo.shape[0]
-    n = fwd.shape[1]
     k = w.shape[1]
     if k == 1:  # one column in one-dimensional views (see scan)
         f, bw, bb, w1, o = fwd[0], bwd[0], b[:, 0], w[:, 0], out_sum[:, 0]
@@ -292,9 +285,8 @@ def rows_sum_signed_dot(
         for r in prange(m):
             a = lo[r]
             e = hi[r]
-            i = np.intp(r) if rperm.shape[0] == 0 else np.intp(rperm[r])
-            left = el[r] * f[a - 1] if a > 0 else zero
-            right = er[r] * bw[e] if e < n else zero
+            i = _row(rperm, r)
+            left, right = _left_right(el, er, f, bw, r, a, e, zero)
             total = left + right
             if ties and a < e:
                 total += rn[a] if runs else bb[a]
@@ -304,11 +296,10 @@ def rows_sum_signed_dot(
     for r in prange(m):
         a = lo[r]
         e = hi[r]
-        i = np.intp(r) if rperm.shape[0] == 0 else np.intp(rperm[r])
+        i = _row(rperm, r)
         dot = zero
         for j in range(k):
-            left = el[r] * fwd[j, a - 1] if a > 0 else zero
-            right = er[r] * bwd[j, e] if e < n else zero
+            left, right = _left_right(el, er, fwd[j], bwd[j], r, a, e, zero)
             total = left + right
             if ties and a < e:
                 total += run[j, a] if runs else b[a, j]
@@ -370,20 +361,18 @@ def scan(
         for r in prange(m):
             a = lo[r]
             e = hi[r]
-            left = el[r] * f[a - 1] if a > 0 else zero
-            right = er[r] * bw[e] if e < n else zero
+            left, right = _left_right(el, er, f, bw, r, a, e, zero)
             total = left + right
             if want_ties and a < e:
                 total += rn[a] if want_runs else bb[a]
-            o[np.intp(r) if rperm.shape[0] == 0 else np.intp(rperm[r])] = total
+            o[_row(rperm, r)] = total
         return
     for r in prange(m):
         a = lo[r]
         e = hi[r]
-        i = np.intp(r) if rperm.shape[0] == 0 else np.intp(rperm[r])
+        i = _row(rperm, r)
         for j in range(k):
-            left = el[r] * fwd[j, a - 1] if a > 0 else zero
-            right = er[r] * bwd[j, e] if e < n else zero
+            left, right = _left_right(el, er, fwd[j], bwd[j], r, a, e, zero)
             if want_sum:
                 total = left + right
                 if want_ties and a < e:
@@ -398,12 +387,11 @@ def scan(
     for r in prange(m):
         a = lo[r]
         e = hi[r]
-        i = np.intp(r) if rperm.shape[0] == 0 else np.intp(rperm[r])
+        i = _row(rperm, r)
         for j in range(k):
-            m1 = el[r] * (fwd1[j, a - 1] + (rs[r] - cs[a - 1]) * fwd[j, a - 1]) if a > 0 else zero
-            if e < n:
-                m1 += er[r] * (bwd1[j, e] + (cs[e] - rs[r]) * bwd[j, e])
-            out_moment[i, j] = m1
+            out_moment[i, j] = _moment(
+                rs, cs, el, er, fwd[j], bwd[j], fwd1[j], bwd1[j], r, a, e, zero
+            )
 
 
 @kernel

@@ -198,7 +198,7 @@ def _values_out(keys, with_values):
     return values, values.view(_UINT_OF[keys.dtype])
 
 
-def _sorted_values(keys, perm, values, with_values):
+def _sorted_values(perm, values, with_values):
     """``(perm, values)`` when ``with_values``, else ``perm``."""
     return (perm, values) if with_values else perm
 
@@ -216,12 +216,12 @@ def argsort(keys, numpy_below=None, with_values=False):
     keys = _as_float_vector(keys)
     if _use_numpy(keys, numpy_below):
         perm = np.argsort(keys, kind="stable").astype(np.int64, copy=False)
-        return _sorted_values(keys, perm, keys[perm] if with_values else None, with_values)
+        return _sorted_values(perm, keys[perm] if with_values else None, with_values)
     bits, sign = _radix_args(keys)
     out, work = _workspace(bits)
     values, value_bits = _values_out(keys, with_values)
     _radix_argsort_into(bits, sign, out, work, value_bits)
-    return _sorted_values(keys, out, values, with_values)
+    return _sorted_values(out, values, with_values)
 
 
 def argsort_two(a, b, numpy_below=None, with_values=False):
@@ -257,8 +257,8 @@ def argsort_two(a, b, numpy_below=None, with_values=False):
         work=a.size + b.size,
     )
     return (
-        _sorted_values(a, out_a, values_a, with_values),
-        _sorted_values(b, out_b, values_b, with_values),
+        _sorted_values(out_a, values_a, with_values),
+        _sorted_values(out_b, values_b, with_values),
     )
 
 

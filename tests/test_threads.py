@@ -12,7 +12,7 @@ import pytest
 
 import laplexops as lx
 import laplexops.backends._numba  # builds every kernel (the backend's modules load lazily)
-from laplexops.backends import _numba_threads
+from laplexops.backends import _numba, _numba_threads
 from laplexops.backends._numba_sort import argsort_two
 from laplexops.backends._numba_threads import KERNELS
 
@@ -134,6 +134,9 @@ def test_large_problems_use_the_threads(rng, monkeypatch):
         "exponents",
         "exponentials",
         "gather",
+        "gather_blocks",
+        "scatter_blocks",
+        "_build",
         "_merge_counts",
         "_radix_argsort_two",
     ):
@@ -141,9 +144,9 @@ def test_large_problems_use_the_threads(rng, monkeypatch):
 
 
 def _module(name: str) -> str:
-    return {"_merge_counts": "plan", "_radix_argsort_two": "sort", "exponentials": "exp"}.get(
-        name, "scan"
-    )
+    modules = {"_merge_counts": "plan", "_radix_argsort_two": "sort", "exponentials": "exp"}
+    modules.update(dict.fromkeys(["gather", "gather_blocks", "scatter_blocks", "_build"], "route"))
+    return modules.get(name, "scan")
 
 
 @multithreaded
@@ -166,6 +169,7 @@ def test_one_thread_set_by_the_caller_means_serial(rng, monkeypatch):
 def test_serial_and_parallel_builds_give_the_same_bits(rng, monkeypatch, dtype, rate):
     seed = int(rng.integers(2**32))
     shape = (5000, 7000, 3)  # both sides long enough for the radix sort
+    monkeypatch.setattr(_numba, "ROUTE_MIN", 0)  # and their permutations routed, in blocks
     serial = workload(np.random.default_rng(seed), *shape, rate, dtype)
     monkeypatch.setattr(_numba_threads, "PARALLEL_MIN_WORK", 0)  # every call in parallel
     calls = count_parallel(monkeypatch)

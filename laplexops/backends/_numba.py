@@ -10,10 +10,10 @@ import numpy as np
 from . import _numba_filter, _numba_filter2, _numba_sort
 from ._base import Side, SortedPlan, gradient_reductions, snapshot_with
 from ._numba_plan import merge_counts
+from ._numba_route import ROUTE_MIN, Route, gather
 from ._numba_scan import (
     column_scans,
     decays,
-    gather,
     rows_signed_moment_dot,
     rows_sum_signed_dot,
     scan,
@@ -28,12 +28,15 @@ _REPAIR_MOVES = 4  # insertion moves per anchor before a plan repair falls back 
 
 
 class _Side:
-    """One orientation of a plan: sorted rows against sorted columns, and their merge counts."""
+    """One orientation of a plan: sorted rows against sorted columns, their merge counts, and the
+    routes of their permutations (``None`` where the moves go direct)."""
 
-    __slots__ = ("rz", "cz", "rperm", "cperm", "lo", "hi", "ties", "runs", "square")
+    __slots__ = ("rz", "cz", "rperm", "cperm", "rroute", "croute", "lo", "hi", "ties", "runs")
+    __slots__ += ("square",)
 
-    def __init__(self, rz, cz, rperm, cperm):
+    def __init__(self, rz, cz, rperm, cperm, rroute, croute):
         self.rz, self.cz, self.rperm, self.cperm = rz, cz, rperm, cperm
+        self.rroute, self.croute = rroute, croute
         self.runs = bool((cz[1:] == cz[:-1]).any())  # some columns repeat
         # rows are the columns, all distinct: lo = arange, hi = lo + 1 (see scan_square)
         self.square = rz is cz and not self.runs
@@ -82,11 +85,22 @@ class NumbaPlan(SortedPlan):
             found[i] = (values, perm)  # the values from the sort's last pass: no gather
         super().__init__(shape, shared, tuple(found * 2 if shared else found))
         self._decays: dict = {}
+        self._routes: list = [None, None]  # of x's permutation, of y's
         self.scratch = _Scratch()
         self.gram_pool = _numba_filter.Pool()  # the Gram's factors and scratch
 
     def _orient(self, rz, cz, rperm, cperm) -> _Side:
-        return _Side(rz, cz, rperm, cperm)
+        return _Side(rz, cz, rperm, cperm, self._route(rperm), self._route(cperm))
+
+    def _route(self, perm) -> Route | None:
+        """The route of ``perm`` (x's or y's permutation), built on first use; ``None`` for
+        anchors that came sorted or are too few for a route to pay."""
+        if perm is None or perm.shape[0] < ROUTE_MIN:
+            return None
+        i = 0 if perm is self.sorted[0][1] else 1
+        if self._routes[i] is None:
+            self._routes[i] = Route(perm)
+        return self._routes[i]
 
     def decays(self, side: Side, rate, dtype: np.dtype):
         """The side's decays for ``rate`` in ``dtype``, cached for a few (side, rate, dtype)."""
@@ -195,7 +209,8 @@ class NumbaBackend:
         real = np.finfo(dtype).dtype
         decay = np.result_type(real, np.complex64) if isinstance(rate, complex) else real
         plan.decays(side, rate, decay)
-        plan.scratch.reserve(_scan_layout(s, 1, np.result_type(real, decay), real, True, False))
+        wants = (True, False, False)
+        plan.scratch.reserve(_scan_layout(s, 1, np.result_type(real, decay), real, wants))
 
     def apply(self, plan, side, rate, b, *, want_sum=True, want_signed=False, want_moment=False):
         s = plan.side(side)
@@ -207,34 +222,38 @@ class NumbaBackend:
         dtype = np.result_type(b.dtype, d.dtype)
         wants = (want_sum, want_signed, want_moment)
         outs = [np.empty((m, k) if want else (0, 0), dtype=dtype) for want in wants]
-        layout = _scan_layout(s, k, dtype, b.dtype, want_sum, want_moment)
-        staged = s.cperm is not None  # the operand gathered into the columns' sorted order
-        rperm = _NO_PERM if s.rperm is None else s.rperm
-        with plan.scratch(layout) as (*scratch, sorted_b):
-            if staged:  # complex values move as pairs of reals: several times faster
-                gather(_real_view(b), s.cperm, _real_view(sorted_b), work=n * k)
+        layout = _scan_layout(s, k, dtype, b.dtype, wants)
+        with plan.scratch(layout) as (*scratch, sorted_b, out_stage):
+            if s.cperm is not None:
+                # the route's staging in the forward scan's scratch, written after it
+                b_stage = _carve(scratch[0], (n, k), b.dtype)
+                _to_sorted(b, s.cperm, s.croute, sorted_b, b_stage)
                 b = sorted_b
+            if _results_staged_in_operand(s, k, dtype, b.dtype, wants):
+                out_stage = _carve(sorted_b, (m * k * sum(wants),), dtype)
+            rdest, targets = _row_targets(s.rperm, s.rroute, outs, out_stage)
             cz = s.cz.astype(real, copy=False)
             if s.square:
                 # one task per column: a single column gains nothing from threads
-                scan_square(cz, rperm, d, b, *outs, *scratch, work=n * k if k > 1 else 0)
+                scan_square(cz, rdest, d, b, *targets, *scratch, work=n * k if k > 1 else 0)
             else:
                 scan(
                     s.rz.astype(real, copy=False),
                     cz,
                     s.lo,
                     s.hi,
-                    rperm,
+                    rdest,
                     d,
                     el,
                     er,
                     b,
                     s.ties,
                     s.runs,
-                    *outs,
+                    *targets,
                     *scratch,
                     work=(m + n) * k,
                 )
+            _to_rows(s.rroute, targets, outs)
         return tuple(o if want else None for o, want in zip(outs, wants))
 
     def gradient_reductions(self, plan, side, rate, v, gc):
@@ -263,33 +282,56 @@ class NumbaBackend:
             ((k, m * runs), dtype),  # side y's runs of equal columns
             ((n if sx.cperm is not None else 0, k), v.dtype),  # v in sorted column order
             ((m if sx.rperm is not None else 0, k), gc.dtype),  # gc in sorted row order
+            # side x's result staged for its route, unless it fits in wtg (written later)
+            ((m if sx.rroute is not None and m > n * k else 0,), dtype),
         ]
         dx = np.empty(m, dtype)
         dy = np.empty(n, dtype)
         wtg = np.empty((n, k), dtype)
         parts = np.empty(min(256, m), dtype)
-        with plan.scratch(layout) as (fwd, bwd, f1, b1, run, vs, gs):
+        with plan.scratch(layout) as (fwd, bwd, f1, b1, run, vs, gs, x_stage):
             f, b = fwd[: k * n].reshape(k, n), bwd[: k * n].reshape(k, n)
             fy, by = fwd[: k * m].reshape(k, m), bwd[: k * m].reshape(k, m)
+            # the routes' staging in scratch that is written later or no longer read
             if sx.cperm is not None:
-                gather(_real_view(v), sx.cperm, _real_view(vs), work=n * k)
+                _to_sorted(v, sx.cperm, sx.croute, vs, _carve(fwd, (n, k), v.dtype))
                 v = vs
             if sx.rperm is not None:
-                gather(_real_view(gc), sx.rperm, _real_view(gs), work=m * k)
+                _to_sorted(gc, sx.rperm, sx.rroute, gs, _carve(fwd, (m, k), gc.dtype))
                 gc = gs
             rx, cx = sx.rz.astype(real, copy=False), sx.cz.astype(real, copy=False)
-            rpx = _NO_PERM if sx.rperm is None else sx.rperm
-            rpy = _NO_PERM if sy.rperm is None else sy.rperm
+            x_stage = x_stage if x_stage.shape[0] else wtg.reshape(-1)
+            rdx, (dx_at,) = _row_targets(sx.rperm, sx.rroute, [dx.reshape(m, 1)], x_stage)
+            outs_y = [wtg, dy.reshape(n, 1)]
+            # side y's: in side x's moment scans, no longer read then
+            rdy, (wtg_at,) = _row_targets(sy.rperm, sy.rroute, outs_y[:1], f1.reshape(-1))
+            rdy, (dy_at,) = _row_targets(sy.rperm, sy.rroute, outs_y[1:], b1.reshape(-1))
             work = (m + n) * k
             column_scans(cx, dx_, v, f, b, f1, b1, f1[:, :0], True, False, work=work)
             rows_signed_moment_dot(
-                rx, cx, sx.lo, sx.hi, rpx, elx, erx, gc, f, b, f1, b1, dx, parts, zero, work=work
+                rx,
+                cx,
+                sx.lo,
+                sx.hi,
+                rdx,
+                elx,
+                erx,
+                gc,
+                f,
+                b,
+                f1,
+                b1,
+                dx_at.reshape(m),
+                parts,
+                zero,
+                work=work,
             )
+            _to_rows(sx.rroute, [dx_at], [dx.reshape(m, 1)])
             column_scans(rx, dy_, gc, fy, by, fy[:, :0], by[:, :0], run, False, runs, work=work)
             rows_sum_signed_dot(
                 sy.lo,
                 sy.hi,
-                rpy,
+                rdy,
                 ely,
                 ery,
                 gc,
@@ -299,11 +341,12 @@ class NumbaBackend:
                 fy,
                 by,
                 run,
-                wtg,
-                dy,
+                wtg_at,
+                dy_at.reshape(n),
                 zero,
                 work=work,
             )
+            _to_rows(sy.rroute, [wtg_at, dy_at], outs_y)
         return dx, parts.sum(), dy, wtg
 
     # the Gram's filter (see GramBackend and _numba_filter)
@@ -337,10 +380,13 @@ def _touched(shape, dtype) -> np.ndarray:
     return a
 
 
-def _scan_layout(s: _Side, k: int, dtype, operand_dtype, want_sum: bool, want_moment: bool):
-    """The scratch arrays of one ``apply`` on side ``s`` (see ``scan`` and ``scan_square``): the
-    scans' states in ``dtype``, then the operand in sorted column order."""
-    n = s.cz.shape[0]
+def _scan_layout(s: _Side, k: int, dtype, operand_dtype, wants):
+    """The scratch arrays of one ``apply`` on side ``s`` (see ``scan`` and ``scan_square``) that
+    wants the reductions ``wants`` (sum, signed, moment): the scans' states in ``dtype``, the
+    operand in sorted column order, the results' staging for their route (none when they fit
+    in the operand's)."""
+    m, n = s.rz.shape[0], s.cz.shape[0]
+    want_sum, _, want_moment = wants
     if s.square:
         shapes = [(k, n), (k, n * want_moment)]
     else:
@@ -352,7 +398,64 @@ def _scan_layout(s: _Side, k: int, dtype, operand_dtype, want_sum: bool, want_mo
             (k, n * (want_sum and s.ties and s.runs)),
         ]
     staged = s.cperm is not None
-    return [(shape, dtype) for shape in shapes] + [((n if staged else 0, k), operand_dtype)]
+    results = m * k * sum(wants) * (s.rroute is not None)
+    if _results_staged_in_operand(s, k, dtype, operand_dtype, wants):
+        results = 0
+    return [(shape, dtype) for shape in shapes] + [
+        ((n if staged else 0, k), operand_dtype),
+        ((results,), dtype),
+    ]
+
+
+def _results_staged_in_operand(s: _Side, k: int, dtype, operand_dtype, wants) -> bool:
+    """Whether an ``apply``'s routed results can be staged in the sorted operand's scratch: the
+    row pass does not read the operand (it does only for the ties of a sum) and it is large
+    enough."""
+    m, n = s.rz.shape[0], s.cz.shape[0]
+    if s.rroute is None or s.cperm is None or s.square or (wants[0] and s.ties):
+        return False
+    return m * sum(wants) * np.dtype(dtype).itemsize <= n * np.dtype(operand_dtype).itemsize
+
+
+def _carve(buf: np.ndarray, shape, dtype) -> np.ndarray:
+    """An array of ``shape`` and ``dtype`` over the first bytes of the C-contiguous ``buf``."""
+    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    return buf.reshape(-1).view(np.uint8)[:size].view(dtype).reshape(shape)
+
+
+def _to_sorted(a, perm, route, out, stage) -> None:
+    """``out = a[perm]`` (rows), through ``route`` when there is one (``stage`` its staging, shaped
+    like ``out``). Complex values move as pairs of reals: several times faster."""
+    a, out = _real_view(a), _real_view(out)
+    if route is None:
+        gather(a, perm, out, work=out.shape[0] * out.shape[1])
+    else:
+        route.gather(a, out, _real_view(stage))
+
+
+def _row_targets(perm, route, outs, stage):
+    """Where a row pass writes the results ``outs`` (2-D, empty when not wanted): ``(rdest,
+    targets)`` for the kernels. Without a route, sorted row ``r`` goes to row ``perm[r]`` of its
+    output; with one, to its slot of an array carved from the flat ``stage`` (one per result, in
+    turn), and :func:`_to_rows` then moves them into the outputs."""
+    if route is None:
+        return (_NO_PERM if perm is None else perm), outs
+    targets, start = [], 0
+    for o in outs:
+        if o.shape[0]:
+            targets.append(stage[start : start + o.size].reshape(o.shape))
+            start += o.size
+        else:
+            targets.append(o)
+    return route.slot, targets
+
+
+def _to_rows(route, targets, outs) -> None:
+    """Move what a row pass wrote to ``targets`` (see :func:`_row_targets`) into ``outs``."""
+    if route is not None:
+        for t, o in zip(targets, outs):
+            if o.shape[0]:
+                route.scatter(_real_view(t), _real_view(o))
 
 
 def _real_view(a: np.ndarray) -> np.ndarray:

@@ -45,7 +45,7 @@ from numba import njit, prange
 
 from ._base import DeferredFactor
 from ._numba_exp import exponentials
-from ._numba_scan import gather
+from ._numba_route import gather
 from ._numba_threads import kernel
 
 __all__ = [

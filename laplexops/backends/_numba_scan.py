@@ -26,7 +26,10 @@ when no columns repeat). Three reductions come out of these scans:
 Phase 1 runs the forward and the backward scans of every right-hand side as independent tasks (two
 cores busy even for one vector); phase 2 combines them row by row, in parallel over rows. The column
 scans walk memory in order and have no data-dependent branches. O((m + n) k) work, O(n k) scratch.
-Each kernel also has a serial build, which calls below ``PARALLEL_MIN_WORK`` take (see
+The row passes write sorted row ``r``'s results to output row ``rdest[r]``: the original row (the
+rows' sorting permutation; none when the rows came sorted), or its slot in a route's staging order
+(``_numba_route``), which the caller then copies into original order. Each kernel also has a
+serial build, which calls below ``PARALLEL_MIN_WORK`` take (see
 ``_numba_threads``): their caller passes ``work=``, the elements the call touches.
 
 When rows and columns are one set of distinct anchors (a square Gram operator, x = y), ``lo[r] =
@@ -45,7 +48,6 @@ from ._numba_threads import kernel
 __all__ = [
     "column_scans",
     "decays",
-    "gather",
     "rows_signed_moment_dot",
     "rows_sum_signed_dot",
     "scan",
@@ -79,15 +81,6 @@ def decays(rs, cs, lo, hi, rate, out):
     else:
         exponentials(out, False, NO_GAPS, 0.0, work=out.shape[0])
     return d, el, er
-
-
-@kernel
-def gather(b, perm, out):  # pragma: no cover - compiled
-    """``out[c] = b[perm[c]]`` row by row: unsorted operands into sorted order."""
-    for c in prange(perm.shape[0]):
-        src = perm[c]
-        for j in range(b.shape[1]):
-            out[c, j] = b[src, j]
 
 
 @njit(cache=True)
@@ -187,9 +180,9 @@ def _runs(cs, b, j, t):  # pragma: no cover - compiled
 
 
 @njit(cache=True, inline="always")
-def _row(rperm, r):  # pragma: no cover - compiled
-    """The original row of sorted row ``r`` (``rperm`` empty: the rows came sorted)."""
-    return np.intp(r) if rperm.shape[0] == 0 else np.intp(rperm[r])
+def _row(rdest, r):  # pragma: no cover - compiled
+    """Where sorted row ``r``'s results go: ``rdest[r]`` (empty ``rdest``: to row ``r``)."""
+    return np.intp(r) if rdest.shape[0] == 0 else np.intp(rdest[r])
 
 
 @njit(cache=True, inline="always")
@@ -237,12 +230,12 @@ def column_scans(cs, d, b, fwd, bwd, fwd1, bwd1, run, want_moment, want_runs):  
 
 @kernel
 def rows_signed_moment_dot(
-    rs, cs, lo, hi, rperm, el, er, w, fwd, bwd, fwd1, bwd1, out_dot, parts, zero
+    rs, cs, lo, hi, rdest, el, er, w, fwd, bwd, fwd1, bwd1, out_dot, parts, zero
 ):  # pragma: no cover
     """The gradient's pass onto the rows, contracted with a row operand ``w`` (shape (m, k), in
     sorted row order), from :func:`column_scans` with moments:
 
-        out_dot[i] = sum_j w_ij signed_ij          (in original row order)
+        out_dot[i] = sum_j w_ij signed_ij          (row i = rdest[r])
         parts[p]   = sum over the rows of block p of sum_j w_ij moment_ij
 
     ``parts`` has one entry per fixed block of rows (the same blocks for any thread count, so
@@ -264,18 +257,18 @@ def rows_signed_moment_dot(
                 left, right = _left_right(el, er, f, bw, r, a, e, zero)
                 dot += wr * (left - right)
                 acc += wr * _moment(rs, cs, el, er, f, bw, fwd1[j], bwd1[j], r, a, e, zero)
-            out_dot[_row(rperm, r)] = dot
+            out_dot[_row(rdest, r)] = dot
         parts[p] = acc
 
 
 @kernel
 def rows_sum_signed_dot(
-    lo, hi, rperm, el, er, b, w, ties, runs, fwd, bwd, run, out_sum, out_dot, zero
+    lo, hi, rdest, el, er, b, w, ties, runs, fwd, bwd, run, out_sum, out_dot, zero
 ):  # pragma: no cover
     """The adjoint's pass of the gradient onto the rows, from :func:`column_scans` of ``b``
     (without moments): ``out_sum`` as :func:`scan` writes it, and the signed reduction
     contracted with a row operand ``w`` (shape (m, k), in sorted row order), ``out_dot[i] =
-    sum_j w_ij signed_ij``, both in original row order. ``zero``: 0 in the result's dtype. O(m k).
+    sum_j w_ij signed_ij``, both to rows ``rdest``. ``zero``: 0 in the result's dtype. O(m k).
     """
     m = lo.shape[0]
     k = w.shape[1]
@@ -285,7 +278,7 @@ def rows_sum_signed_dot(
         for r in prange(m):
             a = lo[r]
             e = hi[r]
-            i = _row(rperm, r)
+            i = _row(rdest, r)
             left, right = _left_right(el, er, f, bw, r, a, e, zero)
             total = left + right
             if ties and a < e:
@@ -296,7 +289,7 @@ def rows_sum_signed_dot(
     for r in prange(m):
         a = lo[r]
         e = hi[r]
-        i = _row(rperm, r)
+        i = _row(rdest, r)
         dot = zero
         for j in range(k):
             left, right = _left_right(el, er, fwd[j], bwd[j], r, a, e, zero)
@@ -314,7 +307,7 @@ def scan(
     cs,
     lo,
     hi,
-    rperm,
+    rdest,
     d,
     el,
     er,
@@ -332,12 +325,12 @@ def scan(
 ):  # pragma: no cover
     """Apply one side of a plan to the columns of ``b`` (shape (n, k), in sorted column order).
 
-    Writes, in original row order, whichever of ``out_sum``, ``out_signed``, ``out_moment`` (each
-    (m, k), or (0, 0) when not wanted) is requested. ``rperm`` maps sorted row position to original
-    row (empty: already sorted). ``ties``: some row ties with a column; ``runs``: some
-    columns tie with each other (else a row's ties are the one column at ``lo``). Scratch, shape
-    (k, n): ``fwd``, ``bwd``, and ``fwd1``, ``bwd1`` for moments, ``run`` for repeated columns
-    (each may be (k, 0) when its reduction is not wanted). O((m + n) k).
+    Writes whichever of ``out_sum``, ``out_signed``, ``out_moment`` (each (m, k), or (0, 0) when
+    not wanted) is requested, sorted row ``r`` to row ``rdest[r]`` (empty: to row ``r``).
+    ``ties``: some row ties with a column; ``runs``: some columns tie with each other (else a
+    row's ties are the one column at ``lo``). Scratch, shape (k, n): ``fwd``, ``bwd``, and
+    ``fwd1``, ``bwd1`` for moments, ``run`` for repeated columns (each may be (k, 0) when its
+    reduction is not wanted). O((m + n) k).
     """
     m = rs.shape[0]
     n = cs.shape[0]
@@ -365,12 +358,12 @@ def scan(
             total = left + right
             if want_ties and a < e:
                 total += rn[a] if want_runs else bb[a]
-            o[_row(rperm, r)] = total
+            o[_row(rdest, r)] = total
         return
     for r in prange(m):
         a = lo[r]
         e = hi[r]
-        i = _row(rperm, r)
+        i = _row(rdest, r)
         for j in range(k):
             left, right = _left_right(el, er, fwd[j], bwd[j], r, a, e, zero)
             if want_sum:
@@ -387,7 +380,7 @@ def scan(
     for r in prange(m):
         a = lo[r]
         e = hi[r]
-        i = _row(rperm, r)
+        i = _row(rdest, r)
         for j in range(k):
             out_moment[i, j] = _moment(
                 rs, cs, el, er, fwd[j], bwd[j], fwd1[j], bwd1[j], r, a, e, zero
@@ -395,7 +388,7 @@ def scan(
 
 
 @kernel
-def scan_square(cs, rperm, d, b, out_sum, out_signed, out_moment, fwd, fwd1):  # pragma: no cover
+def scan_square(cs, rdest, d, b, out_sum, out_signed, out_moment, fwd, fwd1):  # pragma: no cover
     """``scan`` for rows equal to the columns (distinct anchors): one forward scan into ``fwd``
     (``fwd1``), then the backward scan writes the outputs directly. O(n k), parallel over
     columns."""
@@ -418,7 +411,7 @@ def scan_square(cs, rperm, d, b, out_sum, out_signed, out_moment, fwd, fwd1):  #
         while c >= 0:  # the last row, and rows left over below the pairs
             right = d[c + 1] * acc if c < n - 1 else zero
             left = d[c] * f[c - 1] if c > 0 else zero
-            i = np.intp(c) if rperm.shape[0] == 0 else np.intp(rperm[c])
+            i = np.intp(c) if rdest.shape[0] == 0 else np.intp(rdest[c])
             if want_sum:
                 out_sum[i, j] = left + b[c, j] + right
             if want_signed:
@@ -431,7 +424,7 @@ def scan_square(cs, rperm, d, b, out_sum, out_signed, out_moment, fwd, fwd1):  #
                     e2 = d[c]
                     right = e1 * acc
                     left = e2 * f[c - 1]
-                    i = np.intp(c) if rperm.shape[0] == 0 else np.intp(rperm[c])
+                    i = np.intp(c) if rdest.shape[0] == 0 else np.intp(rdest[c])
                     if want_sum:
                         out_sum[i, j] = left + b[c, j] + right
                     if want_signed:
@@ -440,7 +433,7 @@ def scan_square(cs, rperm, d, b, out_sum, out_signed, out_moment, fwd, fwd1):  #
                     q = (e2 * e1) * acc
                     right = q + e2b
                     left = d[c - 1] * f[c - 2]
-                    i = np.intp(c - 1) if rperm.shape[0] == 0 else np.intp(rperm[c - 1])
+                    i = np.intp(c - 1) if rdest.shape[0] == 0 else np.intp(rdest[c - 1])
                     if want_sum:
                         out_sum[i, j] = left + b[c - 1, j] + right
                     if want_signed:
@@ -448,11 +441,11 @@ def scan_square(cs, rperm, d, b, out_sum, out_signed, out_moment, fwd, fwd1):  #
                     acc = q + (e2b + b[c - 1, j])
                     c -= 2
         if want_moment:
-            _square_moments(cs, rperm, d, b, j, f, f1, out_moment)
+            _square_moments(cs, rdest, d, b, j, f, f1, out_moment)
 
 
 @njit(cache=True)
-def _square_moments(cs, rperm, d, b, j, f, f1, out_moment):  # pragma: no cover - compiled
+def _square_moments(cs, rdest, d, b, j, f, f1, out_moment):  # pragma: no cover - compiled
     """The first moments of column ``j`` of :func:`scan_square`, in a backward pass of their own
     (the scan ``B`` again, with its moment), from the forward scan ``f`` and its moment ``f1``:
     their code in the sums' pass, even untaken, made that pass a fifth slower."""
@@ -467,7 +460,7 @@ def _square_moments(cs, rperm, d, b, j, f, f1, out_moment):  # pragma: no cover 
             right = d[c + 1] * acc
             right1 = d[c + 1] * (acc1 + (cs[c + 1] - cs[c]) * acc)
         left1 = d[c] * (f1[c - 1] + (cs[c] - cs[c - 1]) * f[c - 1]) if c > 0 else zero
-        i = np.intp(c) if rperm.shape[0] == 0 else np.intp(rperm[c])
+        i = np.intp(c) if rdest.shape[0] == 0 else np.intp(rdest[c])
         out_moment[i, j] = left1 + right1
         acc = right + b[c, j]
         acc1 = right1

@@ -103,7 +103,7 @@ def _exclusive_cumsum(counts):
 
 @njit(cache=True, nogil=True)
 def _radix_argsort_into(bits, sign, out, work, values):
-    """Write into int64 ``out`` the stable argsort of the floats whose bit
+    """Write into int32 ``out`` the stable argsort of the floats whose bit
     patterns are ``bits``, using the buffers ``work`` from :func:`_workspace`,
     and into ``values`` (same dtype as ``bits``; empty: not wanted) the bit
     patterns in sorted order, written by the last pass (no gather after it).
@@ -189,7 +189,7 @@ def _workspace(bits):
         np.empty(n, np.int32),
         np.zeros((npasses, _RADIX), np.int64),
     )
-    return np.empty(n, np.int64), work
+    return np.empty(n, np.int32), work  # the radix sort takes n < 2^31
 
 
 def _values_out(keys, with_values):
@@ -207,7 +207,8 @@ def argsort(keys, numpy_below=None, with_values=False):
     """Return the stable ascending argsort of a 1-D float32/float64 array.
 
     Equal to ``np.argsort(keys, kind="stable")`` for finite input, with
-    ``-0.0 == +0.0``.  Returns an int64 permutation, or with ``with_values``
+    ``-0.0 == +0.0``.  Returns a permutation (int32 from the radix sort, int64
+    from NumPy's), or with ``with_values``
     the pair ``(perm, keys[perm])`` (the values written by the sort's last
     pass, ``-0.0`` as ``+0.0``).  O(n) time (a fixed number of radix passes),
     O(n) extra memory; NumPy's sort for inputs shorter than ``numpy_below``

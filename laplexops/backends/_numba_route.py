@@ -21,9 +21,9 @@ per element (int32 slots, uint16 offsets); building it is O(m), less than one di
 from __future__ import annotations
 
 import numpy as np
-from numba import get_num_threads, njit, prange
+from numba import njit, prange
 
-from ._numba_threads import kernel, use_threads
+from ._numba_threads import kernel
 
 __all__ = ["ROUTE_MIN", "Route", "gather", "gather_blocks", "scatter_blocks"]
 
@@ -46,11 +46,9 @@ class Route:
         blocks = ((m - 1) >> self.shift) + 1 if m else 0
         self.slot = np.empty(m, np.int32 if m < 2**31 else np.int64)
         self.offset = np.empty(m, np.uint16)
-        self.starts = np.empty(blocks + 1, np.int64)
+        self.starts = np.minimum(np.arange(blocks + 1, dtype=np.int64) << self.shift, m)
         self.sink = np.empty(blocks)  # see gather_blocks
-        chunks = get_num_threads() if use_threads(m) else 1
-        heads = np.empty((chunks, blocks), np.int64)
-        _build(perm, self.shift, self.slot, self.offset, self.starts, heads, work=m)
+        _build(perm, self.shift, self.slot, self.offset, self.starts, work=m)
 
     def gather(self, a: np.ndarray, out: np.ndarray, stage: np.ndarray) -> None:
         """``out[r] = a[perm[r]]`` for the rows of 2-D ``a``, through ``stage`` (``out``'s shape
@@ -69,34 +67,33 @@ class Route:
 
 
 @kernel
-def _build(perm, shift, slot, offset, starts, heads):  # pragma: no cover - compiled
-    """Fill a :class:`Route`'s arrays for ``perm``: a stable counting sort of the positions by
-    block, over ``heads.shape[0]`` chunks of positions (each chunk counts its blocks, then
-    places its positions from its own heads). The slots do not depend on the chunks. O(m)."""
+def _build(perm, shift, slot, offset, starts):  # pragma: no cover - compiled
+    """Fill a :class:`Route`'s ``slot`` and ``offset`` for ``perm``: a stable counting sort of
+    the positions by block, whose counts are known (a permutation fills every block). The first
+    half of the positions takes each block's slots from its start, the second half from its end
+    walking backwards, so the two halves run at once and meet exactly. O(m)."""
     m = perm.shape[0]
-    chunks, blocks = heads.shape
-    size = (m + chunks - 1) // chunks
-    for c in prange(chunks):
-        heads[c, :] = 0
-        for r in range(c * size, min(m, (c + 1) * size)):
-            heads[c, perm[r] >> shift] += 1
-    t = 0
-    for b in range(blocks):
-        starts[b] = t
-        for c in range(chunks):
-            count = heads[c, b]
-            heads[c, b] = t
-            t += count
-    starts[blocks] = t
+    half = m // 2
     mask = (1 << shift) - 1
-    for c in prange(chunks):
-        for r in range(c * size, min(m, (c + 1) * size)):
-            p = perm[r]
-            b = p >> shift
-            t = heads[c, b]
-            heads[c, b] = t + 1
-            slot[r] = t
-            offset[t] = p & mask
+    for part in prange(2):
+        if part == 0:
+            heads = starts[:-1].copy()  # the next free slot of each block, from the front
+            for r in range(half):
+                p = perm[r]
+                b = p >> shift
+                t = heads[b]
+                heads[b] = t + 1
+                slot[r] = t
+                offset[t] = p & mask
+        else:
+            heads = starts[1:].copy()  # one past the last free slot, from the back
+            for r in range(m - 1, half - 1, -1):
+                p = perm[r]
+                b = p >> shift
+                t = heads[b] - 1
+                heads[b] = t
+                slot[r] = t
+                offset[t] = p & mask
 
 
 @njit(cache=True)

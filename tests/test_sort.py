@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from laplexops.backends import _numba_sort
 from laplexops.backends._numba_sort import argsort, argsort_two, is_sorted
 
 SIZES = [0, 1, 2, 100, 3000, 5000, 200_000]
@@ -120,3 +121,34 @@ def test_sorted_values_come_with_the_permutation(force_radix, n, dtype, rng):
         _check_values(keys, pa, va)
         _check(other, pb)
         _check_values(other, pb, vb)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_numpy_and_radix_ways_agree_bitwise(dtype, rng, monkeypatch):
+    """Large inputs go to NumPy's default sort made stable where it is faster here, else to the
+    radix sort: both give the stable permutation and the same sorted values, -0.0 as +0.0."""
+    n = _numba_sort.MEASURED_FROM + int(rng.integers(1, 5000))
+    pool = rng.standard_normal(int(rng.integers(2, 3000)))
+    a = rng.choice(pool, n).astype(dtype)  # long runs of ties
+    a[rng.integers(0, n, 100)] = -0.0
+    a[rng.integers(0, n, 100)] = 0.0
+    b = rng.standard_normal(n + 17).astype(dtype)
+    results = []
+    for numpy_faster in (True, False):
+        monkeypatch.setitem(_numba_sort.NUMPY_FASTER, np.dtype(dtype), numpy_faster)
+        results.append((argsort_two(a, b, with_values=True), argsort(a, with_values=True)))
+    ((pa, va), (pb, vb)), (p1, v1) = results[0]
+    ((ra, wa), (rb, wb)), (r1, w1) = results[1]
+    for perm, values, keys in ((pa, va, a), (pb, vb, b), (p1, v1, a)):
+        _check(keys, perm)
+        np.testing.assert_array_equal(values, keys[perm])
+        assert not np.signbit(values[values == 0]).any()
+    for ours, theirs in ((pa, ra), (pb, rb), (p1, r1), (va, wa), (vb, wb), (v1, w1)):
+        assert ours.dtype == theirs.dtype and ours.tobytes() == theirs.tobytes()
+
+
+def test_the_faster_sort_is_measured_once(monkeypatch):
+    monkeypatch.setattr(_numba_sort, "NUMPY_FASTER", {})
+    first = _numba_sort.numpy_sorts_faster(np.float64)
+    assert isinstance(first, bool) and _numba_sort.NUMPY_FASTER == {np.dtype(np.float64): first}
+    assert _numba_sort.numpy_sorts_faster("float64") is first

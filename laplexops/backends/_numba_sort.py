@@ -14,17 +14,35 @@ to ``np.argsort(keys, kind="stable")``.
 Inputs must be finite; NaN is not handled.  Below ``NUMPY_BELOW`` elements (by
 dtype) the module defers to NumPy's stable sort, which is faster there, and
 likewise from ``2**31`` elements on, where the int32 payload would overflow.
+
+Where NumPy's default sort (SIMD sorting networks on AVX-512 and AVX2 machines)
+beats the radix sort, large inputs go to it instead: whether it does is
+measured once per process and dtype (:func:`numpy_sorts_faster`), not read
+from the CPU's name.  Its permutation is then made stable (each run of equal
+values' indices in ascending order, ``-0.0`` as ``+0.0``), so that both ways
+give the same permutation and the same sorted values, bit for bit.
 """
 
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
 import numpy as np
 from numba import njit, prange
 
 from ._numba_threads import kernel
 
-__all__ = ["argsort", "argsort_two", "is_sorted", "repair"]
+__all__ = ["argsort", "argsort_two", "is_sorted", "numpy_sorts_faster", "repair"]
 
 #: sizes below which NumPy's stable sort beats the radix sort, by dtype (measured crossovers)
 NUMPY_BELOW = {np.dtype(np.float32): 2048, np.dtype(np.float64): 4096}
+#: the size from which NumPy's default sort may take over (see numpy_sorts_faster)
+MEASURED_FROM = 1 << 17
+#: per dtype: whether NumPy's default sort is the faster one here (filled on first use)
+NUMPY_FASTER: dict = {}
+_CALIBRATION = threading.Lock()
+_WORKER = ThreadPoolExecutor(1, thread_name_prefix="laplexops-sort")
 _DIGIT_BITS = 8
 _RADIX = 1 << _DIGIT_BITS
 _MASK = np.uint64(_RADIX - 1)
@@ -218,6 +236,8 @@ def argsort(keys, numpy_below=None, with_values=False):
     if _use_numpy(keys, numpy_below):
         perm = np.argsort(keys, kind="stable").astype(np.int64, copy=False)
         return _sorted_values(perm, keys[perm] if with_values else None, with_values)
+    if _default_sort_wins(keys):
+        return _sorted_values(*_numpy_stable_argsort(keys), with_values)
     bits, sign = _radix_args(keys)
     out, work = _workspace(bits)
     values, value_bits = _values_out(keys, with_values)
@@ -238,6 +258,16 @@ def argsort_two(a, b, numpy_below=None, with_values=False):
     a, b = _as_float_vector(a), _as_float_vector(b)
     if _use_numpy(a, numpy_below) or _use_numpy(b, numpy_below):
         return argsort(a, numpy_below, with_values), argsort(b, numpy_below, with_values)
+    if _default_sort_wins(a) and _default_sort_wins(b):
+        if numba.get_num_threads() == 1:
+            return argsort(a, numpy_below, with_values), argsort(b, numpy_below, with_values)
+        # one sort on the worker thread, one here: NumPy's sort and _stabilise release the GIL
+        later = _WORKER.submit(_numpy_stable_argsort, b)
+        first = _numpy_stable_argsort(a)
+        return (
+            _sorted_values(*first, with_values),
+            _sorted_values(*later.result(), with_values),
+        )
     bits_a, sign_a = _radix_args(a)
     bits_b, sign_b = _radix_args(b)
     out_a, work_a = _workspace(bits_a)
@@ -261,6 +291,71 @@ def argsort_two(a, b, numpy_below=None, with_values=False):
         _sorted_values(out_a, values_a, with_values),
         _sorted_values(out_b, values_b, with_values),
     )
+
+
+@njit(cache=True, nogil=True)
+def _stabilise(keys, perm, out, values):  # pragma: no cover - compiled
+    """From an unstable argsort ``perm`` of ``keys``: ``values = keys[perm]`` (``-0.0`` as
+    ``+0.0``) and ``out`` the stable argsort (each run of equal values' indices ascending). O(n)
+    apart from sorting the runs."""
+    n = perm.shape[0]
+    for i in range(n):
+        values[i] = keys[perm[i]] + 0  # -0.0 + 0 is +0.0
+        out[i] = perm[i]
+    start = 0
+    for i in range(1, n + 1):
+        if i == n or values[i] != values[start]:
+            if i - start > 1:
+                out[start:i] = np.sort(out[start:i])
+            start = i
+
+
+def _numpy_stable_argsort(keys):
+    """``(perm, keys[perm])`` for a stable ``perm`` (int32), by NumPy's default sort and
+    :func:`_stabilise`."""
+    perm = np.argsort(keys)
+    out = np.empty(keys.size, np.int32)
+    values = np.empty_like(keys)
+    _stabilise(keys, perm, out, values)
+    return out, values
+
+
+def _default_sort_wins(keys) -> bool:
+    """Whether ``keys`` go to NumPy's default sort: long enough (``MEASURED_FROM``) and of a dtype
+    for which :func:`numpy_sorts_faster`."""
+    return keys.size >= MEASURED_FROM and numpy_sorts_faster(keys.dtype)
+
+
+def numpy_sorts_faster(dtype) -> bool:
+    """Whether NumPy's default sort, made stable, beats the radix sort on this machine for
+    ``dtype``: both timed once per process (best of three on ``MEASURED_FROM`` random values,
+    about 0.1 s), the answer kept in ``NUMPY_FASTER``."""
+    dtype = np.dtype(dtype)
+    with _CALIBRATION:
+        if dtype not in NUMPY_FASTER:
+            keys = np.random.default_rng(0).standard_normal(MEASURED_FROM).astype(dtype)
+            bits, sign = _radix_args(keys)
+
+            def radix():
+                out, work = _workspace(bits)
+                values, value_bits = _values_out(keys, True)
+                _radix_argsort_into(bits, sign, out, work, value_bits)
+
+            NUMPY_FASTER[dtype] = _best_time(lambda: _numpy_stable_argsort(keys)) < _best_time(
+                radix
+            )
+    return NUMPY_FASTER[dtype]
+
+
+def _best_time(run) -> float:
+    """The shortest of three timed calls of ``run`` after one untimed."""
+    run()
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return min(times)
 
 
 @njit(cache=True, nogil=True)

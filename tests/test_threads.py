@@ -12,7 +12,7 @@ import pytest
 
 import laplexops as lx
 import laplexops.backends._numba  # builds every kernel (the backend's modules load lazily)
-from laplexops.backends import _numba, _numba_threads
+from laplexops.backends import _numba, _numba_sort, _numba_threads
 from laplexops.backends._numba_sort import argsort_two
 from laplexops.backends._numba_threads import KERNELS
 
@@ -126,6 +126,7 @@ def test_small_sorts_of_both_sides_run_serially(rng, monkeypatch):
 @multithreaded
 def test_large_problems_use_the_threads(rng, monkeypatch):
     calls = count_parallel(monkeypatch)
+    monkeypatch.setitem(_numba_sort.NUMPY_FASTER, np.dtype(np.float64), False)  # the radix sort
     n = _numba_threads.PARALLEL_MIN_WORK
     op = lx.LaplexOperator(rng.uniform(0.0, n, n), rng.uniform(0.0, n, n), 1.0)
     op @ rng.standard_normal(n)

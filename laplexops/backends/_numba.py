@@ -31,8 +31,9 @@ class _Side:
     """One orientation of a plan: sorted rows against sorted columns, their merge counts, and the
     routes of their permutations (``None`` where the moves go direct)."""
 
-    __slots__ = ("rz", "cz", "rperm", "cperm", "rroute", "croute", "lo", "hi", "ties", "runs")
-    __slots__ += ("square",)
+    __slots__ = (
+        "rz", "cz", "rperm", "cperm", "rroute", "croute", "lo", "hi", "ties", "runs", "square"
+    )  # fmt: skip
 
     def __init__(self, rz, cz, rperm, cperm, rroute, croute):
         self.rz, self.cz, self.rperm, self.cperm = rz, cz, rperm, cperm

@@ -9,8 +9,9 @@ splits the move in two passes over a *staging* array, each with local memory acc
   core's cache); staging slot order groups the elements by their block, in sorted order within a
   block: ``slot[r]`` is the slot of sorted position ``r``, ``offset[t]`` the original index of slot
   ``t`` less its block's start, ``starts[b]`` block ``b``'s first slot;
-- a scatter writes ``stage[slot[r]]`` (as many sequential write streams as there are blocks, a few
-  dozen), then :func:`scatter_blocks` copies each block's slots into its region of ``out``;
+- a scatter writes ``stage[slot[r]]`` (as many sequential write streams as there are blocks: 16 at
+  a million elements, more from 2^20 on, where the blocks stop growing), then
+  :func:`scatter_blocks` copies each block's slots into its region of ``out``;
 - a gather is the reverse: :func:`gather_blocks` reads each region into its slots, then
   :func:`gather` reads ``stage[slot[r]]`` in sorted order.
 
@@ -47,7 +48,7 @@ class Route:
         self.slot = np.empty(m, np.int32 if m < 2**31 else np.int64)
         self.offset = np.empty(m, np.uint16)
         self.starts = np.minimum(np.arange(blocks + 1, dtype=np.int64) << self.shift, m)
-        self.sink = np.empty(blocks)  # see gather_blocks
+        self.sink = np.empty(blocks)  # see gather_blocks (concurrent calls may share it)
         _build(perm, self.shift, self.slot, self.offset, self.starts, work=m)
 
     def gather(self, a: np.ndarray, out: np.ndarray, stage: np.ndarray) -> None:

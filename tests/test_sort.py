@@ -152,3 +152,13 @@ def test_the_faster_sort_is_measured_once(monkeypatch):
     first = _numba_sort.numpy_sorts_faster(np.float64)
     assert isinstance(first, bool) and _numba_sort.NUMPY_FASTER == {np.dtype(np.float64): first}
     assert _numba_sort.numpy_sorts_faster("float64") is first
+
+
+def test_the_second_sorts_thread_hands_back_its_error():
+    def fail(_):
+        raise MemoryError("no room")
+
+    later = _numba_sort._Later(fail, None)
+    with pytest.raises(MemoryError, match="no room"):
+        later.result()
+    assert _numba_sort._Later(np.sort, np.array([2.0, 1.0])).result().tolist() == [1.0, 2.0]

@@ -25,7 +25,6 @@ give the same permutation and the same sorted values, bit for bit.
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -42,7 +41,6 @@ MEASURED_FROM = 1 << 17
 #: per dtype: whether NumPy's default sort is the faster one here (filled on first use)
 NUMPY_FASTER: dict = {}
 _CALIBRATION = threading.Lock()
-_WORKER = ThreadPoolExecutor(1, thread_name_prefix="laplexops-sort")
 _DIGIT_BITS = 8
 _RADIX = 1 << _DIGIT_BITS
 _MASK = np.uint64(_RADIX - 1)
@@ -261,8 +259,8 @@ def argsort_two(a, b, numpy_below=None, with_values=False):
     if _default_sort_wins(a) and _default_sort_wins(b):
         if numba.get_num_threads() == 1:
             return argsort(a, numpy_below, with_values), argsort(b, numpy_below, with_values)
-        # one sort on the worker thread, one here: NumPy's sort and _stabilise release the GIL
-        later = _WORKER.submit(_numpy_stable_argsort, b)
+        # one sort on a thread of its own, one here: NumPy's sort and _stabilise release the GIL
+        later = _Later(_numpy_stable_argsort, b)
         first = _numpy_stable_argsort(a)
         return (
             _sorted_values(*first, with_values),
@@ -308,6 +306,30 @@ def _stabilise(keys, perm, out, values):  # pragma: no cover - compiled
             if i - start > 1:
                 out[start:i] = np.sort(out[start:i])
             start = i
+
+
+class _Later:
+    """``func(arg)`` run on a new thread; :meth:`result` waits for it (and raises what it raised).
+    A thread per call, not a pool: nothing to go stale in a forked child, and starting one costs
+    far less than the sorts it runs."""
+
+    def __init__(self, func, arg):
+        self._out: list = []
+        self._thread = threading.Thread(target=self._run, args=(func, arg), daemon=True)
+        self._thread.start()
+
+    def _run(self, func, arg):
+        try:
+            self._out.append((True, func(arg)))
+        except BaseException as error:  # handed to the caller of result()
+            self._out.append((False, error))
+
+    def result(self):
+        self._thread.join()
+        ok, value = self._out[0]
+        if not ok:
+            raise value
+        return value
 
 
 def _numpy_stable_argsort(keys):

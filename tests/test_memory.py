@@ -30,8 +30,6 @@ def test_fresh_product_and_gradient_memory_is_linear(dtype, rate, rng):
     y = (rng.random(n) * n).astype(dtype)
     v = rng.standard_normal(n).astype(dtype)
     g = rng.standard_normal(m).astype(dtype)
-    k = 5000  # compile (radix sort included) outside the trace
-    lx.LaplexOperator(x[:k], y[:k], rate).gradient(v[:k], g[:k])
     itemsize = np.dtype(
         np.result_type(dtype, np.complex64 if isinstance(rate, complex) else dtype)
     ).itemsize
@@ -43,6 +41,9 @@ def test_fresh_product_and_gradient_memory_is_linear(dtype, rate, rng):
         op.rmatvec(g)
         op.gradient(v, g)
 
+    # once outside the trace: Numba compiles the kernels that only large calls use (the parallel
+    # builds, routes) on first use, and its compiler's Python objects would count in the peak
+    work()
     peak = _peak_bytes(work)
     assert peak < budget, f"peak {peak / 1e6:.1f} MB exceeds O(m + n) budget {budget / 1e6:.1f} MB"
 
@@ -52,7 +53,8 @@ def test_matmat_memory_is_linear_in_columns(rng):
     x = rng.random(n) * n
     V = rng.standard_normal((n, k))
     op = lx.LaplexOperator(x, rng.permutation(x))
-    op @ V[:, :1]  # plan and kernels outside the trace
+    lx.LaplexOperator(x, rng.permutation(x)) @ V  # the kernels compiled outside the trace
+    op @ V[:, :1]  # the plan outside the trace (its scratch for k columns inside)
     peak = _peak_bytes(lambda: op @ V)
     assert peak < 12 * n * k * 8, f"peak {peak / 1e6:.1f} MB for a ({n}, {k}) matmat"
 
@@ -65,7 +67,6 @@ def test_fresh_matvec_peak_per_point(dtype, per_point, rng):
     m, n = 300_000, 200_000
     x, y = (rng.random(m) * m).astype(dtype), (rng.random(n) * n).astype(dtype)
     v = rng.standard_normal(n).astype(dtype)
-    k = 5000
-    lx.LaplexOperator(x[:k], y[:k]) @ v[:k]  # compile outside the trace
+    lx.LaplexOperator(x, y) @ v  # every kernel this size uses compiled outside the trace
     peak = _peak_bytes(lambda: lx.LaplexOperator(x, y) @ v)
     assert peak <= per_point * (m + n), f"{peak / (m + n):.1f} bytes per point"

@@ -185,23 +185,12 @@ def _row(rdest, r):  # pragma: no cover - compiled
     return np.intp(r) if rdest.shape[0] == 0 else np.intp(rdest[r])
 
 
-@njit(cache=True, inline="always")
-def _left_right(el, er, f, bw, r, a, e, zero):  # pragma: no cover - compiled
-    """Sorted row ``r``'s sums over the columns strictly left and strictly right of it, from one
-    column's forward and backward scans ``f``, ``bw`` (``a``, ``e``: its ``lo``, ``hi``)."""
-    left = el[r] * f[a - 1] if a > 0 else zero
-    right = er[r] * bw[e] if e < bw.shape[0] else zero
-    return left, right
-
-
-@njit(cache=True, inline="always")
-def _moment(rs, cs, el, er, f, bw, f1, bw1, r, a, e, zero):  # pragma: no cover - compiled
-    """Sorted row ``r``'s first moment ``sum_c |r - c| W_rc b_c`` from one column's scans ``f``,
-    ``bw`` and their moments ``f1``, ``bw1`` (``a``, ``e``: its ``lo``, ``hi``)."""
-    m1 = el[r] * (f1[a - 1] + (rs[r] - cs[a - 1]) * f[a - 1]) if a > 0 else zero
-    if e < bw.shape[0]:
-        m1 += er[r] * (bw1[e] + (cs[e] - rs[r]) * bw[e])
-    return m1
+# A row's sums over the columns left and right of it, from column j's scans (a, e: its lo, hi):
+#     left  = el[r] fwd[j, a - 1]  (0 when a = 0),   right = er[r] bwd[j, e]  (0 when e = n),
+# and its first moment, the same from the scans and their moments fwd1, bwd1, are written out
+# in each row loop: an njit helper taking the arrays, inlined or not, cost the kernels' serial
+# builds a reference count taken and dropped per array and row (atomic operations, 4 to 20
+# times the time of the loop without them; the parallel builds' outlined loops had none).
 
 
 @njit(cache=True)
@@ -242,6 +231,7 @@ def rows_signed_moment_dot(
     the caller's sum of ``parts`` is repeatable to the bit). ``zero``: 0 in the result's dtype.
     O(m k)."""
     m = rs.shape[0]
+    n = bwd.shape[1]
     k = w.shape[1]
     blocks = parts.shape[0]
     size = (m + blocks - 1) // blocks
@@ -252,11 +242,16 @@ def rows_signed_moment_dot(
             e = hi[r]
             dot = zero
             for j in range(k):
-                f, bw = fwd[j], bwd[j]
                 wr = w[r, j]
-                left, right = _left_right(el, er, f, bw, r, a, e, zero)
+                left = el[r] * fwd[j, a - 1] if a > 0 else zero
+                right = er[r] * bwd[j, e] if e < n else zero
                 dot += wr * (left - right)
-                acc += wr * _moment(rs, cs, el, er, f, bw, fwd1[j], bwd1[j], r, a, e, zero)
+                m1 = zero
+                if a > 0:
+                    m1 = el[r] * (fwd1[j, a - 1] + (rs[r] - cs[a - 1]) * fwd[j, a - 1])
+                if e < n:
+                    m1 += er[r] * (bwd1[j, e] + (cs[e] - rs[r]) * bwd[j, e])
+                acc += wr * m1
             out_dot[_row(rdest, r)] = dot
         parts[p] = acc
 
@@ -271,15 +266,17 @@ def rows_sum_signed_dot(
     sum_j w_ij signed_ij``, both to rows ``rdest``. ``zero``: 0 in the result's dtype. O(m k).
     """
     m = lo.shape[0]
+    n = bwd.shape[1]
     k = w.shape[1]
     if k == 1:  # one column in one-dimensional views (see scan)
-        f, bw, bb, w1, o = fwd[0], bwd[0], b[:, 0], w[:, 0], out_sum[:, 0]
-        rn = run[0] if ties and runs else f
+        bb, w1, o = b[:, 0], w[:, 0], out_sum[:, 0]
+        rn = run[0] if ties and runs else fwd[0]
         for r in prange(m):
             a = lo[r]
             e = hi[r]
             i = _row(rdest, r)
-            left, right = _left_right(el, er, f, bw, r, a, e, zero)
+            left = el[r] * fwd[0, a - 1] if a > 0 else zero
+            right = er[r] * bwd[0, e] if e < n else zero
             total = left + right
             if ties and a < e:
                 total += rn[a] if runs else bb[a]
@@ -292,7 +289,8 @@ def rows_sum_signed_dot(
         i = _row(rdest, r)
         dot = zero
         for j in range(k):
-            left, right = _left_right(el, er, fwd[j], bwd[j], r, a, e, zero)
+            left = el[r] * fwd[j, a - 1] if a > 0 else zero
+            right = er[r] * bwd[j, e] if e < n else zero
             total = left + right
             if ties and a < e:
                 total += run[j, a] if runs else b[a, j]
@@ -349,12 +347,13 @@ def scan(
     if k == 1 and want_sum and not want_signed and not want_moment:
         # a product with one column, in one-dimensional views: the general loop below takes half
         # as long again for it
-        f, bw, bb, o = fwd[0], bwd[0], b[:, 0], out_sum[:, 0]
-        rn = run[0] if want_runs else f
+        bb, o = b[:, 0], out_sum[:, 0]
+        rn = run[0] if want_runs else fwd[0]
         for r in prange(m):
             a = lo[r]
             e = hi[r]
-            left, right = _left_right(el, er, f, bw, r, a, e, zero)
+            left = el[r] * fwd[0, a - 1] if a > 0 else zero
+            right = er[r] * bwd[0, e] if e < n else zero
             total = left + right
             if want_ties and a < e:
                 total += rn[a] if want_runs else bb[a]
@@ -365,7 +364,8 @@ def scan(
         e = hi[r]
         i = _row(rdest, r)
         for j in range(k):
-            left, right = _left_right(el, er, fwd[j], bwd[j], r, a, e, zero)
+            left = el[r] * fwd[j, a - 1] if a > 0 else zero
+            right = er[r] * bwd[j, e] if e < n else zero
             if want_sum:
                 total = left + right
                 if want_ties and a < e:
@@ -382,9 +382,12 @@ def scan(
         e = hi[r]
         i = _row(rdest, r)
         for j in range(k):
-            out_moment[i, j] = _moment(
-                rs, cs, el, er, fwd[j], bwd[j], fwd1[j], bwd1[j], r, a, e, zero
-            )
+            m1 = zero
+            if a > 0:
+                m1 = el[r] * (fwd1[j, a - 1] + (rs[r] - cs[a - 1]) * fwd[j, a - 1])
+            if e < n:
+                m1 += er[r] * (bwd1[j, e] + (cs[e] - rs[r]) * bwd[j, e])
+            out_moment[i, j] = m1
 
 
 @kernel

@@ -120,7 +120,7 @@ class NumbaPlan(SortedPlan):
 def _take(a: np.ndarray, perm: np.ndarray) -> np.ndarray:
     """``a[perm]`` for 1-D ``a``, gathered in parallel when large."""
     out = np.empty(perm.shape[0], a.dtype)
-    gather(a.reshape(-1, 1), perm, out.reshape(-1, 1), work=perm.shape[0])
+    gather(a, perm, out, work=perm.shape[0])
     return out
 
 
@@ -249,7 +249,6 @@ class NumbaBackend:
                     er,
                     b,
                     s.ties,
-                    s.runs,
                     *targets,
                     *scratch,
                     work=(m + n) * k,
@@ -273,14 +272,12 @@ class NumbaBackend:
         dtype = np.result_type(v.dtype, gc.dtype, decay)
         zero = dtype.type(0)
         v, gc = np.ascontiguousarray(v), np.ascontiguousarray(gc)
-        runs = sy.ties and sy.runs
         longer = max(m, n)
         layout = [
             ((k * longer,), dtype),  # forward and backward scans: side x's, then side y's
             ((k * longer,), dtype),
             ((k, n), dtype),  # side x's moments
             ((k, n), dtype),
-            ((k, m * runs), dtype),  # side y's runs of equal columns
             ((n if sx.cperm is not None else 0, k), v.dtype),  # v in sorted column order
             ((m if sx.rperm is not None else 0, k), gc.dtype),  # gc in sorted row order
             # side x's result staged for its route, unless it fits in wtg (written later)
@@ -290,7 +287,7 @@ class NumbaBackend:
         dy = np.empty(n, dtype)
         wtg = np.empty((n, k), dtype)
         parts = np.empty(min(256, m), dtype)
-        with plan.scratch(layout) as (fwd, bwd, f1, b1, run, vs, gs, x_stage):
+        with plan.scratch(layout) as (fwd, bwd, f1, b1, vs, gs, x_stage):
             f, b = fwd[: k * n].reshape(k, n), bwd[: k * n].reshape(k, n)
             fy, by = fwd[: k * m].reshape(k, m), bwd[: k * m].reshape(k, m)
             # the routes' staging in scratch that is written later or no longer read
@@ -308,7 +305,7 @@ class NumbaBackend:
             rdy, (wtg_at,) = _row_targets(sy.rperm, sy.rroute, outs_y[:1], f1.reshape(-1))
             rdy, (dy_at,) = _row_targets(sy.rperm, sy.rroute, outs_y[1:], b1.reshape(-1))
             work = (m + n) * k
-            column_scans(cx, dx_, v, f, b, f1, b1, f1[:, :0], True, False, work=work)
+            column_scans(cx, dx_, v, f, b, f1, b1, True, work=work)
             rows_signed_moment_dot(
                 rx,
                 cx,
@@ -328,20 +325,17 @@ class NumbaBackend:
                 work=work,
             )
             _to_rows(sx.rroute, [dx_at], [dx.reshape(m, 1)])
-            column_scans(rx, dy_, gc, fy, by, fy[:, :0], by[:, :0], run, False, runs, work=work)
+            column_scans(rx, dy_, gc, fy, by, fy[:, :0], by[:, :0], False, work=work)
             rows_sum_signed_dot(
                 sy.lo,
                 sy.hi,
                 rdy,
                 ely,
                 ery,
-                gc,
                 v,
                 sy.ties,
-                sy.runs,
                 fy,
                 by,
-                run,
                 wtg_at,
                 dy_at.reshape(n),
                 zero,
@@ -396,7 +390,6 @@ def _scan_layout(s: _Side, k: int, dtype, operand_dtype, wants):
             (k, n),
             (k, n * want_moment),
             (k, n * want_moment),
-            (k, n * (want_sum and s.ties and s.runs)),
         ]
     staged = s.cperm is not None
     results = m * k * sum(wants) * (s.rroute is not None)
@@ -410,10 +403,10 @@ def _scan_layout(s: _Side, k: int, dtype, operand_dtype, wants):
 
 def _results_staged_in_operand(s: _Side, k: int, dtype, operand_dtype, wants) -> bool:
     """Whether an ``apply``'s routed results can be staged in the sorted operand's scratch: the
-    row pass does not read the operand (it does only for the ties of a sum) and it is large
+    row pass of ``scan`` does not read the operand (``scan_square``'s does) and it is large
     enough."""
     m, n = s.rz.shape[0], s.cz.shape[0]
-    if s.rroute is None or s.cperm is None or s.square or (wants[0] and s.ties):
+    if s.rroute is None or s.cperm is None or s.square:
         return False
     return m * sum(wants) * np.dtype(dtype).itemsize <= n * np.dtype(operand_dtype).itemsize
 
@@ -426,12 +419,12 @@ def _carve(buf: np.ndarray, shape, dtype) -> np.ndarray:
 
 def _to_sorted(a, perm, route, out, stage) -> None:
     """``out = a[perm]`` (rows), through ``route`` when there is one (``stage`` its staging, shaped
-    like ``out``). Complex values move as pairs of reals: several times faster."""
-    a, out = _real_view(a), _real_view(out)
+    like ``out``)."""
+    a, out = _movable(a), _movable(out)
     if route is None:
-        gather(a, perm, out, work=out.shape[0] * out.shape[1])
+        gather(a, perm, out, work=out.size)
     else:
-        route.gather(a, out, _real_view(stage))
+        route.gather(a, out, _movable(stage))
 
 
 def _row_targets(perm, route, outs, stage):
@@ -456,11 +449,14 @@ def _to_rows(route, targets, outs) -> None:
     if route is not None:
         for t, o in zip(targets, outs):
             if o.shape[0]:
-                route.scatter(_real_view(t), _real_view(o))
+                route.scatter(_movable(t), _movable(o))
 
 
-def _real_view(a: np.ndarray) -> np.ndarray:
-    """A C-contiguous (n, k) array as reals: (n, 2k) for complex dtypes, itself otherwise."""
-    if a.dtype.kind != "c":
-        return a
-    return a.view(np.finfo(a.dtype).dtype).reshape(a.shape[0], 2 * a.shape[1])
+def _movable(a: np.ndarray) -> np.ndarray:
+    """A C-contiguous (n, k) array in the form the moves of ``_numba_route`` take fastest: one
+    column as a 1-D array (plain element moves), several complex ones as reals (n, 2k)."""
+    if a.shape[1] == 1:
+        return a.reshape(a.shape[0])
+    if a.dtype.kind == "c":
+        return a.view(np.finfo(a.dtype).dtype).reshape(a.shape[0], 2 * a.shape[1])
+    return a

@@ -635,7 +635,7 @@ def _sorted(values: np.ndarray, perm: np.ndarray | None, out: np.ndarray) -> np.
     values = np.asarray(values, dtype=np.float64)
     if perm is None or values.strides == (0,):
         return values
-    gather(values.reshape(-1, 1), perm, out.reshape(-1, 1), work=perm.shape[0])
+    gather(values, perm, out, work=perm.shape[0])
     return out
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
+from numba.extending import overload
 
 from ._numba_threads import kernel
 
@@ -52,19 +53,17 @@ class Route:
         _build(perm, self.shift, self.slot, self.offset, self.starts, work=m)
 
     def gather(self, a: np.ndarray, out: np.ndarray, stage: np.ndarray) -> None:
-        """``out[r] = a[perm[r]]`` for the rows of 2-D ``a``, through ``stage`` (``out``'s shape
-        and dtype). O(m k)."""
-        if a.shape[1]:
-            work = a.shape[0] * a.shape[1]
-            gather_blocks(a, self.starts, self.offset, self.shift, stage, self.sink, work=work)
-            gather(stage, self.slot, out, work=work)
+        """``out[r] = a[perm[r]]`` for the rows of ``a`` (1-D: its elements), through ``stage``
+        (``out``'s shape and dtype). O(m k)."""
+        if a.size:
+            gather_blocks(a, self.starts, self.offset, self.shift, stage, self.sink, work=a.size)
+            gather(stage, self.slot, out, work=a.size)
 
     def scatter(self, stage: np.ndarray, out: np.ndarray) -> None:
-        """``out[perm[r]] = x_r`` for the rows ``x_r`` that a kernel wrote to ``stage[slot[r]]``.
-        O(m k)."""
-        if stage.shape[1]:
-            work = stage.shape[0] * stage.shape[1]
-            scatter_blocks(stage, self.starts, self.offset, self.shift, out, work=work)
+        """``out[perm[r]] = x_r`` for the rows ``x_r`` (1-D: elements) that a kernel wrote to
+        ``stage[slot[r]]``. O(m k)."""
+        if stage.size:
+            scatter_blocks(stage, self.starts, self.offset, self.shift, out, work=stage.size)
 
 
 @kernel
@@ -97,11 +96,70 @@ def _build(perm, shift, slot, offset, starts):  # pragma: no cover - compiled
                 offset[t] = p & mask
 
 
+# The moves take 1-D arrays (one value per row: the common single column, whose loops then
+# compile to plain element moves, several times faster than the same moves through rows of one)
+# or 2-D ones (rows of k values); these helpers, inlined into the kernels, are what differs.
+
+
+def _copy_row(src, i, dst, t):  # pragma: no cover - only compiled
+    """``dst[t] = src[i]``: a value of 1-D arrays, a row of 2-D ones."""
+    raise NotImplementedError
+
+
+def _first(a, i):  # pragma: no cover - only compiled
+    """The first value of row ``i``: ``a[i]`` or ``a[i, 0]``."""
+    raise NotImplementedError
+
+
+def _clear_first(a, i):  # pragma: no cover - only compiled
+    """Set the first value of row ``i`` to zero."""
+    raise NotImplementedError
+
+
+@overload(_copy_row, inline="always")
+def _copy_row_impl(src, i, dst, t):
+    if src.ndim == 1:
+
+        def copy_value(src, i, dst, t):  # pragma: no cover - compiled
+            dst[t] = src[i]
+
+        return copy_value
+
+    def copy_row(src, i, dst, t):  # pragma: no cover - compiled
+        for j in range(src.shape[1]):
+            dst[t, j] = src[i, j]
+
+    return copy_row
+
+
+@overload(_first, inline="always")
+def _first_impl(a, i):
+    if a.ndim == 1:
+        return lambda a, i: a[i]  # pragma: no cover - compiled
+    return lambda a, i: a[i, 0]  # pragma: no cover - compiled
+
+
+@overload(_clear_first, inline="always")
+def _clear_first_impl(a, i):
+    if a.ndim == 1:
+
+        def clear_value(a, i):  # pragma: no cover - compiled
+            a[i] = 0
+
+        return clear_value
+
+    def clear_row(a, i):  # pragma: no cover - compiled
+        a[i, 0] = 0
+
+    return clear_row
+
+
 @njit(cache=True)
 def _lines(a, start, stop):  # pragma: no cover - compiled
     """Every ``_LINE // row size``-th row of ``a[start:stop]``: a stride that reads each cache line
     of the rows (for the prefetchers to stream them in) and no more."""
-    return range(start, min(stop, a.shape[0]), max(1, _LINE // (a.shape[1] * a.itemsize)))
+    row = max(1, a.size // max(1, a.shape[0])) * a.itemsize
+    return range(start, min(stop, a.shape[0]), max(1, _LINE // row))
 
 
 @kernel
@@ -113,11 +171,9 @@ def scatter_blocks(stage, starts, offset, shift, out):  # pragma: no cover - com
     for b in prange(starts.shape[0] - 1):
         base = b << shift
         for i in _lines(out, base, base + (1 << shift)):
-            out[i, 0] = 0
+            _clear_first(out, i)
         for t in range(starts[b], starts[b + 1]):
-            i = base + np.intp(offset[t])
-            for j in range(stage.shape[1]):
-                out[i, j] = stage[t, j]
+            _copy_row(stage, t, out, base + np.intp(offset[t]))
 
 
 @kernel
@@ -128,14 +184,12 @@ def gather_blocks(a, starts, offset, shift, stage, sink):  # pragma: no cover - 
     O(m k)."""
     for b in prange(starts.shape[0] - 1):
         base = b << shift
-        acc = a[0, 0] * 0
+        acc = _first(a, 0) * 0
         for i in _lines(a, base, base + (1 << shift)):
-            acc += a[i, 0]
-        sink[b] = acc
+            acc += _first(a, i)
+        sink[b] = acc.real
         for t in range(starts[b], starts[b + 1]):
-            i = base + np.intp(offset[t])
-            for j in range(a.shape[1]):
-                stage[t, j] = a[i, j]
+            _copy_row(a, base + np.intp(offset[t]), stage, t)
 
 
 @kernel
@@ -143,6 +197,4 @@ def gather(b, perm, out):  # pragma: no cover - compiled
     """``out[c] = b[perm[c]]`` row by row: the direct gather (and with a route's slots for
     ``perm``, the second pass of a gather into sorted order). O(m k)."""
     for c in prange(perm.shape[0]):
-        src = perm[c]
-        for j in range(b.shape[1]):
-            out[c, j] = b[src, j]
+        _copy_row(b, perm[c], out, c)

@@ -14,11 +14,11 @@ strictly right. With the decays (only differences of neighbouring sorted anchors
 
 the forward recurrence ``F_c = d[c] F_{c-1} + b_c`` gives the left sum at row r as ``el[r]
 F_{lo-1}`` and the backward recurrence ``B_c = d[c+1] B_{c+1} + b_c`` the right sum as ``er[r]
-B_{hi}``. Columns that tie with the row contribute their plain sum (weight exp(0) = 1): ``T_c``,
-the sum of ``b`` from c to the end of its run of equal values, read at ``lo`` (just ``b`` at ``lo``
-when no columns repeat). Three reductions come out of these scans:
+B_{hi}``. Columns that tie with the row contribute their plain sum T (weight exp(0) = 1). Between
+tied columns the decay is exactly 1 and ``el[r] = d[lo]``, so the forward scan at the row's last
+tied column already holds both: ``left + T = F_{hi-1}``. Three reductions come out of the scans:
 
-    sum      (W b)_r                       = left + T + right
+    sum      (W b)_r                       = left + T + right  (F_{hi-1} + right with ties)
     signed   sum_c sign(r - c) W_rc b_c    = left - right            (sign(0) = 0)
     moment   sum_c |r - c| W_rc b_c        from first-moment scans F1, B1:
              moving by Δ:  F1 <- e (F1 + Δ F),  F <- e F
@@ -40,7 +40,8 @@ into the backward scan, reading about half the bytes.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import intrinsic, overload
 
 from ._numba_exp import NO_GAPS, exponentials, exponentials_complex
 from ._numba_threads import kernel
@@ -83,52 +84,120 @@ def decays(rs, cs, lo, hi, rate, out):
     return d, el, er
 
 
+# The column scans are chains of dependent multiply-adds, so their speed is the latency of a link
+# of the chain: these take four columns per link, a fused multiply-add for real values, the rest
+# of the work off the chain, where the core overlaps it. The fused multiply-add is explicit, not
+# left to the compiler (``fastmath`` contraction reached other kernels' complex arithmetic
+# through Numba's shared implementations, and only in some builds: their bits then differed).
+
+
+def _mul_add(a, b, c):  # pragma: no cover - only compiled
+    """``a * b + c``; for real values rounded once (a fused multiply-add)."""
+    raise NotImplementedError
+
+
+@intrinsic
+def _fma(typingctx, a, b, c):
+    """The hardware's fused multiply-add of three floats of one type."""
+    if not (isinstance(a, types.Float) and a == b == c):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.fma(*args)
+
+    return a(a, b, c), codegen
+
+
+@overload(_mul_add, inline="always")
+def _mul_add_impl(a, b, c):
+    wide = any(t in (types.float64, types.complex128) for t in (a, b, c))
+    real = np.float64 if wide else np.float32
+    if all(isinstance(t, types.Float) for t in (a, b, c)):
+        return lambda a, b, c: _fma(real(a), real(b), real(c))  # pragma: no cover - compiled
+    if not all(isinstance(t, (types.Float, types.Complex)) for t in (a, b, c)):
+        return None
+    cplx = np.complex128 if wide else np.complex64
+    if isinstance(a, types.Float):  # a real factor: two fused multiply-adds
+
+        def scaled(a, b, c):  # pragma: no cover - compiled
+            re = _fma(real(a), real(b.real), real(c.real))
+            im = _fma(real(a), real(b.imag), real(c.imag))
+            return cplx(complex(re, im))
+
+        return scaled
+    if isinstance(b, types.Float):
+        return lambda a, b, c: _mul_add(b, a, c)  # pragma: no cover - compiled
+
+    def product(a, b, c):  # pragma: no cover - compiled
+        # (ar br - ai bi + cr) + i (ar bi + ai br + ci) in four fused multiply-adds
+        ar, ai, br, bi = real(a.real), real(a.imag), real(b.real), real(b.imag)
+        re = _fma(ar, br, _fma(-ai, bi, real(c.real)))
+        im = _fma(ar, bi, _fma(ai, br, real(c.imag)))
+        return cplx(complex(re, im))
+
+    return product
+
+
 @njit(cache=True)
-def _forward_pairs(d, b, j, f):  # pragma: no cover - compiled
-    """``f[c] = d[c] f[c-1] + b_c``, left to right, two steps per link of the dependency chain:
-    ``f[c+1] = (d[c+1] d[c]) f[c-1] + (d[c+1] b_c + b_{c+1})``, with ``f[c]`` from ``f[c-1]``
-    off the chain (a multiply and an add per two columns on the chain instead of per column)."""
+def _forward_quads(d, b, j, f):  # pragma: no cover - compiled
+    """``f[c] = d[c] f[c-1] + b_c``, left to right, four steps per link of the dependency chain:
+    with ``p_i = d[c+i] ... d[c]`` and ``g_i = d[c+i] g_{i-1} + b_{c+i}`` (``g_0 = b_c``),
+    ``f[c+i] = p_i f[c-1] + g_i``, of which only ``f[c+3]`` is on the chain."""
     n = f.shape[0]
     acc = b[0, j]
     f[0] = acc
     c = 1
-    while c + 1 < n:
-        d1 = d[c]
-        d2 = d[c + 1]
-        b1 = b[c, j]
-        f[c] = d1 * acc + b1
-        acc = (d2 * d1) * acc + (d2 * b1 + b[c + 1, j])
-        f[c + 1] = acc
-        c += 2
-    if c < n:
-        f[c] = d[c] * acc + b[c, j]
+    while c + 3 < n:
+        d0, d1, d2, d3 = d[c], d[c + 1], d[c + 2], d[c + 3]
+        p1 = d1 * d0
+        p2 = d2 * p1
+        g0 = b[c, j]
+        g1 = _mul_add(d1, g0, b[c + 1, j])
+        g2 = _mul_add(d2, g1, b[c + 2, j])
+        f[c] = _mul_add(d0, acc, g0)
+        f[c + 1] = _mul_add(p1, acc, g1)
+        f[c + 2] = _mul_add(p2, acc, g2)
+        acc = _mul_add(d3 * p2, acc, _mul_add(d3, g2, b[c + 3, j]))
+        f[c + 3] = acc
+        c += 4
+    while c < n:
+        acc = _mul_add(d[c], acc, b[c, j])
+        f[c] = acc
+        c += 1
 
 
 @njit(cache=True)
-def _backward_pairs(d, b, j, f):  # pragma: no cover - compiled
-    """``f[c] = d[c+1] f[c+1] + b_c``, right to left, two steps per link (see
-    :func:`_forward_pairs`)."""
+def _backward_quads(d, b, j, f):  # pragma: no cover - compiled
+    """``f[c] = d[c+1] f[c+1] + b_c``, right to left, four steps per link (see
+    :func:`_forward_quads`)."""
     n = f.shape[0]
     acc = b[n - 1, j]
     f[n - 1] = acc
     c = n - 2
-    while c >= 1:
-        e1 = d[c + 1]
-        e2 = d[c]
-        b1 = b[c, j]
-        f[c] = e1 * acc + b1
-        acc = (e2 * e1) * acc + (e2 * b1 + b[c - 1, j])
-        f[c - 1] = acc
-        c -= 2
-    if c == 0:
-        f[0] = d[1] * acc + b[0, j]
+    while c >= 3:
+        e0, e1, e2, e3 = d[c + 1], d[c], d[c - 1], d[c - 2]
+        p1 = e1 * e0
+        p2 = e2 * p1
+        g0 = b[c, j]
+        g1 = _mul_add(e1, g0, b[c - 1, j])
+        g2 = _mul_add(e2, g1, b[c - 2, j])
+        f[c] = _mul_add(e0, acc, g0)
+        f[c - 1] = _mul_add(p1, acc, g1)
+        f[c - 2] = _mul_add(p2, acc, g2)
+        acc = _mul_add(e3 * p2, acc, _mul_add(e3, g2, b[c - 3, j]))
+        f[c - 3] = acc
+        c -= 4
+    while c >= 0:
+        acc = _mul_add(d[c + 1], acc, b[c, j])
+        f[c] = acc
+        c -= 1
 
 
 @njit(cache=True)
 def _forward(cs, d, b, j, f, f1, want_moment):  # pragma: no cover - compiled
     """``f[c] = d[c] f[c-1] + b_c`` and its first moment ``f1``, left to right."""
     if not want_moment:
-        _forward_pairs(d, b, j, f)
+        _forward_quads(d, b, j, f)
         return
     acc = b[0, j] * 0
     acc1 = acc
@@ -148,7 +217,7 @@ def _forward(cs, d, b, j, f, f1, want_moment):  # pragma: no cover - compiled
 def _backward(cs, d, b, j, f, f1, want_moment):  # pragma: no cover - compiled
     """``f[c] = d[c+1] f[c+1] + b_c`` and its first moment ``f1``, right to left."""
     if not want_moment:
-        _backward_pairs(d, b, j, f)
+        _backward_quads(d, b, j, f)
         return
     n = cs.shape[0]
     acc = b[0, j] * 0
@@ -163,20 +232,6 @@ def _backward(cs, d, b, j, f, f1, want_moment):  # pragma: no cover - compiled
         f[c] = acc
     if want_moment and n > 0:
         f1[n - 1] = 0
-
-
-@njit(cache=True)
-def _runs(cs, b, j, t):  # pragma: no cover - compiled
-    """``t[c]`` = sum of ``b`` over the columns from c to the end of its run of equal values."""
-    n = cs.shape[0]
-    acc = b[0, j] * 0
-    for c in range(n - 1, -1, -1):
-        val = b[c, j]
-        if c < n - 1 and cs[c] == cs[c + 1]:
-            acc += val
-        else:
-            acc = val
-        t[c] = acc
 
 
 @njit(cache=True, inline="always")
@@ -194,27 +249,23 @@ def _row(rdest, r):  # pragma: no cover - compiled
 
 
 @njit(cache=True)
-def _column_task(
-    cs, d, b, task, fwd, bwd, fwd1, bwd1, run, want_moment, want_runs
-):  # pragma: no cover
+def _column_task(cs, d, b, task, fwd, bwd, fwd1, bwd1, want_moment):  # pragma: no cover
     """Task ``task`` of a scan's first phase: the forward scan of column ``task // 2`` when
-    ``task`` is even, else its backward scan (and its runs of equal columns)."""
+    ``task`` is even, else its backward scan."""
     j = task // 2
     if task % 2 == 0:
         _forward(cs, d, b, j, fwd[j], fwd1[j], want_moment)
     else:
         _backward(cs, d, b, j, bwd[j], bwd1[j], want_moment)
-        if want_runs:
-            _runs(cs, b, j, run[j])
 
 
 @kernel
-def column_scans(cs, d, b, fwd, bwd, fwd1, bwd1, run, want_moment, want_runs):  # pragma: no cover
+def column_scans(cs, d, b, fwd, bwd, fwd1, bwd1, want_moment):  # pragma: no cover
     """The first phase of :func:`scan` alone: forward and backward scans of every column of
-    ``b`` (with first moments, with runs of equal columns), as independent tasks. O(n k)."""
+    ``b`` (with first moments), as independent tasks. O(n k)."""
     if cs.shape[0] > 0:
         for task in prange(2 * b.shape[1]):
-            _column_task(cs, d, b, task, fwd, bwd, fwd1, bwd1, run, want_moment, want_runs)
+            _column_task(cs, d, b, task, fwd, bwd, fwd1, bwd1, want_moment)
 
 
 @kernel
@@ -258,10 +309,10 @@ def rows_signed_moment_dot(
 
 @kernel
 def rows_sum_signed_dot(
-    lo, hi, rdest, el, er, b, w, ties, runs, fwd, bwd, run, out_sum, out_dot, zero
+    lo, hi, rdest, el, er, w, ties, fwd, bwd, out_sum, out_dot, zero
 ):  # pragma: no cover
-    """The adjoint's pass of the gradient onto the rows, from :func:`column_scans` of ``b``
-    (without moments): ``out_sum`` as :func:`scan` writes it, and the signed reduction
+    """The adjoint's pass of the gradient onto the rows, from :func:`column_scans` of an
+    operand (without moments): ``out_sum`` as :func:`scan` writes it, and the signed reduction
     contracted with a row operand ``w`` (shape (m, k), in sorted row order), ``out_dot[i] =
     sum_j w_ij signed_ij``, both to rows ``rdest``. ``zero``: 0 in the result's dtype. O(m k).
     """
@@ -269,18 +320,14 @@ def rows_sum_signed_dot(
     n = bwd.shape[1]
     k = w.shape[1]
     if k == 1:  # one column in one-dimensional views (see scan)
-        bb, w1, o = b[:, 0], w[:, 0], out_sum[:, 0]
-        rn = run[0] if ties and runs else fwd[0]
+        w1, o = w[:, 0], out_sum[:, 0]
         for r in prange(m):
             a = lo[r]
             e = hi[r]
             i = _row(rdest, r)
             left = el[r] * fwd[0, a - 1] if a > 0 else zero
             right = er[r] * bwd[0, e] if e < n else zero
-            total = left + right
-            if ties and a < e:
-                total += rn[a] if runs else bb[a]
-            o[i] = total
+            o[i] = (fwd[0, e - 1] if ties and a < e else left) + right
             out_dot[i] = zero + w1[r] * (left - right)
         return
     for r in prange(m):
@@ -291,10 +338,7 @@ def rows_sum_signed_dot(
         for j in range(k):
             left = el[r] * fwd[j, a - 1] if a > 0 else zero
             right = er[r] * bwd[j, e] if e < n else zero
-            total = left + right
-            if ties and a < e:
-                total += run[j, a] if runs else b[a, j]
-            out_sum[i, j] = total
+            out_sum[i, j] = (fwd[j, e - 1] if ties and a < e else left) + right
             dot += w[r, j] * (left - right)
         out_dot[i] = dot
 
@@ -311,7 +355,6 @@ def scan(
     er,
     b,
     ties,
-    runs,
     out_sum,
     out_signed,
     out_moment,
@@ -319,16 +362,13 @@ def scan(
     bwd,
     fwd1,
     bwd1,
-    run,
 ):  # pragma: no cover
     """Apply one side of a plan to the columns of ``b`` (shape (n, k), in sorted column order).
 
     Writes whichever of ``out_sum``, ``out_signed``, ``out_moment`` (each (m, k), or (0, 0) when
     not wanted) is requested, sorted row ``r`` to row ``rdest[r]`` (empty: to row ``r``).
-    ``ties``: some row ties with a column; ``runs``: some columns tie with each other (else a
-    row's ties are the one column at ``lo``). Scratch, shape (k, n): ``fwd``, ``bwd``, and
-    ``fwd1``, ``bwd1`` for moments, ``run`` for repeated columns (each may be (k, 0) when its
-    reduction is not wanted). O((m + n) k).
+    ``ties``: some row ties with a column. Scratch, shape (k, n): ``fwd``, ``bwd``, and ``fwd1``,
+    ``bwd1`` for moments (each (k, 0) when not wanted). O((m + n) k).
     """
     m = rs.shape[0]
     n = cs.shape[0]
@@ -339,25 +379,22 @@ def scan(
     want_signed = out_signed.shape[0] > 0
     want_moment = out_moment.shape[0] > 0
     want_ties = want_sum and ties
-    want_runs = want_ties and runs
     if n > 0:
         for task in prange(2 * k):
-            _column_task(cs, d, b, task, fwd, bwd, fwd1, bwd1, run, want_moment, want_runs)
+            _column_task(cs, d, b, task, fwd, bwd, fwd1, bwd1, want_moment)
     zero = el[0] * 0
     if k == 1 and want_sum and not want_signed and not want_moment:
         # a product with one column, in one-dimensional views: the general loop below takes half
         # as long again for it
-        bb, o = b[:, 0], out_sum[:, 0]
-        rn = run[0] if want_runs else fwd[0]
+        o = out_sum[:, 0]
         for r in prange(m):
             a = lo[r]
             e = hi[r]
-            left = el[r] * fwd[0, a - 1] if a > 0 else zero
             right = er[r] * bwd[0, e] if e < n else zero
-            total = left + right
             if want_ties and a < e:
-                total += rn[a] if want_runs else bb[a]
-            o[_row(rdest, r)] = total
+                o[_row(rdest, r)] = fwd[0, e - 1] + right
+            else:
+                o[_row(rdest, r)] = (el[r] * fwd[0, a - 1] if a > 0 else zero) + right
         return
     for r in prange(m):
         a = lo[r]
@@ -367,10 +404,7 @@ def scan(
             left = el[r] * fwd[j, a - 1] if a > 0 else zero
             right = er[r] * bwd[j, e] if e < n else zero
             if want_sum:
-                total = left + right
-                if want_ties and a < e:
-                    total += run[j, a] if want_runs else b[a, j]
-                out_sum[i, j] = total
+                out_sum[i, j] = (fwd[j, e - 1] if want_ties and a < e else left) + right
             if want_signed:
                 out_signed[i, j] = left - right
     if not want_moment:
@@ -407,7 +441,7 @@ def scan_square(cs, rdest, d, b, out_sum, out_signed, out_moment, fwd, fwd1):  #
         f1 = fwd1[j]
         _forward(cs, d, b, j, f, f1, want_moment)
         zero = b[0, j] * 0
-        # the backward scan B, two rows per link of its chain (see _forward_pairs): from
+        # the backward scan B, two rows per link of its chain (see _forward_quads): from
         # acc = B[c+1], right(c) = d[c+1] acc and right(c-1) = (d[c] d[c+1]) acc + d[c] b_c
         acc = zero  # B[c + 1]
         c = n - 1
@@ -433,15 +467,15 @@ def scan_square(cs, rdest, d, b, out_sum, out_signed, out_moment, fwd, fwd1):  #
                     if want_signed:
                         out_signed[i, j] = left - right
                     e2b = e2 * b[c, j]
-                    q = (e2 * e1) * acc
-                    right = q + e2b
+                    p = e2 * e1
+                    right = _mul_add(p, acc, e2b)
                     left = d[c - 1] * f[c - 2]
                     i = np.intp(c - 1) if rdest.shape[0] == 0 else np.intp(rdest[c - 1])
                     if want_sum:
                         out_sum[i, j] = left + b[c - 1, j] + right
                     if want_signed:
                         out_signed[i, j] = left - right
-                    acc = q + (e2b + b[c - 1, j])
+                    acc = _mul_add(p, acc, e2b + b[c - 1, j])
                     c -= 2
         if want_moment:
             _square_moments(cs, rdest, d, b, j, f, f1, out_moment)

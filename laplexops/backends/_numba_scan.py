@@ -390,11 +390,9 @@ def scan(
         for r in prange(m):
             a = lo[r]
             e = hi[r]
+            left = el[r] * fwd[0, a - 1] if a > 0 else zero
             right = er[r] * bwd[0, e] if e < n else zero
-            if want_ties and a < e:
-                o[_row(rdest, r)] = fwd[0, e - 1] + right
-            else:
-                o[_row(rdest, r)] = (el[r] * fwd[0, a - 1] if a > 0 else zero) + right
+            o[_row(rdest, r)] = (fwd[0, e - 1] if want_ties and a < e else left) + right
         return
     for r in prange(m):
         a = lo[r]

@@ -249,10 +249,47 @@ def _row(rdest, r):  # pragma: no cover - compiled
 
 
 @njit(cache=True)
+def _task_count(k, want_moment):  # pragma: no cover - compiled
+    """The tasks of a scan's first phase: a forward and a backward one per group of four
+    columns (without moments) and per column left over (see :func:`_column_task`)."""
+    fours = 0 if want_moment else k // 4
+    return 2 * (fours + k - 4 * fours)
+
+
+@njit(cache=True)
+def _scan_four(d, b, j, f, forward):  # pragma: no cover - compiled
+    """The forward (``f[i, c] = d[c] f[i, c-1] + b[c, i]``) or backward (``f[i, c] = d[c+1]
+    f[i, c+1] + b[c, i]``) scans of columns ``j`` to ``j + 3`` of ``b`` at once, row by row:
+    each row of ``b`` read once, four independent chains in registers."""
+    n = f.shape[1]
+    c = 0 if forward else n - 1
+    a0, a1, a2, a3 = b[c, j], b[c, j + 1], b[c, j + 2], b[c, j + 3]
+    f[j, c], f[j + 1, c], f[j + 2, c], f[j + 3, c] = a0, a1, a2, a3
+    for step in range(1, n):
+        c = step if forward else n - 1 - step
+        e = d[c] if forward else d[c + 1]
+        a0 = _mul_add(e, a0, b[c, j])
+        a1 = _mul_add(e, a1, b[c, j + 1])
+        a2 = _mul_add(e, a2, b[c, j + 2])
+        a3 = _mul_add(e, a3, b[c, j + 3])
+        f[j, c], f[j + 1, c], f[j + 2, c], f[j + 3, c] = a0, a1, a2, a3
+
+
+@njit(cache=True)
 def _column_task(cs, d, b, task, fwd, bwd, fwd1, bwd1, want_moment):  # pragma: no cover
-    """Task ``task`` of a scan's first phase: the forward scan of column ``task // 2`` when
-    ``task`` is even, else its backward scan."""
-    j = task // 2
+    """Task ``task`` of a scan's first phase (``_task_count`` of them): a forward scan when
+    ``task`` is even, else a backward one, of a group of four columns (the first ``k // 4``
+    pairs of tasks, when no moments are wanted: each row of the operand then read once per
+    direction rather than once per column) or of one column."""
+    t = task // 2
+    fours = 0 if want_moment else b.shape[1] // 4
+    if t < fours:
+        if task % 2 == 0:
+            _scan_four(d, b, 4 * t, fwd, True)
+        else:
+            _scan_four(d, b, 4 * t, bwd, False)
+        return
+    j = t + 3 * fours  # the columns after the groups
     if task % 2 == 0:
         _forward(cs, d, b, j, fwd[j], fwd1[j], want_moment)
     else:
@@ -264,7 +301,7 @@ def column_scans(cs, d, b, fwd, bwd, fwd1, bwd1, want_moment):  # pragma: no cov
     """The first phase of :func:`scan` alone: forward and backward scans of every column of
     ``b`` (with first moments), as independent tasks. O(n k)."""
     if cs.shape[0] > 0:
-        for task in prange(2 * b.shape[1]):
+        for task in prange(_task_count(b.shape[1], want_moment)):
             _column_task(cs, d, b, task, fwd, bwd, fwd1, bwd1, want_moment)
 
 
@@ -380,7 +417,7 @@ def scan(
     want_moment = out_moment.shape[0] > 0
     want_ties = want_sum and ties
     if n > 0:
-        for task in prange(2 * k):
+        for task in prange(_task_count(k, want_moment)):
             _column_task(cs, d, b, task, fwd, bwd, fwd1, bwd1, want_moment)
     zero = el[0] * 0
     if k == 1 and want_sum and not want_signed and not want_moment:

@@ -32,15 +32,14 @@ class _Side:
     routes of their permutations (``None`` where the moves go direct)."""
 
     __slots__ = (
-        "rz", "cz", "rperm", "cperm", "rroute", "croute", "lo", "hi", "ties", "runs", "square"
+        "rz", "cz", "rperm", "cperm", "rroute", "croute", "lo", "hi", "ties", "square"
     )  # fmt: skip
 
     def __init__(self, rz, cz, rperm, cperm, rroute, croute):
         self.rz, self.cz, self.rperm, self.cperm = rz, cz, rperm, cperm
         self.rroute, self.croute = rroute, croute
-        self.runs = bool((cz[1:] == cz[:-1]).any())  # some columns repeat
         # rows are the columns, all distinct: lo = arange, hi = lo + 1 (see scan_square)
-        self.square = rz is cz and not self.runs
+        self.square = rz is cz and not bool((cz[1:] == cz[:-1]).any())
         index = np.int32 if rz.shape[0] + cz.shape[0] < 2**31 else np.int64
         size = 0 if self.square else rz.shape[0]
         self.lo = np.empty(size, dtype=index)

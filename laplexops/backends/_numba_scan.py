@@ -92,7 +92,8 @@ def decays(rs, cs, lo, hi, rate, out):
 
 
 def _mul_add(a, b, c):  # pragma: no cover - only compiled
-    """``a * b + c``; for real values rounded once (a fused multiply-add)."""
+    """``a * b + c``; for real values rounded once (a fused multiply-add; complex ones, whose
+    scans are bound by memory, gained nothing from four of them)."""
     raise NotImplementedError
 
 
@@ -110,32 +111,12 @@ def _fma(typingctx, a, b, c):
 
 @overload(_mul_add, inline="always")
 def _mul_add_impl(a, b, c):
-    wide = any(t in (types.float64, types.complex128) for t in (a, b, c))
-    real = np.float64 if wide else np.float32
     if all(isinstance(t, types.Float) for t in (a, b, c)):
+        real = np.float64 if types.float64 in (a, b, c) else np.float32
         return lambda a, b, c: _fma(real(a), real(b), real(c))  # pragma: no cover - compiled
-    if not all(isinstance(t, (types.Float, types.Complex)) for t in (a, b, c)):
-        return None
-    cplx = np.complex128 if wide else np.complex64
-    if isinstance(a, types.Float):  # a real factor: two fused multiply-adds
-
-        def scaled(a, b, c):  # pragma: no cover - compiled
-            re = _fma(real(a), real(b.real), real(c.real))
-            im = _fma(real(a), real(b.imag), real(c.imag))
-            return cplx(complex(re, im))
-
-        return scaled
-    if isinstance(b, types.Float):
-        return lambda a, b, c: _mul_add(b, a, c)  # pragma: no cover - compiled
-
-    def product(a, b, c):  # pragma: no cover - compiled
-        # (ar br - ai bi + cr) + i (ar bi + ai br + ci) in four fused multiply-adds
-        ar, ai, br, bi = real(a.real), real(a.imag), real(b.real), real(b.imag)
-        re = _fma(ar, br, _fma(-ai, bi, real(c.real)))
-        im = _fma(ar, bi, _fma(ai, br, real(c.imag)))
-        return cplx(complex(re, im))
-
-    return product
+    if all(isinstance(t, (types.Float, types.Complex)) for t in (a, b, c)):
+        return lambda a, b, c: a * b + c  # pragma: no cover - compiled
+    return None
 
 
 @njit(cache=True)

@@ -91,3 +91,39 @@ def pytest_terminal_summary(terminalreporter):
             f"tests (profile {_profile_name()}, "
             f"max_examples={settings.default.max_examples})"
         )
+
+
+# ------------------------------------------------------------------ sanitizer runs
+# tests/test_cuda_sanitizers.py waits for runs of minutes of CPU (tests/cuda_host/sanitizers.py):
+# they start with the session, at a lower priority, and the tests that wait for them run last.
+
+
+@pytest.fixture(scope="session")
+def sanitizer_seed():
+    """The sanitizer runs' seed, from the session's."""
+    return int(np.random.default_rng([SEED, zlib.crc32(b"sanitizers")]).integers(2**63))
+
+
+def _waits_for_a_sanitizer(item) -> bool:
+    from cuda_host.sanitizers import TESTS
+
+    return item.path.name == "test_cuda_sanitizers.py" and item.name in TESTS
+
+
+def pytest_collection_modifyitems(items):
+    waiting = [item for item in items if _waits_for_a_sanitizer(item)]
+    if waiting:
+        items[:] = [item for item in items if not _waits_for_a_sanitizer(item)] + waiting
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _sanitizer_runs(request, tmp_path_factory, sanitizer_seed):
+    """Start the sanitizer runs with the session when a selected test waits for them."""
+    from cuda_host import sanitizers
+
+    wanted = any(_waits_for_a_sanitizer(item) for item in request.session.items)
+    if wanted and os.environ.get("LAPLEXOPS_HOST_KERNELS", "1") != "0":
+        root = tmp_path_factory.mktemp("sanitizers")
+        sanitizers.start_all(root, np.random.default_rng(sanitizer_seed))
+    yield
+    sanitizers.stop_all()

@@ -14,106 +14,27 @@ g++ with the sanitizers' runtimes (``libtsan``, ``libasan``); skips without them
 
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from cuda_host.kernels import EXTRA_FLAGS, compiler
+from cuda_host import sanitizers
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = r"laplex_(?:scan|gram)\.cu"
 
 
-def _runtime(name: str, options: dict) -> str | None:
-    """The path of the sanitizer runtime ``lib<name>.so`` of the host compiler, if it has one and
-    Python starts with it preloaded (a sanitizer may refuse this machine's memory layout)."""
-    cxx = compiler()
-    if cxx is None:
-        return None
-    path = subprocess.run(
-        [cxx, f"-print-file-name=lib{name}.so"], capture_output=True, text=True
-    ).stdout.strip()
-    if not (os.path.isabs(path) and os.path.exists(path)):
-        return None
-    start = subprocess.run(
-        [sys.executable, "-c", "pass"],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, LD_PRELOAD=path, **options),
-        timeout=120,
-    )
-    return path if start.returncode == 0 and "Sanitizer" not in start.stderr else None
-
-
-#: the sanitizers: the host build's flags and the runtime's options (given the run's folder)
-SANITIZERS = {
-    "tsan": (
-        "-fsanitize=thread -g",
-        lambda folder: {
-            "TSAN_OPTIONS": f"halt_on_error=0 report_signal_unsafe=0 exitcode=0 "
-            f"history_size=4 log_path={folder / 'tsan'}"
-        },
-    ),
-    "asan": (
-        "-fsanitize=address -fno-omit-frame-pointer -g",
-        lambda folder: {"ASAN_OPTIONS": "detect_leaks=0"},
-    ),
-}
-_STARTED: dict = {}  # sanitizer -> (process or None: no runtime, its folder)
-
-
-def _start(name: str, folder, rng: np.random.Generator):
-    """``cuda_host/every_launch.py`` with the kernels built with the sanitizer's flags and its
-    runtime preloaded (Python itself is not instrumented), started in the background; one thread
-    for Numba and BLAS; output into ``folder``; its inputs seeded from ``rng`` (the test's: a
-    replayed run draws the same). ``None`` without a working runtime."""
-    flags, options = SANITIZERS[name]
-    folder.mkdir(parents=True, exist_ok=True)
-    options = options(folder)
-    runtime = _runtime(name, options)
-    if runtime is None:
-        return None
-    env = dict(
-        os.environ,
-        LD_PRELOAD=runtime,
-        **{EXTRA_FLAGS: flags},
-        **options,
-        NUMBA_NUM_THREADS="1",
-        OMP_NUM_THREADS="1",
-        OPENBLAS_NUM_THREADS="1",
-        LAPLEXOPS_EVERY_LAUNCH_SEED=str(int(rng.integers(2**63))),
-    )
-    with open(folder / "stdout", "w") as out, open(folder / "stderr", "w") as err:
-        return subprocess.Popen(
-            [sys.executable, os.path.join(HERE, "cuda_host", "every_launch.py")],
-            env=env,
-            stdout=out,
-            stderr=err,
-            text=True,
-        )
-
-
-def _every_launch(name: str, tmp_path, rng: np.random.Generator) -> tuple[bool, str, object]:
+def _every_launch(name: str, tmp_path, seed: int) -> tuple[bool, str, object]:
     """The run of ``every_launch.py`` under sanitizer ``name``: whether it exited with 0 and
-    printed ``ok`` last, its output, and its folder.
-    The first test to ask starts the runs of every sanitizer at once (each is one process, so
-    two cores run them side by side); skips where the sanitizer has no working runtime."""
+    printed ``ok`` last, its output, and its folder. ``tests/conftest.py`` starts the runs when
+    the session starts; run apart from it, the first test to ask starts them here. Skips where
+    the sanitizer has no working runtime."""
     if os.environ.get("LAPLEXOPS_HOST_KERNELS", "1") == "0":
         pytest.skip("LAPLEXOPS_HOST_KERNELS=0")
-    if name not in _STARTED:
-        for other in SANITIZERS:
-            if other not in _STARTED:
-                folder = tmp_path / other
-                _STARTED[other] = (_start(other, folder, rng), folder)
-    process, folder = _STARTED.pop(name)
-    if process is None:
+    sanitizers.start_all(tmp_path, np.random.default_rng(seed))
+    done = sanitizers.finish(name)
+    if done is None:
         pytest.skip(f"no C++ compiler with a working {name} runtime (lib{name}.so) here")
-    process.wait(timeout=1800)
-    stdout = (folder / "stdout").read_text()
-    passed = process.returncode == 0 and stdout.strip().endswith("ok")
-    return passed, stdout + (folder / "stderr").read_text(), folder
+    return done
 
 
 def kernel_races(log: str) -> list[str]:
@@ -158,14 +79,14 @@ def test_the_filter_keeps_races_within_the_kernels():
     assert len(kernel_races(ours + shared)) == 2
 
 
-def test_no_races_in_the_kernels(tmp_path, rng):
-    passed, output, folder = _every_launch("tsan", tmp_path, rng)
+def test_no_races_in_the_kernels(tmp_path, sanitizer_seed):
+    passed, output, folder = _every_launch("tsan", tmp_path, sanitizer_seed)
     assert passed, output
     text = "".join(p.read_text() for p in folder.iterdir() if p.name.startswith("tsan"))
     races = kernel_races(text)
     assert not races, f"{len(races)} race(s) in the kernels; the first:\n{races[0]}"
 
 
-def test_no_access_outside_device_arrays(tmp_path, rng):
-    passed, output, _ = _every_launch("asan", tmp_path, rng)
+def test_no_access_outside_device_arrays(tmp_path, sanitizer_seed):
+    passed, output, _ = _every_launch("asan", tmp_path, sanitizer_seed)
     assert passed, output

@@ -6,6 +6,11 @@ identical)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from importlib import metadata
+
 import numba
 import numpy as np
 import pytest
@@ -203,3 +208,67 @@ def test_serial_and_parallel_builds_give_the_same_bits(rng, monkeypatch, dtype, 
         assert a.dtype == b.dtype
         assert np.array_equal(a, b, equal_nan=True)
         assert a.tobytes() == b.tobytes()
+
+
+_LAYER_RUN = """
+import hashlib, sys
+import numba, numpy as np
+import laplexops as lx
+from laplexops.backends import _numba_threads
+rng = np.random.default_rng(int(sys.argv[1]))
+n = 150_000
+x, y = rng.uniform(0, n, n), rng.uniform(0, n, n)
+y[:500] = x[:500]  # ties
+v = rng.standard_normal(n)
+op = lx.LaplexOperator(x, y, 0.3 + 0.2j)
+g = op @ v
+grads = op.gradient(v, np.conj(g))
+digest = hashlib.sha256()
+for a in (g, op.H @ g, grads.x, grads.y, grads.v, np.asarray(grads.rate)):
+    digest.update(np.ascontiguousarray(a).tobytes())
+print(numba.threading_layer(), _numba_threads.TBB is not None, digest.hexdigest())
+"""
+
+
+def _in_fresh_process(layer: str | None, seed: int) -> list[str]:
+    """``_LAYER_RUN`` in a fresh interpreter with ``NUMBA_THREADING_LAYER=layer`` (unset for
+    ``None``): the layer Numba started, whether the TBB runtime was loaded, and a digest of the
+    results; empty where Numba cannot load that layer."""
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    env["NUMBA_NUM_THREADS"] = "2"
+    if layer is not None:
+        env["NUMBA_THREADING_LAYER"] = layer
+    done = subprocess.run(
+        [sys.executable, "-c", _LAYER_RUN, str(seed)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if done.returncode != 0 and "No threading layer could be loaded" in done.stderr:
+        return []  # not on this machine (the OpenMP runtime is the system's)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.split()
+
+
+def test_tbb_wheel_gives_numbas_tbb_layer_and_every_layer_the_same_bits(rng):
+    """Where the ``tbb`` wheel is installed (a dependency on Linux x86-64), its runtime is loaded
+    and Numba picks the TBB layer by default; the products and gradients are the same bits under
+    every threading layer there is (no kernel reduces across parallel iterations)."""
+    try:
+        metadata.distribution("tbb")
+    except metadata.PackageNotFoundError:
+        pytest.skip("the tbb wheel is not installed here")
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the TBB runtime is loaded on Linux only")
+    seed = int(rng.integers(2**31))
+    layer, loaded, digest = _in_fresh_process(None, seed)
+    assert (layer, loaded) == ("tbb", "True")
+    compared = 0
+    for other in ("omp", "workqueue"):
+        got = _in_fresh_process(other, seed)
+        if got:
+            assert got[0] == other
+            assert got[2] == digest, other
+            compared += 1
+    assert compared  # Numba's own workqueue layer is always there

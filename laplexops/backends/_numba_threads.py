@@ -17,12 +17,48 @@ compute every output element by the same arithmetic in the same order (no kernel
 
 from __future__ import annotations
 
+import ctypes
+import os
+import sys
 import types
 from collections.abc import Callable
+from importlib import metadata
 from typing import Any
 
 import numba
 from numba import njit
+
+
+def _load_tbb() -> str | None:
+    """Load the TBB runtime of the ``tbb`` wheel (a dependency on Linux), so that Numba can pick
+    its TBB threading layer, and return its path (``None`` where there is none to load).
+
+    Numba prefers TBB to OpenMP when it finds ``libtbb.so.12``, but the wheel installs it in the
+    environment's ``lib`` folder, where the dynamic loader does not look; once loaded here, Numba's
+    ``dlopen`` of the same name finds it. TBB's workers take their share of a parallel region's
+    iterations as they arrive, and the calling thread does the rest: a region does not wait for
+    a worker that another process's thread keeps off its core (OpenBLAS's workers spin for a tenth
+    of a second after each call), where an OpenMP region would."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        dist = metadata.distribution("tbb")
+    except metadata.PackageNotFoundError:
+        return None
+    for file in dist.files or ():
+        if file.name == "libtbb.so.12":
+            path = os.path.realpath(str(dist.locate_file(file)))
+            try:
+                ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+            except OSError:
+                return None
+            return path
+    return None
+
+
+#: the TBB runtime loaded for Numba's threading layer, if any (Numba picks its layer when it first
+#: starts its threads, after this)
+TBB = _load_tbb()
 
 __all__ = ["KERNELS", "PARALLEL_MIN_WORK", "Kernel", "kernel", "use_threads"]
 

@@ -70,3 +70,39 @@ def test_fresh_matvec_peak_per_point(dtype, per_point, rng):
     lx.LaplexOperator(x, y) @ v  # every kernel this size uses compiled outside the trace
     peak = _peak_bytes(lambda: lx.LaplexOperator(x, y) @ v)
     assert peak <= per_point * (m + n), f"{peak / (m + n):.1f} bytes per point"
+
+
+def test_scratch_above_the_keep_limit_is_made_per_call(rng, monkeypatch):
+    """A plan keeps its scan scratch between calls only up to ``_Scratch.KEEP_BYTES``: larger
+    layouts (a training step at 1e8) are made for each call and dropped after it, so that a
+    gradient does not also hold the product's. Same bits either way."""
+    from laplexops.backends import _numba
+
+    m, n = 200_000, 150_000
+    x, y = rng.random(m) * m, rng.random(n) * n
+    v, g = rng.standard_normal(n), rng.standard_normal(m)
+
+    def run(op):
+        u = op.prepare() @ v
+        grads = op.gradient(v, g)
+        return [u, grads.x, grads.y, grads.v, np.asarray(grads.rate)]
+
+    kept_op = lx.LaplexOperator(x, y)
+    kept = run(kept_op)
+    assert kept_op._build_plan().scratch._sets  # at this size, kept
+    monkeypatch.setattr(_numba._Scratch, "KEEP_BYTES", 1 << 16)
+    op = lx.LaplexOperator(x, y).prepare()
+    assert not op._build_plan().scratch._sets
+    op @ v  # the decays and routes of the side, made outside the trace
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        u = op @ v
+        retained = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert retained < u.nbytes + 64 * 1024, f"{retained - u.nbytes} bytes kept beyond the result"
+    got = run(op)
+    assert not op._build_plan().scratch._sets
+    for a, b in zip(kept, got):
+        assert np.array_equal(a, b)

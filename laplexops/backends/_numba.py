@@ -144,17 +144,29 @@ def _presorted(a: np.ndarray, previous: np.ndarray | None, hinted: bool):
 class _Scratch:
     """Scan scratch arrays kept between calls: fresh multi-megabyte arrays cost page faults that
     take longer than the scan itself. A few shapes per plan (a gradient uses two); a concurrent
-    caller gets arrays of its own."""
+    caller gets arrays of its own. Layouts of more than ``KEEP_BYTES`` are not kept: beside the
+    scans of so many elements their page faults cost little, and kept they would add to the
+    peak memory of every later call (a training step's gradient, with a product's set kept,
+    would hold both)."""
 
     _KEEP = 3
+    KEEP_BYTES = 1 << 28
 
     def __init__(self):
         self._lock = threading.Lock()
         self._sets: dict = {}
 
+    @classmethod
+    def _kept(cls, layout) -> bool:
+        size = sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for shape, dtype in layout)
+        return size <= cls.KEEP_BYTES
+
     def reserve(self, layout):
-        """Create the arrays of ``layout`` now, their pages touched, unless kept already."""
+        """Create the arrays of ``layout`` now, their pages touched, unless kept already (or
+        too large to keep)."""
         key = tuple(layout)
+        if not self._kept(layout):
+            return
         with self._lock:
             if key not in self._sets:
                 self._sets[key] = tuple(_touched(shape, dtype) for shape, dtype in layout)
@@ -165,7 +177,7 @@ class _Scratch:
     def __call__(self, layout):
         """Arrays of the ``(shape, dtype)`` pairs in ``layout``, reused when seen recently."""
         key = tuple(layout)
-        mine = self._lock.acquire(blocking=False)
+        mine = self._kept(layout) and self._lock.acquire(blocking=False)
         try:
             arrays = self._sets.pop(key, None) if mine else None
             if arrays is None:

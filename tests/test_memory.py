@@ -72,10 +72,11 @@ def test_fresh_matvec_peak_per_point(dtype, per_point, rng):
     assert peak <= per_point * (m + n), f"{peak / (m + n):.1f} bytes per point"
 
 
-def test_scratch_above_the_keep_limit_is_made_per_call(rng, monkeypatch):
-    """A plan keeps its scan scratch between calls only up to ``_Scratch.KEEP_BYTES``: larger
-    layouts (a training step at 1e8) are made for each call and dropped after it, so that a
-    gradient does not also hold the product's. Same bits either way."""
+def test_scratch_and_decays_above_the_keep_limits_are_made_per_call(rng, monkeypatch):
+    """A plan keeps its scan scratch between calls only up to ``_Scratch.KEEP_BYTES``, and its
+    decays up to ``_DECAY_CACHE_BYTES`` beyond the newest set: larger ones (a training step at
+    1e8) are made for each call and dropped, so that a gradient holds neither the product's
+    scratch nor both sides' decays at once. Same bits either way."""
     from laplexops.backends import _numba
 
     m, n = 200_000, 150_000
@@ -90,7 +91,9 @@ def test_scratch_above_the_keep_limit_is_made_per_call(rng, monkeypatch):
     kept_op = lx.LaplexOperator(x, y)
     kept = run(kept_op)
     assert kept_op._build_plan().scratch._sets  # at this size, kept
+    assert len(kept_op._build_plan()._decays) == 2  # both sides'
     monkeypatch.setattr(_numba._Scratch, "KEEP_BYTES", 1 << 16)
+    monkeypatch.setattr(_numba, "_DECAY_CACHE_BYTES", 1 << 16)
     op = lx.LaplexOperator(x, y).prepare()
     assert not op._build_plan().scratch._sets
     op @ v  # the decays and routes of the side, made outside the trace
@@ -104,5 +107,6 @@ def test_scratch_above_the_keep_limit_is_made_per_call(rng, monkeypatch):
     assert retained < u.nbytes + 64 * 1024, f"{retained - u.nbytes} bytes kept beyond the result"
     got = run(op)
     assert not op._build_plan().scratch._sets
+    assert len(op._build_plan()._decays) == 1  # the newest: the gradient's second side
     for a, b in zip(kept, got):
         assert np.array_equal(a, b)

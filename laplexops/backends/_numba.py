@@ -24,6 +24,10 @@ __all__ = ["NumbaBackend", "NumbaPlan"]
 
 _NO_PERM = np.empty(0, dtype=np.int64)  # the kernels' identity permutation
 _DECAY_CACHE_SIZE = 4
+#: the decays a plan keeps beyond its newest set, in bytes: at 1e8 anchors a set takes over a
+#: gigabyte, and a product that needs another side's or rate's decays makes them again in a
+#: fraction of the scan's time
+_DECAY_CACHE_BYTES = 1 << 30
 _REPAIR_MOVES = 4  # insertion moves per anchor before a plan repair falls back to a sort
 
 
@@ -103,16 +107,23 @@ class NumbaPlan(SortedPlan):
         return self._routes[i]
 
     def decays(self, side: Side, rate, dtype: np.dtype):
-        """The side's decays for ``rate`` in ``dtype``, cached for a few (side, rate, dtype)."""
+        """The side's decays for ``rate`` in ``dtype``, cached for a few (side, rate, dtype) up
+        to ``_DECAY_CACHE_BYTES`` (the newest always)."""
         if self.shared:
             side = Side.ROWS_X
         key = (side, rate, dtype)
         hit = self._decays.get(key)
         if hit is None:
-            hit = self.side(side).decays(rate, dtype)
-            if len(self._decays) >= _DECAY_CACHE_SIZE:
+            s = self.side(side)
+            size = (s.cz.shape[0] + 2 * s.lo.shape[0]) * np.dtype(dtype).itemsize
+            # the oldest sets go first, so that they are not held while the new one is made
+            while self._decays and (
+                len(self._decays) >= _DECAY_CACHE_SIZE
+                or size + sum(d.base.nbytes for d, _, _ in self._decays.values())
+                > _DECAY_CACHE_BYTES
+            ):
                 self._decays.pop(next(iter(self._decays)))
-            self._decays[key] = hit
+            hit = self._decays[key] = s.decays(rate, dtype)
         return hit
 
 
@@ -279,7 +290,6 @@ class NumbaBackend:
         real = np.finfo(np.result_type(v.dtype, gc.dtype)).dtype
         decay = np.result_type(real, np.complex64) if isinstance(rate, complex) else real
         dx_, elx, erx = plan.decays(side, rate, decay)
-        dy_, ely, ery = plan.decays(side.other, rate, decay)
         dtype = np.result_type(v.dtype, gc.dtype, decay)
         zero = dtype.type(0)
         v, gc = np.ascontiguousarray(v), np.ascontiguousarray(gc)
@@ -336,6 +346,9 @@ class NumbaBackend:
                 work=work,
             )
             _to_rows(sx.rroute, [dx_at], [dx.reshape(m, 1)])
+            # side y's decays only now, side x's let go: at huge sizes the plan keeps one set
+            del dx_, elx, erx
+            dy_, ely, ery = plan.decays(side.other, rate, decay)
             column_scans(rx, dy_, gc, fy, by, fy[:, :0], by[:, :0], False, work=work)
             rows_sum_signed_dot(
                 sy.lo,

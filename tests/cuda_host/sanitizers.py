@@ -34,7 +34,7 @@ SANITIZERS = {
 }
 
 #: the tests that wait for the runs (``tests/test_cuda_sanitizers.py``)
-TESTS = {"test_no_races_in_the_kernels": "tsan", "test_no_access_outside_device_arrays": "asan"}
+TESTS = frozenset({"test_no_races_in_the_kernels", "test_no_access_outside_device_arrays"})
 
 _STARTED: dict = {}  # sanitizer -> (process or None: no runtime, its folder)
 

@@ -364,7 +364,8 @@ class LaplexGram:
         return f
 
     def _singular_message(self, i: int, j: int) -> str:
-        w, u, a = float(self._full(self._w)[i]), float(self._full(self._u)[i]), self._op._x
+        w, u = float(self._full(self._w)[i]), float(self._full(self._u)[i])
+        a = self._op._anchors()[0]
         if w == 0 and u == 0:
             return f"Σ is singular: weights[{i}] and noise[{i}] are both 0 (row {i} of Σ is zero)"
         if j >= 0 and bool(a[i] == a[j]):

@@ -59,15 +59,24 @@ class Gradients(NamedTuple):
     v: Any
 
 
+#: the anchors' snapshots an operator keeps once its plan is built, in bytes (both together):
+#: larger ones are let go where the backend can make them again from its plan (see
+#: ``Backend.anchors``); at 1e8 anchors that is 4 or 8 bytes per anchor less
+_ANCHORS_KEEP_BYTES = 1 << 28
+
+
 class _PlanCell:
-    """The lazily built plan, shared by an operator and its adjoint, transpose and re-rated copies;
-    ``hint`` is the previous plan of a ``with_anchors`` step until this one is built."""
+    """The lazily built plan, shared by an operator and its adjoint, transpose and re-rated copies,
+    with the anchors' snapshots ``anchors`` in the plan's orientation (rows, columns) until the
+    plan holds them (``None`` then, see ``LaplexOperator._anchors``); ``hint`` is the previous plan
+    of a ``with_anchors`` step until this one is built."""
 
-    __slots__ = ("plan", "hint")
+    __slots__ = ("plan", "hint", "anchors")
 
-    def __init__(self, hint: Any = None) -> None:
+    def __init__(self, anchors: tuple[Any, Any], hint: Any = None) -> None:
         self.plan = None
         self.hint = hint
+        self.anchors: tuple[Any, Any] | None = anchors
 
 
 def _check_rate(rate: Any) -> float | complex:
@@ -184,42 +193,60 @@ class LaplexOperator:
         ys, y_ordered = (
             (xs, x_ordered) if (y is x or _equal(xp, x, y)) else _snapshot(chosen, y, real, "y")
         )
-        self._init(xp, xs, ys, rate, chosen, like=x, ordered=(x_ordered, y_ordered))
+        self._init(
+            xp,
+            (xs.shape[0], ys.shape[0]),
+            np.dtype(xs.dtype),
+            rate,
+            chosen,
+            _PlanCell((xs, ys)),
+            like=x,
+            ordered=(x_ordered, y_ordered),
+        )
 
     def _init(
         self,
         xp: Any,
-        x: Any,
-        y: Any,
+        shape: tuple[int, int],
+        real: np.dtype,
         rate: float | complex,
         backend: Backend,
-        cell: _PlanCell | None = None,
+        cell: _PlanCell,
         flip: bool = False,
         like: Any = None,
         ordered: tuple[bool | None, bool | None] = (None, None),
     ) -> None:
-        """Set the state; ``x`` and ``y`` are private native anchors (rows, columns), ``like`` an
-        array of the caller's namespace and device, ``ordered`` what their snapshots said of their
-        order (for the plan)."""
-        self._xp, self._x, self._y, self._rate = xp, x, y, rate
+        """Set the state: ``shape`` (rows, columns) and the real dtype ``real`` of the anchors,
+        whose private native snapshots the plan ``cell`` holds (in the plan's orientation, which
+        ``flip`` swaps); ``like`` an array of the caller's namespace and device, ``ordered`` what
+        the snapshots said of their order (for the plan)."""
+        self._xp, self._rate = xp, rate
+        self._shape = shape
+        self._real = real
         self._ordered = ordered
         self._like = like
         self._backend = backend
-        self._cell = _PlanCell() if cell is None else cell
+        self._cell = cell
         self._flip = flip
-        real = np.dtype(x.dtype)
         self._dtype = np.result_type(real, np.complex64) if isinstance(rate, complex) else real
+
+    def _anchors(self) -> tuple[Any, Any]:
+        """The snapshots ``(x, y)`` (rows, columns): the cell's, or made again from the plan."""
+        held = self._cell.anchors
+        if held is None:  # let go once the plan was built, by a backend that can make them
+            held = getattr(self._backend, "anchors")(self._cell.plan)  # noqa: B009 (optional)
+        a, b = held
+        return (b, a) if self._flip else (a, b)
 
     # ------------------------------------------------------------------ construction helpers
     def _derived(self, flip: bool, rate: float | complex) -> LaplexOperator:
         """An operator sharing this one's plan: the same anchors, maybe swapped, another rate."""
         op = object.__new__(LaplexOperator)
         swap = flip != self._flip
-        x, y = (self._y, self._x) if swap else (self._x, self._y)
         op._init(
             self._xp,
-            x,
-            y,
+            self._shape[::-1] if swap else self._shape,
+            self._real,
             rate,
             self._backend,
             self._cell,
@@ -299,8 +326,9 @@ class LaplexOperator:
         """
         op = LaplexOperator(x, y, self._rate, self._backend)
         if self._cell.plan is not None and op.shape == self.shape:
+            x_, y_ = op._anchors()
             op._flip = self._flip  # the plan's orientation, so that the hint lines up
-            op._cell = _PlanCell(hint=self._cell.plan)
+            op._cell = _PlanCell((y_, x_) if op._flip else (x_, y_), hint=self._cell.plan)
         return op
 
     # ------------------------------------------------------------------ attributes
@@ -319,7 +347,7 @@ class LaplexOperator:
         >>> op.x.flags.writeable
         False
         """
-        return self._public(self._x)
+        return self._public(self._anchors()[0])
 
     @property
     def y(self) -> Any:
@@ -330,7 +358,7 @@ class LaplexOperator:
         >>> lx.LaplexOperator([2.0, 0.0], [1.5, 0.5, 1.0]).y
         array([1.5, 0.5, 1. ])
         """
-        return self._public(self._y)
+        return self._public(self._anchors()[1])
 
     def _public(self, a: Any) -> Any:
         """The snapshot ``a`` for the caller: a read-only view for NumPy anchors, a copy in any
@@ -368,7 +396,7 @@ class LaplexOperator:
         >>> op.shape
         (3, 2)
         """
-        return (self._x.shape[0], self._y.shape[0])
+        return self._shape
 
     @property
     def dtype(self) -> Any:
@@ -418,10 +446,17 @@ class LaplexOperator:
         """The shared plan, built now if it is not yet."""
         cell = self._cell
         if cell.plan is None:
-            x, y = (self._y, self._x) if self._flip else (self._x, self._y)
+            held = cell.anchors
+            if held is None:  # another thread built it meanwhile (and let the anchors go)
+                return cell.plan
+            x, y = held
             ordered = self._ordered[::-1] if self._flip else self._ordered
             cell.plan = self._backend.plan(x, y, cell.hint, ordered)
             cell.hint = None
+            if x.nbytes + (0 if y is x else y.nbytes) > _ANCHORS_KEEP_BYTES and hasattr(
+                self._backend, "anchors"
+            ):
+                cell.anchors = None  # the plan holds them: made again on request
         return cell.plan
 
     def prepare(self) -> LaplexOperator:
@@ -843,8 +878,7 @@ class LaplexOperator:
                 f"the guard of {DENSE_LIMIT:.0e}; pass force=True to build it anyway"
             )
         xp = self._backend.xp
-        x = self._x.astype(np.float64)
-        y = self._y.astype(np.float64)
+        x, y = (a.astype(np.float64) for a in self._anchors())
         dense = xp.exp(-self._rate * xp.abs(x[:, None] - y[None, :])).astype(self._dtype)
         return ns.result_to(self._xp, dense, self._like)
 
@@ -916,7 +950,7 @@ class LaplexOperator:
         G = gn.astype(self._working_dtype(dtype, gdtype), copy=False).reshape(m, k)
         s = self._rate
         plan, backend = self._plan, self._backend
-        real = np.dtype(self._x.dtype)
+        real = self._real
         gc = G.conj() if G.dtype.kind == "c" else G
         reductions = getattr(backend, "gradient_reductions", None)
         if reductions is None:

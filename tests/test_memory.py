@@ -110,3 +110,45 @@ def test_scratch_and_decays_above_the_keep_limits_are_made_per_call(rng, monkeyp
     assert len(op._build_plan()._decays) == 1  # the newest: the gradient's second side
     for a, b in zip(kept, got):
         assert np.array_equal(a, b)
+
+
+def test_plan_holds_the_anchors_and_one_sides_merge_counts_above_the_limits(rng, monkeypatch):
+    """Above ``_ANCHORS_KEEP_BYTES`` an operator lets its anchors' snapshots go once its plan is
+    built (the plan gives them back), and above ``_COUNTS_KEEP_BYTES`` the plan holds one side's
+    merge counts: the side last used. Every result the same bits, the anchors the same values."""
+    from laplexops import _operator
+    from laplexops.backends import _numba
+
+    m, n = 3_000, 2_000
+    x, y = rng.random(m) * m, rng.random(n) * n
+    x[:50] = y[:50]  # ties: both counts arrays held
+    v, g = rng.standard_normal(n), rng.standard_normal(m)
+
+    def run(op):
+        u = op @ v
+        grads = op.gradient(v, g)
+        t = op.T @ g
+        r = op.with_rate(0.3 + 1j).H @ g
+        return [u, t, r, grads.x, grads.y, grads.v, np.asarray(grads.rate), op.to_dense()]
+
+    want = run(lx.LaplexOperator(x, y))
+    monkeypatch.setattr(_operator, "_ANCHORS_KEEP_BYTES", 0)
+    monkeypatch.setattr(_numba, "_COUNTS_KEEP_BYTES", 0)
+    op = lx.LaplexOperator(x, y)
+    assert op._cell.anchors is not None  # no plan yet
+    op.prepare()
+    assert op._cell.anchors is None
+    got = run(op)
+    for a, b in zip(want, got):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(op.x, x)
+    np.testing.assert_array_equal(op.T.x, y)
+    assert not op.x.flags.writeable
+    sides = [s for s in op._cell.plan._sides if s is not None]
+    assert len(sides) == 2 and sum(s.counts_nbytes() > 0 for s in sides) == 1
+    step = op.with_anchors(x + 0.25, y)
+    np.testing.assert_array_equal(step.x, x + 0.25)
+    np.testing.assert_array_equal(step @ v, lx.LaplexOperator(x + 0.25, y) @ v)
+    shared = lx.LaplexOperator(y, y).prepare()
+    assert shared._cell.anchors is None and shared.x is not shared.y
+    np.testing.assert_array_equal(shared.y, y)

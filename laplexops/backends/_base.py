@@ -68,11 +68,13 @@ class Backend(Protocol):
     validates input, converts namespaces and caches plans; it calls only the members below and
     treats plans as opaque: it builds one per operator (shared with the adjoint, the transpose and
     re-rated copies) and hands it back to :meth:`apply`. Any object with these members is a
-    backend (the check ``isinstance(obj, Backend)`` looks at the members' presence only). Two
+    backend (the check ``isinstance(obj, Backend)`` looks at the members' presence only). Three
     more members are optional: ``gradient_reductions``, which the front end calls for gradients
-    when present (see ``laplexops.backends._base.gradient_reductions``), and ``prepare(plan,
-    side, rate, dtype)``, which ``LaplexOperator.prepare()`` calls to lay out a product ahead of
-    its first call.
+    when present (see ``laplexops.backends._base.gradient_reductions``); ``prepare(plan, side,
+    rate, dtype)``, which ``LaplexOperator.prepare()`` calls to lay out a product ahead of its
+    first call; and ``anchors(plan)``, the snapshots ``(x, y)`` the plan was built from, made
+    again from it: with it the front end lets its own copies of large anchors go once the plan
+    is built.
 
     Attributes
     ----------

@@ -29,15 +29,18 @@ _DECAY_CACHE_SIZE = 4
 #: another side's or rate's set) makes its decays again, which takes about as long as the
 #: product (9.4 against 10.6 ms at 1e6); a training step that moves its anchors makes them anyway
 _DECAY_CACHE_BYTES = 1 << 30
+#: the merge counts a plan keeps for both sides together, in bytes (see NumbaPlan.side)
+_COUNTS_KEEP_BYTES = 1 << 28
 _REPAIR_MOVES = 4  # insertion moves per anchor before a plan repair falls back to a sort
 
 
 class _Side:
-    """One orientation of a plan: sorted rows against sorted columns, their merge counts, and the
-    routes of their permutations (``None`` where the moves go direct)."""
+    """One orientation of a plan: sorted rows against sorted columns, their merge counts (made
+    again on use when the plan let them go, see :meth:`NumbaPlan.side`), and the routes of their
+    permutations (``None`` where the moves go direct)."""
 
     __slots__ = (
-        "rz", "cz", "rperm", "cperm", "rroute", "croute", "lo", "hi", "ties", "square"
+        "rz", "cz", "rperm", "cperm", "rroute", "croute", "_counts", "ties", "square"
     )  # fmt: skip
 
     def __init__(self, rz, cz, rperm, cperm, rroute, croute):
@@ -45,14 +48,47 @@ class _Side:
         self.rroute, self.croute = rroute, croute
         # rows are the columns, all distinct: lo = arange, hi = lo + 1 (see scan_square)
         self.square = rz is cz and not bool((cz[1:] == cz[:-1]).any())
-        index = np.int32 if rz.shape[0] + cz.shape[0] < 2**31 else np.int64
-        size = 0 if self.square else rz.shape[0]
-        self.lo = np.empty(size, dtype=index)
-        self.hi = np.empty(size, dtype=index)
-        merge_counts(rz[:size], cz, self.lo, self.hi)
-        self.ties = self.square or bool((self.lo != self.hi).any())  # a row equals a column
+        self._counts = None
+        self.ties = True
+        lo, hi = self.counts()
+        self.ties = self.square or bool((lo != hi).any())  # a row equals a column
         if not self.ties:
-            self.hi = self.lo  # equal: keep one of them
+            self._counts = (lo, lo)  # equal: keep one of them
+
+    def counts(self):
+        """``(lo, hi)``, the merge counts (see ``_numba_scan``; one array when no row ties with
+        a column), made now unless held; O(m + n)."""
+        held = self._counts
+        if held is None:
+            index = np.int32 if self.rz.shape[0] + self.cz.shape[0] < 2**31 else np.int64
+            size = 0 if self.square else self.rz.shape[0]
+            lo = np.empty(size, dtype=index)
+            hi = np.empty(size, dtype=index) if self.ties else lo
+            merge_counts(self.rz[:size], self.cz, lo, hi)
+            held = self._counts = (lo, hi)
+        return held
+
+    def release_counts(self) -> None:
+        """Let the merge counts go (made again on use)."""
+        self._counts = None
+
+    def counts_nbytes(self) -> int:
+        """The bytes of the merge counts held (0 when let go)."""
+        held = self._counts
+        if held is None:
+            return 0
+        lo, hi = held
+        return lo.nbytes + (0 if hi is lo else hi.nbytes)
+
+    @property
+    def lo(self):
+        """``lo[r] = #{c : cs[c] < rs[r]}`` (see :meth:`counts`)."""
+        return self.counts()[0]
+
+    @property
+    def hi(self):
+        """``hi[r] = #{c : cs[c] <= rs[r]}`` (see :meth:`counts`)."""
+        return self.counts()[1]
 
     def decays(self, rate, dtype: np.dtype):
         """``(d, el, er)`` for ``rate`` in ``dtype`` (see ``_numba_scan``); O(m + n)."""
@@ -93,6 +129,25 @@ class NumbaPlan(SortedPlan):
         self._routes: list = [None, None]  # of x's permutation, of y's
         self.scratch = _Scratch()
         self.gram_pool = _numba_filter.Pool()  # the Gram's factors and scratch
+
+    def side(self, side: Side) -> _Side:
+        """The orientation whose rows are ``side``'s anchors, its merge counts held. Beyond
+        ``_COUNTS_KEEP_BYTES`` for both, the plan lets the other orientation's go: at 1e8
+        anchors a gradient then holds one side's at a time. The price: a call on the other side
+        makes them again, a tenth of a product's time or so (a merge walk)."""
+        key = Side.ROWS_X if self.shared else Side(side)
+        s = self._sides[key]
+        if s is None or s.counts_nbytes() == 0:
+            # counts to be made: the other side's go first when both would pass the limit
+            rows = self.shape[0] if key == Side.ROWS_X else self.shape[1]
+            size = 2 * rows * (4 if sum(self.shape) < 2**31 else 8)
+            for other in self._sides:
+                if other is not None and other is not s:
+                    if size + other.counts_nbytes() > _COUNTS_KEEP_BYTES:
+                        other.release_counts()
+        s = super().side(side)
+        s.counts()
+        return s
 
     def _orient(self, rz, cz, rperm, cperm) -> _Side:
         return _Side(rz, cz, rperm, cperm, self._route(rperm), self._route(cperm))
@@ -188,8 +243,12 @@ class _Scratch:
     @contextmanager
     def __call__(self, layout):
         """Arrays of the ``(shape, dtype)`` pairs in ``layout``, reused when seen recently."""
+        if not self._kept(layout):
+            # made for this call and not held here: the caller can let each one go when done
+            yield tuple(np.empty(shape, dtype) for shape, dtype in layout)
+            return
         key = tuple(layout)
-        mine = self._kept(layout) and self._lock.acquire(blocking=False)
+        mine = self._lock.acquire(blocking=False)
         try:
             arrays = self._sets.pop(key, None) if mine else None
             if arrays is None:
@@ -224,6 +283,20 @@ class NumbaBackend:
 
     def plan(self, x, y, hint=None, ordered=(None, None)):
         return NumbaPlan(x, y, hint)  # (its sorts find sorted anchors on their own)
+
+    def anchors(self, plan):
+        """The snapshots ``(x, y)`` the plan was built from, made again from its sorted values and
+        permutations: ``x[perm] = xs`` (the sorted values themselves where they came sorted);
+        one array for both when they were one. O(N)."""
+        made = []
+        for values, perm in plan.sorted[: 1 if plan.shared else 2]:
+            if perm is None:
+                made.append(values)
+            else:
+                a = np.empty_like(values)
+                a[perm] = values
+                made.append(a)
+        return (made[0], made[0]) if plan.shared else tuple(made)
 
     def prepare(self, plan, side, rate, dtype):
         """Lay out what a product of one column on ``side`` at ``rate`` in ``dtype`` needs
@@ -284,9 +357,9 @@ class NumbaBackend:
         contract as they go: the operands gathered once into sorted order serve both sides
         (``v`` is one side's columns and the other's row operand, ``gc`` the reverse), and no
         signed or moment reduction is written out. O(N k)."""
-        sx, sy = plan.side(side), plan.side(side.other)
+        sx = plan.side(side)
         m, n, k = sx.rz.shape[0], sx.cz.shape[0], v.shape[1]
-        if sx.square or sy.square or m == 0 or n == 0 or k == 0:
+        if sx.square or m == 0 or n == 0 or k == 0:
             return gradient_reductions(self, plan, side, rate, v, gc)
         real = np.finfo(np.result_type(v.dtype, gc.dtype)).dtype
         decay = np.result_type(real, np.complex64) if isinstance(rate, complex) else real
@@ -295,6 +368,10 @@ class NumbaBackend:
         zero = dtype.type(0)
         v, gc = np.ascontiguousarray(v), np.ascontiguousarray(gc)
         longer = max(m, n)
+        # Side y's rows and columns are side x's columns and rows: its permutations and routes
+        # are side x's, swapped. Each array below is let go once read for the last time (at
+        # sizes whose scratch the plan does not keep, that lowers the peak memory): the results
+        # are made when their staging is written, and that staging is scratch no longer read.
         layout = [
             ((k * longer,), dtype),  # forward and backward scans: side x's, then side y's
             ((k * longer,), dtype),
@@ -302,38 +379,28 @@ class NumbaBackend:
             ((k, n), dtype),
             ((n if sx.cperm is not None else 0, k), v.dtype),  # v in sorted column order
             ((m if sx.rperm is not None else 0, k), gc.dtype),  # gc in sorted row order
-            # side x's result staged for its route, unless it fits in wtg (written later)
-            ((m if sx.rroute is not None and m > n * k else 0,), dtype),
+            ((m if sx.rroute is not None else 0,), dtype),  # side x's result, staged
         ]
-        dx = np.empty(m, dtype)
-        dy = np.empty(n, dtype)
-        wtg = np.empty((n, k), dtype)
         parts = np.empty(min(256, m), dtype)
+        xroute, yroute = sx.rroute, sx.croute
         with plan.scratch(layout) as (fwd, bwd, f1, b1, vs, gs, x_stage):
             f, b = fwd[: k * n].reshape(k, n), bwd[: k * n].reshape(k, n)
-            fy, by = fwd[: k * m].reshape(k, m), bwd[: k * m].reshape(k, m)
-            # the routes' staging in scratch that is written later or no longer read
-            if sx.cperm is not None:
-                _to_sorted(v, sx.cperm, sx.croute, vs, _carve(fwd, (n, k), v.dtype))
+            if sx.cperm is not None:  # the routes' staging in scratch written later
+                _to_sorted(v, sx.cperm, yroute, vs, _carve(fwd, (n, k), v.dtype))
                 v = vs
             if sx.rperm is not None:
-                _to_sorted(gc, sx.rperm, sx.rroute, gs, _carve(fwd, (m, k), gc.dtype))
+                _to_sorted(gc, sx.rperm, xroute, gs, _carve(fwd, (m, k), gc.dtype))
                 gc = gs
             rx, cx = sx.rz.astype(real, copy=False), sx.cz.astype(real, copy=False)
-            x_stage = x_stage if x_stage.shape[0] else wtg.reshape(-1)
-            rdx, (dx_at,) = _row_targets(sx.rperm, sx.rroute, [dx.reshape(m, 1)], x_stage)
-            outs_y = [wtg, dy.reshape(n, 1)]
-            # side y's: in side x's moment scans, no longer read then
-            rdy, (wtg_at,) = _row_targets(sy.rperm, sy.rroute, outs_y[:1], f1.reshape(-1))
-            rdy, (dy_at,) = _row_targets(sy.rperm, sy.rroute, outs_y[1:], b1.reshape(-1))
             work = (m + n) * k
             column_scans(cx, dx_, v, f, b, f1, b1, True, work=work)
+            dx = x_stage if xroute is not None else np.empty(m, dtype)
             rows_signed_moment_dot(
                 rx,
                 cx,
                 sx.lo,
                 sx.hi,
-                rdx,
+                _rdest(sx.rperm, xroute),
                 elx,
                 erx,
                 gc,
@@ -341,33 +408,42 @@ class NumbaBackend:
                 b,
                 f1,
                 b1,
-                dx_at.reshape(m),
+                dx,
                 parts,
                 zero,
                 work=work,
             )
-            _to_rows(sx.rroute, [dx_at], [dx.reshape(m, 1)])
-            # side y's decays only now, side x's let go: at huge sizes the plan keeps one set
-            del dx_, elx, erx
+            del f, b, f1, b1, dx_, elx, erx, sx
+            dx = _unstaged(xroute, dx.reshape(m, 1))
+            # side y: its merge counts and decays only now (at huge sizes the plan then holds
+            # one side's of each)
+            sy = plan.side(side.other)
             dy_, ely, ery = plan.decays(side.other, rate, decay)
+            fy, by = fwd[: k * m].reshape(k, m), bwd[: k * m].reshape(k, m)
             column_scans(rx, dy_, gc, fy, by, fy[:, :0], by[:, :0], False, work=work)
+            # its results' staging: where gc, then side x's result, were staged
+            staged = yroute is not None
+            wtg = _carve_or_new(gs if staged else None, (n, k), dtype)
+            dy = _carve_or_new(x_stage if staged else None, (n, 1), dtype)
+            del gc, gs, x_stage
             rows_sum_signed_dot(
                 sy.lo,
                 sy.hi,
-                rdy,
+                _rdest(sy.rperm, yroute),
                 ely,
                 ery,
                 v,
                 sy.ties,
                 fy,
                 by,
-                wtg_at,
-                dy_at.reshape(n),
+                wtg,
+                dy.reshape(n),
                 zero,
                 work=work,
             )
-            _to_rows(sy.rroute, [wtg_at, dy_at], outs_y)
-        return dx, parts.sum(), dy, wtg
+            del fy, by, fwd, bwd, v, vs, dy_, ely, ery
+            wtg, dy = _unstaged(yroute, wtg), _unstaged(yroute, dy)
+        return dx.reshape(m), parts.sum(), dy.reshape(n), wtg
 
     # the Gram's filter (see GramBackend and _numba_filter)
     def gram_factor(self, plan, rate, weights, noise):
@@ -452,13 +528,39 @@ def _to_sorted(a, perm, route, out, stage) -> None:
         route.gather(a, out, _movable(stage))
 
 
+def _rdest(perm, route) -> np.ndarray:
+    """Where a row pass writes sorted row ``r`` (its ``rdest``): to slot ``route.slot[r]`` of a
+    staging array when there is a route, else to row ``perm[r]`` (no permutation: to row r)."""
+    if route is not None:
+        return route.slot
+    return _NO_PERM if perm is None else perm
+
+
+def _unstaged(route, staged: np.ndarray) -> np.ndarray:
+    """The (n, k) results a row pass wrote for :func:`_rdest`, in original row order: a new
+    array moved through ``route`` from its staging, or ``staged`` itself without a route."""
+    if route is None:
+        return staged
+    out = np.empty(staged.shape, staged.dtype)
+    route.scatter(_movable(staged), _movable(out))
+    return out
+
+
+def _carve_or_new(buf: np.ndarray | None, shape, dtype) -> np.ndarray:
+    """:func:`_carve` from ``buf`` when it is large enough, else a new array."""
+    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if buf is not None and buf.nbytes >= size:
+        return _carve(buf, shape, dtype)
+    return np.empty(shape, dtype)
+
+
 def _row_targets(perm, route, outs, stage):
     """Where a row pass writes the results ``outs`` (2-D, empty when not wanted): ``(rdest,
     targets)`` for the kernels. Without a route, sorted row ``r`` goes to row ``perm[r]`` of its
     output; with one, to its slot of an array carved from the flat ``stage`` (one per result, in
     turn), and :func:`_to_rows` then moves them into the outputs."""
     if route is None:
-        return (_NO_PERM if perm is None else perm), outs
+        return _rdest(perm, None), outs
     targets, start = [], 0
     for o in outs:
         if o.shape[0]:
@@ -466,7 +568,7 @@ def _row_targets(perm, route, outs, stage):
             start += o.size
         else:
             targets.append(o)
-    return route.slot, targets
+    return _rdest(perm, route), targets
 
 
 def _to_rows(route, targets, outs) -> None:

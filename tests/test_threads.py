@@ -199,6 +199,7 @@ def test_serial_and_parallel_builds_give_the_same_bits(rng, monkeypatch, dtype, 
     seed = int(rng.integers(2**32))
     shape = (5000, 7000, 3)  # both sides long enough for the radix sort
     monkeypatch.setattr(_numba, "ROUTE_MIN", 0)  # and their permutations routed, in blocks
+    monkeypatch.setattr(_numba, "_PERM_KEEP_BYTES", 0)  # the routes standing for them
     serial = workload(np.random.default_rng(seed), *shape, rate, dtype)
     monkeypatch.setattr(_numba_threads, "PARALLEL_MIN_WORK", 0)  # every call in parallel
     calls = count_parallel(monkeypatch)

@@ -31,13 +31,18 @@ _DECAY_CACHE_SIZE = 4
 _DECAY_CACHE_BYTES = 1 << 30
 #: the merge counts a plan keeps for both sides together, in bytes (see NumbaPlan.side)
 _COUNTS_KEEP_BYTES = 1 << 28
+#: a permutation larger than this, in bytes, is let go once its route is built: the route stands
+#: for it (made again on request, see Route.permutation: a training step's next plan, the Gram)
+_PERM_KEEP_BYTES = 1 << 28
 _REPAIR_MOVES = 4  # insertion moves per anchor before a plan repair falls back to a sort
 
 
 class _Side:
     """One orientation of a plan: sorted rows against sorted columns, their merge counts (made
-    again on use when the plan let them go, see :meth:`NumbaPlan.side`), and the routes of their
-    permutations (``None`` where the moves go direct)."""
+    again on use when the plan let them go, see :meth:`NumbaPlan.side`), their permutations
+    ``rperm``, ``cperm`` (``None`` for anchors that came sorted; where there is a route, the route
+    stands for its permutation) and the routes ``rroute``, ``croute`` (``None`` where the moves
+    go direct)."""
 
     __slots__ = (
         "rz", "cz", "rperm", "cperm", "rroute", "croute", "_counts", "ties", "square"
@@ -100,7 +105,8 @@ class _Side:
             self.lo,
             self.hi,
             dtype.type(rate),
-            np.empty(n + 2 * m, dtype),
+            np.empty(n, dtype),
+            np.empty(2 * m, dtype),
         )
 
 
@@ -150,37 +156,53 @@ class NumbaPlan(SortedPlan):
         return s
 
     def _orient(self, rz, cz, rperm, cperm) -> _Side:
-        return _Side(rz, cz, rperm, cperm, self._route(rperm), self._route(cperm))
+        rroute, croute = self._route(rperm), self._route(cperm)
+        return _Side(rz, cz, rroute or rperm, croute or cperm, rroute, croute)
 
     def _route(self, perm) -> Route | None:
         """The route of ``perm`` (x's or y's permutation), built on first use; ``None`` for
-        anchors that came sorted or are too few for a route to pay."""
+        anchors that came sorted or are too few for a route to pay. Above ``_PERM_KEEP_BYTES``
+        the route then stands for the permutation in ``sorted``."""
+        if isinstance(perm, Route):
+            return perm
         if perm is None or perm.shape[0] < ROUTE_MIN:
             return None
         i = 0 if perm is self.sorted[0][1] else 1
         if self._routes[i] is None:
-            self._routes[i] = Route(perm)
+            route = self._routes[i] = Route(perm)
+            if perm.nbytes > _PERM_KEEP_BYTES:
+                self.sorted = tuple((v, route if p is perm else p) for v, p in self.sorted)
         return self._routes[i]
 
-    def decays(self, side: Side, rate, dtype: np.dtype):
-        """The side's decays for ``rate`` in ``dtype``, cached for a few (side, rate, dtype) up
-        to ``_DECAY_CACHE_BYTES`` (the newest always)."""
+    def decays(self, side: Side, rate, dtype: np.dtype, keep: bool = True):
+        """The side's decays ``(d, el, er)`` for ``rate`` in ``dtype``, cached for a few (side,
+        rate, dtype) up to ``_DECAY_CACHE_BYTES`` (the newest always). With ``keep=False`` the
+        set is handed over instead: taken out of the cache, or made and not put in, so that the
+        caller can let ``d`` go before it is done with ``el`` and ``er``."""
         if self.shared:
             side = Side.ROWS_X
         key = (side, rate, dtype)
-        hit = self._decays.get(key)
+        hit = self._decays.get(key) if keep else self._decays.pop(key, None)
         if hit is None:
             s = self.side(side)
             size = (s.cz.shape[0] + 2 * s.lo.shape[0]) * np.dtype(dtype).itemsize
             # the oldest sets go first, so that they are not held while the new one is made
             while self._decays and (
                 len(self._decays) >= _DECAY_CACHE_SIZE
-                or size + sum(d.base.nbytes for d, _, _ in self._decays.values())
+                or size + sum(sum(a.nbytes for a in d) for d in self._decays.values())
                 > _DECAY_CACHE_BYTES
             ):
                 self._decays.pop(next(iter(self._decays)))
-            hit = self._decays[key] = s.decays(rate, dtype)
+            hit = s.decays(rate, dtype)
+            if keep:
+                self._decays[key] = hit
         return hit
+
+
+def _permutation(perm):
+    """A plan's permutation (or ``None``) as an array: made again where its route stands for
+    it."""
+    return perm.permutation() if isinstance(perm, Route) else perm
 
 
 def _take(a: np.ndarray, perm: np.ndarray) -> np.ndarray:
@@ -190,18 +212,21 @@ def _take(a: np.ndarray, perm: np.ndarray) -> np.ndarray:
     return out
 
 
-def _presorted(a: np.ndarray, previous: np.ndarray | None, hinted: bool):
+def _presorted(a: np.ndarray, previous: np.ndarray | Route | None, hinted: bool):
     """``(a[perm], perm)`` found without a full sort, else ``(None, None)``.
 
     ``(a, None)`` when ``a`` is already sorted. Otherwise, when ``hinted``, the previous plan's
-    order ``previous`` of anchors of the same length (``None``: they were sorted) is repaired by
-    insertion when the anchors moved little since — a training step — in O(n + moves), giving up
-    past a few moves per anchor.
+    order ``previous`` of anchors of the same length (``None``: they were sorted; a route where it
+    stands for the order) is repaired by insertion when the anchors moved little since — a
+    training step — in O(n + moves), giving up past a few moves per anchor.
     """
     if _numba_sort.is_sorted(a):
         return a, None
     if hinted:
-        perm = np.arange(a.shape[0]) if previous is None else previous.copy()
+        if previous is None:
+            perm = np.arange(a.shape[0])
+        else:  # a copy: the repair works in place
+            perm = previous.permutation() if isinstance(previous, Route) else previous.copy()
         values = _take(a, perm)
         if _numba_sort.repair(values, perm, _REPAIR_MOVES * a.shape[0]):
             return values, perm
@@ -294,7 +319,7 @@ class NumbaBackend:
                 made.append(values)
             else:
                 a = np.empty_like(values)
-                a[perm] = values
+                a[_permutation(perm)] = values
                 made.append(a)
         return (made[0], made[0]) if plan.shared else tuple(made)
 
@@ -363,7 +388,9 @@ class NumbaBackend:
             return gradient_reductions(self, plan, side, rate, v, gc)
         real = np.finfo(np.result_type(v.dtype, gc.dtype)).dtype
         decay = np.result_type(real, np.complex64) if isinstance(rate, complex) else real
-        dx_, elx, erx = plan.decays(side, rate, decay)
+        # decays beyond the plan's cache are handed over, so that d goes after the column scans
+        keep = (m + n + max(m, n)) * np.dtype(decay).itemsize <= _DECAY_CACHE_BYTES
+        dx_, elx, erx = plan.decays(side, rate, decay, keep)
         dtype = np.result_type(v.dtype, gc.dtype, decay)
         zero = dtype.type(0)
         v, gc = np.ascontiguousarray(v), np.ascontiguousarray(gc)
@@ -382,19 +409,40 @@ class NumbaBackend:
             ((m if sx.rroute is not None else 0,), dtype),  # side x's result, staged
         ]
         parts = np.empty(min(256, m), dtype)
-        xroute, yroute = sx.rroute, sx.croute
+        xroute, yroute, cperm = sx.rroute, sx.croute, sx.cperm
+        # Where the plan does not keep this scratch, v in sorted order is read by side x's column
+        # scans alone: gc is moved into sorted order after them, staged there, then side x's
+        # result is staged there, and v is moved into sorted order again for side y. One more
+        # gather, for an array fewer at the peak (and gc's written after d is let go).
+        again = (
+            xroute is not None
+            and cperm is not None
+            and not plan.scratch._kept(layout)
+            and n * k * v.dtype.itemsize >= m * dtype.itemsize
+        )
+        if again:
+            layout[-2:] = [((0, k), gc.dtype), ((0,), dtype)]  # gc's made when gathered
+        v_given = v
         with plan.scratch(layout) as (fwd, bwd, f1, b1, vs, gs, x_stage):
             f, b = fwd[: k * n].reshape(k, n), bwd[: k * n].reshape(k, n)
-            if sx.cperm is not None:  # the routes' staging in scratch written later
-                _to_sorted(v, sx.cperm, yroute, vs, _carve(fwd, (n, k), v.dtype))
+            if cperm is not None:  # the routes' staging in scratch written later
+                _to_sorted(v, cperm, yroute, vs, _carve(fwd, (n, k), v.dtype))
                 v = vs
-            if sx.rperm is not None:
+            if sx.rperm is not None and not again:
                 _to_sorted(gc, sx.rperm, xroute, gs, _carve(fwd, (m, k), gc.dtype))
                 gc = gs
             rx, cx = sx.rz.astype(real, copy=False), sx.cz.astype(real, copy=False)
             work = (m + n) * k
             column_scans(cx, dx_, v, f, b, f1, b1, True, work=work)
-            dx = x_stage if xroute is not None else np.empty(m, dtype)
+            del dx_
+            if sx.rperm is not None and again:
+                gs = np.empty((m, k), gc.dtype)
+                _to_sorted(gc, sx.rperm, xroute, gs, _carve_or_new(vs, (m, k), gc.dtype))
+                gc = gs
+            if again:
+                dx = _carve(vs, (m,), dtype)
+            else:
+                dx = x_stage if xroute is not None else np.empty(m, dtype)
             rows_signed_moment_dot(
                 rx,
                 cx,
@@ -413,14 +461,17 @@ class NumbaBackend:
                 zero,
                 work=work,
             )
-            del f, b, f1, b1, dx_, elx, erx, sx
+            del f, b, f1, b1, elx, erx, sx
             dx = _unstaged(xroute, dx.reshape(m, 1))
+            if again:
+                _to_sorted(v_given, cperm, yroute, vs, _carve(fwd, (n, k), v.dtype))
             # side y: its merge counts and decays only now (at huge sizes the plan then holds
             # one side's of each)
             sy = plan.side(side.other)
-            dy_, ely, ery = plan.decays(side.other, rate, decay)
+            dy_, ely, ery = plan.decays(side.other, rate, decay, keep)
             fy, by = fwd[: k * m].reshape(k, m), bwd[: k * m].reshape(k, m)
             column_scans(rx, dy_, gc, fy, by, fy[:, :0], by[:, :0], False, work=work)
+            del dy_
             # its results' staging: where gc, then side x's result, were staged
             staged = yroute is not None
             wtg = _carve_or_new(gs if staged else None, (n, k), dtype)
@@ -441,13 +492,14 @@ class NumbaBackend:
                 zero,
                 work=work,
             )
-            del fy, by, fwd, bwd, v, vs, dy_, ely, ery
+            del fy, by, fwd, bwd, v, vs, ely, ery
             wtg, dy = _unstaged(yroute, wtg), _unstaged(yroute, dy)
         return dx.reshape(m), parts.sum(), dy.reshape(n), wtg
 
     # the Gram's filter (see GramBackend and _numba_filter)
     def gram_factor(self, plan, rate, weights, noise):
         z, perm = plan.sorted[0]
+        perm = _permutation(perm)
         filters = _numba_filter2.PhasedFactor if isinstance(rate, complex) else _numba_filter.Factor
         return filters(z, perm, rate, weights, noise, plan.gram_pool)
 

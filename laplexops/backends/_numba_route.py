@@ -16,7 +16,8 @@ splits the move in two passes over a *staging* array, each with local memory acc
   :func:`gather` reads ``stage[slot[r]]`` in sorted order.
 
 Data only moves, so the results are bitwise those of the direct permutation. A route costs 6 bytes
-per element (int32 slots, uint16 offsets); building it is O(m), less than one direct scatter.
+per element (int32 slots, uint16 offsets); building it is O(m), less than one direct scatter; the
+permutation can be made again from it (:meth:`Route.permutation`).
 """
 
 from __future__ import annotations
@@ -59,6 +60,12 @@ class Route:
             gather_blocks(a, self.starts, self.offset, self.shift, stage, self.sink, work=a.size)
             gather(stage, self.slot, out, work=a.size)
 
+    def permutation(self) -> np.ndarray:
+        """The permutation this route was built from, made again (a new array). O(m)."""
+        perm = np.empty(self.slot.shape[0], self.slot.dtype)
+        _permutation(self.slot, self.offset, self.shift, perm, work=perm.shape[0])
+        return perm
+
     def scatter(self, stage: np.ndarray, out: np.ndarray) -> None:
         """``out[perm[r]] = x_r`` for the rows ``x_r`` (1-D: elements) that a kernel wrote to
         ``stage[slot[r]]``. O(m k)."""
@@ -94,6 +101,16 @@ def _build(perm, shift, slot, offset, starts):  # pragma: no cover - compiled
                 heads[b] = t
                 slot[r] = t
                 offset[t] = p & mask
+
+
+@kernel
+def _permutation(slot, offset, shift, perm):  # pragma: no cover - compiled
+    """``perm[r]``, the original index of sorted position ``r``, from a route: its slot ``t =
+    slot[r]`` lies in block ``t >> shift`` (a permutation fills every block, so each block's
+    slots start at its first index), ``offset[t]`` into it. O(m)."""
+    for r in prange(slot.shape[0]):
+        t = slot[r]
+        perm[r] = ((t >> shift) << shift) + offset[t]
 
 
 # The moves take 1-D arrays (one value per row: the common single column, whose loops then

@@ -70,17 +70,18 @@ def exponents(rs, cs, lo, hi, rate, d, el, er):  # pragma: no cover - compiled
         er[r] = -rate * (cs[e] - rs[r]) if e < n else -np.inf
 
 
-def decays(rs, cs, lo, hi, rate, out):
-    """The side's decays ``(d, el, er)`` for ``rate`` (see above) as views of ``out``, of length
-    ``n + 2 m``: the exponents, then their exponentials in place in one pass (a real rate's in
-    SIMD lanes, ``_numba_exp``); O(m + n)."""
+def decays(rs, cs, lo, hi, rate, d, rows):
+    """The side's decays for ``rate`` (see above): ``d`` (length n) and ``el``, ``er``, the two
+    halves of ``rows`` (length 2 m), filled with the exponents, then their exponentials in place
+    (a real rate's in SIMD lanes, ``_numba_exp``); O(m + n). Returns ``(d, el, er)``."""
     m, n = lo.shape[0], cs.shape[0]
-    d, el, er = out[:n], out[n : n + m], out[n + m :]
+    el, er = rows[:m], rows[m:]
     exponents(rs, cs, lo, hi, rate, d, el, er, work=m + n)
-    if out.dtype.kind == "c":
-        exponentials_complex(out, work=out.shape[0])
-    else:
-        exponentials(out, False, NO_GAPS, 0.0, work=out.shape[0])
+    for a in (d, rows):
+        if a.dtype.kind == "c":
+            exponentials_complex(a, work=a.shape[0])
+        else:
+            exponentials(a, False, NO_GAPS, 0.0, work=a.shape[0])
     return d, el, er
 
 

@@ -337,7 +337,8 @@ class LaplexOperator:
         """The row anchors, shape ``(m,)``: the operator's snapshot, with its real dtype.
 
         In the anchors' namespace and on their device: a read-only view for NumPy data, a copy
-        otherwise (changing it cannot change the operator).
+        otherwise (changing it cannot change the operator). Anchors of more than 256 MiB are
+        held by the plan once it is built; they are then made again from it, in O(N).
 
         Examples
         --------

@@ -37,6 +37,11 @@ _PERM_KEEP_BYTES = 1 << 28
 _REPAIR_MOVES = 4  # insertion moves per anchor before a plan repair falls back to a sort
 
 
+def _index_dtype(size: int) -> np.dtype:
+    """The dtype of merge counts over ``size`` anchors."""
+    return np.dtype(np.int32 if size < 2**31 else np.int64)
+
+
 class _Side:
     """One orientation of a plan: sorted rows against sorted columns, their merge counts (made
     again on use when the plan let them go, see :meth:`NumbaPlan.side`), their permutations
@@ -65,7 +70,7 @@ class _Side:
         a column), made now unless held; O(m + n)."""
         held = self._counts
         if held is None:
-            index = np.int32 if self.rz.shape[0] + self.cz.shape[0] < 2**31 else np.int64
+            index = _index_dtype(self.rz.shape[0] + self.cz.shape[0])
             size = 0 if self.square else self.rz.shape[0]
             lo = np.empty(size, dtype=index)
             hi = np.empty(size, dtype=index) if self.ties else lo
@@ -146,7 +151,7 @@ class NumbaPlan(SortedPlan):
         if s is None or s.counts_nbytes() == 0:
             # counts to be made: the other side's go first when both would pass the limit
             rows = self.shape[0] if key == Side.ROWS_X else self.shape[1]
-            size = 2 * rows * (4 if sum(self.shape) < 2**31 else 8)
+            size = 2 * rows * _index_dtype(sum(self.shape)).itemsize
             for other in self._sides:
                 if other is not None and other is not s:
                     if size + other.counts_nbytes() > _COUNTS_KEEP_BYTES:

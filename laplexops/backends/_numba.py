@@ -59,7 +59,7 @@ class _Side:
         # rows are the columns, all distinct: lo = arange, hi = lo + 1 (see scan_square)
         self.square = rz is cz and not bool((cz[1:] == cz[:-1]).any())
         self._counts = None
-        self.ties = True
+        self.ties = True  # both arrays the first time, to find out
         lo, hi = self.counts()
         self.ties = self.square or bool((lo != hi).any())  # a row equals a column
         if not self.ties:
@@ -477,7 +477,7 @@ class NumbaBackend:
             fy, by = fwd[: k * m].reshape(k, m), bwd[: k * m].reshape(k, m)
             column_scans(rx, dy_, gc, fy, by, fy[:, :0], by[:, :0], False, work=work)
             del dy_
-            # its results' staging: where gc, then side x's result, were staged
+            # its results' staging: gc's sorted copy, and side x's staging where it had its own
             staged = yroute is not None
             wtg = _carve_or_new(gs if staged else None, (n, k), dtype)
             dy = _carve_or_new(x_stage if staged else None, (n, 1), dtype)

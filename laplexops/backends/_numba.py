@@ -599,7 +599,7 @@ def _unstaged(route, staged: np.ndarray) -> np.ndarray:
     if route is None:
         return staged
     out = np.empty(staged.shape, staged.dtype)
-    route.scatter(_movable(staged), _movable(out))
+    _to_rows(route, [staged], [out])
     return out
 
 

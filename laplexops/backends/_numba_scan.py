@@ -86,15 +86,18 @@ def decays(rs, cs, lo, hi, rate, d, rows):
 
 
 # The column scans are chains of dependent multiply-adds, so their speed is the latency of a link
-# of the chain: these take four columns per link, a fused multiply-add for real values, the rest
-# of the work off the chain, where the core overlaps it. The fused multiply-add is explicit, not
-# left to the compiler (``fastmath`` contraction reached other kernels' complex arithmetic
-# through Numba's shared implementations, and only in some builds: their bits then differed).
+# of the chain: these take four columns per link, fused multiply-adds (two per part of a complex
+# value), the rest of the work off the chain, where the core overlaps it. The fused multiply-adds
+# are explicit, not left to the compiler (``fastmath`` contraction reached other kernels' complex
+# arithmetic through Numba's shared implementations, and only in some builds: their bits then
+# differed).
 
 
 def _mul_add(a, b, c):  # pragma: no cover - only compiled
-    """``a * b + c``; for real values rounded once (a fused multiply-add; complex ones, whose
-    scans are bound by memory, gained nothing from four of them)."""
+    """``a * b + c`` of real or complex values, each real part rounded once: a fused
+    multiply-add for real values; for complex ones ``re = fma(a.re, b.re, fma(-a.im, b.im,
+    c.re))``, ``im = fma(a.re, b.im, fma(a.im, b.re, c.im))`` (a real factor or addend's
+    vanishing terms left out)."""
     raise NotImplementedError
 
 
@@ -110,14 +113,55 @@ def _fma(typingctx, a, b, c):
     return a(a, b, c), codegen
 
 
+def _part_type(*ts):
+    """The float type of the parts of values of types ``ts`` (Float or Complex), or None."""
+    if not all(isinstance(t, (types.Float, types.Complex)) for t in ts):
+        return None
+    floats = [t.underlying_float if isinstance(t, types.Complex) else t for t in ts]
+    return np.float64 if types.float64 in floats else np.float32
+
+
 @overload(_mul_add, inline="always")
 def _mul_add_impl(a, b, c):
-    if all(isinstance(t, types.Float) for t in (a, b, c)):
-        real = np.float64 if types.float64 in (a, b, c) else np.float32
+    real = _part_type(a, b, c)
+    if real is None:
+        return None
+    if not any(isinstance(t, types.Complex) for t in (a, b, c)):
         return lambda a, b, c: _fma(real(a), real(b), real(c))  # pragma: no cover - compiled
-    if all(isinstance(t, (types.Float, types.Complex)) for t in (a, b, c)):
-        return lambda a, b, c: a * b + c  # pragma: no cover - compiled
-    return None
+    cplx = np.complex128 if real is np.float64 else np.complex64
+    if isinstance(a, types.Float):  # a real factor: put it first
+        return lambda a, b, c: _mul_add(b, a, c)  # pragma: no cover - compiled
+    a_im_b = isinstance(b, types.Complex)
+    c_im = isinstance(c, types.Complex)
+    if a_im_b and c_im:
+
+        def both(a, b, c):  # pragma: no cover - compiled
+            re = _fma(real(a.real), real(b.real), _fma(-real(a.imag), real(b.imag), real(c.real)))
+            im = _fma(real(a.real), real(b.imag), _fma(real(a.imag), real(b.real), real(c.imag)))
+            return cplx(complex(re, im))
+
+        return both
+    if a_im_b:
+
+        def real_addend(a, b, c):  # pragma: no cover - compiled
+            re = _fma(real(a.real), real(b.real), _fma(-real(a.imag), real(b.imag), real(c)))
+            im = _fma(real(a.real), real(b.imag), real(a.imag) * real(b.real))
+            return cplx(complex(re, im))
+
+        return real_addend
+    if c_im:
+
+        def real_factor(a, b, c):  # pragma: no cover - compiled
+            re = _fma(real(a.real), real(b), real(c.real))
+            im = _fma(real(a.imag), real(b), real(c.imag))
+            return cplx(complex(re, im))
+
+        return real_factor
+
+    def real_both(a, b, c):  # pragma: no cover - compiled
+        return cplx(complex(_fma(real(a.real), real(b), real(c)), real(a.imag) * real(b)))
+
+    return real_both
 
 
 @njit(cache=True)
@@ -409,9 +453,13 @@ def scan(
         for r in prange(m):
             a = lo[r]
             e = hi[r]
-            left = el[r] * fwd[0, a - 1] if a > 0 else zero
             right = er[r] * bwd[0, e] if e < n else zero
-            o[_row(rdest, r)] = (fwd[0, e - 1] if want_ties and a < e else left) + right
+            if want_ties and a < e:
+                o[_row(rdest, r)] = fwd[0, e - 1] + right
+            elif a > 0:
+                o[_row(rdest, r)] = _mul_add(el[r], fwd[0, a - 1], right)
+            else:
+                o[_row(rdest, r)] = right
         return
     for r in prange(m):
         a = lo[r]

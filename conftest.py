@@ -14,6 +14,8 @@ _INTEGRATIONS = {
     "laplexops/torch.py": "torch",
     "laplexops/jax.py": "jax",
     "laplexops/sklearn.py": "sklearn",
+    "laplexops/backends/_dask.py": "distributed",
+    "laplexops/dask.py": "distributed",
 }
 
 collect_ignore = [

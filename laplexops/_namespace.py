@@ -51,7 +51,9 @@ def as_array(a: Any) -> Any:
 
 
 def device_kind(a: Any) -> str:
-    """``"cuda"`` for arrays in GPU memory, ``"cpu"`` otherwise."""
+    """``"dask"`` for Dask arrays, ``"cuda"`` for arrays in GPU memory, ``"cpu"`` otherwise."""
+    if compat.is_dask_array(a):
+        return "dask"
     if compat.is_cupy_array(a):
         return "cuda"
     if compat.is_torch_array(a):
@@ -111,7 +113,11 @@ def default_float(xp: Any) -> np.dtype:
 
 def result_to(xp: Any, native: Any, like: Any) -> Any:
     """A backend result ``native`` as an array of namespace ``xp`` on the device of ``like``."""
-    if compat.is_numpy_namespace(xp) or compat.is_cupy_namespace(xp):
+    if (
+        compat.is_numpy_namespace(xp)
+        or compat.is_cupy_namespace(xp)
+        or compat.is_dask_array(native)
+    ):
         return native
     if compat.is_cupy_array(native):  # GPU results reach torch (or JAX) zero-copy
         return xp.from_dlpack(native)

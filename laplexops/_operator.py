@@ -834,12 +834,19 @@ class LaplexOperator:
             from cupyx.scipy.sparse.linalg import LinearOperator
         else:
             from scipy.sparse.linalg import LinearOperator
+        methods = (self.matvec, self.rmatvec, self.matmat, self.rmatmat)
+        if self._backend.device == "dask":
+            # SciPy's solvers pass NumPy arrays: each call runs on the cluster and returns NumPy
+            x, y = self._anchors()
+            chunks = (y.chunks[0], x.chunks[0], y.chunks[0], x.chunks[0])
+            methods = tuple(_through_dask(f, c) for f, c in zip(methods, chunks))
+        matvec, rmatvec, matmat, rmatmat = methods
         return LinearOperator(
             self.shape,
-            matvec=self.matvec,
-            rmatvec=self.rmatvec,
-            matmat=self.matmat,
-            rmatmat=self.rmatmat,
+            matvec=matvec,
+            rmatvec=rmatvec,
+            matmat=matmat,
+            rmatmat=rmatmat,
             dtype=self._dtype,
         )
 
@@ -970,9 +977,22 @@ class LaplexOperator:
         return Gradients(
             ns.result_to(self._xp, gx.astype(real, copy=False), like),
             ns.result_to(self._xp, gy.astype(real, copy=False), like),
-            complex(a.conjugate()) if isinstance(s, complex) else float(a.real),
+            complex(a.conj()) if isinstance(s, complex) else float(a.real),
             ns.result_to(self._xp, gv, v_orig),
         )
+
+
+def _through_dask(method: Any, chunks: tuple[int, ...]) -> Any:
+    """``method`` (a product of an operator on Dask arrays) for NumPy operands: the operand
+    chunked as the operator's anchors are, the result computed into NumPy."""
+    import dask.array as da
+
+    def call(a: Any) -> Any:
+        a = np.asarray(a)
+        blocks = (chunks,) if a.ndim == 1 else (chunks, (a.shape[1],))
+        return np.asarray(method(da.from_array(a, chunks=blocks)).compute())
+
+    return call
 
 
 def _times_minus_rate(d: Any, s: float | complex) -> Any:

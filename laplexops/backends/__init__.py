@@ -34,8 +34,9 @@ __all__ = [
     "unregister_backend",
 ]
 
-#: device kinds a backend may serve: host memory and CUDA device memory
-DEVICE_KINDS = ("cpu", "cuda")
+#: device kinds a backend may serve: host memory, CUDA device memory, and Dask arrays (whose
+#: chunks live on a Dask cluster's workers)
+DEVICE_KINDS = ("cpu", "cuda", "dask")
 
 
 @dataclass(frozen=True)
@@ -343,3 +344,4 @@ def _builtin(module: str, cls: str) -> Callable[[], Backend]:
 
 register_backend("numba", "cpu", _builtin("._numba", "NumbaBackend"))
 register_backend("cupy", "cuda", _builtin("._cupy", "CupyBackend"))
+register_backend("dask", "dask", _builtin("._dask", "DaskBackend"))

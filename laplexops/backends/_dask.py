@@ -1,0 +1,673 @@
+"""The Dask backend: the exact operator on Dask arrays, range-partitioned over the merged anchors.
+
+**Plan.** Splitters (quantiles of a seeded sample of every chunk of both sides, made unique)
+cut the real line into P ranges ``[div_p, div_{p+1})``; a run of tied anchors never straddles
+two of them. One shuffle (``dask.dataframe``'s ``set_index`` with those divisions, which picks
+the peer-to-peer shuffle on a ``distributed`` cluster) brings each range's anchors to one
+partition, which sorts them (ties by original index) and holds a single-machine plan of its rows
+and columns (the Numba backend). The partitions stay on the workers (persisted).
+
+**Products.** Partition ``p``'s rows see every column of the partitions left of it at
+distances ``x - c > 0``, so those columns reach them through one *carry*: with ``z`` the
+rightmost such column,
+
+    A = sum_c exp(-s (z - c)) b_c,        M = sum_c (z - c) exp(-s (z - c)) b_c
+
+give the left sums ``exp(-s (x - z)) A`` and first moments ``exp(-s (x - z)) (M + (x - z) A)``.
+Carries compose left to right as ``(z, A, M) + (z', A', M') = (z', e A + A', e (M + (z' - z) A)
++ M')``, ``e = exp(-s (z' - z))`` (every factor of modulus at most 1: no overflow), and mirrored
+from the right. A product is one task per partition for its summary, one small task folding the
+P summaries both ways, and one task per partition for the local scan plus the incoming carries:
+O(N k) work, O(P k) data between partitions.
+
+**Layouts.** Operands arrive in the caller's order; routing them into plan order (partition by
+partition) and the results back is a shuffle each way (``set_index`` on the destination
+position), built once per plan. :func:`laplexops.dask.to_plan_order` and its inverse let an
+iterative method pay those shuffles once.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ._base import Side, gradient_reductions
+
+__all__ = ["DaskBackend", "DaskPlan"]
+
+#: data moved by one routing or plan (keys and values, bytes) up to which it goes through one
+#: task (gathered, permuted, split again: O(chunks + partitions) small tasks); larger data
+#: goes through ``dask.dataframe``'s shuffle (peer to peer on a ``distributed`` cluster)
+GATHER_BYTES = 1 << 28
+
+
+def _numba():
+    from . import get_backend
+
+    return get_backend("numba", "cpu")
+
+
+class _Part:
+    """One range of the merged anchors: its rows' and columns' sorted values with their original
+    indices (``xs = x[xi]``, ``ys = y[yi]``; one set when the operator is square), and the
+    local single-machine plan, built on the worker on first use (never shipped)."""
+
+    def __init__(self, xs, xi, ys, yi, shared):
+        self.xs, self.xi, self.ys, self.yi = xs, xi, ys, yi
+        self.shared = shared
+        self._plan = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_plan"] = None
+        return state
+
+    def anchors(self, side: Side):
+        """The sorted values and original indices of ``side``'s anchors."""
+        return (self.xs, self.xi) if side == Side.ROWS_X else (self.ys, self.yi)
+
+    def plan(self):
+        if self._plan is None:
+            ys = self.xs if self.shared else self.ys
+            self._plan = _numba().plan(self.xs, ys, None, (True, True))
+        return self._plan
+
+
+def _part_block(zis: np.ndarray, shared: bool, dtype: str) -> np.ndarray:
+    """Anchors of one range (rows ``[z, i, s]``: value, original index, 0 for x and 1 for y)
+    as a ``_Part``, sorted (ties by original index), in a one-element object array (a block of
+    the plan's array of partitions)."""
+    z, i, s = zis[:, 0], zis[:, 1].astype(np.int64), zis[:, 2]
+    order = np.lexsort((i, z))
+    z, i, s = z[order], i[order], s[order]
+    rows = s == 0
+    xs, xi = z[rows].astype(dtype), i[rows]
+    if shared:
+        ys, yi = xs, xi
+    else:
+        ys, yi = z[~rows].astype(dtype), i[~rows]
+    out = np.empty(1, dtype=object).view(_PartBlock)
+    out[0] = _Part(xs, xi, ys, yi, shared)
+    return out
+
+
+class _PartBlock(np.ndarray):
+    """A block of the plan's array of partitions: a one-element object array holding a
+    ``_Part``, whose size Dask's scheduler sees (``sizeof``), so that it moves the operands to
+    the partitions rather than the partitions, with their local plans, to the operands."""
+
+
+#: bytes per anchor of a built local plan (sorted copies, merge counts, decays), as the
+#: scheduler should weigh a partition
+_LOCAL_PLAN_BYTES = 40
+
+
+def _part_size(block) -> int:
+    part = block[0]
+    arrays = (part.xs, part.xi) if part.shared else (part.xs, part.xi, part.ys, part.yi)
+    anchors = part.xs.shape[0] + (0 if part.shared else part.ys.shape[0])
+    return int(sum(a.nbytes for a in arrays) + _LOCAL_PLAN_BYTES * anchors)
+
+
+try:  # on the workers too, which import this module to unpickle the partitions
+    from dask.sizeof import sizeof as _sizeof
+except ImportError:  # pragma: no cover - the backend then cannot be built
+    pass
+else:
+    _sizeof.register(_PartBlock)(_part_size)
+
+
+def _make_part(frame, shared: bool, dtype: str) -> np.ndarray:
+    """:func:`_part_block` of a partition of the anchors' shuffle (index ``z``, columns ``i``,
+    ``s``)."""
+    zis = np.stack(
+        [
+            frame.index.to_numpy(dtype=np.float64),
+            frame["i"].to_numpy(dtype=np.float64),
+            frame["s"].to_numpy(dtype=np.float64),
+        ],
+        axis=1,
+    )
+    return _part_block(zis, shared, dtype)
+
+
+def _range_of(z: np.ndarray, splitters: np.ndarray) -> np.ndarray:
+    """The range ``p`` with ``div_p <= z < div_{p+1}`` of each value (``set_index``'s rule)."""
+    return np.searchsorted(splitters, z, side="right")
+
+
+def _by_range(zis: np.ndarray, splitters: np.ndarray) -> np.ndarray:
+    """All anchors' rows ``[z, i, s]`` grouped by range (a stable sort by range number)."""
+    return zis[np.argsort(_range_of(zis[:, 0], splitters), kind="stable")]
+
+
+def _range_counts(zis: np.ndarray, splitters: np.ndarray) -> np.ndarray:
+    return np.bincount(_range_of(zis[:, 0], splitters), minlength=splitters.shape[0] + 1)
+
+
+def _part_lengths(block: np.ndarray) -> np.ndarray:
+    part = block[0]
+    return np.array([[part.xs.shape[0], part.ys.shape[0]]], dtype=np.int64)
+
+
+def _part_indices(block: np.ndarray, side: Side) -> np.ndarray:
+    return block[0].anchors(side)[1]
+
+
+def _sample(block: np.ndarray, size: int, seed: int, block_id=None) -> np.ndarray:
+    """Up to ``size`` values of an anchors' chunk, drawn without replacement from a generator
+    seeded by ``seed`` and the chunk's position (the same sample on every run)."""
+    rng = np.random.default_rng([seed, block_id[0]])
+    take = min(size, block.shape[0])
+    return rng.choice(np.asarray(block, dtype=np.float64), take, replace=False)
+
+
+def _summary(parts, b, side: Side, rate, k: int, want_moment: bool) -> np.ndarray:
+    """A partition's carry summaries for the columns of ``side``'s plan (row ``[zmax, zmin, A,
+    M, B, N]``, each of the four ``k`` wide; ``nan`` z where the partition has no columns):
+    ``A``, ``M`` the left carry at its rightmost column, ``B``, ``N`` the right one at its
+    leftmost (module docstring). Complex128 or float64."""
+    part = parts[0]
+    cols = part.anchors(side.other)[0].astype(np.float64)
+    dtype = np.result_type(b.dtype, np.float64, np.complex128 if isinstance(rate, complex) else 0.0)
+    out = np.zeros((1, 2 + 4 * k), dtype=dtype)
+    if cols.shape[0] == 0:
+        out[0, :2] = np.nan
+        return out
+    zmax, zmin = cols[-1], cols[0]
+    b = b.astype(dtype, copy=False)
+    left = zmax - cols
+    right = cols - zmin
+    el = np.exp(-rate * left)
+    er = np.exp(-rate * right)
+    out[0, 0], out[0, 1] = zmax, zmin
+    out[0, 2 : 2 + k] = el @ b
+    out[0, 2 + 2 * k : 2 + 3 * k] = er @ b
+    if want_moment:
+        out[0, 2 + k : 2 + 2 * k] = (left * el) @ b
+        out[0, 2 + 3 * k : 2 + 4 * k] = (right * er) @ b
+    return out
+
+
+def _fold(summaries: np.ndarray, rate, k: int) -> np.ndarray:
+    """The carries entering each partition, from all partitions' summaries: row ``p`` is
+    ``[zl, zr, A, M, B, N]``, the left state (``zl``; nan: none) from the partitions before
+    ``p`` and the right one (``zr``) from those after it. O(P k), serial."""
+    P = summaries.shape[0]
+    out = np.zeros_like(summaries)
+    out[:, :2] = np.nan
+    z = math.nan
+    a = np.zeros(k, summaries.dtype)
+    mom = np.zeros(k, summaries.dtype)
+    for p in range(P):
+        out[p, 0] = z
+        out[p, 2 : 2 + k], out[p, 2 + k : 2 + 2 * k] = a, mom
+        zmax = summaries[p, 0].real
+        if math.isnan(zmax):
+            continue
+        if math.isnan(z):
+            a, mom = summaries[p, 2 : 2 + k].copy(), summaries[p, 2 + k : 2 + 2 * k].copy()
+        else:
+            e = np.exp(-rate * (zmax - z))
+            mom = e * (mom + (zmax - z) * a) + summaries[p, 2 + k : 2 + 2 * k]
+            a = e * a + summaries[p, 2 : 2 + k]
+        z = zmax
+    z = math.nan
+    a = np.zeros(k, summaries.dtype)
+    mom = np.zeros(k, summaries.dtype)
+    for p in range(P - 1, -1, -1):
+        out[p, 1] = z
+        out[p, 2 + 2 * k : 2 + 3 * k], out[p, 2 + 3 * k :] = a, mom
+        zmin = summaries[p, 1].real
+        if math.isnan(zmin):
+            continue
+        if math.isnan(z):
+            a = summaries[p, 2 + 2 * k : 2 + 3 * k].copy()
+            mom = summaries[p, 2 + 3 * k :].copy()
+        else:
+            e = np.exp(-rate * (z - zmin))
+            mom = e * (mom + (z - zmin) * a) + summaries[p, 2 + 3 * k :]
+            a = e * a + summaries[p, 2 + 2 * k : 2 + 3 * k]
+        z = zmin
+    return out
+
+
+def _local(parts, b, carry, side: Side, rate, k: int, wants: tuple, dtype) -> np.ndarray:
+    """A partition's reductions (``wants``: sum, signed, moment) onto its rows: the local scan
+    of its own columns plus the carries from the others, side by side in one block of shape
+    ``(m_p, k * sum(wants))``."""
+    part = parts[0]
+    rows = part.anchors(side)[0]
+    m, n = rows.shape[0], part.anchors(side.other)[0].shape[0]
+    want_sum, want_signed, want_moment = wants
+    results = [np.zeros((m, k), dtype=dtype) if w else None for w in wants]
+    if m and n:
+        local = _numba().apply(
+            part.plan(),
+            side,
+            rate,
+            b.astype(np.result_type(b.dtype, np.finfo(dtype).dtype), copy=False),
+            want_sum=want_sum,
+            want_signed=want_signed,
+            want_moment=want_moment,
+        )
+        results = [r if r is None else r.astype(dtype, copy=False) for r in local]
+    if m:
+        z = rows.astype(np.float64)[:, None]
+        carry = carry[0]
+        for flank, sign in ((0, 1.0), (1, -1.0)):
+            zc = carry[flank].real
+            if math.isnan(zc):
+                continue
+            a = carry[2 + 2 * k * flank : 2 + 2 * k * flank + k]
+            mom = carry[2 + 2 * k * flank + k : 2 + 2 * k * (flank + 1)]
+            gap = z - zc if flank == 0 else zc - z
+            e = np.exp(-rate * gap)
+            reach = e * a
+            if want_sum:
+                results[0] += reach.astype(dtype, copy=False)
+            if want_signed:
+                results[1] += (sign * reach).astype(dtype, copy=False)
+            if want_moment:
+                results[2] += (e * (mom + gap * a)).astype(dtype, copy=False)
+    return np.concatenate([r for r in results if r is not None], axis=1)
+
+
+def _route(da, dd, keys, values, divisions, lengths):
+    """The rows of ``values`` (a Dask array (N, k) of floats) ordered by ``keys`` (an integer
+    Dask array (N,), a permutation of ``0 .. N-1``, chunked like ``values``) and cut at
+    ``divisions``: one shuffle. Returns a float64 Dask array with row chunks ``lengths``
+    (zero-length chunks allowed)."""
+    lengths = [int(n) for n in lengths]
+    k = values.shape[1]
+    full = [i for i, n in enumerate(lengths) if n]
+    if not full:
+        return da.zeros((0, k), chunks=(tuple(lengths), (k,)))
+    column = keys.map_blocks(
+        lambda b: b.astype(np.float64)[:, None],
+        new_axis=1,
+        chunks=(keys.chunks[0], (1,)),
+        dtype=np.float64,
+    )
+    stacked = da.concatenate([column, values.astype(np.float64)], axis=1)
+    if stacked.nbytes <= GATHER_BYTES:
+        whole = stacked.rechunk({0: -1, 1: -1}).map_blocks(
+            _permute, dtype=np.float64, chunks=((stacked.shape[0],), (k,))
+        )
+        return _split(da, whole, lengths)
+    frame = dd.from_dask_array(stacked, columns=["key", *(f"c{j}" for j in range(k))])
+    starts = np.cumsum([0, *lengths])
+    cuts = [float(starts[i]) for i in full] + [float(starts[-1] - 1)]
+    moved = frame.set_index("key", divisions=cuts, sorted=False)
+    dense = _holding(da, moved.to_dask_array(lengths=[lengths[i] for i in full]), stacked)
+    if len(full) == len(lengths):
+        return dense
+    return _with_empty_blocks(da, dense, lengths)
+
+
+def _permute(block):
+    """Rows ``1:`` of ``block`` placed at the positions its column 0 holds."""
+    out = np.empty((block.shape[0], block.shape[1] - 1), dtype=block.dtype)
+    out[block[:, 0].astype(np.int64)] = block[:, 1:]
+    return out
+
+
+def _split(da, whole, lengths):
+    """A one-block 2-D Dask array cut into row blocks of ``lengths`` (zeros included)."""
+    full = [n for n in lengths if n]
+    dense = whole.rechunk({0: tuple(full)})
+    return dense if len(full) == len(lengths) else _with_empty_blocks(da, dense, lengths)
+
+
+def _with_empty_blocks(da, dense, lengths):
+    """``dense`` (2-D, one block per non-zero entry of ``lengths``) with zero-length blocks
+    where ``lengths`` has zeros (``concatenate`` and indexing drop such blocks)."""
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+
+    k = dense.shape[1]
+    name = "laplex-blocks-" + tokenize(dense.name, tuple(lengths))
+    layer, j = {}, 0
+    for i, n in enumerate(lengths):
+        if n:
+            layer[(name, i, 0)] = (dense.name, j, 0)
+            j += 1
+        else:
+            layer[(name, i, 0)] = np.empty((0, k), dtype=dense.dtype)
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=[dense])
+    return da.Array(graph, name, (tuple(lengths), (k,)), dtype=dense.dtype, meta=dense._meta)
+
+
+def _columns(a, start: int, stop: int):
+    """Columns ``start:stop`` of a 2-D Dask array, block by block (indexing would drop its
+    zero-length blocks, and with them the alignment with the plan's partitions)."""
+    return a.map_blocks(
+        lambda b: b[:, start:stop], chunks=(a.chunks[0], (stop - start,)), dtype=a.dtype
+    )
+
+
+def _from_parts(a, k: int, complex_: bool):
+    """The first ``k`` columns of ``a``, plus ``1j`` times the next ``k`` when ``complex_``."""
+    if not complex_:
+        return a
+    return a.map_blocks(
+        lambda b: b[:, :k] + 1j * b[:, k:], chunks=(a.chunks[0], (k,)), dtype=np.complex128
+    )
+
+
+def _holding(da, out, source):
+    """``out`` with ``source``'s graph merged into its own: a frame made from an array loses the
+    persisted data (futures) that array's graph holds, and with it what keeps them on the
+    cluster once their owner (the plan) is gone; the merged graph holds them again."""
+    from dask.highlevelgraph import HighLevelGraph
+
+    graph = HighLevelGraph.merge(out.__dask_graph__(), source.__dask_graph__())
+    return da.Array(graph, out.name, out.chunks, dtype=out.dtype, meta=out._meta)
+
+
+class DaskPlan:
+    """The Dask backend's plan: the anchors range-partitioned (see the module docstring).
+
+    ``parts`` is a Dask array of P objects (one block each, persisted), ``lengths[side]`` the
+    anchors of ``side`` per partition, ``chunks[side]`` the caller's chunks of those anchors,
+    ``origin[side]`` their original indices in plan order (a Dask array chunked by partition),
+    and ``destination[side]`` (made on first use) each anchor's position in plan order, in the
+    caller's order and chunks.
+    """
+
+    def __init__(self, shape, shared, parts, lengths, chunks, origin):
+        self.shape = shape
+        self.shared = shared
+        self.parts = parts
+        self.lengths = lengths
+        self.chunks = chunks
+        self.origin = origin
+        self.destination: dict[Side, Any] = {}
+
+    @property
+    def npartitions(self) -> int:
+        return int(self.parts.shape[0])
+
+
+class DaskBackend:
+    """Backend for Dask arrays of NumPy chunks: products and gradients as Dask arrays.
+
+    Parameters
+    ----------
+    partitions : int, optional
+        The number of ranges the merged anchors are cut into; by default the number of chunks of
+        the anchors (both sides together), so that a partition holds about one chunk's anchors.
+    samples : int, optional
+        Anchors sampled per partition to place the splitters (64).
+    seed : int, optional
+        The sample's seed: the same plan on every run (0).
+    """
+
+    name = "dask"
+    device = "dask"
+
+    def __init__(self, partitions: int | None = None, samples: int = 64, seed: int = 0):
+        import dask.array as da
+        import dask.dataframe as dd
+
+        if partitions is not None and (not isinstance(partitions, int) or partitions < 1):
+            raise ValueError(f"partitions must be a positive integer or None; got {partitions!r}")
+        self.xp = da
+        self._da, self._dd = da, dd
+        self.partitions = partitions
+        self.samples = samples
+        self.seed = seed
+
+    def asarray(self, a):
+        if not isinstance(a, self._da.Array):
+            raise TypeError(f"the dask backend takes Dask arrays; got {type(a).__name__}")
+        meta = type(getattr(a, "_meta", np.empty(0)))
+        if meta is not np.ndarray:
+            raise TypeError(
+                f"the dask backend runs Dask arrays of NumPy chunks; got chunks of {meta.__name__}"
+            )
+        return a
+
+    def snapshot(self, a, dtype):
+        copy = a.astype(dtype).persist()
+        if copy.dtype.kind != "f" or copy.shape[0] == 0:
+            return copy, 0, None
+        bad = int((~self._da.isfinite(copy)).sum().compute())
+        return copy, bad, None
+
+    # ------------------------------------------------------------------ plan
+    def plan(self, x, y, hint=None, ordered=(None, None)):
+        da, dd = self._da, self._dd
+        shared = y is x
+        m, n = int(x.shape[0]), int(y.shape[0])
+        sides = [x] if shared else [x, y]
+        count = self.partitions or max(1, sum(a.numblocks[0] for a in sides))
+        splitters = self._splitters(sides, count, m + (0 if shared else n))
+        dtype = np.dtype(x.dtype).name
+        pieces = []
+        for flag, a in enumerate(sides):
+            if a.shape[0] == 0:
+                continue
+            index = da.arange(a.shape[0], chunks=a.chunks, dtype=np.float64)
+            pieces.append(
+                da.stack([a.astype(np.float64), index, da.full_like(index, flag)], axis=1)
+            )
+        if not pieces:
+            stacked = da.zeros((0, 3), chunks=((0,), (3,)))
+        else:
+            stacked = pieces[0] if len(pieces) == 1 else da.concatenate(pieces)
+        if stacked.nbytes <= GATHER_BYTES:
+            whole = stacked.rechunk({0: -1, 1: -1})
+            whole = whole.map_blocks(_by_range, splitters, dtype=np.float64).persist()
+            counts = whole.map_blocks(
+                _range_counts,
+                splitters,
+                chunks=((splitters.shape[0] + 1,),),
+                drop_axis=1,
+                dtype=np.int64,
+            ).compute()
+            ranged = _split(da, whole, [int(c) for c in counts])
+            parts = ranged.map_blocks(
+                _part_block,
+                shared,
+                dtype,
+                chunks=((1,) * ranged.numblocks[0],),
+                drop_axis=1,
+                dtype=object,
+                meta=np.empty(0, object),
+            ).persist()
+        else:
+            frame = dd.from_dask_array(stacked, columns=["z", "i", "s"])
+            divisions = [-math.inf, *splitters.tolist(), math.inf]
+            moved = frame.set_index("z", divisions=divisions, sorted=False)
+            blocks = [
+                da.from_delayed(
+                    _delayed_part(piece, shared, dtype),
+                    shape=(1,),
+                    dtype=object,
+                    meta=np.empty(0, object),
+                )
+                for piece in moved.to_delayed()
+            ]
+            parts = da.concatenate(blocks).persist()
+        P = parts.shape[0]
+        lengths_all = da.map_blocks(
+            _part_lengths, parts, chunks=((1,) * P, (2,)), dtype=np.int64, new_axis=1
+        ).compute()
+        lengths = {Side.ROWS_X: lengths_all[:, 0], Side.ROWS_Y: lengths_all[:, 1]}
+        chunks = {Side.ROWS_X: x.chunks[0], Side.ROWS_Y: y.chunks[0]}
+        origin = {}
+        for side in (Side.ROWS_X,) if shared else (Side.ROWS_X, Side.ROWS_Y):
+            origin[side] = da.map_blocks(
+                _part_indices,
+                parts,
+                side,
+                chunks=(tuple(int(v) for v in lengths[side]),),
+                dtype=np.int64,
+            ).persist()
+        if shared:
+            origin[Side.ROWS_Y] = origin[Side.ROWS_X]
+        return DaskPlan((m, n), shared, parts, lengths, chunks, origin)
+
+    def _splitters(self, sides, count: int, total: int) -> np.ndarray:
+        """Up to ``count - 1`` unique cut points: quantiles of a seeded sample of every chunk
+        (about ``samples`` anchors per partition in all)."""
+        da = self._da
+        if count == 1 or total == 0:
+            return np.empty(0)
+        pieces = []
+        for flag, a in enumerate(sides):
+            if a.shape[0] == 0:
+                continue
+            per = [max(1, math.ceil(self.samples * count * c / total)) for c in a.chunks[0]]
+            size = max(per)
+            pieces.append(
+                da.map_blocks(
+                    _sample,
+                    a,
+                    size,
+                    self.seed + 7919 * flag,
+                    chunks=(tuple(min(size, c) for c in a.chunks[0]),),
+                    dtype=np.float64,
+                )
+            )
+        sample = np.sort(np.concatenate(da.compute(*pieces)))
+        cuts = np.quantile(sample, np.arange(1, count) / count, method="inverted_cdf")
+        return np.unique(cuts)
+
+    # ------------------------------------------------------------------ layouts
+    def to_plan(self, plan: DaskPlan, side: Side, b):
+        """``b`` (rows: ``side``'s anchors in the caller's order) in plan order: one shuffle."""
+        da = self._da
+        dest = self._destination(plan, side)
+        b = b.rechunk({0: dest.chunks[0]})
+        complex_ = b.dtype.kind == "c"
+        values = da.concatenate([b.real, b.imag], axis=1) if complex_ else b
+        out = _route(da, self._dd, dest, values, None, plan.lengths[side])
+        return _from_parts(out, b.shape[1], complex_).astype(b.dtype)
+
+    def from_plan(self, plan: DaskPlan, side: Side, u):
+        """``u`` (rows: ``side``'s anchors in plan order) in the caller's order: one shuffle."""
+        da = self._da
+        complex_ = u.dtype.kind == "c"
+        k = u.shape[1]
+        values = da.concatenate([u.real, u.imag], axis=1) if complex_ else u
+        out = _route(da, self._dd, plan.origin[side], values, None, plan.chunks[side])
+        return _from_parts(out, k, complex_).astype(u.dtype)
+
+    def _destination(self, plan: DaskPlan, side: Side):
+        """Each of ``side``'s anchors' position in plan order, in the caller's order: the
+        inverse of ``plan.origin[side]``, made once (one shuffle) and persisted."""
+        if side not in plan.destination:
+            origin = plan.origin[side]
+            starts = np.cumsum([0, *origin.chunks[0]])
+            positions = origin.map_blocks(
+                lambda b, block_id=None: np.arange(
+                    starts[block_id[0]], starts[block_id[0] + 1], dtype=np.float64
+                )[:, None],
+                new_axis=1,
+                chunks=(origin.chunks[0], (1,)),
+                dtype=np.float64,
+            )
+            dest = _route(self._da, self._dd, origin, positions, None, plan.chunks[side])
+            plan.destination[side] = (
+                dest.map_blocks(lambda b: b[:, 0].astype(np.int64), drop_axis=1, dtype=np.int64)
+            ).persist()
+            if plan.shared:
+                plan.destination[side.other] = plan.destination[side]
+        return plan.destination[side]
+
+    # ------------------------------------------------------------------ products
+    def apply_planned(
+        self, plan: DaskPlan, side: Side, rate, b, *, wants=(True, False, False)
+    ) -> list:
+        """The reductions ``wants`` (sum, signed, moment) of ``b`` (columns: ``side.other``'s
+        anchors in plan order, shape (n, k)) onto ``side``'s anchors, in plan order."""
+        da = self._da
+        P = plan.npartitions
+        k = b.shape[1]
+        real = np.finfo(b.dtype).dtype
+        dtype = np.result_type(b.dtype, np.complex64 if isinstance(rate, complex) else real)
+        summary_dtype = np.result_type(dtype, np.float64)
+        summaries = da.blockwise(
+            _summary,
+            "ij",
+            plan.parts,
+            "i",
+            b,
+            "ik",
+            side,
+            None,
+            rate,
+            None,
+            k,
+            None,
+            wants[2],
+            None,
+            new_axes={"j": 2 + 4 * k},
+            dtype=summary_dtype,
+            align_arrays=False,
+            concatenate=True,
+        )
+        whole = summaries.rechunk({0: P})
+        carries = whole.map_blocks(_fold, rate, k, dtype=summary_dtype).rechunk({0: 1})
+        width = k * sum(wants)
+        rows = tuple(int(v) for v in plan.lengths[side])
+        out = da.blockwise(
+            _local,
+            "ij",
+            plan.parts,
+            "i",
+            b,
+            "ik",
+            carries,
+            "il",
+            side,
+            None,
+            rate,
+            None,
+            k,
+            None,
+            tuple(wants),
+            None,
+            dtype,
+            None,
+            new_axes={"j": width},
+            adjust_chunks={"i": rows},
+            dtype=dtype,
+            align_arrays=False,
+            concatenate=True,
+        )
+        results, at = [], 0
+        for want in wants:
+            if want:
+                results.append(out if width == k else _columns(out, at, at + k))
+                at += k
+            else:
+                results.append(None)
+        return results
+
+    def apply(self, plan, side, rate, b, *, want_sum=True, want_signed=False, want_moment=False):
+        m = plan.shape[0] if side == Side.ROWS_X else plan.shape[1]
+        wants = (want_sum, want_signed, want_moment)
+        real = np.finfo(b.dtype).dtype
+        dtype = np.result_type(b.dtype, np.complex64 if isinstance(rate, complex) else real)
+        k = b.shape[1]
+        if b.shape[0] == 0 or m == 0:
+            zeros = self._da.zeros((m, k), dtype=dtype, chunks=(plan.chunks[side], (k,)))
+            return tuple(zeros if w else None for w in wants)
+        planned = self.apply_planned(
+            plan, side, rate, self.to_plan(plan, side.other, b), wants=wants
+        )
+        return tuple(r if r is None else self.from_plan(plan, side, r) for r in planned)
+
+    def gradient_reductions(self, plan, side, rate, v, gc):
+        return gradient_reductions(self, plan, side, rate, v, gc)
+
+
+def _delayed_part(piece, shared, dtype):
+    import dask
+
+    return dask.delayed(_make_part, pure=True)(piece, shared, dtype)

@@ -1,0 +1,223 @@
+"""The Dask backend on a two-worker ``distributed.LocalCluster``: Dask arrays in, Dask arrays out,
+the same numbers as a dense float64 reference and as the Numba backend."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("dask.dataframe")
+distributed = pytest.importorskip("distributed")
+
+import dask.array as da  # noqa: E402
+
+import laplexops as lx  # noqa: E402
+from laplex_testing import apply_ref as dense_apply  # noqa: E402
+from laplexops.backends import Side  # noqa: E402
+from laplexops.backends._dask import DaskBackend  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def client():
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as c,
+    ):
+        yield c
+
+
+def _rel(got, ref):
+    got, ref = np.asarray(got), np.asarray(ref)
+    return np.linalg.norm(got - ref) / max(np.linalg.norm(ref), 1e-300)
+
+
+def _chunked(a, chunks):
+    return da.from_array(a, chunks=chunks)
+
+
+@pytest.mark.parametrize("rate", [1.0, 3 + 2j, 50.0, 0.05])
+def test_dense_reference_with_ties(client, rng, rate):
+    m = n = 2000
+    # anchors on a grid of 0.1: many ties within and between the two sides
+    x = np.round(rng.uniform(0, 60, m), 1)
+    y = np.round(rng.uniform(0, 60, n), 1)
+    op = lx.LaplexOperator(_chunked(x, 300), _chunked(y, 170), rate)
+    assert op.backend == "dask"
+    v = rng.standard_normal(n) + 1j * rng.standard_normal(n)
+    V = rng.standard_normal((n, 3))
+    u = rng.standard_normal(m)
+    out = op @ _chunked(v, 170)
+    assert isinstance(out, da.Array)
+    assert _rel(out.compute(), dense_apply(x, y, rate, v)) <= 1e-10
+    assert _rel((op @ _chunked(V, (170, 3))).compute(), dense_apply(x, y, rate, V)) <= 1e-10
+    W = np.exp(-rate * np.abs(x[:, None] - y[None, :]))
+    assert _rel(op.rmatvec(_chunked(u, 300)).compute(), W.conj().T @ u) <= 1e-10
+    assert _rel((op.T @ _chunked(u, 300)).compute(), W.T @ u) <= 1e-10
+    assert _rel(op.H.matvec(_chunked(u, 300)).compute(), W.conj().T @ u) <= 1e-10
+
+
+def test_gradients_match_the_numba_backend(client, rng):
+    m, n = 1500, 1100
+    x = np.round(rng.uniform(-20, 20, m), 2)
+    y = np.round(rng.uniform(-20, 20, n), 2)
+    for rate in (0.7, 0.5 - 1.5j):
+        v = rng.standard_normal((n, 2))
+        g = rng.standard_normal((m, 2))
+        ref = lx.LaplexOperator(x, y, rate).gradient(v, g)
+        got = lx.LaplexOperator(_chunked(x, 200), _chunked(y, 300), rate).gradient(
+            _chunked(v, (300, 2)), _chunked(g, (200, 2))
+        )
+        for name in ("x", "y", "v"):
+            assert isinstance(getattr(got, name), da.Array)
+            assert _rel(getattr(got, name).compute(), getattr(ref, name)) <= 1e-10, name
+        assert abs(got.rate - ref.rate) <= 1e-10 * abs(ref.rate)
+        assert type(got.rate) is type(ref.rate)
+
+
+@pytest.mark.parametrize(
+    "layout",
+    ["all tied", "two values", "one-element chunks", "clustered", "empty side", "square"],
+)
+def test_partition_edge_cases(client, rng, layout):
+    m, n, cx, cy = 300, 250, 40, 35
+    x = rng.uniform(0, 10, m)
+    y = rng.uniform(0, 10, n)
+    backend = "dask"
+    if layout == "all tied":
+        x[:] = 3.0
+        y[:] = 3.0
+    elif layout == "two values":  # duplicate splitters: the sample is mostly one value
+        x = np.where(rng.random(m) < 0.95, 1.0, 2.0)
+        y = np.where(rng.random(n) < 0.95, 1.0, 2.0)
+    elif layout == "one-element chunks":
+        m, n, cx, cy = 40, 30, 1, 1
+        x, y = x[:m], y[:n]
+    elif layout == "clustered":  # more partitions than ranges with anchors
+        x = np.concatenate([rng.uniform(0, 1e-3, m - 3), [5e7, 5e7, -1e8]])
+        y = np.concatenate([rng.uniform(0, 1e-3, n - 2), [5e7, 1e8]])
+        backend = DaskBackend(partitions=40)
+    elif layout == "empty side":
+        n = 0
+        y = y[:0]
+    elif layout == "square":
+        y = x
+        n, cy = m, cx
+    op = lx.LaplexOperator(_chunked(x, cx), _chunked(y, max(cy, 1)), 0.8, backend=backend)
+    v = rng.standard_normal(n)
+    u = rng.standard_normal(m)
+    W = np.exp(-0.8 * np.abs(x[:, None] - y[None, :]))
+    assert _rel((op @ _chunked(v, max(cy, 1))).compute(), W @ v) <= 1e-10
+    assert _rel(op.rmatvec(_chunked(u, cx)).compute(), W.T @ u) <= 1e-10
+
+
+def test_many_partitions(client, rng):
+    n = 200_000
+    x = rng.standard_normal(n) * 1e3
+    y = rng.standard_normal(n) * 1e3
+    op = lx.LaplexOperator(_chunked(x, 800), _chunked(y, 800), 0.3)
+    plan = op._plan
+    assert plan.npartitions > 400
+    lengths = plan.lengths[Side.ROWS_X] + plan.lengths[Side.ROWS_Y]
+    assert lengths.max() <= 3 * (2 * n) / plan.npartitions  # balanced splitters
+    v = rng.standard_normal(n)
+    ref = lx.LaplexOperator(x, y, 0.3) @ v
+    assert _rel((op @ _chunked(v, 800)).compute(), ref) <= 1e-12
+
+
+def test_agrees_with_numba_at_a_million(client, rng):
+    n = 10**6
+    x = rng.uniform(0, n, n)
+    y = rng.uniform(0, n, n)
+    v = rng.standard_normal(n)
+    op = lx.LaplexOperator(_chunked(x, n // 16), _chunked(y, n // 16), 1.0)
+    ref = lx.LaplexOperator(x, y, 1.0) @ v
+    assert _rel((op @ _chunked(v, n // 16)).compute(), ref) <= 1e-12
+
+
+def test_plan_order_layout_round_trip(client, rng):
+    from laplexops.dask import from_plan_order, planned_matmat, to_plan_order
+
+    m, n = 700, 900
+    x, y = rng.uniform(0, 30, m), rng.uniform(0, 30, n)
+    op = lx.LaplexOperator(_chunked(x, 100), _chunked(y, 120), 1.3 - 0.2j)
+    plan = op._plan
+    v = rng.standard_normal((n, 2))
+    planned = to_plan_order(op, _chunked(v, (120, 2)))
+    assert planned.chunks[0] == tuple(int(c) for c in plan.lengths[Side.ROWS_Y])
+    np.testing.assert_array_equal(from_plan_order(op, planned, rows=False).compute(), v)
+    u = from_plan_order(op, planned_matmat(op, planned)).compute()
+    assert _rel(u, dense_apply(x, y, 1.3 - 0.2j, v)) <= 1e-10
+    # the adjoint's columns are the operator's rows
+    g = rng.standard_normal(m)
+    back = from_plan_order(op.H, planned_matmat(op.H, to_plan_order(op.H, _chunked(g, 100))))
+    W = np.exp(-(1.3 - 0.2j) * np.abs(x[:, None] - y[None, :]))
+    assert _rel(back[:, 0].compute(), W.conj().T @ g) <= 1e-10
+    with pytest.raises(ValueError, match="plan order"):
+        planned_matmat(op, _chunked(v, (120, 2)))
+    with pytest.raises(TypeError, match="Dask backend"):
+        to_plan_order(lx.LaplexOperator(x, y), _chunked(v, (120, 2)))
+
+
+def test_errors(client, rng):
+    x = rng.standard_normal(50)
+    bad = x.copy()
+    bad[7] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        lx.LaplexOperator(_chunked(bad, 10), _chunked(x, 10))
+    op = lx.LaplexOperator(_chunked(x, 10), _chunked(x[:40], 10))
+    with pytest.raises(TypeError, match="namespace"):
+        op @ np.ones(40)
+    with pytest.raises(ValueError, match="leading dimension"):
+        op @ da.ones(41, chunks=10)
+    with pytest.raises(ValueError, match="dask"):
+        lx.LaplexOperator(_chunked(x, 10), _chunked(x, 10), backend="numba")
+    with pytest.raises(ValueError, match="partitions"):
+        DaskBackend(partitions=0)
+
+
+def test_results_repeat_bitwise(client, rng):
+    x, y = rng.uniform(0, 9, 600), rng.uniform(0, 9, 500)
+    v = _chunked(rng.standard_normal(500), 100)
+    op = lx.LaplexOperator(_chunked(x, 100), _chunked(y, 100), 2.0)
+    first = (op @ v).compute()
+    again = lx.LaplexOperator(_chunked(x, 100), _chunked(y, 100), 2.0) @ v
+    np.testing.assert_array_equal(first, again.compute())
+
+
+def test_the_shuffle_path_of_large_data(client, rng, monkeypatch):
+    """Above ``GATHER_BYTES`` the plan and the routings go through ``dask.dataframe``'s
+    shuffle: the same numbers, and results that outlive their operator."""
+    from laplexops.backends import _dask
+
+    monkeypatch.setattr(_dask, "GATHER_BYTES", 0)
+    m, n = 1200, 900
+    x = np.round(rng.uniform(0, 40, m), 1)
+    y = np.round(rng.uniform(0, 40, n), 1)
+    v = rng.standard_normal(n)
+    g = rng.standard_normal(m)
+    op = lx.LaplexOperator(_chunked(x, 200), _chunked(y, 150), 0.9 + 0.4j)
+    out = op @ _chunked(v, 150)
+    grads = op.gradient(_chunked(v, 150), _chunked(g, 200))
+    del op
+    assert _rel(out.compute(), dense_apply(x, y, 0.9 + 0.4j, v)) <= 1e-10
+    ref = lx.LaplexOperator(x, y, 0.9 + 0.4j).gradient(v, g)
+    assert _rel(grads.x.compute(), ref.x) <= 1e-10
+    assert _rel(grads.v.compute(), ref.v) <= 1e-10
+
+
+def test_scipy_solvers_through_aslinearoperator(client, rng):
+    from scipy.sparse.linalg import cg
+
+    n = 120  # anchors about 1 apart: cg converges in a few dozen products
+    a = np.sort(rng.uniform(0, n, n))
+    op = lx.LaplexOperator(_chunked(a, 40), _chunked(a, 40), 1.5)
+    lin = op.aslinearoperator()
+    b = rng.standard_normal(n)
+    solution, info = cg(lin, b, rtol=1e-10, maxiter=200)
+    assert info == 0
+    W = np.exp(-1.5 * np.abs(a[:, None] - a[None, :]))
+    assert _rel(W @ solution, b) <= 1e-8
+    assert _rel(lin.rmatvec(b), W.T @ b) <= 1e-12
+    assert _rel(lin.matmat(np.stack([b, b], axis=1)), W @ np.stack([b, b], axis=1)) <= 1e-12

@@ -210,7 +210,7 @@ def test_the_shuffle_path_of_large_data(client, rng, monkeypatch):
 def test_scipy_solvers_through_aslinearoperator(client, rng):
     from scipy.sparse.linalg import cg
 
-    n = 120  # anchors about 1 apart: cg converges in a few dozen products
+    n = 60  # anchors about 1 apart: cg converges in a few dozen products
     a = np.sort(rng.uniform(0, n, n))
     op = lx.LaplexOperator(_chunked(a, 40), _chunked(a, 40), 1.5)
     lin = op.aslinearoperator()

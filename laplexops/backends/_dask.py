@@ -17,8 +17,11 @@ give the left sums ``exp(-s (x - z)) A`` and first moments ``exp(-s (x - z)) (M 
 Carries compose left to right as ``(z, A, M) + (z', A', M') = (z', e A + A', e (M + (z' - z) A)
 + M')``, ``e = exp(-s (z' - z))`` (every factor of modulus at most 1: no overflow), and mirrored
 from the right. A product is one task per partition for its summary, one small task folding the
-P summaries both ways, and one task per partition for the local scan plus the incoming carries:
-O(N k) work, O(P k) data between partitions.
+P summaries both ways, and one task per partition for the local scan with the incoming carries:
+O(N k) work, O(P k) data between partitions. Both per-partition passes are scans of the local
+plan, whose anchors are extended by a few virtual ones (``_Part.extend``): a partition's own
+summary is the scan read at virtual rows on its least and greatest column, and the incoming
+carries enter as values of virtual columns at the neighbouring partitions' nearest columns.
 
 **Layouts.** Operands arrive in the caller's order; routing them into plan order (partition by
 partition) and the results back is a shuffle each way (``set_index`` on the destination
@@ -52,12 +55,19 @@ def _numba():
 class _Part:
     """One range of the merged anchors: its rows' and columns' sorted values with their original
     indices (``xs = x[xi]``, ``ys = y[yi]``; one set when the operator is square), and the
-    local single-machine plan, built on the worker on first use (never shipped)."""
+    local single-machine plan, built on the worker on first use (never shipped).
+
+    The local plan runs on each side's anchors *extended* by a few virtual ones (see
+    :meth:`extend`): the nearest anchors of that side in the partitions left and right of this
+    one, columns through which a product's carries enter, and the least and greatest anchor of
+    the other side, rows at which the scan gives this partition's own carries. Both passes of a
+    product are then scans of the local plan (``_summary``, ``_local``)."""
 
     def __init__(self, xs, xi, ys, yi, shared):
         self.xs, self.xi, self.ys, self.yi = xs, xi, ys, yi
         self.shared = shared
         self._plan = None
+        self.ext: dict[Side, Any] = {}
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -68,10 +78,41 @@ class _Part:
         """The sorted values and original indices of ``side``'s anchors."""
         return (self.xs, self.xi) if side == Side.ROWS_X else (self.ys, self.yi)
 
+    def extend(self, neighbours: np.ndarray) -> None:
+        """Add the virtual anchors: ``neighbours`` is ``[xl, xr, yl, yr]``, each side's nearest
+        anchor left and right of this partition (nan: none). For each side ``ext[side]`` is
+        ``(values, virtual, carry, probe)``: the extended sorted values, the positions of the
+        virtual anchors in them (ascending; the real anchors fill the others, in order), of the
+        left and right neighbour (-1: none), and of the virtual anchors at the other side's least
+        and greatest real anchor (-1: none)."""
+        for side in (Side.ROWS_X, Side.ROWS_Y):
+            values = self.anchors(side)[0]
+            other = self.anchors(side.other)[0]
+            flank = neighbours[0:2] if side == Side.ROWS_X else neighbours[2:4]
+            virtual = [flank[0], flank[1]]
+            virtual += [other[0], other[-1]] if other.shape[0] else [math.nan, math.nan]
+            present = [not math.isnan(v) for v in virtual]
+            extra = np.array([v for v, ok in zip(virtual, present) if ok], dtype=values.dtype)
+            merged = np.concatenate([values, extra])
+            order = np.argsort(merged, kind="stable")
+            where = np.empty_like(order)
+            where[order] = np.arange(order.shape[0])
+            slots, at = [], values.shape[0]
+            for ok in present:
+                slots.append(int(where[at]) if ok else -1)
+                at += int(ok)
+            self.ext[side] = (
+                merged[order],
+                sorted(s for s in slots if s >= 0),
+                slots[:2],
+                slots[2:],
+            )
+        self._plan = None
+
     def plan(self):
         if self._plan is None:
-            ys = self.xs if self.shared else self.ys
-            self._plan = _numba().plan(self.xs, ys, None, (True, True))
+            xe, ye = self.ext[Side.ROWS_X][0], self.ext[Side.ROWS_Y][0]
+            self._plan = _numba().plan(xe, ye, None, (True, True))
         return self._plan
 
 
@@ -147,9 +188,42 @@ def _range_counts(zis: np.ndarray, splitters: np.ndarray) -> np.ndarray:
     return np.bincount(_range_of(zis[:, 0], splitters), minlength=splitters.shape[0] + 1)
 
 
-def _part_lengths(block: np.ndarray) -> np.ndarray:
+def _part_bounds(block: np.ndarray) -> np.ndarray:
+    """``[m_p, n_p, least x, greatest x, least y, greatest y]`` of a partition (nan: none)."""
     part = block[0]
-    return np.array([[part.xs.shape[0], part.ys.shape[0]]], dtype=np.int64)
+    out = np.full((1, 6), np.nan)
+    out[0, :2] = part.xs.shape[0], part.ys.shape[0]
+    for at, values in ((2, part.xs), (4, part.ys)):
+        if values.shape[0]:
+            out[0, at], out[0, at + 1] = values[0], values[-1]
+    return out
+
+
+def _neighbours(bounds: np.ndarray) -> np.ndarray:
+    """Per partition ``[xl, xr, yl, yr]``: each side's greatest anchor in the partitions left of
+    it and least anchor in those right of it (nan: none), from :func:`_part_bounds`."""
+    P = bounds.shape[0]
+    out = np.full((P, 4), np.nan)
+    for j, (least, greatest) in enumerate(((2, 3), (4, 5))):
+        left = right = math.nan
+        for p in range(P):
+            out[p, 2 * j] = left
+            if not math.isnan(bounds[p, greatest]):
+                left = bounds[p, greatest]
+        for p in range(P - 1, -1, -1):
+            out[p, 2 * j + 1] = right
+            if not math.isnan(bounds[p, least]):
+                right = bounds[p, least]
+    return out
+
+
+def _extended(block: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
+    part = block[0]
+    copy = _Part(part.xs, part.xi, part.ys, part.yi, part.shared)
+    copy.extend(neighbours[0])
+    out = np.empty(1, dtype=object).view(_PartBlock)
+    out[0] = copy
+    return out
 
 
 def _part_indices(block: np.ndarray, side: Side) -> np.ndarray:
@@ -164,30 +238,70 @@ def _sample(block: np.ndarray, size: int, seed: int, block_id=None) -> np.ndarra
     return rng.choice(np.asarray(block, dtype=np.float64), take, replace=False)
 
 
+def _spread(b: np.ndarray, virtual: list, dtype) -> np.ndarray:
+    """``b``'s rows at the real positions of an extended side (zeros at ``virtual``), copied in
+    runs between the few virtual positions."""
+    out = np.zeros((b.shape[0] + len(virtual), b.shape[1]), dtype=dtype)
+    start = at = 0
+    for slot in [*virtual, out.shape[0]]:
+        run = slot - at
+        out[at:slot] = b[start : start + run]
+        start += run
+        at = slot + 1
+    return out
+
+
+def _real_rows(a: np.ndarray, virtual: list, k: int) -> np.ndarray:
+    """The rows of ``a`` (an extended side's) at the real positions, first ``k`` columns."""
+    if not virtual:
+        return a[:, :k]
+    out = np.empty((a.shape[0] - len(virtual), k), dtype=a.dtype)
+    start = at = 0
+    for slot in [*virtual, a.shape[0]]:
+        run = slot - at
+        out[start : start + run] = a[at:slot, :k]
+        start += run
+        at = slot + 1
+    return out
+
+
+def _scan(part, side: Side, rate, b_ext, wants):
+    """The local plan's reductions ``wants`` of ``b_ext`` (the extended columns) onto the
+    extended rows of ``side``."""
+    want_sum, want_signed, want_moment = wants
+    return _numba().apply(
+        part.plan(),
+        side,
+        rate,
+        b_ext,
+        want_sum=want_sum,
+        want_signed=want_signed,
+        want_moment=want_moment,
+    )
+
+
 def _summary(parts, b, side: Side, rate, k: int, want_moment: bool) -> np.ndarray:
     """A partition's carry summaries for the columns of ``side``'s plan (row ``[zmax, zmin, A,
     M, B, N]``, each of the four ``k`` wide; ``nan`` z where the partition has no columns):
     ``A``, ``M`` the left carry at its rightmost column, ``B``, ``N`` the right one at its
-    leftmost (module docstring). Complex128 or float64."""
+    leftmost (module docstring), read off the scan of its own columns at the virtual rows on
+    them. Complex128 or float64."""
     part = parts[0]
-    cols = part.anchors(side.other)[0].astype(np.float64)
+    cols = part.anchors(side.other)[0]
     dtype = np.result_type(b.dtype, np.float64, np.complex128 if isinstance(rate, complex) else 0.0)
     out = np.zeros((1, 2 + 4 * k), dtype=dtype)
     if cols.shape[0] == 0:
         out[0, :2] = np.nan
         return out
-    zmax, zmin = cols[-1], cols[0]
-    b = b.astype(dtype, copy=False)
-    left = zmax - cols
-    right = cols - zmin
-    el = np.exp(-rate * left)
-    er = np.exp(-rate * right)
-    out[0, 0], out[0, 1] = zmax, zmin
-    out[0, 2 : 2 + k] = el @ b
-    out[0, 2 + 2 * k : 2 + 3 * k] = er @ b
+    _, _, _, (low, high) = part.ext[side]
+    b_ext = _spread(b, part.ext[side.other][1], np.result_type(b.dtype, np.float64))
+    sums, _, moments = _scan(part, side, rate, b_ext, (True, False, want_moment))
+    out[0, 0], out[0, 1] = cols[-1], cols[0]
+    out[0, 2 : 2 + k] = sums[high]
+    out[0, 2 + 2 * k : 2 + 3 * k] = sums[low]
     if want_moment:
-        out[0, 2 + k : 2 + 2 * k] = (left * el) @ b
-        out[0, 2 + 3 * k : 2 + 4 * k] = (right * er) @ b
+        out[0, 2 + k : 2 + 2 * k] = moments[high]
+        out[0, 2 + 3 * k : 2 + 4 * k] = moments[low]
     return out
 
 
@@ -235,44 +349,42 @@ def _fold(summaries: np.ndarray, rate, k: int) -> np.ndarray:
 
 
 def _local(parts, b, carry, side: Side, rate, k: int, wants: tuple, dtype) -> np.ndarray:
-    """A partition's reductions (``wants``: sum, signed, moment) onto its rows: the local scan
-    of its own columns plus the carries from the others, side by side in one block of shape
-    ``(m_p, k * sum(wants))``."""
+    """A partition's reductions (``wants``: sum, signed, moment) onto its rows, side by side in
+    one block of shape ``(m_p, k * sum(wants))``: one scan of its own columns plus the incoming
+    carries, which enter as the virtual columns at the neighbours (their first moments as
+    ``k`` more columns, whose sums are the moments' missing part)."""
     part = parts[0]
-    rows = part.anchors(side)[0]
-    m, n = rows.shape[0], part.anchors(side.other)[0].shape[0]
+    m = part.anchors(side)[0].shape[0]
     want_sum, want_signed, want_moment = wants
-    results = [np.zeros((m, k), dtype=dtype) if w else None for w in wants]
-    if m and n:
-        local = _numba().apply(
-            part.plan(),
-            side,
-            rate,
-            b.astype(np.result_type(b.dtype, np.finfo(dtype).dtype), copy=False),
-            want_sum=want_sum,
-            want_signed=want_signed,
-            want_moment=want_moment,
-        )
-        results = [r if r is None else r.astype(dtype, copy=False) for r in local]
-    if m:
-        z = rows.astype(np.float64)[:, None]
-        carry = carry[0]
-        for flank, sign in ((0, 1.0), (1, -1.0)):
-            zc = carry[flank].real
-            if math.isnan(zc):
-                continue
-            a = carry[2 + 2 * k * flank : 2 + 2 * k * flank + k]
-            mom = carry[2 + 2 * k * flank + k : 2 + 2 * k * (flank + 1)]
-            gap = z - zc if flank == 0 else zc - z
-            e = np.exp(-rate * gap)
-            reach = e * a
-            if want_sum:
-                results[0] += reach.astype(dtype, copy=False)
-            if want_signed:
-                results[1] += (sign * reach).astype(dtype, copy=False)
+    rows_virtual = part.ext[side][1]
+    columns, virtual, (left, right), _ = part.ext[side.other]
+    carry = carry[0]
+    dtype_ext = np.result_type(b.dtype, carry.dtype)
+    if want_moment:  # k more columns: the carries' first moments
+        b = np.concatenate([b, np.zeros_like(b)], axis=1)
+    b_ext = _spread(b, virtual, dtype_ext)
+    for flank, slot in enumerate((left, right)):
+        if slot >= 0 and not math.isnan(carry[flank].real):
+            at = 2 + 2 * k * flank
+            b_ext[slot, :k] = carry[at : at + k]
             if want_moment:
-                results[2] += (e * (mom + gap * a)).astype(dtype, copy=False)
-    return np.concatenate([r for r in results if r is not None], axis=1)
+                b_ext[slot, k:] = carry[at + k : at + 2 * k]
+    results = []
+    if columns.shape[0] and m:
+        b_ext = b_ext.astype(np.result_type(np.finfo(dtype).dtype, b_ext.dtype), copy=False)
+        sums, signed, moments = _scan(
+            part, side, rate, b_ext, (want_sum or want_moment, want_signed, want_moment)
+        )
+        if want_sum:
+            results.append(_real_rows(sums, rows_virtual, k))
+        if want_signed:
+            results.append(_real_rows(signed, rows_virtual, k))
+        if want_moment:
+            extra = _real_rows(sums[:, k:], rows_virtual, k)
+            results.append(_real_rows(moments, rows_virtual, k) + extra)
+    else:
+        results = [np.zeros((m, k)) for w in wants if w]
+    return np.concatenate([r.astype(dtype, copy=False) for r in results], axis=1)
 
 
 def _route(da, dd, keys, values, divisions, lengths):
@@ -493,9 +605,22 @@ class DaskBackend:
             ]
             parts = da.concatenate(blocks).persist()
         P = parts.shape[0]
-        lengths_all = da.map_blocks(
-            _part_lengths, parts, chunks=((1,) * P, (2,)), dtype=np.int64, new_axis=1
+        bounds = da.map_blocks(
+            _part_bounds, parts, chunks=((1,) * P, (6,)), dtype=np.float64, new_axis=1
         ).compute()
+        neighbours = da.from_array(_neighbours(bounds), chunks=(1, 4))
+        parts = da.blockwise(
+            _extended,
+            "i",
+            parts,
+            "i",
+            neighbours,
+            "ij",
+            dtype=object,
+            meta=np.empty(0, object),
+            concatenate=True,
+        ).persist()
+        lengths_all = bounds[:, :2].astype(np.int64)
         lengths = {Side.ROWS_X: lengths_all[:, 0], Side.ROWS_Y: lengths_all[:, 1]}
         chunks = {Side.ROWS_X: x.chunks[0], Side.ROWS_Y: y.chunks[0]}
         origin = {}

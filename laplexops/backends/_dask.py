@@ -2,10 +2,11 @@
 
 **Plan.** Splitters (quantiles of a seeded sample of every chunk of both sides, made unique)
 cut the real line into P ranges ``[div_p, div_{p+1})``; a run of tied anchors never straddles
-two of them. One shuffle (``dask.dataframe``'s ``set_index`` with those divisions, which picks
-the peer-to-peer shuffle on a ``distributed`` cluster) brings each range's anchors to one
-partition, which sorts them (ties by original index) and holds a single-machine plan of its rows
-and columns (the Numba backend). The partitions stay on the workers (persisted).
+two of them. One shuffle (a single permuting task up to ``GATHER_BYTES``, else
+``dask.dataframe``'s ``set_index`` with those divisions, peer to peer on a ``distributed``
+cluster) brings each range's anchors to one partition, which sorts them (ties by original
+index) and holds a single-machine plan of its rows and columns (the Numba backend). The
+partitions stay on the workers (persisted).
 
 **Products.** Partition ``p``'s rows see every column of the partitions left of it at
 distances ``x - c > 0``, so those columns reach them through one *carry*: with ``z`` the
@@ -36,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from ._base import Side, gradient_reductions
+from ._base import Side
 
 __all__ = ["DaskBackend", "DaskPlan"]
 
@@ -387,11 +388,11 @@ def _local(parts, b, carry, side: Side, rate, k: int, wants: tuple, dtype) -> np
     return np.concatenate([r.astype(dtype, copy=False) for r in results], axis=1)
 
 
-def _route(da, dd, keys, values, divisions, lengths):
+def _route(da, dd, keys, values, lengths):
     """The rows of ``values`` (a Dask array (N, k) of floats) ordered by ``keys`` (an integer
-    Dask array (N,), a permutation of ``0 .. N-1``, chunked like ``values``) and cut at
-    ``divisions``: one shuffle. Returns a float64 Dask array with row chunks ``lengths``
-    (zero-length chunks allowed)."""
+    Dask array (N,), a permutation of ``0 .. N-1``, chunked like ``values``) and cut into
+    blocks of ``lengths``: one permuting task up to ``GATHER_BYTES``, else one shuffle.
+    Returns a float64 Dask array with row chunks ``lengths`` (zero-length chunks allowed)."""
     lengths = [int(n) for n in lengths]
     k = values.shape[1]
     full = [i for i, n in enumerate(lengths) if n]
@@ -670,7 +671,7 @@ class DaskBackend:
         b = b.rechunk({0: dest.chunks[0]})
         complex_ = b.dtype.kind == "c"
         values = da.concatenate([b.real, b.imag], axis=1) if complex_ else b
-        out = _route(da, self._dd, dest, values, None, plan.lengths[side])
+        out = _route(da, self._dd, dest, values, plan.lengths[side])
         return _from_parts(out, b.shape[1], complex_).astype(b.dtype)
 
     def from_plan(self, plan: DaskPlan, side: Side, u):
@@ -679,7 +680,7 @@ class DaskBackend:
         complex_ = u.dtype.kind == "c"
         k = u.shape[1]
         values = da.concatenate([u.real, u.imag], axis=1) if complex_ else u
-        out = _route(da, self._dd, plan.origin[side], values, None, plan.chunks[side])
+        out = _route(da, self._dd, plan.origin[side], values, plan.chunks[side])
         return _from_parts(out, k, complex_).astype(u.dtype)
 
     def _destination(self, plan: DaskPlan, side: Side):
@@ -696,7 +697,7 @@ class DaskBackend:
                 chunks=(origin.chunks[0], (1,)),
                 dtype=np.float64,
             )
-            dest = _route(self._da, self._dd, origin, positions, None, plan.chunks[side])
+            dest = _route(self._da, self._dd, origin, positions, plan.chunks[side])
             plan.destination[side] = (
                 dest.map_blocks(lambda b: b[:, 0].astype(np.int64), drop_axis=1, dtype=np.int64)
             ).persist()
@@ -787,9 +788,6 @@ class DaskBackend:
             plan, side, rate, self.to_plan(plan, side.other, b), wants=wants
         )
         return tuple(r if r is None else self.from_plan(plan, side, r) for r in planned)
-
-    def gradient_reductions(self, plan, side, rate, v, gc):
-        return gradient_reductions(self, plan, side, rate, v, gc)
 
 
 def _delayed_part(piece, shared, dtype):

@@ -813,7 +813,9 @@ class LaplexOperator:
 
         The operator itself already satisfies the ``LinearOperator`` protocol and can be passed
         to the solvers directly; the wrapper is for code that needs the class (for instance to
-        compose operators with ``+`` and ``*``).
+        compose operators with ``+`` and ``*``). For an operator on Dask arrays it is SciPy's,
+        taking and returning NumPy arrays: each call is chunked as the anchors are, runs on the
+        cluster and is computed, so SciPy's solvers can drive a distributed operator.
 
         Returns
         -------

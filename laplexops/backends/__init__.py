@@ -1,13 +1,14 @@
 """Backends: one module per backend behind the narrow interface :class:`Backend`, one registry.
 
 The registry maps a backend's name to the device kind whose data it serves (``"cpu"`` for host
-memory, ``"cuda"`` for NVIDIA GPUs) and to a factory that builds it; a backend is built on first
-use, once per process. ``LaplexOperator(..., backend=...)`` takes a registered name, ``"auto"``
-(the first registered backend for the anchors' device that can be built here), or a
-:class:`Backend` instance.
+memory, ``"cuda"`` for NVIDIA GPUs, ``"dask"`` for Dask arrays) and to a factory that builds
+it; a backend is built on first use, once per process. ``LaplexOperator(..., backend=...)``
+takes a registered name, ``"auto"`` (the first registered backend for the anchors' device that
+can be built here), or a :class:`Backend` instance.
 
 Adding a backend is one module implementing :class:`Backend` and one :func:`register_backend`
-call (the built-in ones, ``"numba"`` and ``"cupy"``, are registered at the end of this module).
+call (the built-in ones, ``"numba"``, ``"cupy"`` and ``"dask"``, are registered at the end of
+this module).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def register_backend(
     ----------
     name : str
         The name ``LaplexOperator(..., backend=name)`` selects it by (not ``"auto"``).
-    device : {"cpu", "cuda"}
+    device : {"cpu", "cuda", "dask"}
         The device kind whose data it serves; ``backend="auto"`` picks the first registered
         backend of the anchors' device kind that can be built.
     factory : callable
@@ -213,7 +214,7 @@ def get_backend(backend: str | Backend, device: str) -> Backend:
         ``"auto"`` (the innermost :func:`set_backend` choice for ``device``, else the first
         registered backend for ``device`` that can be built here), a registered name, or an
         instance.
-    device : {"cpu", "cuda"}
+    device : {"cpu", "cuda", "dask"}
         The device kind of the data.
 
     Returns

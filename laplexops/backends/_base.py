@@ -80,10 +80,11 @@ class Backend(Protocol):
     ----------
     name : str
         Short name, as in ``LaplexOperator(..., backend=name)``.
-    device : {"cpu", "cuda"}
-        The device kind whose data it serves: host memory or CUDA device memory.
+    device : {"cpu", "cuda", "dask"}
+        The device kind whose data it serves: host memory, CUDA device memory, or Dask arrays.
     xp : module
-        The array module of the backend's native arrays (:mod:`numpy`, ``cupy``).
+        The array module of the backend's native arrays (:mod:`numpy`, ``cupy``,
+        ``dask.array``).
 
     Examples
     --------
@@ -96,7 +97,7 @@ class Backend(Protocol):
     #: short name, as in ``LaplexOperator(..., backend=name)``
     name: str
 
-    #: the device kind whose data it serves: ``"cpu"`` (host memory) or ``"cuda"``
+    #: the device kind whose data it serves: ``"cpu"`` (host memory), ``"cuda"`` or ``"dask"``
     device: str
 
     #: the array module of the backend's native arrays (``numpy``, ``cupy``)

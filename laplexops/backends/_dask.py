@@ -94,20 +94,17 @@ class _Part:
             virtual += [other[0], other[-1]] if other.shape[0] else [math.nan, math.nan]
             present = [not math.isnan(v) for v in virtual]
             extra = np.array([v for v, ok in zip(virtual, present) if ok], dtype=values.dtype)
-            merged = np.concatenate([values, extra])
-            order = np.argsort(merged, kind="stable")
-            where = np.empty_like(order)
-            where[order] = np.arange(order.shape[0])
-            slots, at = [], values.shape[0]
+            # the few virtual anchors go in after the real ones they tie with
+            order = np.argsort(extra, kind="stable")
+            at = np.searchsorted(values, extra[order], side="right") + np.arange(order.shape[0])
+            where = np.empty_like(at)
+            where[order] = at
+            slots, j = [], 0
             for ok in present:
-                slots.append(int(where[at]) if ok else -1)
-                at += int(ok)
-            self.ext[side] = (
-                merged[order],
-                sorted(s for s in slots if s >= 0),
-                slots[:2],
-                slots[2:],
-            )
+                slots.append(int(where[j]) if ok else -1)
+                j += int(ok)
+            merged = np.insert(values, at - np.arange(order.shape[0]), extra[order])
+            self.ext[side] = (merged, sorted(int(a) for a in at), slots[:2], slots[2:])
         self._plan = None
 
     def plan(self):
@@ -203,18 +200,10 @@ def _part_bounds(block: np.ndarray) -> np.ndarray:
 def _neighbours(bounds: np.ndarray) -> np.ndarray:
     """Per partition ``[xl, xr, yl, yr]``: each side's greatest anchor in the partitions left of
     it and least anchor in those right of it (nan: none), from :func:`_part_bounds`."""
-    P = bounds.shape[0]
-    out = np.full((P, 4), np.nan)
+    out = np.full((bounds.shape[0], 4), np.nan)
     for j, (least, greatest) in enumerate(((2, 3), (4, 5))):
-        left = right = math.nan
-        for p in range(P):
-            out[p, 2 * j] = left
-            if not math.isnan(bounds[p, greatest]):
-                left = bounds[p, greatest]
-        for p in range(P - 1, -1, -1):
-            out[p, 2 * j + 1] = right
-            if not math.isnan(bounds[p, least]):
-                right = bounds[p, least]
+        out[1:, 2 * j] = np.fmax.accumulate(bounds[:-1, greatest])
+        out[:-1, 2 * j + 1] = np.fmin.accumulate(bounds[:0:-1, least])[::-1]
     return out
 
 
@@ -239,16 +228,21 @@ def _sample(block: np.ndarray, size: int, seed: int, block_id=None) -> np.ndarra
     return rng.choice(np.asarray(block, dtype=np.float64), take, replace=False)
 
 
-def _spread(b: np.ndarray, virtual: list, dtype) -> np.ndarray:
-    """``b``'s rows at the real positions of an extended side (zeros at ``virtual``), copied in
-    runs between the few virtual positions."""
-    out = np.zeros((b.shape[0] + len(virtual), b.shape[1]), dtype=dtype)
-    start = at = 0
-    for slot in [*virtual, out.shape[0]]:
-        run = slot - at
-        out[at:slot] = b[start : start + run]
-        start += run
+def _real_runs(virtual: list, n_ext: int):
+    """``(real, ext, length)`` runs of real anchors between the virtual positions of an
+    extended side of ``n_ext`` anchors: positions in the real and in the extended order."""
+    real = at = 0
+    for slot in [*virtual, n_ext]:
+        yield real, at, slot - at
+        real += slot - at
         at = slot + 1
+
+
+def _spread(b: np.ndarray, virtual: list, dtype) -> np.ndarray:
+    """``b``'s rows at the real positions of an extended side (zeros at ``virtual``)."""
+    out = np.zeros((b.shape[0] + len(virtual), b.shape[1]), dtype=dtype)
+    for real, at, length in _real_runs(virtual, out.shape[0]):
+        out[at : at + length] = b[real : real + length]
     return out
 
 
@@ -257,12 +251,8 @@ def _real_rows(a: np.ndarray, virtual: list, k: int) -> np.ndarray:
     if not virtual:
         return a[:, :k]
     out = np.empty((a.shape[0] - len(virtual), k), dtype=a.dtype)
-    start = at = 0
-    for slot in [*virtual, a.shape[0]]:
-        run = slot - at
-        out[start : start + run] = a[at:slot, :k]
-        start += run
-        at = slot + 1
+    for real, at, length in _real_runs(virtual, a.shape[0]):
+        out[real : real + length] = a[at : at + length, :k]
     return out
 
 
@@ -312,40 +302,22 @@ def _fold(summaries: np.ndarray, rate, k: int) -> np.ndarray:
     ``p`` and the right one (``zr``) from those after it. O(P k), serial."""
     P = summaries.shape[0]
     out = np.zeros_like(summaries)
-    out[:, :2] = np.nan
-    z = math.nan
-    a = np.zeros(k, summaries.dtype)
-    mom = np.zeros(k, summaries.dtype)
-    for p in range(P):
-        out[p, 0] = z
-        out[p, 2 : 2 + k], out[p, 2 + k : 2 + 2 * k] = a, mom
-        zmax = summaries[p, 0].real
-        if math.isnan(zmax):
-            continue
-        if math.isnan(z):
-            a, mom = summaries[p, 2 : 2 + k].copy(), summaries[p, 2 + k : 2 + 2 * k].copy()
-        else:
-            e = np.exp(-rate * (zmax - z))
-            mom = e * (mom + (zmax - z) * a) + summaries[p, 2 + k : 2 + 2 * k]
-            a = e * a + summaries[p, 2 : 2 + k]
-        z = zmax
-    z = math.nan
-    a = np.zeros(k, summaries.dtype)
-    mom = np.zeros(k, summaries.dtype)
-    for p in range(P - 1, -1, -1):
-        out[p, 1] = z
-        out[p, 2 + 2 * k : 2 + 3 * k], out[p, 2 + 3 * k :] = a, mom
-        zmin = summaries[p, 1].real
-        if math.isnan(zmin):
-            continue
-        if math.isnan(z):
-            a = summaries[p, 2 + 2 * k : 2 + 3 * k].copy()
-            mom = summaries[p, 2 + 3 * k :].copy()
-        else:
-            e = np.exp(-rate * (z - zmin))
-            mom = e * (mom + (z - zmin) * a) + summaries[p, 2 + 3 * k :]
-            a = e * a + summaries[p, 2 + 2 * k : 2 + 3 * k]
-        z = zmin
+    for flank, order in ((0, range(P)), (1, range(P - 1, -1, -1))):
+        at = 2 + 2 * k * flank
+        z, a, mom = math.nan, np.zeros(k, summaries.dtype), np.zeros(k, summaries.dtype)
+        for p in order:
+            out[p, flank], out[p, at : at + k], out[p, at + k : at + 2 * k] = z, a, mom
+            zp = summaries[p, flank].real
+            if math.isnan(zp):
+                continue
+            own, own_moment = summaries[p, at : at + k], summaries[p, at + k : at + 2 * k]
+            if math.isnan(z):
+                a, mom = own.copy(), own_moment.copy()
+            else:  # (z, a, mom) moved to zp (|zp - z| either way), plus the partition's own
+                gap = abs(zp - z)
+                e = np.exp(-rate * gap)
+                a, mom = e * a + own, e * (mom + gap * a) + own_moment
+            z = zp
     return out
 
 

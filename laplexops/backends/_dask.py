@@ -60,19 +60,19 @@ class _Part:
 
     The local plan runs on each side's anchors *extended* by a few virtual ones (see
     :meth:`extend`): the nearest anchors of that side in the partitions left and right of this
-    one, columns through which a product's carries enter, and the least and greatest anchor of
-    the other side, rows at which the scan gives this partition's own carries. Both passes of a
-    product are then scans of the local plan (``_summary``, ``_local``)."""
+    one, the columns through which a product's carries enter its local scan (``_local``)."""
 
     def __init__(self, xs, xi, ys, yi, shared):
         self.xs, self.xi, self.ys, self.yi = xs, xi, ys, yi
         self.shared = shared
         self._plan = None
+        self._scratch = None
         self.ext: dict[Side, Any] = {}
+        self.index = -1  # the partition's place in the plan, set with ``ext``
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["_plan"] = None
+        state["_plan"] = state["_scratch"] = None
         return state
 
     def anchors(self, side: Side):
@@ -81,30 +81,20 @@ class _Part:
 
     def extend(self, neighbours: np.ndarray) -> None:
         """Add the virtual anchors: ``neighbours`` is ``[xl, xr, yl, yr]``, each side's nearest
-        anchor left and right of this partition (nan: none). For each side ``ext[side]`` is
-        ``(values, virtual, carry, probe)``: the extended sorted values, the positions of the
-        virtual anchors in them (ascending; the real anchors fill the others, in order), of the
-        left and right neighbour (-1: none), and of the virtual anchors at the other side's least
-        and greatest real anchor (-1: none)."""
+        anchor left and right of this partition (nan: none), which lie outside its range. For
+        each side ``ext[side]`` is ``(values, offset, (left, right))``: the sorted values with
+        the neighbours at their ends, where the real ones start, and the positions of the left
+        and right neighbour (-1: none)."""
         for side in (Side.ROWS_X, Side.ROWS_Y):
             values = self.anchors(side)[0]
-            other = self.anchors(side.other)[0]
-            flank = neighbours[0:2] if side == Side.ROWS_X else neighbours[2:4]
-            virtual = [flank[0], flank[1]]
-            virtual += [other[0], other[-1]] if other.shape[0] else [math.nan, math.nan]
-            present = [not math.isnan(v) for v in virtual]
-            extra = np.array([v for v, ok in zip(virtual, present) if ok], dtype=values.dtype)
-            # the few virtual anchors go in after the real ones they tie with
-            order = np.argsort(extra, kind="stable")
-            at = np.searchsorted(values, extra[order], side="right") + np.arange(order.shape[0])
-            where = np.empty_like(at)
-            where[order] = at
-            slots, j = [], 0
-            for ok in present:
-                slots.append(int(where[j]) if ok else -1)
-                j += int(ok)
-            merged = np.insert(values, at - np.arange(order.shape[0]), extra[order])
-            self.ext[side] = (merged, sorted(int(a) for a in at), slots[:2], slots[2:])
+            low, high = neighbours[0:2] if side == Side.ROWS_X else neighbours[2:4]
+            left, right = not math.isnan(low), not math.isnan(high)
+            merged = np.concatenate(
+                [[low] if left else [], values, [high] if right else []]
+            ).astype(values.dtype)
+            offset = int(left)
+            slots = (0 if left else -1, offset + values.shape[0] if right else -1)
+            self.ext[side] = (merged, offset, slots)
         self._plan = None
 
     def plan(self):
@@ -112,6 +102,16 @@ class _Part:
             xe, ye = self.ext[Side.ROWS_X][0], self.ext[Side.ROWS_Y][0]
             self._plan = _numba().plan(xe, ye, None, (True, True))
         return self._plan
+
+    def scratch(self, shape, dtype):
+        """An array of ``shape`` and ``dtype`` kept between calls (as the local plan keeps its
+        scans' scratch): on a Dask worker, whose allocator hands large arrays back to the
+        system when freed, a fresh one costs page faults that take as long as the scan."""
+        if self._scratch is None:
+            from ._numba import _Scratch
+
+            self._scratch = _Scratch()
+        return self._scratch(((tuple(shape), np.dtype(dtype)),))
 
 
 def _part_block(zis: np.ndarray, shared: bool, dtype: str) -> np.ndarray:
@@ -210,7 +210,8 @@ def _neighbours(bounds: np.ndarray) -> np.ndarray:
 def _extended(block: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
     part = block[0]
     copy = _Part(part.xs, part.xi, part.ys, part.yi, part.shared)
-    copy.extend(neighbours[0])
+    copy.extend(neighbours[0, :4])
+    copy.index = int(neighbours[0, 4])
     out = np.empty(1, dtype=object).view(_PartBlock)
     out[0] = copy
     return out
@@ -226,34 +227,6 @@ def _sample(block: np.ndarray, size: int, seed: int, block_id=None) -> np.ndarra
     rng = np.random.default_rng([seed, block_id[0]])
     take = min(size, block.shape[0])
     return rng.choice(np.asarray(block, dtype=np.float64), take, replace=False)
-
-
-def _real_runs(virtual: list, n_ext: int):
-    """``(real, ext, length)`` runs of real anchors between the virtual positions of an
-    extended side of ``n_ext`` anchors: positions in the real and in the extended order."""
-    real = at = 0
-    for slot in [*virtual, n_ext]:
-        yield real, at, slot - at
-        real += slot - at
-        at = slot + 1
-
-
-def _spread(b: np.ndarray, virtual: list, dtype) -> np.ndarray:
-    """``b``'s rows at the real positions of an extended side (zeros at ``virtual``)."""
-    out = np.zeros((b.shape[0] + len(virtual), b.shape[1]), dtype=dtype)
-    for real, at, length in _real_runs(virtual, out.shape[0]):
-        out[at : at + length] = b[real : real + length]
-    return out
-
-
-def _real_rows(a: np.ndarray, virtual: list, k: int) -> np.ndarray:
-    """The rows of ``a`` (an extended side's) at the real positions, first ``k`` columns."""
-    if not virtual:
-        return a[:, :k]
-    out = np.empty((a.shape[0] - len(virtual), k), dtype=a.dtype)
-    for real, at, length in _real_runs(virtual, a.shape[0]):
-        out[real : real + length] = a[at : at + length, :k]
-    return out
 
 
 def _scan(part, side: Side, rate, b_ext, wants):
@@ -275,8 +248,8 @@ def _summary(parts, b, side: Side, rate, k: int, want_moment: bool) -> np.ndarra
     """A partition's carry summaries for the columns of ``side``'s plan (row ``[zmax, zmin, A,
     M, B, N]``, each of the four ``k`` wide; ``nan`` z where the partition has no columns):
     ``A``, ``M`` the left carry at its rightmost column, ``B``, ``N`` the right one at its
-    leftmost (module docstring), read off the scan of its own columns at the virtual rows on
-    them. Complex128 or float64."""
+    leftmost (module docstring): the end states of the scans of its columns. Complex128 or
+    float64."""
     part = parts[0]
     cols = part.anchors(side.other)[0]
     dtype = np.result_type(b.dtype, np.float64, np.complex128 if isinstance(rate, complex) else 0.0)
@@ -284,22 +257,19 @@ def _summary(parts, b, side: Side, rate, k: int, want_moment: bool) -> np.ndarra
     if cols.shape[0] == 0:
         out[0, :2] = np.nan
         return out
-    _, _, _, (low, high) = part.ext[side]
-    b_ext = _spread(b, part.ext[side.other][1], np.result_type(b.dtype, np.float64))
-    sums, _, moments = _scan(part, side, rate, b_ext, (True, False, want_moment))
+    offset = part.ext[side.other][1]
+    ends = _numba().scan_ends(part.plan(), side, rate, b, offset, want_moment)
     out[0, 0], out[0, 1] = cols[-1], cols[0]
-    out[0, 2 : 2 + k] = sums[high]
-    out[0, 2 + 2 * k : 2 + 3 * k] = sums[low]
-    if want_moment:
-        out[0, 2 + k : 2 + 2 * k] = moments[high]
-        out[0, 2 + 3 * k : 2 + 4 * k] = moments[low]
+    out[0, 2:] = ends.reshape(-1)  # A, M, B, N
     return out
 
 
-def _fold(summaries: np.ndarray, rate, k: int) -> np.ndarray:
-    """The carries entering each partition, from all partitions' summaries: row ``p`` is
+def _fold(summaries: list, rate, k: int) -> np.ndarray:
+    """The carries entering each partition, from all partitions' summaries (one row each): row
+    ``p`` is
     ``[zl, zr, A, M, B, N]``, the left state (``zl``; nan: none) from the partitions before
     ``p`` and the right one (``zr``) from those after it. O(P k), serial."""
+    summaries = np.concatenate(summaries)
     P = summaries.shape[0]
     out = np.zeros_like(summaries)
     for flank, order in ((0, range(P)), (1, range(P - 1, -1, -1))):
@@ -321,43 +291,59 @@ def _fold(summaries: np.ndarray, rate, k: int) -> np.ndarray:
     return out
 
 
-def _local(parts, b, carry, side: Side, rate, k: int, wants: tuple, dtype) -> np.ndarray:
+def _local(parts, b, carries, side: Side, rate, k: int, wants: tuple, dtype) -> np.ndarray:
     """A partition's reductions (``wants``: sum, signed, moment) onto its rows, side by side in
     one block of shape ``(m_p, k * sum(wants))``: one scan of its own columns plus the incoming
-    carries, which enter as the virtual columns at the neighbours (their first moments as
-    ``k`` more columns, whose sums are the moments' missing part)."""
+    carries (its row of ``carries``, from :func:`_fold`), which enter as the virtual columns at
+    the neighbours (their first moments as ``k`` more columns, whose sums are the moments'
+    missing part)."""
     part = parts[0]
     m = part.anchors(side)[0].shape[0]
     want_sum, want_signed, want_moment = wants
-    rows_virtual = part.ext[side][1]
-    columns, virtual, (left, right), _ = part.ext[side.other]
-    carry = carry[0]
-    dtype_ext = np.result_type(b.dtype, carry.dtype)
-    if want_moment:  # k more columns: the carries' first moments
-        b = np.concatenate([b, np.zeros_like(b)], axis=1)
-    b_ext = _spread(b, virtual, dtype_ext)
-    for flank, slot in enumerate((left, right)):
-        if slot >= 0 and not math.isnan(carry[flank].real):
-            at = 2 + 2 * k * flank
-            b_ext[slot, :k] = carry[at : at + k]
-            if want_moment:
-                b_ext[slot, k:] = carry[at + k : at + 2 * k]
-    results = []
-    if columns.shape[0] and m:
-        b_ext = b_ext.astype(np.result_type(np.finfo(dtype).dtype, b_ext.dtype), copy=False)
+    row_offset = part.ext[side][1]
+    columns, offset, flanks = part.ext[side.other]
+    carry = carries[part.index]
+    if not (columns.shape[0] and m):
+        return np.zeros((m, k * sum(wants)), dtype=dtype)
+    width = 2 * k if want_moment else k  # the moments' carries: k more columns
+    real = np.finfo(dtype).dtype
+    operand = np.result_type(b.dtype, carry.dtype, real)
+    with part.scratch((columns.shape[0], width), operand) as (b_ext,):
+        b_ext[offset : offset + b.shape[0], :k] = b
+        b_ext[offset : offset + b.shape[0], k:] = 0
+        for flank, slot in enumerate(flanks):
+            if slot >= 0:
+                at = 2 + 2 * k * flank
+                known = not math.isnan(carry[flank].real)
+                b_ext[slot] = carry[at : at + width] if known else 0
         sums, signed, moments = _scan(
             part, side, rate, b_ext, (want_sum or want_moment, want_signed, want_moment)
         )
-        if want_sum:
-            results.append(_real_rows(sums, rows_virtual, k))
-        if want_signed:
-            results.append(_real_rows(signed, rows_virtual, k))
-        if want_moment:
-            extra = _real_rows(sums[:, k:], rows_virtual, k)
-            results.append(_real_rows(moments, rows_virtual, k) + extra)
-    else:
-        results = [np.zeros((m, k)) for w in wants if w]
-    return np.concatenate([r.astype(dtype, copy=False) for r in results], axis=1)
+    rows = slice(row_offset, row_offset + m)
+    results = []
+    if want_sum:
+        results.append(sums[rows, :k])
+    if want_signed:
+        results.append(signed[rows, :k])
+    if want_moment:
+        results.append(moments[rows, :k] + sums[rows, k:])
+    if len(results) == 1:
+        return results[0].astype(dtype, copy=False)
+    return np.concatenate(results, axis=1).astype(dtype, copy=False)
+
+
+def _folded(da, summaries, rate, k: int):
+    """:func:`_fold` of all partitions' summaries (a Dask array of P one-row blocks) as a
+    one-block Dask array: a single task on the P summaries, no concatenation tasks."""
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+
+    name = "laplex-fold-" + tokenize(summaries.name, rate, k)
+    keys = [(summaries.name, p, 0) for p in range(summaries.numblocks[0])]
+    layer = {(name, 0, 0): (_fold, keys, rate, k)}
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=[summaries])
+    chunks = ((summaries.shape[0],), (summaries.shape[1],))
+    return da.Array(graph, name, chunks, dtype=summaries.dtype, meta=summaries._meta)
 
 
 def _route(da, dd, keys, values, lengths):
@@ -581,7 +567,8 @@ class DaskBackend:
         bounds = da.map_blocks(
             _part_bounds, parts, chunks=((1,) * P, (6,)), dtype=np.float64, new_axis=1
         ).compute()
-        neighbours = da.from_array(_neighbours(bounds), chunks=(1, 4))
+        neighbours = np.concatenate([_neighbours(bounds), np.arange(P)[:, None]], axis=1)
+        neighbours = da.from_array(neighbours, chunks=(1, 5))
         parts = da.blockwise(
             _extended,
             "i",
@@ -684,7 +671,6 @@ class DaskBackend:
         """The reductions ``wants`` (sum, signed, moment) of ``b`` (columns: ``side.other``'s
         anchors in plan order, shape (n, k)) onto ``side``'s anchors, in plan order."""
         da = self._da
-        P = plan.npartitions
         k = b.shape[1]
         real = np.finfo(b.dtype).dtype
         dtype = np.result_type(b.dtype, np.complex64 if isinstance(rate, complex) else real)
@@ -709,8 +695,7 @@ class DaskBackend:
             align_arrays=False,
             concatenate=True,
         )
-        whole = summaries.rechunk({0: P})
-        carries = whole.map_blocks(_fold, rate, k, dtype=summary_dtype).rechunk({0: 1})
+        carries = _folded(da, summaries, rate, k)
         width = k * sum(wants)
         rows = tuple(int(v) for v in plan.lengths[side])
         out = da.blockwise(
@@ -721,7 +706,7 @@ class DaskBackend:
             b,
             "ik",
             carries,
-            "il",
+            "lm",
             side,
             None,
             rate,

@@ -17,6 +17,7 @@ from ._numba_scan import (
     rows_signed_moment_dot,
     rows_sum_signed_dot,
     scan,
+    scan_ends,
     scan_square,
 )
 
@@ -381,6 +382,21 @@ class NumbaBackend:
                 )
             _to_rows(s.rroute, targets, outs)
         return tuple(o if want else None for o, want in zip(outs, wants))
+
+    def scan_ends(self, plan, side, rate, b, start, want_moment=False):
+        """The end states of the scans of ``b`` (shape (n, k)) over the columns ``start ..
+        start + n - 1`` of ``side``'s orientation, in sorted order: shape (4, k), the forward
+        scan and its first moment at the last of those columns, the backward ones at the first
+        (``_numba_scan.scan_ends``; the moments zero unless ``want_moment``). O(n k)."""
+        s = plan.side(side)
+        real = np.finfo(b.dtype).dtype
+        decay = np.result_type(real, np.complex64) if isinstance(rate, complex) else real
+        d = plan.decays(side, rate, decay)[0]
+        b = np.ascontiguousarray(b)
+        ends = np.zeros((4, b.shape[1]), dtype=np.result_type(b.dtype, d.dtype))
+        cz = s.cz.astype(real, copy=False)
+        scan_ends(cz, d, b, start, want_moment, ends, work=2 * b.size)
+        return ends
 
     def gradient_reductions(self, plan, side, rate, v, gc):
         """:func:`~laplexops.backends._base.gradient_reductions` in two scans whose row passes

@@ -52,6 +52,7 @@ __all__ = [
     "rows_signed_moment_dot",
     "rows_sum_signed_dot",
     "scan",
+    "scan_ends",
     "scan_square",
 ]
 
@@ -329,6 +330,61 @@ def column_scans(cs, d, b, fwd, bwd, fwd1, bwd1, want_moment):  # pragma: no cov
     if cs.shape[0] > 0:
         for task in prange(_task_count(b.shape[1], want_moment)):
             _column_task(cs, d, b, task, fwd, bwd, fwd1, bwd1, want_moment)
+
+
+@njit(cache=True)
+def _scan_end(cs, d, b, j, start, forward, want_moment, ends):  # pragma: no cover - compiled
+    """Column ``j``'s forward scan ``F_c = d[c] F_{c-1} + b[c - start]`` over the columns
+    ``start .. start + len(b) - 1``, to its last value (``ends[0, j]``) and its first moment
+    (``ends[1, j]``), or the backward one to its value at ``start`` (``ends[2:4, j]``): chains
+    of dependent multiply-adds, nothing written on the way. Without moments, four columns per
+    link of the chain (``_forward_quads``)."""
+    n = b.shape[0]
+    step = 1 if forward else -1
+    first = 0 if forward else n - 1
+    acc = b[first, j]
+    acc1 = acc * 0
+    i = first + step  # b's row; column start + i, whose decay from the last is e(i) below
+    left = n - 1  # the steps still to take
+    if not want_moment:
+        while left >= 4:
+            e0 = d[start + i] if forward else d[start + i + 1]
+            e1 = d[start + i + step] if forward else d[start + i]
+            e2 = d[start + i + 2 * step] if forward else d[start + i - 1]
+            e3 = d[start + i + 3 * step] if forward else d[start + i - 2]
+            g = _mul_add(e1, b[i, j], b[i + step, j])
+            g = _mul_add(e2, g, b[i + 2 * step, j])
+            g = _mul_add(e3, g, b[i + 3 * step, j])
+            acc = _mul_add(e3 * e2 * (e1 * e0), acc, g)
+            i += 4 * step
+            left -= 4
+    while left > 0:
+        at = start + i if forward else start + i + 1
+        if want_moment:
+            gap = cs[at] - cs[at - 1]
+            acc1 = d[at] * (acc1 + gap * acc)
+        acc = _mul_add(d[at], acc, b[i, j])
+        i += step
+        left -= 1
+    row = 0 if forward else 2
+    ends[row, j] = acc
+    ends[row + 1, j] = acc1
+
+
+@kernel
+def scan_ends(cs, d, b, start, want_moment, ends):  # pragma: no cover
+    """The end states of the column scans of ``b`` (shape (n, k)), whose rows are the sorted
+    columns ``start .. start + n - 1``, one task per column and direction: ``ends`` (shape (4,
+    k)) gets, with ``z = cs[start + n - 1]`` and ``a = cs[start]``,
+
+        F = sum_c exp(-s (z - c)) b_c,   F1 = sum_c (z - c) exp(-s (z - c)) b_c,
+        B = sum_c exp(-s (c - a)) b_c,   B1 = sum_c (c - a) exp(-s (c - a)) b_c
+
+    (the moments ``F1``, ``B1`` zero unless ``want_moment``): what a distributed product
+    carries from one range of the anchors to the next. O(n k), no scratch."""
+    if b.shape[0] > 0:
+        for task in prange(2 * b.shape[1]):
+            _scan_end(cs, d, b, task // 2, start, task % 2 == 0, want_moment, ends)
 
 
 @kernel

@@ -42,9 +42,11 @@ from ._base import Side
 __all__ = ["DaskBackend", "DaskPlan"]
 
 #: data moved by one routing or plan (keys and values, bytes) up to which it goes through one
-#: task (gathered, permuted, split again: O(chunks + partitions) small tasks); larger data
-#: goes through ``dask.dataframe``'s shuffle (peer to peer on a ``distributed`` cluster)
-GATHER_BYTES = 1 << 28
+#: task (gathered, permuted, split again: O(chunks + partitions) small tasks; that task's worker
+#: holds about four times this much at its peak); larger data goes through ``dask.dataframe``'s
+#: shuffle (peer to peer on a ``distributed`` cluster), which moves rows at about a microsecond
+#: each on two workers, twenty times as long
+GATHER_BYTES = 1 << 29
 
 
 def _numba():
@@ -114,21 +116,35 @@ class _Part:
         return self._scratch(((tuple(shape), np.dtype(dtype)),))
 
 
-def _part_block(zis: np.ndarray, shared: bool, dtype: str) -> np.ndarray:
-    """Anchors of one range (rows ``[z, i, s]``: value, original index, 0 for x and 1 for y)
-    as a ``_Part``, sorted (ties by original index), in a one-element object array (a block of
-    the plan's array of partitions)."""
-    z, i, s = zis[:, 0], zis[:, 1].astype(np.int64), zis[:, 2]
-    order = np.lexsort((i, z))
-    z, i, s = z[order], i[order], s[order]
-    rows = s == 0
-    xs, xi = z[rows].astype(dtype), i[rows]
+def _build_part(z, i, m: int, neighbours, shared: bool, dtype: str, by_index: bool):
+    """One range's anchors as a ``_Part`` in a one-element object array (a block of the plan's
+    array of partitions): ``z``, ``i`` its values and original indices, the first ``m`` of
+    them rows (x), the rest columns (y); each side sorted, ties by original index (``by_index``:
+    each side's anchors already come in that order), extended by ``neighbours`` (a row of
+    :func:`_neighbours` with the partition's place last), and its local plan built."""
+    from . import _numba_sort
+
+    i = i.astype(np.int64)
+    sides = [(z[:m], i[:m])] if shared else [(z[:m], i[:m]), (z[m:], i[m:])]
+    ordered = []
+    for values, index in sides:
+        if not by_index:
+            first = np.argsort(index, kind="stable")
+            values, index = values[first], index[first]
+        values = values.astype(dtype)
+        if values.shape[0] > 1:
+            perm, values = _numba_sort.argsort(values, with_values=True)
+            index = index[perm]
+        ordered.append((values, index))
     if shared:
-        ys, yi = xs, xi
-    else:
-        ys, yi = z[~rows].astype(dtype), i[~rows]
+        ordered.append(ordered[0])
+    (xs, xi), (ys, yi) = ordered
+    part = _Part(xs, xi, ys, yi, shared)
+    part.extend(np.asarray(neighbours[0, :4], dtype=np.float64))
+    part.index = int(neighbours[0, 4])
+    part.plan()
     out = np.empty(1, dtype=object).view(_PartBlock)
-    out[0] = _Part(xs, xi, ys, yi, shared)
+    out[0] = part
     return out
 
 
@@ -158,18 +174,23 @@ else:
     _sizeof.register(_PartBlock)(_part_size)
 
 
-def _make_part(frame, shared: bool, dtype: str) -> np.ndarray:
-    """:func:`_part_block` of a partition of the anchors' shuffle (index ``z``, columns ``i``,
-    ``s``)."""
-    zis = np.stack(
-        [
-            frame.index.to_numpy(dtype=np.float64),
-            frame["i"].to_numpy(dtype=np.float64),
-            frame["s"].to_numpy(dtype=np.float64),
-        ],
-        axis=1,
-    )
-    return _part_block(zis, shared, dtype)
+def _part_from_frame(frame, neighbours, shared: bool, dtype: str) -> np.ndarray:
+    """:func:`_build_part` of a partition of the anchors' shuffle (index ``z``, columns ``i``
+    and ``s``: 0 for x, 1 for y)."""
+    z = frame.index.to_numpy(dtype=np.float64)
+    i = frame["i"].to_numpy(dtype=np.float64)
+    rows = frame["s"].to_numpy() == 0
+    m = int(rows.sum())
+    z = np.concatenate([z[rows], z[~rows]])
+    i = np.concatenate([i[rows], i[~rows]])
+    return _build_part(z, i, m, neighbours, shared, dtype, by_index=False)
+
+
+def _part_from_rows(zi, counts, neighbours, shared: bool, dtype: str) -> np.ndarray:
+    """:func:`_build_part` of one range's rows ``[z, i]`` of the single-task shuffle
+    (:func:`_bucketed`), its x anchors first, each side in original order."""
+    m = int(counts[0, 0])
+    return _build_part(zi[:, 0], zi[:, 1], m, neighbours, shared, dtype, by_index=True)
 
 
 def _range_of(z: np.ndarray, splitters: np.ndarray) -> np.ndarray:
@@ -177,43 +198,56 @@ def _range_of(z: np.ndarray, splitters: np.ndarray) -> np.ndarray:
     return np.searchsorted(splitters, z, side="right")
 
 
-def _by_range(zis: np.ndarray, splitters: np.ndarray) -> np.ndarray:
-    """All anchors' rows ``[z, i, s]`` grouped by range (a stable sort by range number)."""
-    return zis[np.argsort(_range_of(zis[:, 0], splitters), kind="stable")]
+def _chunk_stats(z: np.ndarray, splitters: np.ndarray) -> np.ndarray:
+    """Per range, the number of ``z``'s values in it, their least and greatest (``inf``,
+    ``-inf``: none), in one row: ``[counts (P), least (P), greatest (P)]``. O(n log P)."""
+    from ._numba_ranges import range_stats
+
+    z = np.ascontiguousarray(z, dtype=np.float64)
+    P = splitters.shape[0] + 1
+    counts = np.zeros(P, dtype=np.int64)
+    least, greatest = np.full(P, np.inf), np.full(P, -np.inf)
+    range_stats(z, splitters, np.empty(z.shape[0], np.int32), counts, least, greatest)
+    return np.concatenate([counts, least, greatest])[None, :]
 
 
-def _range_counts(zis: np.ndarray, splitters: np.ndarray) -> np.ndarray:
-    return np.bincount(_range_of(zis[:, 0], splitters), minlength=splitters.shape[0] + 1)
+def _bucketed(splitters: np.ndarray, xs: list, ys: list) -> np.ndarray:
+    """All anchors' rows ``[z, i]`` (value, original index) grouped by range, in each range the
+    x anchors before the y ones and each side in original order (a stable counting sort on
+    range and side): the single-task shuffle. ``xs``, ``ys``: the chunks of each side (``ys``
+    empty when shared). O(N log P)."""
+    from ._numba_ranges import range_stats, scatter_by_range
 
-
-def _part_bounds(block: np.ndarray) -> np.ndarray:
-    """``[m_p, n_p, least x, greatest x, least y, greatest y]`` of a partition (nan: none)."""
-    part = block[0]
-    out = np.full((1, 6), np.nan)
-    out[0, :2] = part.xs.shape[0], part.ys.shape[0]
-    for at, values in ((2, part.xs), (4, part.ys)):
-        if values.shape[0]:
-            out[0, at], out[0, at + 1] = values[0], values[-1]
+    P = splitters.shape[0] + 1
+    counts = np.zeros((2, P), dtype=np.int64)
+    sides = []
+    for flag, chunks in enumerate((xs, ys)):
+        found = []
+        for c in chunks:
+            c = np.ascontiguousarray(c, dtype=np.float64)
+            ranges = np.empty(c.shape[0], np.int32)
+            range_stats(c, splitters, ranges, counts[flag], np.full(P, np.inf), np.full(P, -np.inf))
+            found.append((c, ranges))
+        sides.append(found)
+    # range-major, x before y within a range
+    starts = (np.cumsum(counts.T.reshape(-1)) - counts.T.reshape(-1)).reshape(P, 2)
+    out = np.empty((int(counts.sum()), 2))
+    for flag, found in enumerate(sides):
+        next_slot, first = starts[:, flag].copy(), 0
+        for c, ranges in found:
+            scatter_by_range(c, ranges, first, next_slot, out)
+            first += c.shape[0]
     return out
 
 
 def _neighbours(bounds: np.ndarray) -> np.ndarray:
     """Per partition ``[xl, xr, yl, yr]``: each side's greatest anchor in the partitions left of
-    it and least anchor in those right of it (nan: none), from :func:`_part_bounds`."""
+    it and least anchor in those right of it (nan: none), from the ranges' bounds (rows ``[m_p,
+    n_p, least x, greatest x, least y, greatest y]``)."""
     out = np.full((bounds.shape[0], 4), np.nan)
     for j, (least, greatest) in enumerate(((2, 3), (4, 5))):
         out[1:, 2 * j] = np.fmax.accumulate(bounds[:-1, greatest])
         out[:-1, 2 * j + 1] = np.fmin.accumulate(bounds[:0:-1, least])[::-1]
-    return out
-
-
-def _extended(block: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
-    part = block[0]
-    copy = _Part(part.xs, part.xi, part.ys, part.yi, part.shared)
-    copy.extend(neighbours[0, :4])
-    copy.index = int(neighbours[0, 4])
-    out = np.empty(1, dtype=object).view(_PartBlock)
-    out[0] = copy
     return out
 
 
@@ -510,77 +544,23 @@ class DaskBackend:
 
     # ------------------------------------------------------------------ plan
     def plan(self, x, y, hint=None, ordered=(None, None)):
-        da, dd = self._da, self._dd
+        da = self._da
         shared = y is x
         m, n = int(x.shape[0]), int(y.shape[0])
         sides = [x] if shared else [x, y]
         count = self.partitions or max(1, sum(a.numblocks[0] for a in sides))
         splitters = self._splitters(sides, count, m + (0 if shared else n))
-        dtype = np.dtype(x.dtype).name
-        pieces = []
-        for flag, a in enumerate(sides):
-            if a.shape[0] == 0:
-                continue
-            index = da.arange(a.shape[0], chunks=a.chunks, dtype=np.float64)
-            pieces.append(
-                da.stack([a.astype(np.float64), index, da.full_like(index, flag)], axis=1)
-            )
-        if not pieces:
-            stacked = da.zeros((0, 3), chunks=((0,), (3,)))
-        else:
-            stacked = pieces[0] if len(pieces) == 1 else da.concatenate(pieces)
-        if stacked.nbytes <= GATHER_BYTES:
-            whole = stacked.rechunk({0: -1, 1: -1})
-            whole = whole.map_blocks(_by_range, splitters, dtype=np.float64).persist()
-            counts = whole.map_blocks(
-                _range_counts,
-                splitters,
-                chunks=((splitters.shape[0] + 1,),),
-                drop_axis=1,
-                dtype=np.int64,
-            ).compute()
-            ranged = _split(da, whole, [int(c) for c in counts])
-            parts = ranged.map_blocks(
-                _part_block,
-                shared,
-                dtype,
-                chunks=((1,) * ranged.numblocks[0],),
-                drop_axis=1,
-                dtype=object,
-                meta=np.empty(0, object),
-            ).persist()
-        else:
-            frame = dd.from_dask_array(stacked, columns=["z", "i", "s"])
-            divisions = [-math.inf, *splitters.tolist(), math.inf]
-            moved = frame.set_index("z", divisions=divisions, sorted=False)
-            blocks = [
-                da.from_delayed(
-                    _delayed_part(piece, shared, dtype),
-                    shape=(1,),
-                    dtype=object,
-                    meta=np.empty(0, object),
-                )
-                for piece in moved.to_delayed()
-            ]
-            parts = da.concatenate(blocks).persist()
-        P = parts.shape[0]
-        bounds = da.map_blocks(
-            _part_bounds, parts, chunks=((1,) * P, (6,)), dtype=np.float64, new_axis=1
-        ).compute()
+        bounds = self._bounds(sides, splitters, shared)
+        P = bounds.shape[0]
         neighbours = np.concatenate([_neighbours(bounds), np.arange(P)[:, None]], axis=1)
         neighbours = da.from_array(neighbours, chunks=(1, 5))
-        parts = da.blockwise(
-            _extended,
-            "i",
-            parts,
-            "i",
-            neighbours,
-            "ij",
-            dtype=object,
-            meta=np.empty(0, object),
-            concatenate=True,
-        ).persist()
+        dtype = np.dtype(x.dtype).name
         lengths_all = bounds[:, :2].astype(np.int64)
+        if 16 * (m + (0 if shared else n)) <= GATHER_BYTES:
+            parts = self._parts_gathered(sides, splitters, lengths_all, neighbours, shared, dtype)
+        else:
+            parts = self._parts_shuffled(sides, splitters, neighbours, shared, dtype)
+        parts = _persisted(parts)
         lengths = {Side.ROWS_X: lengths_all[:, 0], Side.ROWS_Y: lengths_all[:, 1]}
         chunks = {Side.ROWS_X: x.chunks[0], Side.ROWS_Y: y.chunks[0]}
         origin = {}
@@ -595,6 +575,91 @@ class DaskBackend:
         if shared:
             origin[Side.ROWS_Y] = origin[Side.ROWS_X]
         return DaskPlan((m, n), shared, parts, lengths, chunks, origin)
+
+    def _bounds(self, sides, splitters: np.ndarray, shared: bool) -> np.ndarray:
+        """Per range ``[m_p, n_p, least x, greatest x, least y, greatest y]`` (nan: none), from
+        every chunk's :func:`_chunk_stats` (tree reductions): O(N) work, O(P) data out."""
+        da = self._da
+        P = splitters.shape[0] + 1
+        stats = []
+        for a in sides:
+            per = a.map_blocks(
+                _chunk_stats,
+                splitters,
+                chunks=((1,) * a.numblocks[0], (3 * P,)),
+                new_axis=1,
+                dtype=np.float64,
+            )
+            stats += [per[:, :P].sum(0), per[:, P : 2 * P].min(0), per[:, 2 * P :].max(0)]
+        found = [np.asarray(v, dtype=np.float64) for v in da.compute(*stats)]
+        if shared:
+            found *= 2
+        out = np.stack([found[0], found[3], found[1], found[2], found[4], found[5]], axis=1)
+        out[:, 2:][np.isinf(out[:, 2:])] = np.nan
+        return out
+
+    def _parts_gathered(self, sides, splitters, lengths, neighbours, shared, dtype):
+        """The partitions through one task that groups all anchors by range (a counting sort,
+        :func:`_bucketed`), cut into P blocks, each then sorted and planned."""
+        from dask.base import tokenize
+        from dask.highlevelgraph import HighLevelGraph
+
+        da = self._da
+        name = "laplex-bucketed-" + tokenize(*(a.name for a in sides), splitters)
+        keys = [[(a.name, j) for j in range(a.numblocks[0])] for a in sides]
+        layer = {(name, 0, 0): (_bucketed, splitters, keys[0], keys[1] if len(keys) > 1 else [])}
+        per_range = lengths[:, 0] if shared else lengths.sum(axis=1)
+        graph = HighLevelGraph.from_collections(name, layer, dependencies=sides)
+        whole = da.Array(graph, name, ((int(per_range.sum()),), (2,)), dtype=np.float64)
+        ranged = _split(da, whole, [int(c) for c in per_range])
+        counts = da.from_array(lengths, chunks=(1, 2))
+        return da.blockwise(
+            _part_from_rows,
+            "i",
+            ranged,
+            "ij",
+            counts,
+            "ik",
+            neighbours,
+            "il",
+            shared,
+            None,
+            dtype,
+            None,
+            adjust_chunks={"i": (1,) * len(per_range)},
+            dtype=object,
+            meta=np.empty(0, object),
+            concatenate=True,
+            align_arrays=False,
+        )
+
+    def _parts_shuffled(self, sides, splitters, neighbours, shared, dtype):
+        """The partitions through ``dask.dataframe``'s shuffle (``set_index`` with the
+        splitters as divisions; peer to peer on a ``distributed`` cluster), each then sorted
+        and planned."""
+        da, dd = self._da, self._dd
+        pieces = []
+        for flag, a in enumerate(sides):
+            if a.shape[0] == 0:
+                continue
+            index = da.arange(a.shape[0], chunks=a.chunks, dtype=np.float64)
+            pieces.append(
+                da.stack([a.astype(np.float64), index, da.full_like(index, flag)], axis=1)
+            )
+        stacked = pieces[0] if len(pieces) == 1 else da.concatenate(pieces)
+        frame = dd.from_dask_array(stacked, columns=["z", "i", "s"])
+        divisions = [-math.inf, *splitters.tolist(), math.inf]
+        moved = frame.set_index("z", divisions=divisions, sorted=False)
+        blocks = [
+            da.from_delayed(
+                _delayed_part(piece, neighbours.blocks[p], shared, dtype),
+                shape=(1,),
+                dtype=object,
+                meta=np.empty(0, object),
+            )
+            for p, piece in enumerate(moved.to_delayed())
+        ]
+        return da.concatenate(blocks)
 
     def _splitters(self, sides, count: int, total: int) -> np.ndarray:
         """Up to ``count - 1`` unique cut points: quantiles of a seeded sample of every chunk
@@ -747,7 +812,24 @@ class DaskBackend:
         return tuple(r if r is None else self.from_plan(plan, side, r) for r in planned)
 
 
-def _delayed_part(piece, shared, dtype):
+def _persisted(a):
+    """``a`` persisted, once its blocks exist (on a ``distributed`` cluster ``persist`` returns
+    at once: a plan should be built when it returns, its failures raised there)."""
+    a = a.persist()
+    try:
+        from distributed import futures_of, wait
+    except ImportError:  # pragma: no cover - the dask extra installs distributed
+        return a
+    futures = futures_of(a)
+    if futures:
+        wait(futures)
+        for future in futures:
+            if future.status == "error":
+                future.result()  # raises the task's error
+    return a
+
+
+def _delayed_part(piece, neighbours, shared, dtype):
     import dask
 
-    return dask.delayed(_make_part, pure=True)(piece, shared, dtype)
+    return dask.delayed(_part_from_frame, pure=True)(piece, neighbours, shared, dtype)

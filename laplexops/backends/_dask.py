@@ -390,6 +390,8 @@ def _route(da, dd, keys, values, lengths):
     full = [i for i, n in enumerate(lengths) if n]
     if not full:
         return da.zeros((0, k), chunks=(tuple(lengths), (k,)))
+    if 8 * (k + 1) * values.shape[0] <= GATHER_BYTES:
+        return _split(da, _permuted(da, keys, values.rechunk({1: -1})), lengths)
     column = keys.map_blocks(
         lambda b: b.astype(np.float64)[:, None],
         new_axis=1,
@@ -397,11 +399,6 @@ def _route(da, dd, keys, values, lengths):
         dtype=np.float64,
     )
     stacked = da.concatenate([column, values.astype(np.float64)], axis=1)
-    if stacked.nbytes <= GATHER_BYTES:
-        whole = stacked.rechunk({0: -1, 1: -1}).map_blocks(
-            _permute, dtype=np.float64, chunks=((stacked.shape[0],), (k,))
-        )
-        return _split(da, whole, lengths)
     frame = dd.from_dask_array(stacked, columns=["key", *(f"c{j}" for j in range(k))])
     starts = np.cumsum([0, *lengths])
     cuts = [float(starts[i]) for i in full] + [float(starts[-1] - 1)]
@@ -412,10 +409,87 @@ def _route(da, dd, keys, values, lengths):
     return _with_empty_blocks(da, dense, lengths)
 
 
-def _permute(block):
-    """Rows ``1:`` of ``block`` placed at the positions its column 0 holds."""
-    out = np.empty((block.shape[0], block.shape[1] - 1), dtype=block.dtype)
-    out[block[:, 0].astype(np.int64)] = block[:, 1:]
+def _permuted(da, keys, values):
+    """``values`` (rows chunked like ``keys``, one column block) with row ``j`` moved to row
+    ``keys[j]``, as one block: one task on all chunks."""
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+
+    name = "laplex-permuted-" + tokenize(keys.name, values.name)
+    layer = {
+        (name, 0, 0): (
+            _permute,
+            [(keys.name, j) for j in range(keys.numblocks[0])],
+            [(values.name, j, 0) for j in range(values.numblocks[0])],
+            values.shape,
+        )
+    }
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=[keys, values])
+    chunks = ((values.shape[0],), (values.shape[1],))
+    return da.Array(graph, name, chunks, dtype=np.float64)
+
+
+def _permute(keys: list, values: list, shape) -> np.ndarray:
+    """The rows of the chunks ``values`` placed at the positions of the chunks ``keys``."""
+    out = np.empty(shape, dtype=np.float64)
+    for at, rows in zip(keys, values):
+        out[at] = rows
+    return out
+
+
+class _RouterBlock(np.ndarray):
+    """A one-element object array holding a ``Route``; its size (``sizeof``) makes Dask run
+    the routing tasks where it is rather than move it."""
+
+
+try:
+    _sizeof.register(_RouterBlock)(lambda block: int(block[0].slot.nbytes + block[0].offset.nbytes))
+except NameError:  # pragma: no cover - no dask.sizeof: the backend cannot be built
+    pass
+
+
+def _make_router(origin: list) -> np.ndarray:
+    """A ``Route`` of the permutation ``origin`` (plan position -> caller position), as a
+    block of a Dask array."""
+    from ._numba_route import Route
+
+    out = np.empty(1, dtype=object).view(_RouterBlock)
+    out[0] = Route(np.concatenate(origin) if origin else np.empty(0, np.int64))
+    return out
+
+
+def _gathers(a) -> bool:
+    """Whether routing ``a`` goes through one task (up to ``GATHER_BYTES`` with its keys)."""
+    return (a.dtype.itemsize + 8) * a.shape[0] * max(a.shape[1], 1) <= GATHER_BYTES
+
+
+def _routed(da, router, a, inward: bool):
+    """``a`` (rows chunked any way) moved through ``router``'s route as one block: into plan
+    order (``inward``: ``out[r] = a[origin[r]]``), else back out (``out[origin[r]] = a[r]``).
+    One task, on the route's worker."""
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+
+    a = a.rechunk({1: -1})
+    name = "laplex-routed-" + tokenize(router.name, a.name, inward)
+    keys = [(a.name, j, 0) for j in range(a.numblocks[0])]
+    layer = {(name, 0, 0): (_move, (router.name, 0), keys, inward)}
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=[router, a])
+    chunks = ((a.shape[0],), (a.shape[1],))
+    return da.Array(graph, name, chunks, dtype=a.dtype, meta=a._meta)
+
+
+def _move(router, blocks: list, inward: bool) -> np.ndarray:
+    """The rows of ``blocks`` (concatenated) moved through the route: see :func:`_routed`."""
+    from ._numba import _movable
+
+    route = router[0]
+    a = np.concatenate(blocks) if len(blocks) != 1 else blocks[0]
+    a = np.ascontiguousarray(a)
+    out, stage = np.empty_like(a), np.empty_like(a)
+    if a.shape[0] and a.shape[1]:
+        move = route.gather if inward else route.put
+        move(_movable(a), _movable(out), _movable(stage))
     return out
 
 
@@ -490,6 +564,7 @@ class DaskPlan:
         self.chunks = chunks
         self.origin = origin
         self.destination: dict[Side, Any] = {}
+        self.routers: dict[Side, Any] = {}
 
     @property
     def npartitions(self) -> int:
@@ -689,8 +764,12 @@ class DaskBackend:
 
     # ------------------------------------------------------------------ layouts
     def to_plan(self, plan: DaskPlan, side: Side, b):
-        """``b`` (rows: ``side``'s anchors in the caller's order) in plan order: one shuffle."""
+        """``b`` (rows: ``side``'s anchors in the caller's order) in plan order: one task
+        through the plan's route up to ``GATHER_BYTES``, else one shuffle."""
         da = self._da
+        if _gathers(b):
+            whole = _routed(da, self._router(plan, side), b, inward=True)
+            return _split(da, whole, plan.lengths[side])
         dest = self._destination(plan, side)
         b = b.rechunk({0: dest.chunks[0]})
         complex_ = b.dtype.kind == "c"
@@ -699,13 +778,36 @@ class DaskBackend:
         return _from_parts(out, b.shape[1], complex_).astype(b.dtype)
 
     def from_plan(self, plan: DaskPlan, side: Side, u):
-        """``u`` (rows: ``side``'s anchors in plan order) in the caller's order: one shuffle."""
+        """``u`` (rows: ``side``'s anchors in plan order) in the caller's order: one task
+        through the plan's route up to ``GATHER_BYTES``, else one shuffle."""
         da = self._da
+        if _gathers(u):
+            whole = _routed(da, self._router(plan, side), u, inward=False)
+            return _split(da, whole, plan.chunks[side])
         complex_ = u.dtype.kind == "c"
         k = u.shape[1]
         values = da.concatenate([u.real, u.imag], axis=1) if complex_ else u
         out = _route(da, self._dd, plan.origin[side], values, plan.chunks[side])
         return _from_parts(out, k, complex_).astype(u.dtype)
+
+    def _router(self, plan: DaskPlan, side: Side):
+        """The route between ``side``'s caller order and plan order (a ``Route`` of
+        ``plan.origin[side]``, see ``_numba_route``), built once in one task and persisted."""
+        if side not in plan.routers:
+            from dask.base import tokenize
+            from dask.highlevelgraph import HighLevelGraph
+
+            origin = plan.origin[side]
+            name = "laplex-router-" + tokenize(origin.name)
+            keys = [(origin.name, j) for j in range(origin.numblocks[0])]
+            graph = HighLevelGraph.from_collections(
+                name, {(name, 0): (_make_router, keys)}, dependencies=[origin]
+            )
+            router = self._da.Array(graph, name, ((1,),), dtype=object, meta=np.empty(0, object))
+            plan.routers[side] = _persisted(router)
+            if plan.shared:
+                plan.routers[side.other] = plan.routers[side]
+        return plan.routers[side]
 
     def _destination(self, plan: DaskPlan, side: Side):
         """Each of ``side``'s anchors' position in plan order, in the caller's order: the

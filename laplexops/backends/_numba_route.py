@@ -28,7 +28,7 @@ from numba.extending import overload
 
 from ._numba_threads import kernel
 
-__all__ = ["ROUTE_MIN", "Route", "gather", "gather_blocks", "scatter_blocks"]
+__all__ = ["ROUTE_MIN", "Route", "gather", "gather_blocks", "scatter_blocks", "to_slots"]
 
 #: the length from which a permutation gets a route: below it the direct moves stay in cache
 ROUTE_MIN = 1 << 17
@@ -65,6 +65,13 @@ class Route:
         perm = np.empty(self.slot.shape[0], self.slot.dtype)
         _permutation(self.slot, self.offset, self.shift, perm, work=perm.shape[0])
         return perm
+
+    def put(self, a: np.ndarray, out: np.ndarray, stage: np.ndarray) -> None:
+        """``out[perm[r]] = a[r]`` for the rows of ``a`` (1-D: its elements), through ``stage``
+        (``a``'s shape and dtype): the inverse of :meth:`gather`. O(m k)."""
+        if a.size:
+            to_slots(a, self.slot, stage, work=a.size)
+            self.scatter(stage, out)
 
     def scatter(self, stage: np.ndarray, out: np.ndarray) -> None:
         """``out[perm[r]] = x_r`` for the rows ``x_r`` (1-D: elements) that a kernel wrote to
@@ -215,3 +222,11 @@ def gather(b, perm, out):  # pragma: no cover - compiled
     ``perm``, the second pass of a gather into sorted order). O(m k)."""
     for c in prange(perm.shape[0]):
         _copy_row(b, perm[c], out, c)
+
+
+@kernel
+def to_slots(a, slot, stage):  # pragma: no cover - compiled
+    """``stage[slot[r]] = a[r]`` row by row: a route's staging written from rows in sorted
+    order (a few sequential write streams). O(m k)."""
+    for r in prange(slot.shape[0]):
+        _copy_row(a, r, stage, slot[r])

@@ -31,6 +31,14 @@ def test_route_moves_rows_as_the_permutation(m, dtype, k, rng):
     expected = np.empty_like(a)
     expected[perm] = a
     np.testing.assert_array_equal(out, expected)
+    # put is that move from rows in sorted order: the inverse of gather
+    moved, stage = np.full_like(a, np.nan), np.full_like(a, np.nan)
+    route.put(a, moved, stage)
+    np.testing.assert_array_equal(moved, expected)
+    if k == 1:  # one column moves as a 1-D array
+        flat = np.full(m, np.nan, dtype)
+        route.put(a[:, 0], flat, np.empty(m, dtype))
+        np.testing.assert_array_equal(flat, expected[:, 0])
 
 
 def _everything(op, v, g, V):

@@ -619,13 +619,24 @@ class DaskBackend:
 
     # ------------------------------------------------------------------ plan
     def plan(self, x, y, hint=None, ordered=(None, None)):
-        da = self._da
         shared = y is x
         m, n = int(x.shape[0]), int(y.shape[0])
         sides = [x] if shared else [x, y]
         count = self.partitions or max(1, sum(a.numblocks[0] for a in sides))
         splitters = self._splitters(sides, count, m + (0 if shared else n))
         bounds = self._bounds(sides, splitters, shared)
+        return self._planned(x, y, splitters, bounds)
+
+    def _planned(self, x, y, splitters, bounds, persist: bool = True) -> DaskPlan:
+        """The plan of ``x`` and ``y`` (``y is x``: one set) on the ranges cut by ``splitters``,
+        whose bounds (:meth:`_bounds`) are given; with ``persist=False`` its partitions and
+        positions stay task graphs (not computed: how the graph of a plan at any scale is
+        counted)."""
+        da = self._da
+        shared = y is x
+        m, n = int(x.shape[0]), int(y.shape[0])
+        sides = [x] if shared else [x, y]
+        keep = _persisted if persist else (lambda a: a)
         P = bounds.shape[0]
         neighbours = np.concatenate([_neighbours(bounds), np.arange(P)[:, None]], axis=1)
         neighbours = da.from_array(neighbours, chunks=(1, 5))
@@ -635,7 +646,7 @@ class DaskBackend:
             parts = self._parts_gathered(sides, splitters, lengths_all, neighbours, shared, dtype)
         else:
             parts = self._parts_shuffled(sides, splitters, neighbours, shared, dtype)
-        parts = _persisted(parts)
+        parts = keep(parts)
         lengths = {Side.ROWS_X: lengths_all[:, 0], Side.ROWS_Y: lengths_all[:, 1]}
         chunks = {Side.ROWS_X: x.chunks[0], Side.ROWS_Y: y.chunks[0]}
         origin = {}
@@ -646,7 +657,8 @@ class DaskBackend:
                 side,
                 chunks=(tuple(int(v) for v in lengths[side]),),
                 dtype=np.int64,
-            ).persist()
+            )
+            origin[side] = origin[side].persist() if persist else origin[side]
         if shared:
             origin[Side.ROWS_Y] = origin[Side.ROWS_X]
         return DaskPlan((m, n), shared, parts, lengths, chunks, origin)
@@ -809,9 +821,10 @@ class DaskBackend:
                 plan.routers[side.other] = plan.routers[side]
         return plan.routers[side]
 
-    def _destination(self, plan: DaskPlan, side: Side):
+    def _destination(self, plan: DaskPlan, side: Side, persist: bool = True):
         """Each of ``side``'s anchors' position in plan order, in the caller's order: the
-        inverse of ``plan.origin[side]``, made once (one shuffle) and persisted."""
+        inverse of ``plan.origin[side]``, made once (one shuffle) and persisted (with
+        ``persist=False``: its task graph, not kept)."""
         if side not in plan.destination:
             origin = plan.origin[side]
             starts = np.cumsum([0, *origin.chunks[0]])
@@ -824,9 +837,10 @@ class DaskBackend:
                 dtype=np.float64,
             )
             dest = _route(self._da, self._dd, origin, positions, plan.chunks[side])
-            plan.destination[side] = (
-                dest.map_blocks(lambda b: b[:, 0].astype(np.int64), drop_axis=1, dtype=np.int64)
-            ).persist()
+            dest = dest.map_blocks(lambda b: b[:, 0].astype(np.int64), drop_axis=1, dtype=np.int64)
+            if not persist:
+                return dest
+            plan.destination[side] = dest.persist()
             if plan.shared:
                 plan.destination[side.other] = plan.destination[side]
         return plan.destination[side]

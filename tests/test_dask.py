@@ -221,3 +221,25 @@ def test_scipy_solvers_through_aslinearoperator(client, rng):
     assert _rel(W @ solution, b) <= 1e-8
     assert _rel(lin.rmatvec(b), W.T @ b) <= 1e-12
     assert _rel(lin.matmat(np.stack([b, b], axis=1)), W @ np.stack([b, b], axis=1)) <= 1e-12
+
+
+def test_product_graph_at_1e10_scale_has_two_tasks_per_partition():
+    """The graph of a plan of 1e10 + 1e10 anchors (synthetic splitters and bounds: built, not
+    computed) and of a product in plan order on it: 2 P + 1 tasks beyond its inputs."""
+    n, P = 10**10, 100
+    x = da.random.default_rng(1).random(n, chunks=n // P)
+    y = da.random.default_rng(2).random(n, chunks=n // P)
+    splitters = np.arange(1, P) / P
+    bounds = np.empty((P, 6))
+    bounds[:, :2] = n // P
+    bounds[:, [2, 4]] = np.r_[0.0, splitters][:, None]
+    bounds[:, [3, 5]] = np.nextafter(np.r_[splitters, 1.0], 0)[:, None]
+    backend = DaskBackend(partitions=P)
+    plan = backend._planned(x, y, splitters, bounds, persist=False)
+    assert plan.npartitions == P
+    lengths = tuple(int(c) for c in plan.lengths[Side.ROWS_Y])
+    v = da.ones((n, 2), chunks=(lengths, (2,)))
+    (u,) = backend.apply_planned(plan, Side.ROWS_X, 0.5, v, wants=(True, False, False))[:1]
+    before = set(plan.parts.__dask_graph__()) | set(v.__dask_graph__())
+    assert len(set(u.__dask_graph__()) - before) == 2 * P + 1
+    assert u.shape == (n, 2) and u.numblocks[0] == P

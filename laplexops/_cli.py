@@ -69,6 +69,15 @@ def _parser() -> argparse.ArgumentParser:
                 help="the Gram's likelihood against celerite2 (and tinygp), float32 accuracy",
             )
             q.add_argument(
+                "--dask",
+                action="store_true",
+                help="the Dask backend on a two-worker LocalCluster against the Numba backend "
+                "(needs the dask extra)",
+            )
+            q.add_argument(
+                "--chunks", type=int, default=4, help="with --dask: chunks per side (default 4)"
+            )
+            q.add_argument(
                 "--no-tests",
                 action="store_true",
                 help="with --gpu: timings only, skip the GPU test suite",
@@ -86,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         from ._gpu_bench import gpu_bench
 
         return gpu_bench(args.log2n, args.seed, args.json, args.huge, not args.no_tests)
+    if args.command == "bench" and args.dask:
+        from ._dask_bench import dask_bench
+
+        return dask_bench(int(args.n), args.chunks, args.seed, args.json)
     if args.command == "bench" and args.gram:
         from ._gram_bench import gram_bench
 

@@ -67,6 +67,22 @@ def test_bench_gram_prints_every_row(tmp_path):
     assert all(v <= 1e-6 for v in data["float32"].values())
 
 
+def test_bench_dask_prints_every_row(tmp_path):
+    pytest.importorskip("distributed")
+    pytest.importorskip("dask.dataframe")
+    out = tmp_path / "dask.json"
+    r = _run("bench", "--dask", "--n", "20000", "--chunks", "2", "--seed", "5", "--json", str(out))
+    # small sizes are all overhead: the ratios may miss their goals (return code 1), not crash
+    assert r.returncode in (0, 1), r.stdout + r.stderr
+    for row in ("plan", "product in plan order", "product with routing"):
+        assert f"  {row} " in r.stdout
+    import json
+
+    data = json.loads(out.read_text())
+    assert data["partitions"] == 4 and data["error"] <= 1e-10
+    assert all(v["dask"] > 0 and v["numba"] > 0 for v in data["rows"].values())
+
+
 def test_bench_prints_every_row_with_its_goal(tmp_path):
     """``bench`` (the CPU products) at a small size: every row, the goals marked, the JSON file."""
     import json

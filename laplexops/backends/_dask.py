@@ -298,12 +298,12 @@ def _summary(parts, b, side: Side, rate, k: int, want_moment: bool) -> np.ndarra
     return out
 
 
-def _fold(summaries: list, rate, k: int) -> np.ndarray:
+def _fold(rows: list, rate, k: int) -> np.ndarray:
     """The carries entering each partition, from all partitions' summaries (one row each): row
     ``p`` is
     ``[zl, zr, A, M, B, N]``, the left state (``zl``; nan: none) from the partitions before
     ``p`` and the right one (``zr``) from those after it. O(P k), serial."""
-    summaries = np.concatenate(summaries)
+    summaries = np.concatenate(rows)
     P = summaries.shape[0]
     out = np.zeros_like(summaries)
     for flank, order in ((0, range(P)), (1, range(P - 1, -1, -1))):
@@ -374,7 +374,7 @@ def _folded(da, summaries, rate, k: int):
 
     name = "laplex-fold-" + tokenize(summaries.name, rate, k)
     keys = [(summaries.name, p, 0) for p in range(summaries.numblocks[0])]
-    layer = {(name, 0, 0): (_fold, keys, rate, k)}
+    layer: dict[Any, Any] = {(name, 0, 0): (_fold, keys, rate, k)}
     graph = HighLevelGraph.from_collections(name, layer, dependencies=[summaries])
     chunks = ((summaries.shape[0],), (summaries.shape[1],))
     return da.Array(graph, name, chunks, dtype=summaries.dtype, meta=summaries._meta)
@@ -473,7 +473,7 @@ def _routed(da, router, a, inward: bool):
     a = a.rechunk({1: -1})
     name = "laplex-routed-" + tokenize(router.name, a.name, inward)
     keys = [(a.name, j, 0) for j in range(a.numblocks[0])]
-    layer = {(name, 0, 0): (_move, (router.name, 0), keys, inward)}
+    layer: dict[Any, Any] = {(name, 0, 0): (_move, (router.name, 0), keys, inward)}
     graph = HighLevelGraph.from_collections(name, layer, dependencies=[router, a])
     chunks = ((a.shape[0],), (a.shape[1],))
     return da.Array(graph, name, chunks, dtype=a.dtype, meta=a._meta)

@@ -2,11 +2,13 @@
 
 **Plan.** Splitters (quantiles of a seeded sample of every chunk of both sides, made unique)
 cut the real line into P ranges ``[div_p, div_{p+1})``; a run of tied anchors never straddles
-two of them. One shuffle (a single permuting task up to ``GATHER_BYTES``, else
-``dask.dataframe``'s ``set_index`` with those divisions, peer to peer on a ``distributed``
-cluster) brings each range's anchors to one partition, which sorts them (ties by original
-index) and holds a single-machine plan of its rows and columns (the Numba backend). The
-partitions stay on the workers (persisted).
+two of them. One pass over the chunks finds each range's count and least and greatest anchor
+per side (``_numba_ranges``), so each partition knows its neighbours before it is built. One
+shuffle (a counting sort in a single task up to ``GATHER_BYTES``, else ``dask.dataframe``'s
+``set_index`` with those divisions, peer to peer on a ``distributed`` cluster) brings each
+range's anchors to one task, which sorts them (ties by original index), extends them by the
+neighbours (``_Part.extend``) and builds a single-machine plan of its rows and columns (the
+Numba backend). The partitions stay on the workers (persisted).
 
 **Products.** Partition ``p``'s rows see every column of the partitions left of it at
 distances ``x - c > 0``, so those columns reach them through one *carry*: with ``z`` the
@@ -17,17 +19,18 @@ rightmost such column,
 give the left sums ``exp(-s (x - z)) A`` and first moments ``exp(-s (x - z)) (M + (x - z) A)``.
 Carries compose left to right as ``(z, A, M) + (z', A', M') = (z', e A + A', e (M + (z' - z) A)
 + M')``, ``e = exp(-s (z' - z))`` (every factor of modulus at most 1: no overflow), and mirrored
-from the right. A product is one task per partition for its summary, one small task folding the
-P summaries both ways, and one task per partition for the local scan with the incoming carries:
-O(N k) work, O(P k) data between partitions. Both per-partition passes are scans of the local
-plan, whose anchors are extended by a few virtual ones (``_Part.extend``): a partition's own
-summary is the scan read at virtual rows on its least and greatest column, and the incoming
-carries enter as values of virtual columns at the neighbouring partitions' nearest columns.
+from the right. A product is one task per partition for its summary (the end states of its
+columns' scans, ``scan_ends``), one task folding the P summaries both ways, and one task per
+partition for the local scan, in which the incoming carries enter as values of virtual columns
+at the neighbouring partitions' nearest columns: 2 P + 1 tasks, O(N k) work, O(P k) data between
+partitions.
 
 **Layouts.** Operands arrive in the caller's order; routing them into plan order (partition by
-partition) and the results back is a shuffle each way (``set_index`` on the destination
-position), built once per plan. :func:`laplexops.dask.to_plan_order` and its inverse let an
-iterative method pay those shuffles once.
+partition) and the results back moves each value once each way: one task through a cache-blocked
+route of the plan's permutation (``_numba_route``, built once per plan and side) up to
+``GATHER_BYTES``, else a shuffle (``set_index`` on the destination position, found once per plan
+and side). :func:`laplexops.dask.to_plan_order` and its inverse let an iterative method pay those
+moves once.
 """
 
 from __future__ import annotations
@@ -41,8 +44,8 @@ from ._base import Side
 
 __all__ = ["DaskBackend", "DaskPlan"]
 
-#: data moved by one routing or plan (keys and values, bytes) up to which it goes through one
-#: task (gathered, permuted, split again: O(chunks + partitions) small tasks; that task's worker
+#: data moved by one routing or plan (values and indices, bytes) up to which it goes through one
+#: task (gathered, moved, split again: O(chunks + partitions) small tasks; that task's worker
 #: holds about four times this much at its peak); larger data goes through ``dask.dataframe``'s
 #: shuffle (peer to peer on a ``distributed`` cluster), which moves rows at about a microsecond
 #: each on two workers, twenty times as long

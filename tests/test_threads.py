@@ -17,7 +17,8 @@ import pytest
 
 import laplexops as lx
 import laplexops.backends._numba  # builds every kernel (the backend's modules load lazily)
-from laplexops.backends import _numba, _numba_scan, _numba_sort, _numba_threads
+from laplexops.backends import Side, _numba, _numba_scan, _numba_sort, _numba_threads
+from laplexops.backends._numba_route import Route
 from laplexops.backends._numba_sort import argsort_two
 from laplexops.backends._numba_threads import KERNELS
 
@@ -79,7 +80,17 @@ def workload(rng, m, n, k, rate, dtype=np.float64):
         cov_results += [cov.solve(U), cov.sample(k, seed=1)]
         # nine rows: two groups of four columns side by side, and one alone
         cov_results.append(np.asarray(cov.nll(np.concatenate([U.T, U.T, U.T]))))
+    # a Dask partition's pieces: the scans' end states, and a route's put (the inverse move)
+    numba_backend = _numba.NumbaBackend()
+    ends = [numba_backend.scan_ends(op._plan, Side.ROWS_X, rate, V, 0, w) for w in (False, True)]
+    route, moved = Route(rng.permutation(n)), []
+    for a in (V[:, 0].copy(), V):
+        out = np.empty_like(a)
+        route.put(a, out, np.empty_like(a))
+        moved.append(out)
     return [
+        *ends,
+        *moved,
         *cov_results,
         op @ V,
         op.rmatmat(U),

@@ -214,6 +214,45 @@ def _chunk_stats(z: np.ndarray, splitters: np.ndarray) -> np.ndarray:
     return np.concatenate([counts, least, greatest])[None, :]
 
 
+def _combine_stats(parts: list) -> np.ndarray:
+    """Rows of :func:`_chunk_stats` (or of this) combined: counts added, least and greatest
+    taken."""
+    rows = np.concatenate(parts)
+    P = rows.shape[1] // 3
+    out = np.empty((1, 3 * P))
+    out[0, :P] = rows[:, :P].sum(0)
+    out[0, P : 2 * P] = rows[:, P : 2 * P].min(0)
+    out[0, 2 * P :] = rows[:, 2 * P :].max(0)
+    return out
+
+
+#: rows a task of the statistics' tree combines
+_TREE_WIDTH = 32
+
+
+def _combined(da, per):
+    """:func:`_combine_stats` of all rows of ``per`` (one row per block) as a one-block Dask
+    array: a tree of tasks, each on up to ``_TREE_WIDTH`` rows (no slicing or concatenation
+    tasks)."""
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+
+    token = tokenize(per.name)
+    keys = [(per.name, i, 0) for i in range(per.numblocks[0])]
+    layer: dict[Any, Any] = {}
+    level = 0
+    while True:
+        name = f"laplex-stats-{level}-{token}"
+        groups = [keys[j : j + _TREE_WIDTH] for j in range(0, len(keys), _TREE_WIDTH)]
+        keys = [(name, g, 0) for g in range(len(groups))]
+        layer.update({key: (_combine_stats, group) for key, group in zip(keys, groups)})
+        if len(keys) == 1:
+            break
+        level += 1
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=[per])
+    return da.Array(graph, name, ((1,), (per.shape[1],)), dtype=np.float64)
+
+
 def _bucketed(splitters: np.ndarray, xs: list, ys: list) -> np.ndarray:
     """All anchors' rows ``[z, i]`` (value, original index) grouped by range, in each range the
     x anchors before the y ones and each side in original order (a stable counting sort on
@@ -642,7 +681,6 @@ class DaskBackend:
         keep = _persisted if persist else (lambda a: a)
         P = bounds.shape[0]
         neighbours = np.concatenate([_neighbours(bounds), np.arange(P)[:, None]], axis=1)
-        neighbours = da.from_array(neighbours, chunks=(1, 5))
         dtype = np.dtype(x.dtype).name
         lengths_all = bounds[:, :2].astype(np.int64)
         if 16 * (m + (0 if shared else n)) <= GATHER_BYTES:
@@ -668,7 +706,8 @@ class DaskBackend:
 
     def _bounds(self, sides, splitters: np.ndarray, shared: bool) -> np.ndarray:
         """Per range ``[m_p, n_p, least x, greatest x, least y, greatest y]`` (nan: none), from
-        every chunk's :func:`_chunk_stats` (tree reductions): O(N) work, O(P) data out."""
+        every chunk's :func:`_chunk_stats` (a tree of :func:`_combine_stats`): O(N) work, O(P)
+        data out."""
         da = self._da
         P = splitters.shape[0] + 1
         stats = []
@@ -680,8 +719,10 @@ class DaskBackend:
                 new_axis=1,
                 dtype=np.float64,
             )
-            stats += [per[:, :P].sum(0), per[:, P : 2 * P].min(0), per[:, 2 * P :].max(0)]
-        found = [np.asarray(v, dtype=np.float64) for v in da.compute(*stats)]
+            stats.append(_combined(da, per))
+        found = []
+        for v in da.compute(*stats):
+            found += [v[0, :P], v[0, P : 2 * P], v[0, 2 * P :]]
         if shared:
             found *= 2
         out = np.stack([found[0], found[3], found[1], found[2], found[4], found[5]], axis=1)
@@ -702,26 +743,22 @@ class DaskBackend:
         graph = HighLevelGraph.from_collections(name, layer, dependencies=sides)
         whole = da.Array(graph, name, ((int(per_range.sum()),), (2,)), dtype=np.float64)
         ranged = _split(da, whole, [int(c) for c in per_range])
-        counts = da.from_array(lengths, chunks=(1, 2))
-        return da.blockwise(
-            _part_from_rows,
-            "i",
-            ranged,
-            "ij",
-            counts,
-            "ik",
-            neighbours,
-            "il",
-            shared,
-            None,
-            dtype,
-            None,
-            adjust_chunks={"i": (1,) * len(per_range)},
-            dtype=object,
-            meta=np.empty(0, object),
-            concatenate=True,
-            align_arrays=False,
-        )
+        # each partition's counts and neighbours go into its task as values (no task each)
+        parts = "laplex-parts-" + tokenize(ranged.name, lengths, neighbours, shared, dtype)
+        layer = {
+            (parts, p): (
+                _part_from_rows,
+                (ranged.name, p, 0),
+                lengths[p : p + 1],
+                neighbours[p : p + 1],
+                shared,
+                dtype,
+            )
+            for p in range(len(per_range))
+        }
+        graph = HighLevelGraph.from_collections(parts, layer, dependencies=[ranged])
+        chunks = ((1,) * len(per_range),)
+        return da.Array(graph, parts, chunks, dtype=object, meta=np.empty(0, object))
 
     def _parts_shuffled(self, sides, splitters, neighbours, shared, dtype):
         """The partitions through ``dask.dataframe``'s shuffle (``set_index`` with the
@@ -742,7 +779,7 @@ class DaskBackend:
         moved = frame.set_index("z", divisions=divisions, sorted=False)
         blocks = [
             da.from_delayed(
-                _delayed_part(piece, neighbours.blocks[p], shared, dtype),
+                _delayed_part(piece, neighbours[p : p + 1], shared, dtype),
                 shape=(1,),
                 dtype=object,
                 meta=np.empty(0, object),

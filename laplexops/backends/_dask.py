@@ -425,15 +425,13 @@ def _folded(da, summaries, rate, k: int):
 def _route(da, dd, keys, values, lengths):
     """The rows of ``values`` (a Dask array (N, k) of floats) ordered by ``keys`` (an integer
     Dask array (N,), a permutation of ``0 .. N-1``, chunked like ``values``) and cut into
-    blocks of ``lengths``: one permuting task up to ``GATHER_BYTES``, else one shuffle.
+    blocks of ``lengths``: one shuffle (smaller moves go through the plan's route instead).
     Returns a float64 Dask array with row chunks ``lengths`` (zero-length chunks allowed)."""
     lengths = [int(n) for n in lengths]
     k = values.shape[1]
     full = [i for i, n in enumerate(lengths) if n]
     if not full:
         return da.zeros((0, k), chunks=(tuple(lengths), (k,)))
-    if 8 * (k + 1) * values.shape[0] <= GATHER_BYTES:
-        return _split(da, _permuted(da, keys, values.rechunk({1: -1})), lengths)
     column = keys.map_blocks(
         lambda b: b.astype(np.float64)[:, None],
         new_axis=1,
@@ -449,34 +447,6 @@ def _route(da, dd, keys, values, lengths):
     if len(full) == len(lengths):
         return dense
     return _with_empty_blocks(da, dense, lengths)
-
-
-def _permuted(da, keys, values):
-    """``values`` (rows chunked like ``keys``, one column block) with row ``j`` moved to row
-    ``keys[j]``, as one block: one task on all chunks."""
-    from dask.base import tokenize
-    from dask.highlevelgraph import HighLevelGraph
-
-    name = "laplex-permuted-" + tokenize(keys.name, values.name)
-    layer = {
-        (name, 0, 0): (
-            _permute,
-            [(keys.name, j) for j in range(keys.numblocks[0])],
-            [(values.name, j, 0) for j in range(values.numblocks[0])],
-            values.shape,
-        )
-    }
-    graph = HighLevelGraph.from_collections(name, layer, dependencies=[keys, values])
-    chunks = ((values.shape[0],), (values.shape[1],))
-    return da.Array(graph, name, chunks, dtype=np.float64)
-
-
-def _permute(keys: list, values: list, shape) -> np.ndarray:
-    """The rows of the chunks ``values`` placed at the positions of the chunks ``keys``."""
-    out = np.empty(shape, dtype=np.float64)
-    for at, rows in zip(keys, values):
-        out[at] = rows
-    return out
 
 
 class _RouterBlock(np.ndarray):
@@ -816,31 +786,30 @@ class DaskBackend:
 
     # ------------------------------------------------------------------ layouts
     def to_plan(self, plan: DaskPlan, side: Side, b):
-        """``b`` (rows: ``side``'s anchors in the caller's order) in plan order: one task
-        through the plan's route up to ``GATHER_BYTES``, else one shuffle."""
-        da = self._da
-        if _gathers(b):
-            whole = _routed(da, self._router(plan, side), b, inward=True)
-            return _split(da, whole, plan.lengths[side])
-        dest = self._destination(plan, side)
-        b = b.rechunk({0: dest.chunks[0]})
-        complex_ = b.dtype.kind == "c"
-        values = da.concatenate([b.real, b.imag], axis=1) if complex_ else b
-        out = _route(da, self._dd, dest, values, plan.lengths[side])
-        return _from_parts(out, b.shape[1], complex_).astype(b.dtype)
+        """``b`` (rows: ``side``'s anchors in the caller's order) in plan order."""
+        return self._moved(plan, side, b, inward=True)
 
     def from_plan(self, plan: DaskPlan, side: Side, u):
-        """``u`` (rows: ``side``'s anchors in plan order) in the caller's order: one task
-        through the plan's route up to ``GATHER_BYTES``, else one shuffle."""
+        """``u`` (rows: ``side``'s anchors in plan order) in the caller's order."""
+        return self._moved(plan, side, u, inward=False)
+
+    def _moved(self, plan: DaskPlan, side: Side, a, inward: bool):
+        """``a`` moved into plan order (``inward``) or back out: one task through the plan's
+        route up to ``GATHER_BYTES``, else one shuffle (complex values as real and imaginary
+        columns: the shuffle's frames have no complex dtype)."""
         da = self._da
-        if _gathers(u):
-            whole = _routed(da, self._router(plan, side), u, inward=False)
-            return _split(da, whole, plan.chunks[side])
-        complex_ = u.dtype.kind == "c"
-        k = u.shape[1]
-        values = da.concatenate([u.real, u.imag], axis=1) if complex_ else u
-        out = _route(da, self._dd, plan.origin[side], values, plan.chunks[side])
-        return _from_parts(out, k, complex_).astype(u.dtype)
+        lengths = plan.lengths[side] if inward else plan.chunks[side]
+        if _gathers(a):
+            return _split(da, _routed(da, self._router(plan, side), a, inward), lengths)
+        if inward:
+            keys = self._destination(plan, side)
+            a = a.rechunk({0: keys.chunks[0]})
+        else:
+            keys = plan.origin[side]
+        complex_ = a.dtype.kind == "c"
+        values = da.concatenate([a.real, a.imag], axis=1) if complex_ else a
+        out = _route(da, self._dd, keys, values, lengths)
+        return _from_parts(out, a.shape[1], complex_).astype(a.dtype)
 
     def _router(self, plan: DaskPlan, side: Side):
         """The route between ``side``'s caller order and plan order (a ``Route`` of

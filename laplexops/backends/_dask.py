@@ -35,7 +35,9 @@ moves once.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import uuid
 from typing import Any
 
 import numpy as np
@@ -52,10 +54,30 @@ __all__ = ["DaskBackend", "DaskPlan"]
 GATHER_BYTES = 1 << 29
 
 
-def _numba():
+def _local_backend(local, kind: str):
+    """The single-machine backend of the partitions: ``local`` (a registered name or a backend
+    instance) for chunks of device kind ``kind`` (``"cpu"``: NumPy, ``"cuda"``: CuPy)."""
     from . import get_backend
 
-    return get_backend("numba", "cpu")
+    return get_backend(local, kind)
+
+
+def _chunk_kind(a) -> str:
+    """``"cpu"`` for a Dask array of NumPy chunks, ``"cuda"`` for CuPy chunks (TypeError else)."""
+    meta = getattr(a, "_meta", None)
+    if type(meta) is np.ndarray:
+        return "cpu"
+    if type(meta).__module__.split(".")[0] == "cupy":
+        return "cuda"
+    raise TypeError(
+        "the dask backend runs Dask arrays of NumPy or CuPy chunks; got chunks of "
+        f"{type(meta).__name__}"
+    )
+
+
+def _to_host(block) -> np.ndarray:
+    """A chunk as a NumPy array (CuPy chunks copied from the device; NumPy ones as they are)."""
+    return block if isinstance(block, np.ndarray) else block.get()
 
 
 class _Part:
@@ -67,18 +89,32 @@ class _Part:
     :meth:`extend`): the nearest anchors of that side in the partitions left and right of this
     one, the columns through which a product's carries enter its local scan (``_local``)."""
 
-    def __init__(self, xs, xi, ys, yi, shared):
+    def __init__(self, xs, xi, ys, yi, shared, local=("numba", "cpu")):
         self.xs, self.xi, self.ys, self.yi = xs, xi, ys, yi
         self.shared = shared
+        self.local = local  # (name or backend instance, device kind) of the local backend
         self._plan = None
         self._scratch = None
+        self._columns: dict[Side, Any] = {}
         self.ext: dict[Side, Any] = {}
         self.index = -1  # the partition's place in the plan, set with ``ext``
+        self.token = uuid.uuid4().hex
 
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_plan"] = state["_scratch"] = None
+        state["_columns"] = {}
         return state
+
+    def backend(self):
+        """The local single-machine backend (Numba for NumPy chunks, CuPy for CuPy chunks)."""
+        return _local_backend(*self.local)
+
+    def columns(self, side: Side):
+        """``side``'s sorted anchors in the local backend's arrays (kept)."""
+        if side not in self._columns:
+            self._columns[side] = self.backend().asarray(self.anchors(side)[0])
+        return self._columns[side]
 
     def anchors(self, side: Side):
         """The sorted values and original indices of ``side``'s anchors."""
@@ -104,8 +140,9 @@ class _Part:
 
     def plan(self):
         if self._plan is None:
-            xe, ye = self.ext[Side.ROWS_X][0], self.ext[Side.ROWS_Y][0]
-            self._plan = _numba().plan(xe, ye, None, (True, True))
+            local = self.backend()
+            xe, ye = (local.asarray(self.ext[side][0]) for side in (Side.ROWS_X, Side.ROWS_Y))
+            self._plan = local.plan(xe, ye, None, (True, True))
         return self._plan
 
     def scratch(self, shape, dtype):
@@ -119,12 +156,13 @@ class _Part:
         return self._scratch(((tuple(shape), np.dtype(dtype)),))
 
 
-def _build_part(z, i, m: int, neighbours, shared: bool, dtype: str, by_index: bool):
+def _build_part(z, i, m: int, neighbours, shared: bool, dtype: str, by_index: bool, local):
     """One range's anchors as a ``_Part`` in a one-element object array (a block of the plan's
     array of partitions): ``z``, ``i`` its values and original indices, the first ``m`` of
     them rows (x), the rest columns (y); each side sorted, ties by original index (``by_index``:
     each side's anchors already come in that order), extended by ``neighbours`` (a row of
-    :func:`_neighbours` with the partition's place last), and its local plan built."""
+    :func:`_neighbours` with the partition's place last), and its local plan built by the
+    backend ``local`` (``(name or instance, device kind)``)."""
     from . import _numba_sort
 
     i = i.astype(np.int64)
@@ -142,7 +180,7 @@ def _build_part(z, i, m: int, neighbours, shared: bool, dtype: str, by_index: bo
     if shared:
         ordered.append(ordered[0])
     (xs, xi), (ys, yi) = ordered
-    part = _Part(xs, xi, ys, yi, shared)
+    part = _Part(xs, xi, ys, yi, shared, local)
     part.extend(np.asarray(neighbours[0, :4], dtype=np.float64))
     part.index = int(neighbours[0, 4])
     part.plan()
@@ -169,15 +207,24 @@ def _part_size(block) -> int:
     return int(sum(a.nbytes for a in arrays) + _LOCAL_PLAN_BYTES * anchors)
 
 
+def _block_token(block) -> str:
+    """A partition's or route's token for Dask's graph hashing: the one its object was given
+    when made (a persisted block sits in the graph as a value under a local scheduler, and
+    ``dask.dataframe`` hashes graphs deterministically)."""
+    return block[0].token
+
+
 try:  # on the workers too, which import this module to unpickle the partitions
+    from dask.base import normalize_token as _normalize_token
     from dask.sizeof import sizeof as _sizeof
 except ImportError:  # pragma: no cover - the backend then cannot be built
     pass
 else:
     _sizeof.register(_PartBlock)(_part_size)
+    _normalize_token.register(_PartBlock)(_block_token)
 
 
-def _part_from_frame(frame, neighbours, shared: bool, dtype: str) -> np.ndarray:
+def _part_from_frame(frame, neighbours, shared: bool, dtype: str, local) -> np.ndarray:
     """:func:`_build_part` of a partition of the anchors' shuffle (index ``z``, columns ``i``
     and ``s``: 0 for x, 1 for y)."""
     z = frame.index.to_numpy(dtype=np.float64)
@@ -186,14 +233,14 @@ def _part_from_frame(frame, neighbours, shared: bool, dtype: str) -> np.ndarray:
     m = int(rows.sum())
     z = np.concatenate([z[rows], z[~rows]])
     i = np.concatenate([i[rows], i[~rows]])
-    return _build_part(z, i, m, neighbours, shared, dtype, by_index=False)
+    return _build_part(z, i, m, neighbours, shared, dtype, False, local)
 
 
-def _part_from_rows(zi, counts, neighbours, shared: bool, dtype: str) -> np.ndarray:
+def _part_from_rows(zi, counts, neighbours, shared: bool, dtype: str, local) -> np.ndarray:
     """:func:`_build_part` of one range's rows ``[z, i]`` of the single-task shuffle
     (:func:`_bucketed`), its x anchors first, each side in original order."""
     m = int(counts[0, 0])
-    return _build_part(zi[:, 0], zi[:, 1], m, neighbours, shared, dtype, by_index=True)
+    return _build_part(zi[:, 0], zi[:, 1], m, neighbours, shared, dtype, True, local)
 
 
 def _range_of(z: np.ndarray, splitters: np.ndarray) -> np.ndarray:
@@ -309,7 +356,7 @@ def _scan(part, side: Side, rate, b_ext, wants):
     """The local plan's reductions ``wants`` of ``b_ext`` (the extended columns) onto the
     extended rows of ``side``."""
     want_sum, want_signed, want_moment = wants
-    return _numba().apply(
+    return part.backend().apply(
         part.plan(),
         side,
         rate,
@@ -333,11 +380,35 @@ def _summary(parts, b, side: Side, rate, k: int, want_moment: bool) -> np.ndarra
     if cols.shape[0] == 0:
         out[0, :2] = np.nan
         return out
-    offset = part.ext[side.other][1]
-    ends = _numba().scan_ends(part.plan(), side, rate, b, offset, want_moment)
+    local = part.backend()
+    if hasattr(local, "scan_ends"):
+        offset = part.ext[side.other][1]
+        ends = local.scan_ends(part.plan(), side, rate, b, offset, want_moment)
+    else:
+        ends = _scan_ends(local.xp, part.columns(side.other), rate, b, want_moment)
     out[0, 0], out[0, 1] = cols[-1], cols[0]
-    out[0, 2:] = ends.reshape(-1)  # A, M, B, N
+    out[0, 2:] = _to_host(ends).reshape(-1)  # A, M, B, N
     return out
+
+
+def _scan_ends(xp, cols, rate, b, want_moment: bool):
+    """The end states of the scans of ``b`` (shape (n, k)) over the sorted columns ``cols``, in
+    the array module ``xp``: rows ``F, F1, B, B1`` of shape (4, k) with ``z = cols[-1]``,
+    ``a = cols[0]``:
+
+        F = sum_c exp(-s (z - c)) b_c,   F1 = sum_c (z - c) exp(-s (z - c)) b_c,
+        B = sum_c exp(-s (c - a)) b_c,   B1 = sum_c (c - a) exp(-s (c - a)) b_c
+
+    (``F1``, ``B1`` zero unless ``want_moment``), as sums of direct terms: every distance is
+    non-negative, so no term overflows. O(n k)."""
+    real = np.finfo(b.dtype).dtype
+    cols = cols.astype(real, copy=False)
+    ends = []
+    for distance in (cols[-1] - cols, cols - cols[0]):
+        e = xp.exp(-rate * distance)[:, None]
+        ends.append(xp.sum(e * b, axis=0))
+        ends.append(xp.sum((distance[:, None] * e) * b, axis=0) if want_moment else 0 * ends[-1])
+    return xp.stack(ends)
 
 
 def _fold(rows: list, rate, k: int) -> np.ndarray:
@@ -379,19 +450,21 @@ def _local(parts, b, carries, side: Side, rate, k: int, wants: tuple, dtype) -> 
     row_offset = part.ext[side][1]
     columns, offset, flanks = part.ext[side.other]
     carry = carries[part.index]
+    local = part.backend()
+    xp = local.xp
     if not (columns.shape[0] and m):
-        return np.zeros((m, k * sum(wants)), dtype=dtype)
+        return xp.zeros((m, k * sum(wants)), dtype=dtype)
     width = 2 * k if want_moment else k  # the moments' carries: k more columns
     real = np.finfo(dtype).dtype
     operand = np.result_type(b.dtype, carry.dtype, real)
-    with part.scratch((columns.shape[0], width), operand) as (b_ext,):
+    with _operand(part, local, (columns.shape[0], width), operand) as b_ext:
         b_ext[offset : offset + b.shape[0], :k] = b
         b_ext[offset : offset + b.shape[0], k:] = 0
         for flank, slot in enumerate(flanks):
             if slot >= 0:
                 at = 2 + 2 * k * flank
                 known = not math.isnan(carry[flank].real)
-                b_ext[slot] = carry[at : at + width] if known else 0
+                b_ext[slot] = xp.asarray(carry[at : at + width]) if known else 0
         sums, signed, moments = _scan(
             part, side, rate, b_ext, (want_sum or want_moment, want_signed, want_moment)
         )
@@ -405,7 +478,18 @@ def _local(parts, b, carries, side: Side, rate, k: int, wants: tuple, dtype) -> 
         results.append(moments[rows, :k] + sums[rows, k:])
     if len(results) == 1:
         return results[0].astype(dtype, copy=False)
-    return np.concatenate(results, axis=1).astype(dtype, copy=False)
+    return xp.concatenate(results, axis=1).astype(dtype, copy=False)
+
+
+@contextlib.contextmanager
+def _operand(part, local, shape, dtype):
+    """The local scan's operand of ``shape`` and ``dtype``: the partition's kept scratch for the
+    Numba backend (see :meth:`_Part.scratch`), else a new array of the local backend's."""
+    if local.name == "numba":
+        with part.scratch(shape, dtype) as (b_ext,):
+            yield b_ext
+    else:
+        yield local.xp.empty(shape, dtype=dtype)
 
 
 def _folded(da, summaries, rate, k: int):
@@ -451,22 +535,58 @@ def _route(da, dd, keys, values, lengths):
 
 class _RouterBlock(np.ndarray):
     """A one-element object array holding a ``Route``; its size (``sizeof``) makes Dask run
-    the routing tasks where it is rather than move it."""
+    the routing tasks where it is rather than move it. ``token``: its name in Dask's graph
+    hashing (see :func:`_block_token`)."""
+
+    token: str = ""
+
+
+class _IndexRoute:
+    """A permutation ``perm`` (plan position -> caller position) held by a local backend other
+    than Numba (CuPy: on the device), applied by indexing."""
+
+    def __init__(self, xp, perm):
+        self.xp, self.perm = xp, perm
+        self.nbytes = int(perm.nbytes)
+
+    def moved(self, a, inward: bool):
+        """``a[perm]`` (``inward``), else ``out`` with ``out[perm] = a``. O(m k)."""
+        if inward:
+            return a[self.perm]
+        out = self.xp.empty_like(a)
+        out[self.perm] = a
+        return out
+
+
+def _route_bytes(block) -> int:
+    route = block[0]
+    if isinstance(route, _IndexRoute):
+        return route.nbytes
+    return int(route.slot.nbytes + route.offset.nbytes)
 
 
 try:
-    _sizeof.register(_RouterBlock)(lambda block: int(block[0].slot.nbytes + block[0].offset.nbytes))
+    _sizeof.register(_RouterBlock)(_route_bytes)
+    _normalize_token.register(_RouterBlock)(lambda block: block.token or str(id(block)))
 except NameError:  # pragma: no cover - no dask.sizeof: the backend cannot be built
     pass
 
 
-def _make_router(origin: list) -> np.ndarray:
-    """A ``Route`` of the permutation ``origin`` (plan position -> caller position), as a
-    block of a Dask array."""
-    from ._numba_route import Route
-
+def _make_router(origin: list, local) -> np.ndarray:
+    """The permutation ``origin`` (plan position -> caller position) ready to move operands of
+    the local backend ``local`` (``(name or instance, device kind)``), as a block of a Dask
+    array: a cache-blocked ``Route`` for the Numba backend, else the permutation in the local
+    backend's arrays (:class:`_IndexRoute`)."""
+    perm = np.concatenate(origin) if origin else np.empty(0, np.int64)
+    backend = _local_backend(*local)
     out = np.empty(1, dtype=object).view(_RouterBlock)
-    out[0] = Route(np.concatenate(origin) if origin else np.empty(0, np.int64))
+    out.token = uuid.uuid4().hex
+    if backend.name == "numba":
+        from ._numba_route import Route
+
+        out[0] = Route(perm)
+    else:
+        out[0] = _IndexRoute(backend.xp, backend.asarray(perm))
     return out
 
 
@@ -493,9 +613,12 @@ def _routed(da, router, a, inward: bool):
 
 def _move(router, blocks: list, inward: bool) -> np.ndarray:
     """The rows of ``blocks`` (concatenated) moved through the route: see :func:`_routed`."""
+    route = router[0]
+    if isinstance(route, _IndexRoute):
+        xp = route.xp
+        return route.moved(xp.concatenate(blocks) if len(blocks) != 1 else blocks[0], inward)
     from ._numba import _movable
 
-    route = router[0]
     a = np.concatenate(blocks) if len(blocks) != 1 else blocks[0]
     a = np.ascontiguousarray(a)
     out, stage = np.empty_like(a), np.empty_like(a)
@@ -526,7 +649,7 @@ def _with_empty_blocks(da, dense, lengths):
             layer[(name, i, 0)] = (dense.name, j, 0)
             j += 1
         else:
-            layer[(name, i, 0)] = np.empty((0, k), dtype=dense.dtype)
+            layer[(name, i, 0)] = np.empty_like(dense._meta, shape=(0, k), dtype=dense.dtype)
     graph = HighLevelGraph.from_collections(name, layer, dependencies=[dense])
     return da.Array(graph, name, (tuple(lengths), (k,)), dtype=dense.dtype, meta=dense._meta)
 
@@ -563,13 +686,15 @@ class DaskPlan:
 
     ``parts`` is a Dask array of P objects (one block each, persisted), ``lengths[side]`` the
     anchors of ``side`` per partition, ``chunks[side]`` the caller's chunks of those anchors,
-    ``origin[side]`` their original indices in plan order (a Dask array chunked by partition),
-    and ``destination[side]`` (made on first use) each anchor's position in plan order, in the
-    caller's order and chunks.
+    ``origin[side]`` their original indices in plan order (a Dask array of NumPy chunks, chunked
+    by partition), ``destination[side]`` (made on first use) each anchor's position in plan
+    order, in the caller's order and chunks, and ``local`` the partitions' backend, ``(name or
+    instance, device kind)``.
     """
 
-    def __init__(self, shape, shared, parts, lengths, chunks, origin):
+    def __init__(self, shape, shared, parts, lengths, chunks, origin, local=("numba", "cpu")):
         self.shape = shape
+        self.local = local
         self.shared = shared
         self.parts = parts
         self.lengths = lengths
@@ -584,7 +709,11 @@ class DaskPlan:
 
 
 class DaskBackend:
-    """Backend for Dask arrays of NumPy chunks: products and gradients as Dask arrays.
+    """Backend for Dask arrays of NumPy or CuPy chunks: products and gradients as Dask arrays.
+
+    Each partition's anchors and products run on a single-machine backend, the *local* one:
+    Numba for NumPy chunks, CuPy for CuPy chunks (on the worker's GPU). The plan's bookkeeping
+    (splitters, the ranges' statistics, the anchors' shuffle) runs on the host either way.
 
     Parameters
     ----------
@@ -595,12 +724,30 @@ class DaskBackend:
         Anchors sampled per partition to place the splitters (64).
     seed : int, optional
         The sample's seed: the same plan on every run (0).
+    local : str or Backend, optional
+        The local backend: ``"auto"`` (the default backend for the chunks' device kind), a
+        registered name, or an instance (which the tasks then carry: for a scheduler in one
+        process, as the tests use with the host build of the CUDA kernels).
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import laplexops as lx
+    >>> from laplexops.backends import DaskBackend
+    >>> x = da.linspace(0.0, 1.0, 6, chunks=3)
+    >>> op = lx.LaplexOperator(x, x, 2.0, backend=DaskBackend(partitions=2))
+    >>> u = op @ da.ones(6, chunks=3)
+    >>> bool(abs(float(u[0].compute()) - sum(2.718281828459045 ** (-0.4 * j) for j in range(6)))
+    ...      < 1e-12)
+    True
     """
 
     name = "dask"
     device = "dask"
 
-    def __init__(self, partitions: int | None = None, samples: int = 64, seed: int = 0):
+    def __init__(
+        self, partitions: int | None = None, samples: int = 64, seed: int = 0, local="auto"
+    ):
         import dask.array as da
         import dask.dataframe as dd
 
@@ -611,15 +758,12 @@ class DaskBackend:
         self.partitions = partitions
         self.samples = samples
         self.seed = seed
+        self.local = local
 
     def asarray(self, a):
         if not isinstance(a, self._da.Array):
             raise TypeError(f"the dask backend takes Dask arrays; got {type(a).__name__}")
-        meta = type(getattr(a, "_meta", np.empty(0)))
-        if meta is not np.ndarray:
-            raise TypeError(
-                f"the dask backend runs Dask arrays of NumPy chunks; got chunks of {meta.__name__}"
-            )
+        _chunk_kind(a)
         return a
 
     def snapshot(self, a, dtype):
@@ -633,7 +777,7 @@ class DaskBackend:
     def plan(self, x, y, hint=None, ordered=(None, None)):
         shared = y is x
         m, n = int(x.shape[0]), int(y.shape[0])
-        sides = [x] if shared else [x, y]
+        sides = _host_sides([x] if shared else [x, y])
         count = self.partitions or max(1, sum(a.numblocks[0] for a in sides))
         splitters = self._splitters(sides, count, m + (0 if shared else n))
         bounds = self._bounds(sides, splitters, shared)
@@ -647,16 +791,22 @@ class DaskBackend:
         da = self._da
         shared = y is x
         m, n = int(x.shape[0]), int(y.shape[0])
-        sides = [x] if shared else [x, y]
+        kind = _chunk_kind(x)
+        if _chunk_kind(y) != kind:
+            raise TypeError("the dask backend needs x and y chunked alike: both NumPy or both CuPy")
+        local = self._local_spec(kind)
+        sides = _host_sides([x] if shared else [x, y])
         keep = _persisted if persist else (lambda a: a)
         P = bounds.shape[0]
         neighbours = np.concatenate([_neighbours(bounds), np.arange(P)[:, None]], axis=1)
         dtype = np.dtype(x.dtype).name
         lengths_all = bounds[:, :2].astype(np.int64)
         if 16 * (m + (0 if shared else n)) <= GATHER_BYTES:
-            parts = self._parts_gathered(sides, splitters, lengths_all, neighbours, shared, dtype)
+            parts = self._parts_gathered(
+                sides, splitters, lengths_all, neighbours, shared, dtype, local
+            )
         else:
-            parts = self._parts_shuffled(sides, splitters, neighbours, shared, dtype)
+            parts = self._parts_shuffled(sides, splitters, neighbours, shared, dtype, local)
         parts = keep(parts)
         lengths = {Side.ROWS_X: lengths_all[:, 0], Side.ROWS_Y: lengths_all[:, 1]}
         chunks = {Side.ROWS_X: x.chunks[0], Side.ROWS_Y: y.chunks[0]}
@@ -672,7 +822,14 @@ class DaskBackend:
             origin[side] = origin[side].persist() if persist else origin[side]
         if shared:
             origin[Side.ROWS_Y] = origin[Side.ROWS_X]
-        return DaskPlan((m, n), shared, parts, lengths, chunks, origin)
+        return DaskPlan((m, n), shared, parts, lengths, chunks, origin, local)
+
+    def _local_spec(self, kind: str):
+        """``(name or instance, kind)`` of the local backend for chunks of device kind ``kind``:
+        resolved here (so that a missing backend fails at the plan), carried by name to the
+        workers."""
+        backend = _local_backend(self.local, kind)
+        return (backend.name if isinstance(self.local, str) else backend), kind
 
     def _bounds(self, sides, splitters: np.ndarray, shared: bool) -> np.ndarray:
         """Per range ``[m_p, n_p, least x, greatest x, least y, greatest y]`` (nan: none), from
@@ -699,7 +856,7 @@ class DaskBackend:
         out[:, 2:][np.isinf(out[:, 2:])] = np.nan
         return out
 
-    def _parts_gathered(self, sides, splitters, lengths, neighbours, shared, dtype):
+    def _parts_gathered(self, sides, splitters, lengths, neighbours, shared, dtype, local):
         """The partitions through one task that groups all anchors by range (a counting sort,
         :func:`_bucketed`), cut into P blocks, each then sorted and planned."""
         from dask.base import tokenize
@@ -714,7 +871,7 @@ class DaskBackend:
         whole = da.Array(graph, name, ((int(per_range.sum()),), (2,)), dtype=np.float64)
         ranged = _split(da, whole, [int(c) for c in per_range])
         # each partition's counts and neighbours go into its task as values (no task each)
-        parts = "laplex-parts-" + tokenize(ranged.name, lengths, neighbours, shared, dtype)
+        parts = "laplex-parts-" + tokenize(ranged.name, lengths, neighbours, shared, dtype, local)
         layer = {
             (parts, p): (
                 _part_from_rows,
@@ -723,6 +880,7 @@ class DaskBackend:
                 neighbours[p : p + 1],
                 shared,
                 dtype,
+                local,
             )
             for p in range(len(per_range))
         }
@@ -730,7 +888,7 @@ class DaskBackend:
         chunks = ((1,) * len(per_range),)
         return da.Array(graph, parts, chunks, dtype=object, meta=np.empty(0, object))
 
-    def _parts_shuffled(self, sides, splitters, neighbours, shared, dtype):
+    def _parts_shuffled(self, sides, splitters, neighbours, shared, dtype, local):
         """The partitions through ``dask.dataframe``'s shuffle (``set_index`` with the
         splitters as divisions; peer to peer on a ``distributed`` cluster), each then sorted
         and planned."""
@@ -749,7 +907,7 @@ class DaskBackend:
         moved = frame.set_index("z", divisions=divisions, sorted=False)
         blocks = [
             da.from_delayed(
-                _delayed_part(piece, neighbours[p : p + 1], shared, dtype),
+                _delayed_part(piece, neighbours[p : p + 1], shared, dtype, local),
                 shape=(1,),
                 dtype=object,
                 meta=np.empty(0, object),
@@ -807,9 +965,15 @@ class DaskBackend:
         else:
             keys = plan.origin[side]
         complex_ = a.dtype.kind == "c"
+        if plan.local[1] == "cuda":  # the shuffle's frames are host data
+            a = a.map_blocks(_to_host, dtype=a.dtype, meta=np.empty((0, 0), a.dtype))
         values = da.concatenate([a.real, a.imag], axis=1) if complex_ else a
-        out = _route(da, self._dd, keys, values, lengths)
-        return _from_parts(out, a.shape[1], complex_).astype(a.dtype)
+        out = _from_parts(_route(da, self._dd, keys, values, lengths), a.shape[1], complex_)
+        if plan.local[1] == "cuda":
+            import cupy
+
+            out = out.map_blocks(cupy.asarray, dtype=out.dtype, meta=cupy.empty((0, 0), out.dtype))
+        return out.astype(a.dtype)
 
     def _router(self, plan: DaskPlan, side: Side):
         """The route between ``side``'s caller order and plan order (a ``Route`` of
@@ -819,10 +983,10 @@ class DaskBackend:
             from dask.highlevelgraph import HighLevelGraph
 
             origin = plan.origin[side]
-            name = "laplex-router-" + tokenize(origin.name)
+            name = "laplex-router-" + tokenize(origin.name, plan.local)
             keys = [(origin.name, j) for j in range(origin.numblocks[0])]
             graph = HighLevelGraph.from_collections(
-                name, {(name, 0): (_make_router, keys)}, dependencies=[origin]
+                name, {(name, 0): (_make_router, keys, plan.local)}, dependencies=[origin]
             )
             router = self._da.Array(graph, name, ((1,),), dtype=object, meta=np.empty(0, object))
             plan.routers[side] = _persisted(router)
@@ -882,6 +1046,7 @@ class DaskBackend:
             None,
             new_axes={"j": 2 + 4 * k},
             dtype=summary_dtype,
+            meta=np.empty((0, 0), summary_dtype),
             align_arrays=False,
             concatenate=True,
         )
@@ -910,6 +1075,7 @@ class DaskBackend:
             new_axes={"j": width},
             adjust_chunks={"i": rows},
             dtype=dtype,
+            meta=_local_backend(*plan.local).xp.empty((0, 0), dtype),
             align_arrays=False,
             concatenate=True,
         )
@@ -930,6 +1096,9 @@ class DaskBackend:
         k = b.shape[1]
         if b.shape[0] == 0 or m == 0:
             zeros = self._da.zeros((m, k), dtype=dtype, chunks=(plan.chunks[side], (k,)))
+            if plan.local[1] == "cuda":
+                xp = _local_backend(*plan.local).xp
+                zeros = zeros.map_blocks(xp.asarray, dtype=dtype, meta=xp.empty((0, 0), dtype))
             return tuple(zeros if w else None for w in wants)
         planned = self.apply_planned(
             plan, side, rate, self.to_plan(plan, side.other, b), wants=wants
@@ -954,7 +1123,18 @@ def _persisted(a):
     return a
 
 
-def _delayed_part(piece, neighbours, shared, dtype):
+def _delayed_part(piece, neighbours, shared, dtype, local):
     import dask
 
-    return dask.delayed(_part_from_frame, pure=True)(piece, neighbours, shared, dtype)
+    return dask.delayed(_part_from_frame, pure=True)(piece, neighbours, shared, dtype, local)
+
+
+def _host_sides(sides: list) -> list:
+    """The anchors' Dask arrays with NumPy chunks (CuPy chunks copied to the host): the plan's
+    bookkeeping runs on the host."""
+    return [
+        a
+        if _chunk_kind(a) == "cpu"
+        else a.map_blocks(_to_host, dtype=a.dtype, meta=np.empty((0,) * a.ndim, a.dtype))
+        for a in sides
+    ]

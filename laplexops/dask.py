@@ -22,12 +22,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["from_plan_order", "planned_matmat", "to_plan_order"]
+from .backends._dask import DaskBackend
+
+__all__ = ["DaskBackend", "from_plan_order", "planned_matmat", "to_plan_order"]
 
 
 def _dask_operator(op: Any) -> Any:
-    from .backends._dask import DaskBackend
-
     if not isinstance(getattr(op, "_backend", None), DaskBackend):
         raise TypeError(
             f"expected a LaplexOperator on the Dask backend; got {type(op).__name__}"

@@ -733,7 +733,7 @@ class DaskBackend:
     --------
     >>> import dask.array as da
     >>> import laplexops as lx
-    >>> from laplexops.backends import DaskBackend
+    >>> from laplexops.dask import DaskBackend
     >>> x = da.linspace(0.0, 1.0, 6, chunks=3)
     >>> op = lx.LaplexOperator(x, x, 2.0, backend=DaskBackend(partitions=2))
     >>> u = op @ da.ones(6, chunks=3)

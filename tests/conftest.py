@@ -127,3 +127,17 @@ def _sanitizer_runs(request, tmp_path_factory, sanitizer_seed):
         sanitizers.start_all(root, np.random.default_rng(sanitizer_seed))
     yield
     sanitizers.stop_all()
+
+
+@pytest.fixture(scope="module")
+def dask_client():
+    """A client of a two-worker ``distributed.LocalCluster`` (one thread each, separate
+    processes), as the Dask backend's acceptance tests specify; closed after the module."""
+    distributed = pytest.importorskip("distributed")
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as c,
+    ):
+        yield c

@@ -18,14 +18,8 @@ from laplexops.backends._dask import DaskBackend  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def client():
-    with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-        distributed.Client(cluster) as c,
-    ):
-        yield c
+def client(dask_client):
+    return dask_client
 
 
 def _rel(got, ref):

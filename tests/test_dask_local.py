@@ -108,15 +108,9 @@ def test_chunks_of_other_arrays_are_refused(rng):
 
 
 @pytest.fixture(scope="module")
-def gpu_client():
+def gpu_client(request):
     require_gpu()
-    with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-        distributed.Client(cluster) as c,
-    ):
-        yield c
+    return request.getfixturevalue("dask_client")
 
 
 @pytest.mark.parametrize("path", ["one task", "shuffle"])

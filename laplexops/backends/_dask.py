@@ -8,7 +8,8 @@ shuffle (a counting sort in a single task up to ``GATHER_BYTES``, else ``dask.da
 ``set_index`` with those divisions, peer to peer on a ``distributed`` cluster) brings each
 range's anchors to one task, which sorts them (ties by original index), extends them by the
 neighbours (``_Part.extend``) and builds a single-machine plan of its rows and columns (the
-Numba backend). The partitions stay on the workers (persisted).
+*local* backend: Numba for NumPy chunks, CuPy for CuPy chunks; the bookkeeping before it runs on
+the host). The partitions stay on the workers (persisted).
 
 **Products.** Partition ``p``'s rows see every column of the partitions left of it at
 distances ``x - c > 0``, so those columns reach them through one *carry*: with ``z`` the
@@ -208,8 +209,7 @@ def _part_size(block) -> int:
 
 
 def _block_token(block) -> str:
-    """A partition's or route's token for Dask's graph hashing: the one its object was given
-    when made (a persisted block sits in the graph as a value under a local scheduler, and
+    """A partition's token for Dask's graph hashing: the one the partition was given when made (a persisted block sits in the graph as a value under a local scheduler, and
     ``dask.dataframe`` hashes graphs deterministically)."""
     return block[0].token
 

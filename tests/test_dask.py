@@ -180,6 +180,8 @@ def test_results_repeat_bitwise(client, rng):
     first = (op @ v).compute()
     again = lx.LaplexOperator(_chunked(x, 100), _chunked(y, 100), 2.0) @ v
     np.testing.assert_array_equal(first, again.compute())
+    # the same operator again: its routes' kept scratch reused
+    np.testing.assert_array_equal(first, (op @ (v * 1.0)).compute())
 
 
 def test_the_shuffle_path_of_large_data(client, rng, monkeypatch):

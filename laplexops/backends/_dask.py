@@ -209,7 +209,8 @@ def _part_size(block) -> int:
 
 
 def _block_token(block) -> str:
-    """A partition's token for Dask's graph hashing: the one the partition was given when made (a persisted block sits in the graph as a value under a local scheduler, and
+    """A partition's token for Dask's graph hashing: the one the partition was given when made
+    (a persisted block sits in the graph as a value under a local scheduler, and
     ``dask.dataframe`` hashes graphs deterministically)."""
     return block[0].token
 
@@ -539,6 +540,7 @@ class _RouterBlock(np.ndarray):
     hashing (see :func:`_block_token`)."""
 
     token: str = ""
+    scratch: Any = None  # the moves' scratch (``_move``), made on the route's worker
 
 
 class _IndexRoute:
@@ -617,22 +619,49 @@ def _move(router, blocks: list, inward: bool) -> np.ndarray:
     if isinstance(route, _IndexRoute):
         xp = route.xp
         return route.moved(xp.concatenate(blocks) if len(blocks) != 1 else blocks[0], inward)
-    from ._numba import _movable
+    from ._numba import _movable, _Scratch
 
-    a = np.concatenate(blocks) if len(blocks) != 1 else blocks[0]
-    a = np.ascontiguousarray(a)
-    out, stage = np.empty_like(a), np.empty_like(a)
-    if a.shape[0] and a.shape[1]:
-        move = route.gather if inward else route.put
-        move(_movable(a), _movable(out), _movable(stage))
+    # the staging array (and the joined blocks) kept with the route between calls: on a worker,
+    # fresh arrays of this size cost page faults that take as long as the move
+    if getattr(router, "scratch", None) is None:
+        router.scratch = _Scratch()
+    rows = sum(int(b.shape[0]) for b in blocks)
+    k, dtype = int(blocks[0].shape[1]), np.result_type(*blocks)
+    joined = len(blocks) != 1 or not blocks[0].flags.c_contiguous
+    layout = [((rows, k), dtype)] * (2 if joined else 1)
+    with router.scratch(layout) as arrays:
+        stage, a = arrays[0], arrays[1] if joined else blocks[0]
+        if joined:
+            np.concatenate(blocks, out=a)
+        out = np.empty_like(a)
+        if rows and k:
+            move = route.gather if inward else route.put
+            move(_movable(a), _movable(out), _movable(stage))
     return out
 
 
 def _split(da, whole, lengths):
-    """A one-block 2-D Dask array cut into row blocks of ``lengths`` (zeros included)."""
-    full = [n for n in lengths if n]
-    dense = whole.rechunk({0: tuple(full)})
-    return dense if len(full) == len(lengths) else _with_empty_blocks(da, dense, lengths)
+    """A one-block 2-D Dask array cut into row blocks of ``lengths`` (zeros included): one task
+    per block, each a view of ``whole``'s rows (no copy; ``rechunk`` would copy every block
+    through split and merge tasks)."""
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+
+    lengths = [int(n) for n in lengths]
+    name = "laplex-split-" + tokenize(whole.name, tuple(lengths))
+    starts = np.cumsum([0, *lengths])
+    layer = {
+        (name, i, 0): (_rows, (whole.name, 0, 0), int(starts[i]), int(starts[i + 1]))
+        for i in range(len(lengths))
+    }
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=[whole])
+    chunks = (tuple(lengths), (whole.shape[1],))
+    return da.Array(graph, name, chunks, dtype=whole.dtype, meta=whole._meta)
+
+
+def _rows(a, start: int, stop: int):
+    """Rows ``start:stop`` of ``a`` (a view)."""
+    return a[start:stop]
 
 
 def _with_empty_blocks(da, dense, lengths):

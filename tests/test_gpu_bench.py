@@ -51,7 +51,8 @@ def _fake_cupy():
         random=types.SimpleNamespace(default_rng=np.random.default_rng),
         get_default_memory_pool=lambda: pool,
     )
-    for name in ("fft", "empty", "sort", "argsort", "unique", "float32", "nextafter", "abs"):
+    names = ("fft", "empty", "empty_like", "sort", "argsort", "concatenate", "unique", "float32")
+    for name in (*names, "nextafter", "abs"):
         setattr(fake, name, getattr(np, name))
     return fake
 
@@ -78,7 +79,7 @@ def test_bench_gpu_table_and_json(tmp_path, capsys, monkeypatch):
     assert code in (0, 1)  # goals are for a GPU; the stand-in only has to run them all
     report = json.loads(out.read_text())
     cases = [r["case"] for r in report["results"]]
-    assert len(cases) == 18, cases
+    assert len(cases) == 20, cases
     assert cases[-6].startswith("Gram nll_and_gradient, n = 3,000, batch 8")
     assert cases[-4].startswith("Gram vs Numba") and report["results"][-4]["met"]
     assert cases[-3].startswith("fresh step m = n = 3,000")

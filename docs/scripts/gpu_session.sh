@@ -15,8 +15,13 @@ echo "== bench --gpu --huge (left $(left) s)"
 timeout $(( $(left) - 150 )) python3 -m laplexops bench --gpu --huge --json $OUT/gpu.json > $OUT/bench.log 2>&1
 echo "bench rc=$? at $(( $(date +%s) - START )) s"; tail -40 $OUT/bench.log
 echo "== torch cuda (left $(left) s)"
-timeout $(( $(left) - 110 )) python3 -m pytest -q -p no:cacheprovider tests/test_torch.py -k cuda > $OUT/torch.log 2>&1
+timeout $(( $(left) - 140 )) python3 -m pytest -q -p no:cacheprovider tests/test_torch.py -k cuda > $OUT/torch.log 2>&1
 echo "torch rc=$? at $(( $(date +%s) - START )) s"; tail -5 $OUT/torch.log
+echo "== dask with CuPy chunks (left $(left) s)"
+if python3 -c "import dask, distributed" 2>/dev/null; then
+  LAPLEXOPS_HOST_KERNELS=0 timeout $(( $(left) - 90 )) python3 -m pytest -q -p no:cacheprovider tests/test_dask_local.py > $OUT/dask.log 2>&1
+  echo "dask rc=$? at $(( $(date +%s) - START )) s"; tail -3 $OUT/dask.log
+fi
 echo "== ncu (left $(left) s)"
 timeout $(( $(left) - 70 )) ncu --clock-control none --profile-from-start off --set full -k regex:laplex_tiles python3 docs/scripts/ncu_sorted_matvec.py > $OUT/ncu.log 2>&1
 echo "ncu rc=$? at $(( $(date +%s) - START )) s"

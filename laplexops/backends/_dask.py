@@ -443,8 +443,8 @@ def _local(parts, b, carries, side: Side, rate, k: int, wants: tuple, dtype) -> 
     """A partition's reductions (``wants``: sum, signed, moment) onto its rows, side by side in
     one block of shape ``(m_p, k * sum(wants))``: one scan of its own columns plus the incoming
     carries (its row of ``carries``, from :func:`_fold`), which enter as the virtual columns at
-    the neighbours (their first moments as ``k`` more columns, whose sums are the moments'
-    missing part)."""
+    the neighbours. A carry's first moment ``M`` at ``z`` adds ``exp(-s |x - z|) M`` to a row's
+    moment, which is added row by row after the scan (:func:`_carried_moments`). O(m_p k)."""
     part = parts[0]
     m = part.anchors(side)[0].shape[0]
     want_sum, want_signed, want_moment = wants
@@ -455,31 +455,45 @@ def _local(parts, b, carries, side: Side, rate, k: int, wants: tuple, dtype) -> 
     xp = local.xp
     if not (columns.shape[0] and m):
         return xp.zeros((m, k * sum(wants)), dtype=dtype)
-    width = 2 * k if want_moment else k  # the moments' carries: k more columns
     real = np.finfo(dtype).dtype
     operand = np.result_type(b.dtype, carry.dtype, real)
-    with _operand(part, local, (columns.shape[0], width), operand) as b_ext:
-        b_ext[offset : offset + b.shape[0], :k] = b
-        b_ext[offset : offset + b.shape[0], k:] = 0
+    with _operand(part, local, (columns.shape[0], k), operand) as b_ext:
+        b_ext[offset : offset + b.shape[0]] = b
         for flank, slot in enumerate(flanks):
             if slot >= 0:
                 at = 2 + 2 * k * flank
                 known = not math.isnan(carry[flank].real)
-                b_ext[slot] = xp.asarray(carry[at : at + width]) if known else 0
-        sums, signed, moments = _scan(
-            part, side, rate, b_ext, (want_sum or want_moment, want_signed, want_moment)
-        )
+                b_ext[slot] = xp.asarray(carry[at : at + k]) if known else 0
+        sums, signed, moments = _scan(part, side, rate, b_ext, wants)
     rows = slice(row_offset, row_offset + m)
     results = []
     if want_sum:
-        results.append(sums[rows, :k])
+        results.append(sums[rows])
     if want_signed:
-        results.append(signed[rows, :k])
+        results.append(signed[rows])
     if want_moment:
-        results.append(moments[rows, :k] + sums[rows, k:])
+        results.append(moments[rows] + _carried_moments(xp, part.columns(side), rate, carry, k))
     if len(results) == 1:
         return results[0].astype(dtype, copy=False)
     return xp.concatenate(results, axis=1).astype(dtype, copy=False)
+
+
+def _carried_moments(xp, rows, rate, carry, k: int):
+    """What the incoming carries' first moments add to the moments of the sorted ``rows``:
+    ``exp(-s (x - zl)) M + exp(-s (zr - x)) N`` (``carry`` is ``[zl, zr, A, M, B, N]``, nan z:
+    none), each distance non-negative (the neighbours lie outside the partition's range), shape
+    (m, k). O(m k)."""
+    real = rows.dtype if rows.dtype.kind == "f" else np.dtype(np.float64)
+    out = 0
+    for flank in (0, 1):
+        z = carry[flank].real
+        if math.isnan(z):
+            continue
+        at = 2 + 2 * k * flank + k
+        distance = rows - real.type(z) if flank == 0 else real.type(z) - rows
+        moment = xp.asarray(carry[at : at + k])
+        out = out + xp.exp(-rate * distance)[:, None] * moment[None, :]
+    return out
 
 
 @contextlib.contextmanager

@@ -81,9 +81,11 @@ def test_host_build_as_the_local_backend(host_backend, rng, monkeypatch, path, r
 
 
 def test_scan_ends_agree_with_the_numba_kernel(rng):
-    """The array-module end states (:func:`_dask._scan_ends`) against ``NumbaBackend.scan_ends``
-    on a plan whose columns are extended by one virtual anchor at each end."""
+    """The array-module end states (``scan_ends_with``, the CuPy backend's ``scan_ends``)
+    against ``NumbaBackend.scan_ends`` on a plan whose columns are extended by one virtual
+    anchor at each end."""
     from laplexops.backends import get_backend
+    from laplexops.backends._base import scan_ends_with
 
     numba = get_backend("numba", "cpu")
     cols = np.sort(rng.uniform(0, 30, 400))
@@ -94,10 +96,24 @@ def test_scan_ends_agree_with_the_numba_kernel(rng):
     plan = numba.plan(rows, ext, None, (True, True))
     for rate in (0.7, 2.0 - 0.5j):
         want = numba.scan_ends(plan, Side.ROWS_X, rate, b, 1, True)
-        got = _dask._scan_ends(np, cols, rate, b, True)
+        got = scan_ends_with(np, cols, rate, b, True)
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
-        plain = _dask._scan_ends(np, cols, rate, b, False)
+        plain = scan_ends_with(np, cols, rate, b, False)
         np.testing.assert_array_equal(plain[[1, 3]], 0)
+
+
+def test_cuda_backend_scan_ends_agree_with_numba(host_backend, rng):
+    """``CupyBackend.scan_ends`` (host build) against the Numba kernel, both orientations."""
+    from laplexops.backends import get_backend
+
+    numba = get_backend("numba", "cpu")
+    x, y = np.sort(rng.uniform(0, 20, 50)), np.sort(rng.uniform(0, 20, 70))
+    plans = [backend.plan(x, y, None, (True, True)) for backend in (numba, host_backend)]
+    for side, n in ((Side.ROWS_X, 70), (Side.ROWS_Y, 50)):
+        b = rng.standard_normal((n - 3, 2))
+        want = numba.scan_ends(plans[0], side, 0.9 - 0.3j, b, 2, True)
+        got = host_backend.scan_ends(plans[1], side, 0.9 - 0.3j, b, 2, True)
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
 
 
 def test_chunks_of_other_arrays_are_refused(rng):

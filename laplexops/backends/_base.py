@@ -395,3 +395,22 @@ def snapshot_with(xp: Any, a: Any, dtype: Any) -> tuple[Any, int, None]:
     finite = xp.isfinite(out)
     bad = 0 if bool(xp.all(finite)) else int(out.shape[0] - int(xp.count_nonzero(finite)))
     return out, bad, None
+
+
+def scan_ends_with(xp: Any, cols: Any, rate: Any, b: Any, want_moment: bool) -> Any:
+    """The end states of the scans of ``b`` (shape (n, k)) over the sorted columns ``cols``
+    through array module ``xp``: rows ``F, F1, B, B1`` of shape (4, k) with ``z = cols[-1]``,
+    ``a = cols[0]``,
+
+        F = sum_c exp(-s (z - c)) b_c,   F1 = sum_c (z - c) exp(-s (z - c)) b_c,
+        B = sum_c exp(-s (c - a)) b_c,   B1 = sum_c (c - a) exp(-s (c - a)) b_c
+
+    (``F1``, ``B1`` zero unless ``want_moment``), as sums of direct terms: every distance is
+    non-negative and rounded once, so no term overflows. O(n k)."""
+    cols = cols.astype(xp.finfo(b.dtype).dtype, copy=False)
+    ends = []
+    for distance in (cols[-1] - cols, cols - cols[0]):
+        e = xp.exp(-rate * distance)[:, None]
+        ends.append(xp.sum(e * b, axis=0))
+        ends.append(xp.sum((distance[:, None] * e) * b, axis=0) if want_moment else 0 * ends[-1])
+    return xp.stack(ends)

@@ -33,7 +33,7 @@ import numpy as np
 
 from . import _cuda_kernels as cuda
 from . import _cupy_gram, _cupy_sort
-from ._base import Side, SortedPlan, snapshot_with
+from ._base import Side, SortedPlan, scan_ends_with, snapshot_with
 
 __all__ = [
     "CupyBackend",
@@ -344,6 +344,15 @@ class CupyBackend:
             return CudaPlan(self, x, y, hint, ordered)
 
     # ---------------------------------------------------------------------- apply
+    def scan_ends(self, plan, side, rate, b, start, want_moment=False):
+        """The end states of the scans of ``b`` (shape (n, k)) over the sorted columns ``start ..
+        start + n - 1`` of ``side``'s orientation: shape (4, k), as ``NumbaBackend.scan_ends``
+        (what a distributed product carries between ranges of the anchors), by direct sums
+        (``scan_ends_with``). O(n k)."""
+        cols = plan.sorted[1 if side == Side.ROWS_X and not plan.shared else 0][0]
+        with self._on(plan.device):
+            return scan_ends_with(self.xp, cols[start : start + b.shape[0]], rate, b, want_moment)
+
     def apply(self, plan, side, rate, b, *, want_sum=True, want_signed=False, want_moment=False):
         xp = self.xp
         rows, cols = plan.shape if side == Side.ROWS_X or plan.shared else plan.shape[::-1]

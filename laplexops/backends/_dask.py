@@ -96,7 +96,6 @@ class _Part:
         self.local = local  # (name or backend instance, device kind) of the local backend
         self._plan = None
         self._scratch = None
-        self._columns: dict[Side, Any] = {}
         self.ext: dict[Side, Any] = {}
         self.index = -1  # the partition's place in the plan, set with ``ext``
         self.token = uuid.uuid4().hex
@@ -104,18 +103,11 @@ class _Part:
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_plan"] = state["_scratch"] = None
-        state["_columns"] = {}
         return state
 
     def backend(self):
         """The local single-machine backend (Numba for NumPy chunks, CuPy for CuPy chunks)."""
         return _local_backend(*self.local)
-
-    def columns(self, side: Side):
-        """``side``'s sorted anchors in the local backend's arrays (kept)."""
-        if side not in self._columns:
-            self._columns[side] = self.backend().asarray(self.anchors(side)[0])
-        return self._columns[side]
 
     def anchors(self, side: Side):
         """The sorted values and original indices of ``side``'s anchors."""
@@ -381,35 +373,11 @@ def _summary(parts, b, side: Side, rate, k: int, want_moment: bool) -> np.ndarra
     if cols.shape[0] == 0:
         out[0, :2] = np.nan
         return out
-    local = part.backend()
-    if hasattr(local, "scan_ends"):
-        offset = part.ext[side.other][1]
-        ends = local.scan_ends(part.plan(), side, rate, b, offset, want_moment)
-    else:
-        ends = _scan_ends(local.xp, part.columns(side.other), rate, b, want_moment)
+    offset = part.ext[side.other][1]
+    ends = part.backend().scan_ends(part.plan(), side, rate, b, offset, want_moment)
     out[0, 0], out[0, 1] = cols[-1], cols[0]
     out[0, 2:] = _to_host(ends).reshape(-1)  # A, M, B, N
     return out
-
-
-def _scan_ends(xp, cols, rate, b, want_moment: bool):
-    """The end states of the scans of ``b`` (shape (n, k)) over the sorted columns ``cols``, in
-    the array module ``xp``: rows ``F, F1, B, B1`` of shape (4, k) with ``z = cols[-1]``,
-    ``a = cols[0]``:
-
-        F = sum_c exp(-s (z - c)) b_c,   F1 = sum_c (z - c) exp(-s (z - c)) b_c,
-        B = sum_c exp(-s (c - a)) b_c,   B1 = sum_c (c - a) exp(-s (c - a)) b_c
-
-    (``F1``, ``B1`` zero unless ``want_moment``), as sums of direct terms: every distance is
-    non-negative, so no term overflows. O(n k)."""
-    real = np.finfo(b.dtype).dtype
-    cols = cols.astype(real, copy=False)
-    ends = []
-    for distance in (cols[-1] - cols, cols - cols[0]):
-        e = xp.exp(-rate * distance)[:, None]
-        ends.append(xp.sum(e * b, axis=0))
-        ends.append(xp.sum((distance[:, None] * e) * b, axis=0) if want_moment else 0 * ends[-1])
-    return xp.stack(ends)
 
 
 def _fold(rows: list, rate, k: int) -> np.ndarray:
@@ -472,7 +440,8 @@ def _local(parts, b, carries, side: Side, rate, k: int, wants: tuple, dtype) -> 
     if want_signed:
         results.append(signed[rows])
     if want_moment:
-        results.append(moments[rows] + _carried_moments(xp, part.columns(side), rate, carry, k))
+        x = part.plan().sorted[0 if side == Side.ROWS_X else 1][0][rows]
+        results.append(moments[rows] + _carried_moments(xp, x, rate, carry, k))
     if len(results) == 1:
         return results[0].astype(dtype, copy=False)
     return xp.concatenate(results, axis=1).astype(dtype, copy=False)
@@ -1009,7 +978,7 @@ class DaskBackend:
             keys = plan.origin[side]
         complex_ = a.dtype.kind == "c"
         if plan.local[1] == "cuda":  # the shuffle's frames are host data
-            a = a.map_blocks(_to_host, dtype=a.dtype, meta=np.empty((0, 0), a.dtype))
+            a = _on_host(a)
         values = da.concatenate([a.real, a.imag], axis=1) if complex_ else a
         out = _from_parts(_route(da, self._dd, keys, values, lengths), a.shape[1], complex_)
         if plan.local[1] == "cuda":
@@ -1175,9 +1144,9 @@ def _delayed_part(piece, neighbours, shared, dtype, local):
 def _host_sides(sides: list) -> list:
     """The anchors' Dask arrays with NumPy chunks (CuPy chunks copied to the host): the plan's
     bookkeeping runs on the host."""
-    return [
-        a
-        if _chunk_kind(a) == "cpu"
-        else a.map_blocks(_to_host, dtype=a.dtype, meta=np.empty((0,) * a.ndim, a.dtype))
-        for a in sides
-    ]
+    return [a if _chunk_kind(a) == "cpu" else _on_host(a) for a in sides]
+
+
+def _on_host(a):
+    """``a`` with every chunk a NumPy array (:func:`_to_host`), whatever its ``meta`` says."""
+    return a.map_blocks(_to_host, dtype=a.dtype, meta=np.empty((0,) * a.ndim, a.dtype))

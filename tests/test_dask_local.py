@@ -121,6 +121,19 @@ def test_chunks_of_other_arrays_are_refused(rng):
     masked = x.map_blocks(np.ma.masked_array)
     with pytest.raises(TypeError, match="NumPy or CuPy chunks"):
         DaskBackend().asarray(masked)
+    # a local backend without the carries' end states is refused at the plan
+    from laplexops.backends import get_backend
+
+    class NoEnds:
+        name, device, xp = "no-ends", "cpu", np
+
+        def __getattr__(self, attr):
+            if attr == "scan_ends":
+                raise AttributeError(attr)
+            return getattr(get_backend("numba", "cpu"), attr)
+
+    with pytest.raises(TypeError, match="scan_ends"):
+        lx.LaplexOperator(x, x, 1.0, backend=DaskBackend(local=NoEnds())).prepare()
 
 
 @pytest.fixture(scope="module")

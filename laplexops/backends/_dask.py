@@ -841,6 +841,11 @@ class DaskBackend:
         resolved here (so that a missing backend fails at the plan), carried by name to the
         workers."""
         backend = _local_backend(self.local, kind)
+        if not hasattr(backend, "scan_ends"):
+            raise TypeError(
+                f"the dask backend's local backend needs scan_ends (the carries' end states); "
+                f"{backend.name!r} has none"
+            )
         return (backend.name if isinstance(self.local, str) else backend), kind
 
     def _bounds(self, sides, splitters: np.ndarray, shared: bool) -> np.ndarray:

@@ -170,7 +170,8 @@ def test_large_problems_use_the_threads(rng, monkeypatch):
     op = lx.LaplexOperator(rng.uniform(0.0, n, n), rng.uniform(0.0, n, n), 1.0)
     op @ rng.standard_normal(n)
     for name in (
-        "scan",
+        "column_scans",
+        "rows_sum_one_column",
         "exponents",
         "exponentials",
         "gather",

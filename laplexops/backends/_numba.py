@@ -15,6 +15,7 @@ from ._numba_scan import (
     column_scans,
     decays,
     rows_signed_moment_dot,
+    rows_sum_one_column,
     rows_sum_signed_dot,
     scan,
     scan_ends,
@@ -364,6 +365,12 @@ class NumbaBackend:
             if s.square:
                 # one task per column: a single column gains nothing from threads
                 scan_square(cz, rdest, d, b, *targets, *scratch, work=n * k if k > 1 else 0)
+            elif k == 1 and wants == (True, False, False) and m and n:
+                column_scans(cz, d, b, *scratch, False, work=m + n)
+                target = targets[0][:, 0]
+                rows_sum_one_column(
+                    s.lo, s.hi, rdest, el, er, s.ties, *scratch[:2], target, work=m + n
+                )
             else:
                 scan(
                     s.rz.astype(real, copy=False),

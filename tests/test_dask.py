@@ -122,6 +122,23 @@ def test_many_partitions(client, rng):
     assert _rel((op @ _chunked(v, 1000)).compute(), ref) <= 1e-12
 
 
+def test_partitions_spread_over_the_workers(client, rng):
+    """The single-task shuffle runs on one worker; the plan still puts its partitions on every
+    worker, in contiguous runs (partitions 0-1 on one, 2-3 on the other)."""
+    from distributed import futures_of
+
+    n = 4000
+    x, y = rng.uniform(0, 1, n), rng.uniform(0, 1, n)
+    op = lx.LaplexOperator(_chunked(x, 1000), _chunked(y, 1000), 1.0, backend=DaskBackend(4))
+    parts = op._plan.parts
+    held = client.who_has(futures_of(parts))
+    where = [held[key] for key in parts.__dask_keys__()]
+    assert all(len(w) == 1 for w in where)
+    assert where[0] == where[1] != where[2] == where[3]
+    v = rng.standard_normal(n)
+    assert _rel((op @ _chunked(v, 1000)).compute(), lx.LaplexOperator(x, y, 1.0) @ v) <= 1e-12
+
+
 def test_agrees_with_numba_at_a_million(client, rng):
     n = 10**6
     x = rng.uniform(0, n, n)

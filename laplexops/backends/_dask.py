@@ -808,7 +808,6 @@ class DaskBackend:
             raise TypeError("the dask backend needs x and y chunked alike: both NumPy or both CuPy")
         local = self._local_spec(kind)
         sides = _host_sides([x] if shared else [x, y])
-        keep = _persisted if persist else (lambda a: a)
         P = bounds.shape[0]
         neighbours = np.concatenate([_neighbours(bounds), np.arange(P)[:, None]], axis=1)
         dtype = np.dtype(x.dtype).name
@@ -819,7 +818,8 @@ class DaskBackend:
             )
         else:
             parts = self._parts_shuffled(sides, splitters, neighbours, shared, dtype, local)
-        parts = keep(parts)
+        if persist:
+            parts = _persisted(parts, optimize=False)
         lengths = {Side.ROWS_X: lengths_all[:, 0], Side.ROWS_Y: lengths_all[:, 1]}
         chunks = {Side.ROWS_X: x.chunks[0], Side.ROWS_Y: y.chunks[0]}
         origin = {}
@@ -901,7 +901,10 @@ class DaskBackend:
             )
             for p in range(len(per_range))
         }
-        graph = HighLevelGraph.from_collections(parts, layer, dependencies=[ranged])
+        workers = _workers()
+        count = len(per_range)
+        with _placed([workers[p * len(workers) // count] for p in range(count)] if workers else []):
+            graph = HighLevelGraph.from_collections(parts, layer, dependencies=[ranged])
         chunks = ((1,) * len(per_range),)
         return da.Array(graph, parts, chunks, dtype=object, meta=np.empty(0, object))
 
@@ -1123,10 +1126,12 @@ class DaskBackend:
         return tuple(r if r is None else self.from_plan(plan, side, r) for r in planned)
 
 
-def _persisted(a):
+def _persisted(a, optimize: bool = True):
     """``a`` persisted, once its blocks exist (on a ``distributed`` cluster ``persist`` returns
-    at once: a plan should be built when it returns, its failures raised there)."""
-    a = a.persist()
+    at once: a plan should be built when it returns, its failures raised there). ``optimize=
+    False``: the graph as built (fusing its tasks would drop their placement, see
+    :func:`_placed`)."""
+    a = a.persist(optimize_graph=optimize)
     try:
         from distributed import futures_of, wait
     except ImportError:  # pragma: no cover - the dask extra installs distributed
@@ -1138,6 +1143,37 @@ def _persisted(a):
             if future.status == "error":
                 future.result()  # raises the task's error
     return a
+
+
+def _workers() -> list:
+    """The addresses of the workers of the ``distributed`` client that runs Dask's graphs now
+    (sorted), or ``[]`` under any other scheduler."""
+    from dask.base import get_scheduler
+
+    client = getattr(get_scheduler(), "__self__", None)
+    if type(client).__name__ != "Client":
+        return []
+    return sorted(client.ncores())
+
+
+@contextlib.contextmanager
+def _placed(where: list):
+    """Graph layers made inside this context place block ``i`` (key ``(name, i, ...)``) on the
+    worker ``where[i]`` (a preference, not a restriction; an empty ``where``: no preference).
+    The plan spreads its partitions over the workers in contiguous runs this way (the tasks
+    that use them go where their data is); otherwise every partition would stay on the worker
+    that ran the single-task shuffle."""
+    import dask
+
+    if not where:
+        yield
+        return
+
+    def worker(key):
+        return [where[key[1]]]
+
+    with dask.annotate(workers=worker, allow_other_workers=True):
+        yield
 
 
 def _delayed_part(piece, neighbours, shared, dtype, local):

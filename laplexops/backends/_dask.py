@@ -229,6 +229,23 @@ def _part_from_frame(frame, neighbours, shared: bool, dtype: str, local) -> np.n
     return _build_part(z, i, m, neighbours, shared, dtype, False, local)
 
 
+def _build_parts(blocks: list, counts, neighbours, shared: bool, dtype: str, local) -> list:
+    """:func:`_part_from_rows` of a run of partitions (rows ``i`` of ``counts`` and
+    ``neighbours`` for ``blocks[i]``), in one task."""
+    return [
+        _part_from_rows(zi, counts[i : i + 1], neighbours[i : i + 1], shared, dtype, local)
+        for i, zi in enumerate(blocks)
+    ]
+
+
+def _pick(built: list, j: int, rows) -> np.ndarray:
+    """Partition ``j`` of a run that :func:`_build_parts` built. ``rows`` (the partition's
+    rows, already on that worker) is a dependency only: without it Dask would take these tasks
+    for root tasks (many tasks on few dependencies) and place them wherever a thread is free,
+    moving the whole run there."""
+    return built[j]
+
+
 def _part_from_rows(zi, counts, neighbours, shared: bool, dtype: str, local) -> np.ndarray:
     """:func:`_build_part` of one range's rows ``[z, i]`` of the single-task shuffle
     (:func:`_bucketed`), its x anchors first, each side in original order."""
@@ -642,6 +659,32 @@ def _split(da, whole, lengths):
     return da.Array(graph, name, chunks, dtype=whole.dtype, meta=whole._meta)
 
 
+def _beside_parts(da, a, parts):
+    """``a`` (row blocks aligned with the plan's partitions) with each block moved to its
+    partition's worker: one task per block that returns it unchanged and also takes the
+    partition, so that Dask runs it where the partition is (its size outweighs the block's).
+    The routing leaves every block on the route's worker; a product would move half of them on
+    each use, and an operand kept in plan order (:func:`laplexops.dask.to_plan_order`) on
+    every use."""
+    return da.blockwise(
+        _first_of,
+        "ij",
+        a,
+        "ij",
+        parts,
+        "i",
+        dtype=a.dtype,
+        meta=a._meta,
+        align_arrays=False,
+        concatenate=True,
+    )
+
+
+def _first_of(block, part):
+    """``block`` (``part`` only places the task)."""
+    return block
+
+
 def _rows(a, start: int, stop: int):
     """Rows ``start:stop`` of ``a`` (a view)."""
     return a[start:stop]
@@ -887,26 +930,39 @@ class DaskBackend:
         graph = HighLevelGraph.from_collections(name, layer, dependencies=sides)
         whole = da.Array(graph, name, ((int(per_range.sum()),), (2,)), dtype=np.float64)
         ranged = _split(da, whole, [int(c) for c in per_range])
-        # each partition's counts and neighbours go into its task as values (no task each)
-        parts = "laplex-parts-" + tokenize(ranged.name, lengths, neighbours, shared, dtype, local)
-        layer = {
-            (parts, p): (
-                _part_from_rows,
-                (ranged.name, p, 0),
-                lengths[p : p + 1],
-                neighbours[p : p + 1],
+        P = len(per_range)
+        token = tokenize(ranged.name, lengths, neighbours, shared, dtype, local)
+        parts, builds = "laplex-parts-" + token, "laplex-build-" + token
+        # one building task per worker thread, each on its worker and for a contiguous run of
+        # partitions (its counts and neighbours go in as values): the workers start with none
+        # queued, so Dask's work stealing, which would move a building task to the worker that
+        # holds the ranges (and with it the partition), finds nothing to move
+        slots = _worker_slots()
+        S = min(len(slots), P) or P
+        runs = [[p for p in range(P) if p * S // P == t] for t in range(S)]
+        layer: dict[Any, Any] = {
+            (builds, t): (
+                _build_parts,
+                [(ranged.name, p, 0) for p in run],
+                lengths[run],
+                neighbours[run],
                 shared,
                 dtype,
                 local,
             )
-            for p in range(len(per_range))
+            for t, run in enumerate(runs)
         }
-        workers = _workers()
-        count = len(per_range)
-        with _placed([workers[p * len(workers) // count] for p in range(count)] if workers else []):
-            graph = HighLevelGraph.from_collections(parts, layer, dependencies=[ranged])
-        chunks = ((1,) * len(per_range),)
-        return da.Array(graph, parts, chunks, dtype=object, meta=np.empty(0, object))
+        where = [slots[t * len(slots) // S] for t in range(S)] if slots else []
+        with _placed(where):
+            graph = HighLevelGraph.from_collections(builds, layer, dependencies=[ranged])
+        built = da.Array(graph, builds, ((1,) * S,), dtype=object, meta=np.empty(0, object))
+        layer = {
+            (parts, p): (_pick, (builds, t), j, (ranged.name, p, 0))
+            for t, run in enumerate(runs)
+            for j, p in enumerate(run)
+        }
+        graph = HighLevelGraph.from_collections(parts, layer, dependencies=[built, ranged])
+        return da.Array(graph, parts, ((1,) * P,), dtype=object, meta=np.empty(0, object))
 
     def _parts_shuffled(self, sides, splitters, neighbours, shared, dtype, local):
         """The partitions through ``dask.dataframe``'s shuffle (``set_index`` with the
@@ -964,8 +1020,9 @@ class DaskBackend:
 
     # ------------------------------------------------------------------ layouts
     def to_plan(self, plan: DaskPlan, side: Side, b):
-        """``b`` (rows: ``side``'s anchors in the caller's order) in plan order."""
-        return self._moved(plan, side, b, inward=True)
+        """``b`` (rows: ``side``'s anchors in the caller's order) in plan order, each block on
+        its partition's worker (:func:`_beside_parts`)."""
+        return _beside_parts(self._da, self._moved(plan, side, b, inward=True), plan.parts)
 
     def from_plan(self, plan: DaskPlan, side: Side, u):
         """``u`` (rows: ``side``'s anchors in plan order) in the caller's order."""
@@ -1145,15 +1202,16 @@ def _persisted(a, optimize: bool = True):
     return a
 
 
-def _workers() -> list:
-    """The addresses of the workers of the ``distributed`` client that runs Dask's graphs now
-    (sorted), or ``[]`` under any other scheduler."""
+def _worker_slots() -> list:
+    """One entry per thread of each worker of the ``distributed`` client that runs Dask's
+    graphs now, its address (sorted), or ``[]`` under any other scheduler."""
     from dask.base import get_scheduler
 
     client = getattr(get_scheduler(), "__self__", None)
     if type(client).__name__ != "Client":
         return []
-    return sorted(client.ncores())
+    threads = client.ncores()
+    return [address for address in sorted(threads) for _ in range(max(1, threads[address]))]
 
 
 @contextlib.contextmanager

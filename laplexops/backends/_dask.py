@@ -592,6 +592,29 @@ def _make_router(origin: list, local) -> np.ndarray:
     return out
 
 
+def _make_gather(origin: list, local, length: int) -> np.ndarray:
+    """The gather of one group's rows (``origin``: their original indices in plan order, its
+    partitions' in turn) from an operand of ``length`` rows in the caller's order, as a block
+    of a Dask array: a ``Route`` of part of the plan's permutation for the Numba backend, else
+    the indices in the local backend's arrays (:class:`_IndexRoute`). O(N_g)."""
+    perm = np.concatenate(origin) if origin else np.empty(0, np.int64)
+    backend = _local_backend(*local)
+    out = np.empty(1, dtype=object).view(_RouterBlock)
+    out.token = uuid.uuid4().hex
+    if backend.name == "numba":
+        from ._numba_route import Route
+
+        out[0] = Route(perm, length)
+    else:
+        out[0] = _IndexRoute(backend.xp, backend.asarray(perm))
+    return out
+
+
+#: the most groups of partitions (workers) for which an operand moves into plan order through
+#: one gather per group (each worker receiving the whole operand) rather than one route
+GROUP_GATHERS = 3
+
+
 def _gathers(a) -> bool:
     """Whether routing ``a`` goes through one task (up to ``GATHER_BYTES`` with its keys)."""
     return (a.dtype.itemsize + 8) * a.shape[0] * max(a.shape[1], 1) <= GATHER_BYTES
@@ -614,7 +637,8 @@ def _routed(da, router, a, inward: bool):
 
 
 def _move(router, blocks: list, inward: bool) -> np.ndarray:
-    """The rows of ``blocks`` (concatenated) moved through the route: see :func:`_routed`."""
+    """The rows of ``blocks`` (concatenated) moved through the route: see :func:`_routed`
+    (and :func:`_make_gather`: a group's gather moves only its rows)."""
     route = router[0]
     if isinstance(route, _IndexRoute):
         xp = route.xp
@@ -626,15 +650,16 @@ def _move(router, blocks: list, inward: bool) -> np.ndarray:
     if getattr(router, "scratch", None) is None:
         router.scratch = _Scratch()
     rows = sum(int(b.shape[0]) for b in blocks)
+    moved = int(route.slot.shape[0])  # fewer than rows for a group's gather
     k, dtype = int(blocks[0].shape[1]), np.result_type(*blocks)
     joined = len(blocks) != 1 or not blocks[0].flags.c_contiguous
-    layout = [((rows, k), dtype)] * (2 if joined else 1)
+    layout = [((moved, k), dtype)] + ([((rows, k), dtype)] if joined else [])
     with router.scratch(layout) as arrays:
         stage, a = arrays[0], arrays[1] if joined else blocks[0]
         if joined:
             np.concatenate(blocks, out=a)
-        out = np.empty_like(a)
-        if rows and k:
+        out = np.empty((moved, k), dtype)
+        if moved and k:
             move = route.gather if inward else route.put
             move(_movable(a), _movable(out), _movable(stage))
     return out
@@ -683,6 +708,13 @@ def _beside_parts(da, a, parts):
 def _first_of(block, part):
     """``block`` (``part`` only places the task)."""
     return block
+
+
+def _rows_beside(a, start: int, stop: int, part):
+    """Rows ``start:stop`` of ``a`` (a view). ``part`` (the partition they belong to, on the
+    same worker) is a dependency only: without it Dask takes a group's views for root tasks
+    (many tasks on few dependencies) and runs them wherever a thread is free."""
+    return a[start:stop]
 
 
 def _rows(a, start: int, stop: int):
@@ -757,6 +789,11 @@ class DaskPlan:
         self.origin = origin
         self.destination: dict[Side, Any] = {}
         self.routers: dict[Side, Any] = {}
+        self.gathers: dict[Side, Any] = {}
+        # the partitions by the worker that holds them (``where``: its address; None: one group,
+        # not on a distributed cluster)
+        self.groups: list[list[int]] = [list(range(self.npartitions))]
+        self.where: list[str | None] = [None]
 
     @property
     def npartitions(self) -> int:
@@ -877,7 +914,10 @@ class DaskBackend:
             origin[side] = origin[side].persist() if persist else origin[side]
         if shared:
             origin[Side.ROWS_Y] = origin[Side.ROWS_X]
-        return DaskPlan((m, n), shared, parts, lengths, chunks, origin, local)
+        plan = DaskPlan((m, n), shared, parts, lengths, chunks, origin, local)
+        if persist:
+            plan.groups, plan.where = _groups_of(parts)
+        return plan
 
     def _local_spec(self, kind: str):
         """``(name or instance, kind)`` of the local backend for chunks of device kind ``kind``:
@@ -1021,7 +1061,9 @@ class DaskBackend:
     # ------------------------------------------------------------------ layouts
     def to_plan(self, plan: DaskPlan, side: Side, b):
         """``b`` (rows: ``side``'s anchors in the caller's order) in plan order, each block on
-        its partition's worker (:func:`_beside_parts`)."""
+        its partition's worker."""
+        if _gathers(b) and 2 <= len(plan.groups) <= GROUP_GATHERS:
+            return self._gathered_by_groups(plan, side, b)
         return _beside_parts(self._da, self._moved(plan, side, b, inward=True), plan.parts)
 
     def from_plan(self, plan: DaskPlan, side: Side, u):
@@ -1051,6 +1093,57 @@ class DaskBackend:
 
             out = out.map_blocks(cupy.asarray, dtype=out.dtype, meta=cupy.empty((0, 0), out.dtype))
         return out.astype(a.dtype)
+
+    def _gathered_by_groups(self, plan: DaskPlan, side: Side, a):
+        """``a`` in plan order through one gather per group of partitions (those on one
+        worker), on that worker: each group's task takes all of ``a``'s chunks and gathers its
+        own rows (:func:`_make_gather`), and its partitions' blocks are views of them. Every
+        worker receives the chunks it lacks (G - 1 copies of ``a`` in all, no more than one
+        route moves for G <= 3) and no block moves after, where the single route moves each
+        block twice, one after the other. O(N k)."""
+        from dask.base import tokenize
+        from dask.highlevelgraph import HighLevelGraph
+
+        da = self._da
+        gathers = self._group_gathers(plan, side)
+        a = a.rechunk({1: -1})
+        token = tokenize(gathers.name, a.name)
+        move, out = "laplex-gathered-" + token, "laplex-in-plan-" + token
+        chunks = [(a.name, c, 0) for c in range(a.numblocks[0])]
+        layer: dict[Any, Any] = {}
+        for g, group in enumerate(plan.groups):
+            layer[(move, g)] = (_move, (gathers.name, g), chunks, True)
+            start = 0
+            for p in group:
+                stop = start + int(plan.lengths[side][p])
+                layer[(out, p, 0)] = (_rows_beside, (move, g), start, stop, (plan.parts.name, p))
+                start = stop
+        graph = HighLevelGraph.from_collections(out, layer, dependencies=[gathers, a, plan.parts])
+        lengths = tuple(int(n) for n in plan.lengths[side])
+        return da.Array(graph, out, (lengths, (a.shape[1],)), dtype=a.dtype, meta=a._meta)
+
+    def _group_gathers(self, plan: DaskPlan, side: Side):
+        """Per group of partitions, the gather of its rows from the caller's order
+        (:func:`_make_gather`), built once in one task on the group's worker and persisted."""
+        if side not in plan.gathers:
+            from dask.base import tokenize
+            from dask.highlevelgraph import HighLevelGraph
+
+            origin = plan.origin[side]
+            n = plan.shape[0] if side == Side.ROWS_X else plan.shape[1]
+            name = "laplex-gather-" + tokenize(origin.name, plan.local, plan.groups)
+            layer = {
+                (name, g): (_make_gather, [(origin.name, p) for p in group], plan.local, n)
+                for g, group in enumerate(plan.groups)
+            }
+            with _placed(plan.where):
+                graph = HighLevelGraph.from_collections(name, layer, dependencies=[origin])
+            chunks = ((1,) * len(plan.groups),)
+            gathers = self._da.Array(graph, name, chunks, dtype=object, meta=np.empty(0, object))
+            plan.gathers[side] = _persisted(gathers, optimize=False)
+            if plan.shared:
+                plan.gathers[side.other] = plan.gathers[side]
+        return plan.gathers[side]
 
     def _router(self, plan: DaskPlan, side: Side):
         """The route between ``side``'s caller order and plan order (a ``Route`` of
@@ -1232,6 +1325,28 @@ def _placed(where: list):
 
     with dask.annotate(workers=worker, allow_other_workers=True):
         yield
+
+
+def _groups_of(parts) -> tuple[list[list[int]], list]:
+    """The persisted partitions grouped by the worker that holds them (groups in the order of
+    their first partition; a partition held by several goes with the first address) and those
+    workers' addresses; one group and ``[None]`` off a ``distributed`` cluster."""
+    P = int(parts.numblocks[0])
+    try:
+        from distributed import futures_of
+    except ImportError:  # pragma: no cover - the dask extra installs distributed
+        return [list(range(P))], [None]
+    futures = futures_of(parts)
+    if not futures:
+        return [list(range(P))], [None]
+    held = futures[0].client.who_has(futures)
+    groups: dict[Any, list[int]] = {}
+    for p, key in enumerate(parts.__dask_keys__()):
+        addresses = sorted(held.get(key) or ())
+        if not addresses:
+            return [list(range(P))], [None]
+        groups.setdefault(addresses[0], []).append(p)
+    return list(groups.values()), list(groups.keys())
 
 
 def _delayed_part(piece, neighbours, shared, dtype, local):

@@ -38,25 +38,35 @@ _LINE = 64  # bytes in a cache line
 
 class Route:
     """The blocked form of a permutation ``perm`` (sorted position -> original index; see the
-    module docstring). ``slot``, ``offset``, ``starts`` and ``shift`` go to the kernels."""
+    module docstring). ``slot``, ``offset``, ``starts`` and ``shift`` go to the kernels.
 
-    __slots__ = ("slot", "offset", "starts", "shift", "sink")
+    With ``length`` (greater than every index), ``perm`` may be any injective map into
+    ``range(length)``, a part of a permutation: the route then gathers (``out[r] =
+    a[perm[r]]`` from ``a`` of ``length`` rows) but does not put."""
 
-    def __init__(self, perm: np.ndarray) -> None:
+    __slots__ = ("slot", "offset", "starts", "shift", "sink", "length")
+
+    def __init__(self, perm: np.ndarray, length: int | None = None) -> None:
         m = perm.shape[0]
+        self.length = m if length is None else int(length)
+        n = self.length
         # blocks of at least 2^12 indices, at most 2^16 (the offsets' uint16; 512 kB of float64)
-        self.shift = min(16, max(12, int(np.ceil(np.log2(max(m, 1) / _STREAMS)))))
-        blocks = ((m - 1) >> self.shift) + 1 if m else 0
+        self.shift = min(16, max(12, int(np.ceil(np.log2(max(n, 1) / _STREAMS)))))
+        blocks = ((n - 1) >> self.shift) + 1 if n else 0
         self.slot = np.empty(m, np.int32 if m < 2**31 else np.int64)
         self.offset = np.empty(m, np.uint16)
-        self.starts = np.minimum(np.arange(blocks + 1, dtype=np.int64) << self.shift, m)
+        if n == m:  # a permutation fills every block
+            self.starts = np.minimum(np.arange(blocks + 1, dtype=np.int64) << self.shift, m)
+        else:
+            counts = np.bincount(perm >> self.shift, minlength=blocks)
+            self.starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self.sink = np.empty(blocks)  # see gather_blocks (concurrent calls may share it)
         _build(perm, self.shift, self.slot, self.offset, self.starts, work=m)
 
     def gather(self, a: np.ndarray, out: np.ndarray, stage: np.ndarray) -> None:
         """``out[r] = a[perm[r]]`` for the rows of ``a`` (1-D: its elements), through ``stage``
         (``out``'s shape and dtype). O(m k)."""
-        if a.size:
+        if out.size:
             gather_blocks(a, self.starts, self.offset, self.shift, stage, self.sink, work=a.size)
             gather(stage, self.slot, out, work=a.size)
 
@@ -69,6 +79,8 @@ class Route:
     def put(self, a: np.ndarray, out: np.ndarray, stage: np.ndarray) -> None:
         """``out[perm[r]] = a[r]`` for the rows of ``a`` (1-D: its elements), through ``stage``
         (``a``'s shape and dtype): the inverse of :meth:`gather`. O(m k)."""
+        if self.length != self.slot.shape[0]:
+            raise ValueError("a route of part of a permutation gathers only")
         if a.size:
             to_slots(a, self.slot, stage, work=a.size)
             self.scatter(stage, out)
@@ -83,9 +95,9 @@ class Route:
 @kernel
 def _build(perm, shift, slot, offset, starts):  # pragma: no cover - compiled
     """Fill a :class:`Route`'s ``slot`` and ``offset`` for ``perm``: a stable counting sort of
-    the positions by block, whose counts are known (a permutation fills every block). The first
-    half of the positions takes each block's slots from its start, the second half from its end
-    walking backwards, so the two halves run at once and meet exactly. O(m)."""
+    the positions by block, whose counts ``starts`` holds (a permutation fills every block).
+    The first half of the positions takes each block's slots from its start, the second half
+    from its end walking backwards, so the two halves run at once and meet exactly. O(m)."""
     m = perm.shape[0]
     half = m // 2
     mask = (1 << shift) - 1

@@ -125,7 +125,9 @@ def test_many_partitions(client, rng):
 def test_partitions_spread_over_the_workers(client, rng):
     """The single-task shuffle runs on one worker; the plan still puts its partitions on every
     worker, in contiguous runs (partitions 0-1 on one, 2-3 on the other)."""
-    from distributed import futures_of
+    from distributed import futures_of, wait
+
+    from laplexops.dask import to_plan_order
 
     n = 4000
     x, y = rng.uniform(0, 1, n), rng.uniform(0, 1, n)
@@ -135,8 +137,15 @@ def test_partitions_spread_over_the_workers(client, rng):
     where = [held[key] for key in parts.__dask_keys__()]
     assert all(len(w) == 1 for w in where)
     assert where[0] == where[1] != where[2] == where[3]
+    assert op._plan.groups == [[0, 1], [2, 3]]
     v = rng.standard_normal(n)
     assert _rel((op @ _chunked(v, 1000)).compute(), lx.LaplexOperator(x, y, 1.0) @ v) <= 1e-12
+    # an operand in plan order: gathered by each worker for its own partitions, left there
+    b = to_plan_order(op, _chunked(v, 1000)).persist()
+    wait(b)
+    assert Side.ROWS_Y in op._plan.gathers
+    held = client.who_has(futures_of(b))
+    assert [held[key] for (key,) in b.__dask_keys__()] == where
 
 
 def test_agrees_with_numba_at_a_million(client, rng):

@@ -41,6 +41,25 @@ def test_route_moves_rows_as_the_permutation(m, dtype, k, rng):
         np.testing.assert_array_equal(flat, expected[:, 0])
 
 
+@pytest.mark.parametrize("n", [1, 4096, 70_001, 2**17 + 3])
+@pytest.mark.parametrize("share", [0.02, 0.5, 1.0])
+@pytest.mark.parametrize("k", [1, 3])
+def test_route_of_part_of_a_permutation_gathers(n, share, k, rng):
+    """``Route(perm, length)``: ``perm`` some of ``range(length)`` in any order (one worker's
+    rows of a distributed plan); its blocks then hold unequal counts, some none."""
+    m = max(1, int(share * n))
+    perm = rng.permutation(n)[:m]
+    route = Route(perm, n)
+    assert route.starts[-1] == m and np.all(np.diff(route.starts) >= 0)
+    a = rng.standard_normal((n, k))
+    out, stage = np.full((m, k), np.nan), np.full((m, k), np.nan)
+    route.gather(a, out, stage)
+    np.testing.assert_array_equal(out, a[perm])
+    if m < n:
+        with pytest.raises(ValueError, match="gathers only"):
+            route.put(out, np.empty_like(a), stage)
+
+
 def _everything(op, v, g, V):
     """Every product and gradient of ``op`` (one column and three), as a list of arrays."""
     grads = op.gradient(v, g)

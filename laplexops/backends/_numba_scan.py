@@ -466,24 +466,39 @@ def rows_sum_signed_dot(
 def rows_sum_one_column(lo, hi, rdest, el, er, ties, fwd, bwd, out):  # pragma: no cover
     """The row pass of :func:`scan` for a product with one column (after :func:`column_scans`
     of it), in one-dimensional views: ``out`` (shape (m,)) gets row ``r``'s sum at
-    ``rdest[r]``. A kernel of its own: inside ``scan``'s serial build, after the inlined column
-    scans, each row took and dropped a reference count (atomic, about 17 ns a row), and the
-    general loop takes half as long again for one column. O(m)."""
+    ``rdest[r]`` (empty ``rdest``: at ``r``). O(m).
+
+    A kernel of its own, with one loop for each kind of ``rdest``: in the serial builds a loop
+    that reads ``rdest`` under a condition, or that follows the inlined column scans, took and
+    dropped an atomic reference count on every row (about 17 ns a row); and the general loop of
+    ``scan`` takes half as long again for one column."""
     m = lo.shape[0]
     n = fwd.shape[1]
     if m == 0:
         return
     zero = el[0] * 0
-    for r in prange(m):
-        a = lo[r]
-        e = hi[r]
-        right = er[r] * bwd[0, e] if e < n else zero
-        if ties and a < e:
-            out[_row(rdest, r)] = fwd[0, e - 1] + right
-        elif a > 0:
-            out[_row(rdest, r)] = _mul_add(el[r], fwd[0, a - 1], right)
-        else:
-            out[_row(rdest, r)] = right
+    if rdest.shape[0] == 0:
+        for r in prange(m):
+            a = lo[r]
+            e = hi[r]
+            right = er[r] * bwd[0, e] if e < n else zero
+            if ties and a < e:
+                out[r] = fwd[0, e - 1] + right
+            elif a > 0:
+                out[r] = _mul_add(el[r], fwd[0, a - 1], right)
+            else:
+                out[r] = right
+    else:
+        for r in prange(m):
+            a = lo[r]
+            e = hi[r]
+            right = er[r] * bwd[0, e] if e < n else zero
+            if ties and a < e:
+                out[rdest[r]] = fwd[0, e - 1] + right
+            elif a > 0:
+                out[rdest[r]] = _mul_add(el[r], fwd[0, a - 1], right)
+            else:
+                out[rdest[r]] = right
 
 
 @kernel

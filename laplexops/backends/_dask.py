@@ -1132,7 +1132,7 @@ class DaskBackend:
             origin = plan.origin[side]
             n = plan.shape[0] if side == Side.ROWS_X else plan.shape[1]
             name = "laplex-gather-" + tokenize(origin.name, plan.local, plan.groups)
-            layer = {
+            layer: dict[Any, Any] = {
                 (name, g): (_make_gather, [(origin.name, p) for p in group], plan.local, n)
                 for g, group in enumerate(plan.groups)
             }
@@ -1300,7 +1300,7 @@ def _worker_slots() -> list:
     graphs now, its address (sorted), or ``[]`` under any other scheduler."""
     from dask.base import get_scheduler
 
-    client = getattr(get_scheduler(), "__self__", None)
+    client: Any = getattr(get_scheduler(), "__self__", None)
     if type(client).__name__ != "Client":
         return []
     threads = client.ncores()

@@ -52,7 +52,8 @@ def _two_dimensional(a: Any, length: int, what: str) -> Any:
 
 def to_plan_order(op: Any, a: Any, *, rows: bool = False) -> Any:
     """``a``'s rows, given in the caller's order of the operator's columns (``rows=False``) or
-    rows (``rows=True``), in plan order: one shuffle, O(N k).
+    rows (``rows=True``), in plan order: one shuffle, O(N k). Each block ends on the worker of
+    its partition, where the products in plan order that use it run.
 
     Parameters
     ----------
@@ -84,7 +85,7 @@ def to_plan_order(op: Any, a: Any, *, rows: bool = False) -> Any:
     backend = _dask_operator(op)
     side = op._side if rows else op._side.other
     a = _two_dimensional(a, op.shape[0] if rows else op.shape[1], "a")
-    return backend.to_plan(op._plan, side, a)
+    return backend.to_plan(op._plan, side, a, beside=True)
 
 
 def from_plan_order(op: Any, a: Any, *, rows: bool = True) -> Any:

@@ -688,9 +688,9 @@ def _beside_parts(da, a, parts):
     """``a`` (row blocks aligned with the plan's partitions) with each block moved to its
     partition's worker: one task per block that returns it unchanged and also takes the
     partition, so that Dask runs it where the partition is (its size outweighs the block's).
-    The routing leaves every block on the route's worker; a product would move half of them on
-    each use, and an operand kept in plan order (:func:`laplexops.dask.to_plan_order`) on
-    every use."""
+    A single route leaves every block on its worker, and the shuffle wherever its output
+    partitions are; an operand kept in plan order (:func:`laplexops.dask.to_plan_order`) would
+    move half of its blocks on every use."""
     return da.blockwise(
         _first_of,
         "ij",
@@ -1059,12 +1059,14 @@ class DaskBackend:
         return np.unique(cuts)
 
     # ------------------------------------------------------------------ layouts
-    def to_plan(self, plan: DaskPlan, side: Side, b):
-        """``b`` (rows: ``side``'s anchors in the caller's order) in plan order, each block on
-        its partition's worker."""
+    def to_plan(self, plan: DaskPlan, side: Side, b, beside: bool = False):
+        """``b`` (rows: ``side``'s anchors in the caller's order) in plan order. ``beside``:
+        each block moved to its partition's worker (:func:`_beside_parts`), for an operand kept
+        in plan order; a product's own operand moves there with its first use anyway."""
         if _gathers(b) and 2 <= len(plan.groups) <= GROUP_GATHERS:
             return self._gathered_by_groups(plan, side, b)
-        return _beside_parts(self._da, self._moved(plan, side, b, inward=True), plan.parts)
+        moved = self._moved(plan, side, b, inward=True)
+        return _beside_parts(self._da, moved, plan.parts) if beside else moved
 
     def from_plan(self, plan: DaskPlan, side: Side, u):
         """``u`` (rows: ``side``'s anchors in plan order) in the caller's order."""
@@ -1310,13 +1312,12 @@ def _worker_slots() -> list:
 @contextlib.contextmanager
 def _placed(where: list):
     """Graph layers made inside this context place block ``i`` (key ``(name, i, ...)``) on the
-    worker ``where[i]`` (a preference, not a restriction; an empty ``where``: no preference).
-    The plan spreads its partitions over the workers in contiguous runs this way (the tasks
-    that use them go where their data is); otherwise every partition would stay on the worker
-    that ran the single-task shuffle."""
+    worker ``where[i]`` (a preference, not a restriction; an empty ``where``, or one with an
+    unknown worker: no preference). The plan's building tasks and the per-worker gathers are
+    placed this way; the tasks that use what they make go where it is."""
     import dask
 
-    if not where:
+    if not where or not all(where):
         yield
         return
 

@@ -148,6 +148,31 @@ def test_partitions_spread_over_the_workers(client, rng):
     assert [held[key] for (key,) in b.__dask_keys__()] == where
 
 
+def test_a_worker_lost_after_the_plan_costs_no_result(rng):
+    """The plan places its partitions and gathers on workers as preferences: when a worker
+    goes (restarted, its data lost), Dask rebuilds what it held on the others and the products
+    come out the same, bit for bit."""
+    distributed = pytest.importorskip("distributed")
+    n = 4000
+    x, y, v = rng.uniform(0, 1, n), rng.uniform(0, 1, n), rng.standard_normal(n)
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as c,
+    ):
+        op = lx.LaplexOperator(_chunked(x, 1000), _chunked(y, 1000), 1.0, backend=DaskBackend(4))
+        before = (op @ _chunked(v, 1000)).compute()
+        assert len(op._plan.groups) == 2
+        lost = op._plan.where[1]
+        c.restart_workers([lost])
+        after = (op @ _chunked(v, 1000)).compute()
+        np.testing.assert_array_equal(after, before)
+        held = c.who_has(distributed.futures_of(op._plan.parts))
+        assert all(held[key] and lost not in held[key] for key in op._plan.parts.__dask_keys__())
+        assert _rel(after, lx.LaplexOperator(x, y, 1.0) @ v) <= 1e-12
+
+
 def test_agrees_with_numba_at_a_million(client, rng):
     n = 10**6
     x = rng.uniform(0, n, n)

@@ -574,29 +574,13 @@ except NameError:  # pragma: no cover - no dask.sizeof: the backend cannot be bu
     pass
 
 
-def _make_router(origin: list, local) -> np.ndarray:
-    """The permutation ``origin`` (plan position -> caller position) ready to move operands of
-    the local backend ``local`` (``(name or instance, device kind)``), as a block of a Dask
-    array: a cache-blocked ``Route`` for the Numba backend, else the permutation in the local
-    backend's arrays (:class:`_IndexRoute`)."""
-    perm = np.concatenate(origin) if origin else np.empty(0, np.int64)
-    backend = _local_backend(*local)
-    out = np.empty(1, dtype=object).view(_RouterBlock)
-    out.token = uuid.uuid4().hex
-    if backend.name == "numba":
-        from ._numba_route import Route
-
-        out[0] = Route(perm)
-    else:
-        out[0] = _IndexRoute(backend.xp, backend.asarray(perm))
-    return out
-
-
-def _make_gather(origin: list, local, length: int) -> np.ndarray:
-    """The gather of one group's rows (``origin``: their original indices in plan order, its
-    partitions' in turn) from an operand of ``length`` rows in the caller's order, as a block
-    of a Dask array: a ``Route`` of part of the plan's permutation for the Numba backend, else
-    the indices in the local backend's arrays (:class:`_IndexRoute`). O(N_g)."""
+def _make_router(origin: list, local, length: int | None = None) -> np.ndarray:
+    """The map ``origin`` (plan position -> caller position; the partitions' in turn) ready to
+    move operands of the local backend ``local`` (``(name or instance, device kind)``), as a
+    block of a Dask array: a cache-blocked ``Route`` for the Numba backend, else the indices in
+    the local backend's arrays (:class:`_IndexRoute`). With ``length`` (the operand's rows),
+    ``origin`` may be one worker's part of the plan's permutation: the route then gathers that
+    worker's rows only. O(N)."""
     perm = np.concatenate(origin) if origin else np.empty(0, np.int64)
     backend = _local_backend(*local)
     out = np.empty(1, dtype=object).view(_RouterBlock)
@@ -638,7 +622,7 @@ def _routed(da, router, a, inward: bool):
 
 def _move(router, blocks: list, inward: bool) -> np.ndarray:
     """The rows of ``blocks`` (concatenated) moved through the route: see :func:`_routed`
-    (and :func:`_make_gather`: a group's gather moves only its rows)."""
+    (and :meth:`DaskBackend._gathered_by_groups`: a worker's gather moves only its rows)."""
     route = router[0]
     if isinstance(route, _IndexRoute):
         xp = route.xp
@@ -1099,10 +1083,10 @@ class DaskBackend:
     def _gathered_by_groups(self, plan: DaskPlan, side: Side, a):
         """``a`` in plan order through one gather per group of partitions (those on one
         worker), on that worker: each group's task takes all of ``a``'s chunks and gathers its
-        own rows (:func:`_make_gather`), and its partitions' blocks are views of them. Every
-        worker receives the chunks it lacks (G - 1 copies of ``a`` in all, no more than one
-        route moves for G <= 3) and no block moves after, where the single route moves each
-        block twice, one after the other. O(N k)."""
+        own rows (:func:`_make_router` of its part), and its partitions' blocks are views of
+        them. Every worker receives the chunks it lacks (G - 1 copies of ``a`` in all, no more
+        than one route moves for G <= 3) and no block moves after, where the single route moves
+        each block twice, one after the other. O(N k)."""
         from dask.base import tokenize
         from dask.highlevelgraph import HighLevelGraph
 
@@ -1126,7 +1110,8 @@ class DaskBackend:
 
     def _group_gathers(self, plan: DaskPlan, side: Side):
         """Per group of partitions, the gather of its rows from the caller's order
-        (:func:`_make_gather`), built once in one task on the group's worker and persisted."""
+        (:func:`_make_router` of its part), built once in one task on the group's worker and
+        persisted."""
         if side not in plan.gathers:
             from dask.base import tokenize
             from dask.highlevelgraph import HighLevelGraph
@@ -1135,7 +1120,7 @@ class DaskBackend:
             n = plan.shape[0] if side == Side.ROWS_X else plan.shape[1]
             name = "laplex-gather-" + tokenize(origin.name, plan.local, plan.groups)
             layer: dict[Any, Any] = {
-                (name, g): (_make_gather, [(origin.name, p) for p in group], plan.local, n)
+                (name, g): (_make_router, [(origin.name, p) for p in group], plan.local, n)
                 for g, group in enumerate(plan.groups)
             }
             with _placed(plan.where):

@@ -508,30 +508,57 @@ def _folded(da, summaries, rate, k: int):
 
 
 def _route(da, dd, keys, values, lengths):
-    """The rows of ``values`` (a Dask array (N, k) of floats) ordered by ``keys`` (an integer
-    Dask array (N,), a permutation of ``0 .. N-1``, chunked like ``values``) and cut into
-    blocks of ``lengths``: one shuffle (smaller moves go through the plan's route instead).
-    Returns a float64 Dask array with row chunks ``lengths`` (zero-length chunks allowed)."""
+    """The rows of ``values`` (a Dask array (N, k)) ordered by ``keys`` (an integer Dask array
+    (N,), a permutation of ``0 .. N-1``, chunked like ``values``) and cut into blocks of
+    ``lengths``: one shuffle (smaller moves go through the plan's route instead). Each chunk's
+    keys and values become one frame partition in one task (:func:`_keyed`; complex values as
+    real and imaginary columns: the shuffle's frames have no complex dtype). Returns a Dask
+    array of ``values``' dtype with row chunks ``lengths`` (zero-length chunks allowed)."""
     lengths = [int(n) for n in lengths]
     k = values.shape[1]
     full = [i for i, n in enumerate(lengths) if n]
     if not full:
-        return da.zeros((0, k), chunks=(tuple(lengths), (k,)))
-    column = keys.map_blocks(
-        lambda b: b.astype(np.float64)[:, None],
-        new_axis=1,
-        chunks=(keys.chunks[0], (1,)),
+        return da.zeros((0, k), dtype=values.dtype, chunks=(tuple(lengths), (k,)))
+    complex_ = values.dtype.kind == "c"
+    width = 2 * k if complex_ else k
+    if values.numblocks[1] != 1:
+        values = values.rechunk({1: -1})
+    stacked = da.blockwise(
+        _keyed,
+        "ij",
+        keys,
+        "i",
+        values,
+        "ij",
         dtype=np.float64,
+        adjust_chunks={"j": width + 1},
+        meta=np.empty((0, 0)),
     )
-    stacked = da.concatenate([column, values.astype(np.float64)], axis=1)
-    frame = dd.from_dask_array(stacked, columns=["key", *(f"c{j}" for j in range(k))])
+    frame = dd.from_dask_array(stacked, columns=["key", *(f"c{j}" for j in range(width))])
     starts = np.cumsum([0, *lengths])
     cuts = [float(starts[i]) for i in full] + [float(starts[-1] - 1)]
     moved = frame.set_index("key", divisions=cuts, sorted=False)
     dense = _holding(da, moved.to_dask_array(lengths=[lengths[i] for i in full]), stacked)
+    if complex_:
+        dense = dense.map_blocks(
+            lambda b: b[:, :k] + 1j * b[:, k:], chunks=(dense.chunks[0], (k,)), dtype=np.complex128
+        )
+    dense = dense.astype(values.dtype)
     if len(full) == len(lengths):
         return dense
     return _with_empty_blocks(da, dense, lengths)
+
+
+def _keyed(keys, values):
+    """``keys`` as a first column beside ``values`` (complex: their real, then imaginary
+    parts), in float64: the frame's one dtype (keys exact below 2**53)."""
+    k = values.shape[1]
+    out = np.empty((keys.shape[0], 1 + (2 * k if values.dtype.kind == "c" else k)))
+    out[:, 0] = keys
+    out[:, 1 : 1 + k] = values.real
+    if values.dtype.kind == "c":
+        out[:, 1 + k :] = values.imag
+    return out
 
 
 class _RouterBlock(np.ndarray):
@@ -730,15 +757,6 @@ def _columns(a, start: int, stop: int):
     zero-length blocks, and with them the alignment with the plan's partitions)."""
     return a.map_blocks(
         lambda b: b[:, start:stop], chunks=(a.chunks[0], (stop - start,)), dtype=a.dtype
-    )
-
-
-def _from_parts(a, k: int, complex_: bool):
-    """The first ``k`` columns of ``a``, plus ``1j`` times the next ``k`` when ``complex_``."""
-    if not complex_:
-        return a
-    return a.map_blocks(
-        lambda b: b[:, :k] + 1j * b[:, k:], chunks=(a.chunks[0], (k,)), dtype=np.complex128
     )
 
 
@@ -1058,8 +1076,7 @@ class DaskBackend:
 
     def _moved(self, plan: DaskPlan, side: Side, a, inward: bool):
         """``a`` moved into plan order (``inward``) or back out: one task through the plan's
-        route up to ``GATHER_BYTES``, else one shuffle (complex values as real and imaginary
-        columns: the shuffle's frames have no complex dtype)."""
+        route up to ``GATHER_BYTES``, else one shuffle (:func:`_route`)."""
         da = self._da
         lengths = plan.lengths[side] if inward else plan.chunks[side]
         if _gathers(a):
@@ -1069,11 +1086,9 @@ class DaskBackend:
             a = a.rechunk({0: keys.chunks[0]})
         else:
             keys = plan.origin[side]
-        complex_ = a.dtype.kind == "c"
         if plan.local[1] == "cuda":  # the shuffle's frames are host data
             a = _on_host(a)
-        values = da.concatenate([a.real, a.imag], axis=1) if complex_ else a
-        out = _from_parts(_route(da, self._dd, keys, values, lengths), a.shape[1], complex_)
+        out = _route(da, self._dd, keys, a, lengths)
         if plan.local[1] == "cuda":
             import cupy
 
@@ -1160,14 +1175,14 @@ class DaskBackend:
             starts = np.cumsum([0, *origin.chunks[0]])
             positions = origin.map_blocks(
                 lambda b, block_id=None: np.arange(
-                    starts[block_id[0]], starts[block_id[0] + 1], dtype=np.float64
+                    starts[block_id[0]], starts[block_id[0] + 1], dtype=np.int64
                 )[:, None],
                 new_axis=1,
                 chunks=(origin.chunks[0], (1,)),
-                dtype=np.float64,
+                dtype=np.int64,
             )
             dest = _route(self._da, self._dd, origin, positions, plan.chunks[side])
-            dest = dest.map_blocks(lambda b: b[:, 0].astype(np.int64), drop_axis=1, dtype=np.int64)
+            dest = dest.map_blocks(lambda b: b[:, 0], drop_axis=1, dtype=np.int64)
             if not persist:
                 return dest
             plan.destination[side] = dest.persist()

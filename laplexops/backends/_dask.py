@@ -464,6 +464,14 @@ def _local(parts, b, carries, side: Side, rate, k: int, wants: tuple, dtype) -> 
     return xp.concatenate(results, axis=1).astype(dtype, copy=False)
 
 
+def _local_frame(parts, b, carries, side: Side, rate, k: int, wants: tuple, dtype):
+    """:func:`_local`'s block (one reduction) as a frame partition keyed by its rows' original
+    indices (:func:`_frame`): a result routed out of plan order through the shuffle then costs
+    one task per partition here, where a separate frame would cost two (Dask fuses a task with
+    two dependencies into the shuffle's first task or not, depending on the graph's order)."""
+    return _frame(parts[0].anchors(side)[1], _local(parts, b, carries, side, rate, k, wants, dtype))
+
+
 def _carried_moments(xp, rows, rate, carry, k: int):
     """What the incoming carries' first moments add to the moments of the sorted ``rows``:
     ``exp(-s (x - zl)) M + exp(-s (zr - x)) N`` (``carry`` is ``[zl, zr, A, M, B, N]``, nan z:
@@ -507,58 +515,100 @@ def _folded(da, summaries, rate, k: int):
     return da.Array(graph, name, chunks, dtype=summaries.dtype, meta=summaries._meta)
 
 
-def _route(da, dd, keys, values, lengths):
-    """The rows of ``values`` (a Dask array (N, k)) ordered by ``keys`` (an integer Dask array
-    (N,), a permutation of ``0 .. N-1``, chunked like ``values``) and cut into blocks of
-    ``lengths``: one shuffle (smaller moves go through the plan's route instead). Each chunk's
-    keys and values become one frame partition in one task (:func:`_keyed`; complex values as
-    real and imaginary columns: the shuffle's frames have no complex dtype). Returns a Dask
-    array of ``values``' dtype with row chunks ``lengths`` (zero-length chunks allowed)."""
+def _route(da, dd, frames, k: int, dtype, lengths):
+    """The rows of ``frames`` (a Dask array of one block per chunk, each a frame partition made
+    by :func:`_frame`: column ``key``, a permutation of ``0 .. N-1`` over all blocks, beside the
+    values) ordered by their keys and cut into blocks of ``lengths``: one shuffle (smaller moves
+    go through the plan's route instead). The partitions go into ``dask.dataframe`` as they are
+    (no conversion from an array, whose tasks Dask fuses or not depending on the graph's order),
+    so each chunk costs its own task and the shuffle's. Returns a Dask array of ``k`` columns
+    of ``dtype`` (complex: from its real and imaginary columns) with row chunks ``lengths``
+    (zero-length chunks allowed)."""
     lengths = [int(n) for n in lengths]
-    k = values.shape[1]
     full = [i for i, n in enumerate(lengths) if n]
     if not full:
-        return da.zeros((0, k), dtype=values.dtype, chunks=(tuple(lengths), (k,)))
-    complex_ = values.dtype.kind == "c"
-    width = 2 * k if complex_ else k
-    if values.numblocks[1] != 1:
-        values = values.rechunk({1: -1})
-    stacked = da.blockwise(
-        _keyed,
-        "ij",
-        keys,
-        "i",
-        values,
-        "ij",
-        dtype=np.float64,
-        adjust_chunks={"j": width + 1},
-        meta=np.empty((0, 0)),
-    )
-    frame = dd.from_dask_array(stacked, columns=["key", *(f"c{j}" for j in range(width))])
+        return da.zeros((0, k), dtype=dtype, chunks=(tuple(lengths), (k,)))
+    complex_ = np.dtype(dtype).kind == "c"
+    frame = _as_frame(dd, [frames], _frame(np.empty(0, np.int64), np.empty((0, k), dtype)))
     starts = np.cumsum([0, *lengths])
-    cuts = [float(starts[i]) for i in full] + [float(starts[-1] - 1)]
+    cuts = [int(starts[i]) for i in full] + [int(starts[-1] - 1)]
     moved = frame.set_index("key", divisions=cuts, sorted=False)
-    dense = _holding(da, moved.to_dask_array(lengths=[lengths[i] for i in full]), stacked)
+    dense = _holding(da, moved.to_dask_array(lengths=[lengths[i] for i in full]), frames)
     if complex_:
         dense = dense.map_blocks(
             lambda b: b[:, :k] + 1j * b[:, k:], chunks=(dense.chunks[0], (k,)), dtype=np.complex128
         )
-    dense = dense.astype(values.dtype)
+    dense = dense.astype(dtype)
     if len(full) == len(lengths):
         return dense
     return _with_empty_blocks(da, dense, lengths)
 
 
-def _keyed(keys, values):
-    """``keys`` as a first column beside ``values`` (complex: their real, then imaginary
-    parts), in float64: the frame's one dtype (keys exact below 2**53)."""
-    k = values.shape[1]
-    out = np.empty((keys.shape[0], 1 + (2 * k if values.dtype.kind == "c" else k)))
-    out[:, 0] = keys
-    out[:, 1 : 1 + k] = values.real
-    if values.dtype.kind == "c":
-        out[:, 1 + k :] = values.imag
-    return out
+#: the ``meta`` of Dask arrays of object blocks
+_OBJECTS = np.empty(0, object)
+
+
+def _as_frame(dd, arrays: list, meta):
+    """One ``dask.dataframe`` frame of the blocks of ``arrays`` (Dask arrays of object blocks,
+    each block's task making a frame partition like ``meta``), in order, divisions unknown: the
+    tasks as they are, with no conversion task per partition."""
+    from dask.core import flatten
+    from dask.highlevelgraph import HighLevelGraph
+    from dask.utils import ensure_dict
+
+    graph = ensure_dict(HighLevelGraph.merge(*(a.__dask_graph__() for a in arrays)))
+    keys = [key for a in arrays for key in flatten(a.__dask_keys__())]
+    return dd.from_graph(graph, meta, (None,) * (len(keys) + 1), keys, "laplex-frame")
+
+
+def _anchor_frame(block, starts, side: int, block_id=None):
+    """A frame partition of the plan's shuffle: a chunk of one side's anchors (column ``z``),
+    their original indices (``i``) and the side (``s``: 0 for x, 1 for y), in float64."""
+    import pandas as pd
+
+    j = 0 if block_id is None else block_id[0]
+    index = np.arange(starts[j], starts[j + 1], dtype=np.float64)
+    z = np.asarray(_to_host(block), dtype=np.float64)
+    return pd.DataFrame({"z": z, "i": index, "s": np.full(z.shape[0], float(side))})
+
+
+def _frame(keys, values):
+    """A frame partition for :func:`_route`: ``keys`` (integers: each row's place in the
+    shuffle's output) as column ``key`` beside the columns of ``values`` (a 2-D block, copied to
+    the host; complex values as their real parts, then their imaginary parts: the shuffle's
+    frames have no complex dtype), in float64 or float32."""
+    import pandas as pd
+
+    values = _to_host(values)
+    parts = [values.real, values.imag] if values.dtype.kind == "c" else [values]
+    columns = {"key": _to_host(keys).astype(np.int64, copy=False)}
+    for part in parts:
+        for j in range(part.shape[1]):
+            columns[f"c{len(columns) - 1}"] = part[:, j]
+    return pd.DataFrame(columns)
+
+
+def _frames(da, keys, values):
+    """:func:`_frame` of each chunk of ``keys`` (1-D) and ``values`` (rows chunked alike), as a
+    Dask array of one object block per chunk (its graph is what :func:`_route` takes)."""
+    if values.numblocks[1] != 1:
+        values = values.rechunk({1: -1})
+    return da.blockwise(
+        _frame_block,
+        "i",
+        keys,
+        "i",
+        values,
+        "ij",
+        dtype=object,
+        meta=np.empty(0, object),
+        concatenate=True,
+    )
+
+
+def _frame_block(keys, values):
+    """:func:`_frame` (a task of :func:`_frames`; the block's graph value is the frame)."""
+    return _frame(keys, values)
 
 
 class _RouterBlock(np.ndarray):
@@ -628,7 +678,12 @@ GROUP_GATHERS = 3
 
 def _gathers(a) -> bool:
     """Whether routing ``a`` goes through one task (up to ``GATHER_BYTES`` with its keys)."""
-    return (a.dtype.itemsize + 8) * a.shape[0] * max(a.shape[1], 1) <= GATHER_BYTES
+    return _gathers_rows(a.shape[0], a.shape[1], a.dtype)
+
+
+def _gathers_rows(rows: int, k: int, dtype) -> bool:
+    """:func:`_gathers` of an array of ``rows`` rows of ``k`` values of ``dtype``."""
+    return (np.dtype(dtype).itemsize + 8) * rows * max(k, 1) <= GATHER_BYTES
 
 
 def _routed(da, router, a, inward: bool):
@@ -1011,16 +1066,14 @@ class DaskBackend:
         splitters as divisions; peer to peer on a ``distributed`` cluster), each then sorted
         and planned."""
         da, dd = self._da, self._dd
-        pieces = []
-        for flag, a in enumerate(sides):
-            if a.shape[0] == 0:
-                continue
-            index = da.arange(a.shape[0], chunks=a.chunks, dtype=np.float64)
-            pieces.append(
-                da.stack([a.astype(np.float64), index, da.full_like(index, flag)], axis=1)
+        frames = [
+            a.map_blocks(
+                _anchor_frame, np.cumsum([0, *a.chunks[0]]), flag, dtype=object, meta=_OBJECTS
             )
-        stacked = pieces[0] if len(pieces) == 1 else da.concatenate(pieces)
-        frame = dd.from_dask_array(stacked, columns=["z", "i", "s"])
+            for flag, a in enumerate(sides)
+            if a.shape[0]
+        ]
+        frame = _as_frame(dd, frames, _anchor_frame(np.empty(0), np.zeros(2, np.int64), 0))
         divisions = [-math.inf, *splitters.tolist(), math.inf]
         moved = frame.set_index("z", divisions=divisions, sorted=False)
         blocks = [
@@ -1086,14 +1139,16 @@ class DaskBackend:
             a = a.rechunk({0: keys.chunks[0]})
         else:
             keys = plan.origin[side]
-        if plan.local[1] == "cuda":  # the shuffle's frames are host data
-            a = _on_host(a)
-        out = _route(da, self._dd, keys, a, lengths)
+        return self._routed_frames(plan, _frames(da, keys, a), a.shape[1], a.dtype, lengths)
+
+    def _routed_frames(self, plan: DaskPlan, frames, k: int, dtype, lengths):
+        """:func:`_route` of ``frames``, as arrays of the local backend's kind."""
+        out = _route(self._da, self._dd, frames, k, dtype, lengths)
         if plan.local[1] == "cuda":
             import cupy
 
             out = out.map_blocks(cupy.asarray, dtype=out.dtype, meta=cupy.empty((0, 0), out.dtype))
-        return out.astype(a.dtype)
+        return out
 
     def _gathered_by_groups(self, plan: DaskPlan, side: Side, a):
         """``a`` in plan order through one gather per group of partitions (those on one
@@ -1173,15 +1228,14 @@ class DaskBackend:
         if side not in plan.destination:
             origin = plan.origin[side]
             starts = np.cumsum([0, *origin.chunks[0]])
-            positions = origin.map_blocks(
-                lambda b, block_id=None: np.arange(
-                    starts[block_id[0]], starts[block_id[0] + 1], dtype=np.int64
-                )[:, None],
-                new_axis=1,
-                chunks=(origin.chunks[0], (1,)),
-                dtype=np.int64,
+            frames = origin.map_blocks(
+                lambda b, block_id=None: _frame(
+                    b, np.arange(starts[block_id[0]], starts[block_id[0] + 1])[:, None]
+                ),
+                dtype=object,
+                meta=np.empty(0, object),
             )
-            dest = _route(self._da, self._dd, origin, positions, plan.chunks[side])
+            dest = _route(self._da, self._dd, frames, 1, np.int64, plan.chunks[side])
             dest = dest.map_blocks(lambda b: b[:, 0], drop_axis=1, dtype=np.int64)
             if not persist:
                 return dest
@@ -1192,10 +1246,12 @@ class DaskBackend:
 
     # ------------------------------------------------------------------ products
     def apply_planned(
-        self, plan: DaskPlan, side: Side, rate, b, *, wants=(True, False, False)
+        self, plan: DaskPlan, side: Side, rate, b, *, wants=(True, False, False), frames=False
     ) -> list:
         """The reductions ``wants`` (sum, signed, moment) of ``b`` (columns: ``side.other``'s
-        anchors in plan order, shape (n, k)) onto ``side``'s anchors, in plan order."""
+        anchors in plan order, shape (n, k)) onto ``side``'s anchors, in plan order. With
+        ``frames`` (one reduction wanted), its blocks come as frame partitions keyed by their
+        rows' original indices (:func:`_local_frame`), ready for :func:`_route`."""
         da = self._da
         k = b.shape[1]
         real = np.finfo(b.dtype).dtype
@@ -1225,6 +1281,16 @@ class DaskBackend:
         carries = _folded(da, summaries, rate, k)
         width = k * sum(wants)
         rows = tuple(int(v) for v in plan.lengths[side])
+        if frames:
+            framed = da.blockwise(
+                *(_local_frame, "i", plan.parts, "i", b, "ik", carries, "lm"),
+                *(side, None, rate, None, k, None, tuple(wants), None, dtype, None),
+                dtype=object,
+                meta=np.empty(0, object),
+                align_arrays=False,
+                concatenate=True,
+            )
+            return [framed if want else None for want in wants]
         out = da.blockwise(
             _local,
             "ij",
@@ -1272,9 +1338,16 @@ class DaskBackend:
                 xp = _local_backend(*plan.local).xp
                 zeros = zeros.map_blocks(xp.asarray, dtype=dtype, meta=xp.empty((0, 0), dtype))
             return tuple(zeros if w else None for w in wants)
-        planned = self.apply_planned(
-            plan, side, rate, self.to_plan(plan, side.other, b), wants=wants
-        )
+        b = self.to_plan(plan, side.other, b)
+        if sum(wants) == 1 and not _gathers_rows(m, k, dtype):
+            planned = self.apply_planned(plan, side, rate, b, wants=wants, frames=True)
+            out = [
+                self._routed_frames(plan, f, k, dtype, plan.chunks[side])
+                for f in planned
+                if f is not None
+            ]
+            return tuple(out[0] if want else None for want in wants)
+        planned = self.apply_planned(plan, side, rate, b, wants=wants)
         return tuple(r if r is None else self.from_plan(plan, side, r) for r in planned)
 
 

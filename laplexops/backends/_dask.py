@@ -383,7 +383,7 @@ def _summary(parts, b, side: Side, rate, k: int, want_moment: bool) -> np.ndarra
     ``A``, ``M`` the left carry at its rightmost column, ``B``, ``N`` the right one at its
     leftmost (module docstring): the end states of the scans of its columns. Complex128 or
     float64."""
-    part = parts[0]
+    part, b = parts[0], _whole(b)
     cols = part.anchors(side.other)[0]
     dtype = np.result_type(b.dtype, np.float64, np.complex128 if isinstance(rate, complex) else 0.0)
     out = np.zeros((1, 2 + 4 * k), dtype=dtype)
@@ -430,7 +430,7 @@ def _local(parts, b, carries, side: Side, rate, k: int, wants: tuple, dtype) -> 
     carries (its row of ``carries``, from :func:`_fold`), which enter as the virtual columns at
     the neighbours. A carry's first moment ``M`` at ``z`` adds ``exp(-s |x - z|) M`` to a row's
     moment, which is added row by row after the scan (:func:`_carried_moments`). O(m_p k)."""
-    part = parts[0]
+    part, b, carries = parts[0], _whole(b), _whole(carries)
     m = part.anchors(side)[0].shape[0]
     want_sum, want_signed, want_moment = wants
     row_offset = part.ext[side][1]
@@ -602,13 +602,27 @@ def _frames(da, keys, values):
         "ij",
         dtype=object,
         meta=np.empty(0, object),
-        concatenate=True,
     )
 
 
 def _frame_block(keys, values):
     """:func:`_frame` (a task of :func:`_frames`; the block's graph value is the frame)."""
-    return _frame(keys, values)
+    return _frame(keys, _whole(values))
+
+
+def _whole(blocks):
+    """The block of a blockwise argument along an index that the output lacks: Dask passes the
+    blocks along such an index as a list (one level per index); a single block comes as it is
+    (``concatenate=True`` would copy it, a copy of every operand block in every task), several
+    are joined."""
+    inner = blocks
+    while isinstance(inner, list) and len(inner) == 1:
+        inner = inner[0]
+    if not isinstance(inner, list):
+        return inner
+    from dask.array.core import concatenate3
+
+    return concatenate3(blocks)
 
 
 class _RouterBlock(np.ndarray):
@@ -1276,7 +1290,6 @@ class DaskBackend:
             dtype=summary_dtype,
             meta=np.empty((0, 0), summary_dtype),
             align_arrays=False,
-            concatenate=True,
         )
         carries = _folded(da, summaries, rate, k)
         width = k * sum(wants)
@@ -1288,7 +1301,6 @@ class DaskBackend:
                 dtype=object,
                 meta=np.empty(0, object),
                 align_arrays=False,
-                concatenate=True,
             )
             return [framed if want else None for want in wants]
         out = da.blockwise(
@@ -1315,7 +1327,6 @@ class DaskBackend:
             dtype=dtype,
             meta=_local_backend(*plan.local).xp.empty((0, 0), dtype),
             align_arrays=False,
-            concatenate=True,
         )
         results, at = [], 0
         for want in wants:

@@ -285,3 +285,49 @@ def test_tbb_wheel_gives_numbas_tbb_layer_and_every_layer_the_same_bits(rng):
             assert got[2] == digest, other
             compared += 1
     assert compared  # Numba's own workqueue layer is always there
+
+
+def test_kernels_release_the_gil(rng):
+    """Every compiled function of the backend runs without the GIL, so a product in one thread
+    (a Dask worker's task) leaves the others (its event loop) free, and calls from several
+    threads at once on one operator give the same bits as one at a time."""
+    import threading
+
+    from laplexops.backends import _numba_filter, _numba_filter2, _numba_ranges, _numba_route
+
+    modules = (_numba_scan, _numba_sort, _numba_route, _numba_ranges, _numba_filter, _numba_filter2)
+    compiled = [
+        (f"{module.__name__}.{name}", value)
+        for module in modules
+        for name, value in vars(module).items()
+        if isinstance(value, numba.core.registry.CPUDispatcher)
+    ]
+    compiled += [(name, k.parallel) for name, k in KERNELS.items()]
+    compiled += [(f"{name} (serial)", k.serial) for name, k in KERNELS.items()]
+    assert len(compiled) > 20
+    holding = [name for name, f in compiled if not f.targetoptions.get("nogil")]
+    assert not holding, holding
+
+    n = 300_000
+    x, y = rng.uniform(0, n, n), rng.uniform(0, n, n)
+    v, g = rng.standard_normal(n), rng.standard_normal(n)
+    op = lx.LaplexOperator(x, y, 0.7 - 0.2j)
+    alone = [op @ v, op.rmatvec(g), op.gradient(v, g).x]
+    results: list = [None] * 4
+    errors: list = []
+
+    def run(i):
+        try:
+            results[i] = [op @ v, op.rmatvec(g), op.gradient(v, g).x]
+        except Exception as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for got in results:
+        for a, b in zip(got, alone):
+            np.testing.assert_array_equal(a, b)

@@ -59,7 +59,7 @@ __all__ = [
 ]
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _index(perm, t):  # pragma: no cover - compiled
     """The caller's index of sorted position ``t``."""
     return np.intp(t) if perm.shape[0] == 0 else np.intp(perm[t])
@@ -76,7 +76,7 @@ _HUGE = 2.0**256
 _TINY = 2.0**-256
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def variance(em, w, u, R, P, G, A, r, mean, perm, m_all):  # pragma: no cover - compiled
     """The variance recursion (module docstring) in sorted order; ``w``, ``u`` sorted too.
 
@@ -290,7 +290,7 @@ def color(z, perm, w, em, G, A, R, out):  # pragma: no cover - compiled
 
 
 # reassociation lets the sums over the columns run in SIMD lanes, contraction fuses multiply-adds
-@njit(cache=True, fastmath={"reassoc", "nsz", "contract"})
+@njit(cache=True, nogil=True, fastmath={"reassoc", "nsz", "contract"})
 def gradient_reverse(
     r, mean, perm, z, w, u, em, R, P, G, A, m_all, rate, scale, gz, gw, gu, gr
 ):  # pragma: no cover - compiled
@@ -387,7 +387,7 @@ def gradient_reverse(
     return rbar, wsum, usum
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def has_ties(z):  # pragma: no cover - compiled
     """Whether two neighbouring sorted anchors ``z`` are equal (one read, no writes)."""
     for t in range(1, z.shape[0]):
@@ -396,7 +396,7 @@ def has_ties(z):  # pragma: no cover - compiled
     return False
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def reverse_ties(z, perm, out):  # pragma: no cover - compiled
     """``out``: the permutation ``perm`` (empty: the identity) with every run of equal sorted
     anchors ``z`` reversed. Returns the number of runs (0: no ties)."""

@@ -65,7 +65,7 @@ def _decays(z, a, omega, rho, negq, cos, sin):  # pragma: no cover - compiled
             sin[t] = math.sin(omega * gap)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _variance(rho, negq, cos, sin, w, u, R, K0, K1, P00, P01, P11):  # pragma: no cover
     """The two-state variance recursion (module docstring); fills the inverse pivots ``R``, the
     gains per unit weight ``K0``, ``K1`` (the gain is ``w_t (K0, K1)``) and the posterior
@@ -196,7 +196,7 @@ def _color(zn, perm, w, rho, cos, sin, R, K0, K1, out):  # pragma: no cover - co
             m1 = p1 + wt * K1[t] * e
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _gradient_reverse(
     r,
     mean,

@@ -22,7 +22,7 @@ __all__ = ["range_stats", "scatter_by_range"]
 _BLOCK = 256
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _ranges(z, cuts, ranges):  # pragma: no cover - compiled
     """``ranges[j] = #{c : cuts[c] <= z[j]}``, by bisection of blocks of values at once."""
     base = np.empty(_BLOCK, np.int64)
@@ -42,7 +42,7 @@ def _ranges(z, cuts, ranges):  # pragma: no cover - compiled
             ranges[start + j] = b + (1 if n == 1 and cuts[b] <= z[start + j] else 0)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def range_stats(z, cuts, ranges, counts, least, greatest):  # pragma: no cover - compiled
     """Each value's range into ``ranges``; per range, add its values' count to ``counts`` and
     lower ``least`` / raise ``greatest`` to their least and greatest (callers start them at
@@ -55,7 +55,7 @@ def range_stats(z, cuts, ranges, counts, least, greatest):  # pragma: no cover -
         greatest[p] = max(greatest[p], z[j])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def scatter_by_range(z, ranges, first, next_slot, out):  # pragma: no cover - compiled
     """Value ``j`` to row ``next_slot[ranges[j]]`` of ``out`` as ``[z[j], first + j]`` (its
     position), that slot then moved on by one: with ``next_slot`` at each range's start, the

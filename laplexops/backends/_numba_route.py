@@ -190,7 +190,7 @@ def _clear_first_impl(a, i):
     return clear_row
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _lines(a, start, stop):  # pragma: no cover - compiled
     """Every ``_LINE // row size``-th row of ``a[start:stop]``: a stride that reads each cache line
     of the rows (for the prefetchers to stream them in) and no more."""

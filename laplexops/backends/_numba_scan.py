@@ -165,7 +165,7 @@ def _mul_add_impl(a, b, c):
     return real_both
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _forward_quads(d, b, j, f):  # pragma: no cover - compiled
     """``f[c] = d[c] f[c-1] + b_c``, left to right, four steps per link of the dependency chain:
     with ``p_i = d[c+i] ... d[c]`` and ``g_i = d[c+i] g_{i-1} + b_{c+i}`` (``g_0 = b_c``),
@@ -193,7 +193,7 @@ def _forward_quads(d, b, j, f):  # pragma: no cover - compiled
         c += 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _backward_quads(d, b, j, f):  # pragma: no cover - compiled
     """``f[c] = d[c+1] f[c+1] + b_c``, right to left, four steps per link (see
     :func:`_forward_quads`)."""
@@ -220,7 +220,7 @@ def _backward_quads(d, b, j, f):  # pragma: no cover - compiled
         c -= 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _forward(cs, d, b, j, f, f1, want_moment):  # pragma: no cover - compiled
     """``f[c] = d[c] f[c-1] + b_c`` and its first moment ``f1``, left to right."""
     if not want_moment:
@@ -240,7 +240,7 @@ def _forward(cs, d, b, j, f, f1, want_moment):  # pragma: no cover - compiled
         f1[0] = 0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _backward(cs, d, b, j, f, f1, want_moment):  # pragma: no cover - compiled
     """``f[c] = d[c+1] f[c+1] + b_c`` and its first moment ``f1``, right to left."""
     if not want_moment:
@@ -261,7 +261,7 @@ def _backward(cs, d, b, j, f, f1, want_moment):  # pragma: no cover - compiled
         f1[n - 1] = 0
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _row(rdest, r):  # pragma: no cover - compiled
     """Where sorted row ``r``'s results go: ``rdest[r]`` (empty ``rdest``: to row ``r``)."""
     return np.intp(r) if rdest.shape[0] == 0 else np.intp(rdest[r])
@@ -275,7 +275,7 @@ def _row(rdest, r):  # pragma: no cover - compiled
 # times the time of the loop without them; the parallel builds' outlined loops had none).
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _task_count(k, want_moment):  # pragma: no cover - compiled
     """The tasks of a scan's first phase: a forward and a backward one per group of four
     columns (without moments) and per column left over (see :func:`_column_task`)."""
@@ -283,7 +283,7 @@ def _task_count(k, want_moment):  # pragma: no cover - compiled
     return 2 * (fours + k - 4 * fours)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _scan_four(d, b, j, f, forward):  # pragma: no cover - compiled
     """The forward (``f[i, c] = d[c] f[i, c-1] + b[c, i]``) or backward (``f[i, c] = d[c+1]
     f[i, c+1] + b[c, i]``) scans of columns ``j`` to ``j + 3`` of ``b`` at once, row by row:
@@ -302,7 +302,7 @@ def _scan_four(d, b, j, f, forward):  # pragma: no cover - compiled
         f[j, c], f[j + 1, c], f[j + 2, c], f[j + 3, c] = a0, a1, a2, a3
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _column_task(cs, d, b, task, fwd, bwd, fwd1, bwd1, want_moment):  # pragma: no cover
     """Task ``task`` of a scan's first phase (``_task_count`` of them): a forward scan when
     ``task`` is even, else a backward one, of a group of four columns (the first ``k // 4``
@@ -332,7 +332,7 @@ def column_scans(cs, d, b, fwd, bwd, fwd1, bwd1, want_moment):  # pragma: no cov
             _column_task(cs, d, b, task, fwd, bwd, fwd1, bwd1, want_moment)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _scan_end(cs, d, b, j, start, forward, want_moment, ends):  # pragma: no cover - compiled
     """Column ``j``'s forward scan ``F_c = d[c] F_{c-1} + b[c - start]`` over the columns
     ``start .. start + len(b) - 1``, to its last value (``ends[0, j]``) and its first moment
@@ -626,7 +626,7 @@ def scan_square(cs, rdest, d, b, out_sum, out_signed, out_moment, fwd, fwd1):  #
             _square_moments(cs, rdest, d, b, j, f, f1, out_moment)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _square_moments(cs, rdest, d, b, j, f, f1, out_moment):  # pragma: no cover - compiled
     """The first moments of column ``j`` of :func:`scan_square`, in a backward pass of their own
     (the scan ``B`` again, with its moment), from the forward scan ``f`` and its moment ``f1``:

@@ -13,6 +13,10 @@ So every parallel kernel also exists as a serial build of the same code (``prang
 elements touched, reaches ``PARALLEL_MIN_WORK`` and Numba may use more than one thread. Both builds
 compute every output element by the same arithmetic in the same order (no kernel reduces across
 ``prange`` iterations), so the two give the same bits and a result does not depend on the path.
+
+Every kernel releases the GIL while it runs (``nogil``; so do the backend's other compiled
+functions): a product in one thread, such as a Dask worker's task, leaves the process's other
+threads (the worker's event loop, which answers its peers' requests for data) free to run.
 """
 
 from __future__ import annotations
@@ -94,8 +98,8 @@ class Kernel:
         twin.__doc__ = func.__doc__
         self.__doc__ = func.__doc__
         self.__name__ = func.__name__
-        self.parallel = njit(cache=True, parallel=True)(func)
-        self.serial = njit(cache=True)(twin)
+        self.parallel = njit(cache=True, parallel=True, nogil=True)(func)
+        self.serial = njit(cache=True, nogil=True)(twin)
         KERNELS[f"{func.__module__}.{func.__qualname__}"] = self
 
     def __call__(self, *args: Any, work: int) -> Any:

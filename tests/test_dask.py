@@ -31,14 +31,20 @@ def _chunked(a, chunks):
     return da.from_array(a, chunks=chunks)
 
 
-@pytest.mark.parametrize("rate", [1.0, 3 + 2j, 50.0, 0.05])
-def test_dense_reference_with_ties(client, rng, rate):
+@pytest.mark.parametrize(
+    ("rate", "partitions"), [(1.0, None), (3 + 2j, 19), (50.0, 19), (0.05, None)]
+)
+def test_dense_reference_with_ties(client, rng, rate, partitions):
+    """(``partitions``: None, the default, one per worker thread; 19, many carries between
+    partitions.)"""
     m = n = 2000
     # anchors on a grid of 0.1: many ties within and between the two sides
     x = np.round(rng.uniform(0, 60, m), 1)
     y = np.round(rng.uniform(0, 60, n), 1)
-    op = lx.LaplexOperator(_chunked(x, 300), _chunked(y, 170), rate)
+    backend = "auto" if partitions is None else DaskBackend(partitions)
+    op = lx.LaplexOperator(_chunked(x, 300), _chunked(y, 170), rate, backend=backend)
     assert op.backend == "dask"
+    assert op._plan.npartitions == (partitions or 2)
     v = rng.standard_normal(n) + 1j * rng.standard_normal(n)
     V = rng.standard_normal((n, 3))
     u = rng.standard_normal(m)
@@ -60,9 +66,8 @@ def test_gradients_match_the_numba_backend(client, rng):
         v = rng.standard_normal((n, 2))
         g = rng.standard_normal((m, 2))
         ref = lx.LaplexOperator(x, y, rate).gradient(v, g)
-        got = lx.LaplexOperator(_chunked(x, 200), _chunked(y, 300), rate).gradient(
-            _chunked(v, (300, 2)), _chunked(g, (200, 2))
-        )
+        op = lx.LaplexOperator(_chunked(x, 200), _chunked(y, 300), rate, backend=DaskBackend(9))
+        got = op.gradient(_chunked(v, (300, 2)), _chunked(g, (200, 2)))
         for name in ("x", "y", "v"):
             assert isinstance(getattr(got, name), da.Array)
             assert _rel(getattr(got, name).compute(), getattr(ref, name)) <= 1e-10, name

@@ -54,6 +54,14 @@ __all__ = ["DaskBackend", "DaskPlan"]
 #: each on two workers, twenty times as long
 GATHER_BYTES = 1 << 29
 
+#: the most anchors (both sides) in a partition by default: with its local plan and a product's
+#: blocks about 70 bytes each, about a gigabyte
+PART_ANCHORS = 1 << 24
+
+#: the least sample of anchors from which the splitters are drawn (a few per cent of balance
+#: between partitions when they are few)
+MIN_SAMPLE = 4096
+
 
 def _local_backend(local, kind: str):
     """The single-machine backend of the partitions: ``local`` (a registered name or a backend
@@ -881,8 +889,10 @@ class DaskBackend:
     Parameters
     ----------
     partitions : int, optional
-        The number of ranges the merged anchors are cut into; by default the number of chunks of
-        the anchors (both sides together), so that a partition holds about one chunk's anchors.
+        The number of ranges the merged anchors are cut into; by default one per thread that runs
+        Dask's tasks (the workers' threads on a ``distributed`` cluster), or a multiple of that
+        so that none holds more than ``PART_ANCHORS`` (2**24) anchors: a product is 2 P + 1
+        tasks, and each costs the scheduler and the workers milliseconds.
     samples : int, optional
         Anchors sampled per partition to place the splitters (64).
     seed : int, optional
@@ -941,7 +951,7 @@ class DaskBackend:
         shared = y is x
         m, n = int(x.shape[0]), int(y.shape[0])
         sides = _host_sides([x] if shared else [x, y])
-        count = self.partitions or max(1, sum(a.numblocks[0] for a in sides))
+        count = self.partitions or _default_partitions(m + (0 if shared else n))
         splitters = self._splitters(sides, count, m + (0 if shared else n))
         bounds = self._bounds(sides, splitters, shared)
         return self._planned(x, y, splitters, bounds)
@@ -1111,7 +1121,8 @@ class DaskBackend:
         for flag, a in enumerate(sides):
             if a.shape[0] == 0:
                 continue
-            per = [max(1, math.ceil(self.samples * count * c / total)) for c in a.chunks[0]]
+            wanted = max(self.samples * count, MIN_SAMPLE)
+            per = [max(1, math.ceil(wanted * c / total)) for c in a.chunks[0]]
             size = max(per)
             pieces.append(
                 da.map_blocks(
@@ -1379,6 +1390,25 @@ def _persisted(a, optimize: bool = True):
             if future.status == "error":
                 future.result()  # raises the task's error
     return a
+
+
+def _default_partitions(anchors: int) -> int:
+    """The partitions of a plan of ``anchors`` (both sides) unless the caller sets them: one per
+    thread that runs Dask's tasks (a ``distributed`` cluster's worker threads, else the local
+    scheduler's), so that a product is two tasks per thread, and more, a multiple of that,
+    where partitions would hold more than ``PART_ANCHORS`` anchors."""
+    import dask
+    from dask.base import get_scheduler
+    from dask.local import get_sync
+    from dask.system import CPU_COUNT
+
+    threads = len(_worker_slots())
+    if not threads:
+        threads = (
+            1 if get_scheduler() is get_sync else dask.config.get("num_workers", None) or CPU_COUNT
+        )
+    rounds = max(1, math.ceil(anchors / (PART_ANCHORS * threads)))
+    return threads * rounds
 
 
 def _worker_slots() -> list:

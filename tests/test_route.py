@@ -39,6 +39,12 @@ def test_route_moves_rows_as_the_permutation(m, dtype, k, rng):
         flat = np.full(m, np.nan, dtype)
         route.put(a[:, 0], flat, np.empty(m, dtype))
         np.testing.assert_array_equal(flat, expected[:, 0])
+    # rows in blocks (an empty one too), put in turn without joining them
+    cuts = np.sort(rng.integers(0, m + 1, 3))
+    blocks = np.split(a, cuts)
+    moved, stage = np.full_like(a, np.nan), np.full_like(a, np.nan)
+    route.put(blocks, moved, stage)
+    np.testing.assert_array_equal(moved, expected)
 
 
 @pytest.mark.parametrize("n", [1, 4096, 70_001, 2**17 + 3])

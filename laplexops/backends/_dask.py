@@ -733,13 +733,21 @@ def _move(router, blocks: list, inward: bool) -> np.ndarray:
         return route.moved(xp.concatenate(blocks) if len(blocks) != 1 else blocks[0], inward)
     from ._numba import _movable, _Scratch
 
-    # the staging array (and the joined blocks) kept with the route between calls: on a worker,
-    # fresh arrays of this size cost page faults that take as long as the move
+    # the staging array (and, for a gather, the joined blocks) kept with the route between
+    # calls: on a worker, fresh arrays of this size cost page faults that take as long as the
+    # move
     if getattr(router, "scratch", None) is None:
         router.scratch = _Scratch()
     rows = sum(int(b.shape[0]) for b in blocks)
     moved = int(route.slot.shape[0])  # fewer than rows for a group's gather
     k, dtype = int(blocks[0].shape[1]), np.result_type(*blocks)
+    if not inward:  # a put reads its rows in order: block by block, not joined first
+        with router.scratch([((moved, k), dtype)]) as (stage,):
+            out = np.empty((moved, k), dtype)
+            if moved and k:
+                rows_in = [_movable(np.ascontiguousarray(b, dtype=dtype)) for b in blocks]
+                route.put(rows_in, _movable(out), _movable(stage))
+        return out
     joined = len(blocks) != 1 or not blocks[0].flags.c_contiguous
     layout = [((moved, k), dtype)] + ([((rows, k), dtype)] if joined else [])
     with router.scratch(layout) as arrays:
@@ -748,8 +756,7 @@ def _move(router, blocks: list, inward: bool) -> np.ndarray:
             np.concatenate(blocks, out=a)
         out = np.empty((moved, k), dtype)
         if moved and k:
-            move = route.gather if inward else route.put
-            move(_movable(a), _movable(out), _movable(stage))
+            route.gather(_movable(a), _movable(out), _movable(stage))
     return out
 
 

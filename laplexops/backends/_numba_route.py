@@ -76,14 +76,21 @@ class Route:
         _permutation(self.slot, self.offset, self.shift, perm, work=perm.shape[0])
         return perm
 
-    def put(self, a: np.ndarray, out: np.ndarray, stage: np.ndarray) -> None:
-        """``out[perm[r]] = a[r]`` for the rows of ``a`` (1-D: its elements), through ``stage``
-        (``a``'s shape and dtype): the inverse of :meth:`gather`. O(m k)."""
+    def put(self, a: np.ndarray | list, out: np.ndarray, stage: np.ndarray) -> None:
+        """``out[perm[r]] = a[r]`` for the rows of ``a`` (1-D: its elements; a list of arrays:
+        their rows in turn, not joined first), through ``stage`` (``out``'s shape and dtype):
+        the inverse of :meth:`gather`. O(m k)."""
         if self.length != self.slot.shape[0]:
             raise ValueError("a route of part of a permutation gathers only")
-        if a.size:
-            to_slots(a, self.slot, stage, work=a.size)
-            self.scatter(stage, out)
+        if not stage.size:
+            return
+        start = 0
+        for block in a if isinstance(a, list) else [a]:
+            stop = start + block.shape[0]
+            if block.size:
+                to_slots(block, self.slot[start:stop], stage, work=block.size)
+            start = stop
+        self.scatter(stage, out)
 
     def scatter(self, stage: np.ndarray, out: np.ndarray) -> None:
         """``out[perm[r]] = x_r`` for the rows ``x_r`` (1-D: elements) that a kernel wrote to

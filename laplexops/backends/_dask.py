@@ -609,7 +609,7 @@ def _frames(da, keys, values):
         values,
         "ij",
         dtype=object,
-        meta=np.empty(0, object),
+        meta=_OBJECTS,
     )
 
 
@@ -901,7 +901,8 @@ class DaskBackend:
         so that none holds more than ``PART_ANCHORS`` (2**24) anchors: a product is 2 P + 1
         tasks, and each costs the scheduler and the workers milliseconds.
     samples : int, optional
-        Anchors sampled per partition to place the splitters (64).
+        Anchors sampled per partition to place the splitters (64; at least ``MIN_SAMPLE``,
+        4096, in all).
     seed : int, optional
         The sample's seed: the same plan on every run (0).
     local : str or Backend, optional
@@ -1265,7 +1266,7 @@ class DaskBackend:
                     b, np.arange(starts[block_id[0]], starts[block_id[0] + 1])[:, None]
                 ),
                 dtype=object,
-                meta=np.empty(0, object),
+                meta=_OBJECTS,
             )
             dest = _route(self._da, self._dd, frames, 1, np.int64, plan.chunks[side])
             dest = dest.map_blocks(lambda b: b[:, 0], drop_axis=1, dtype=np.int64)
@@ -1317,7 +1318,7 @@ class DaskBackend:
                 *(_local_frame, "i", plan.parts, "i", b, "ik", carries, "lm"),
                 *(side, None, rate, None, k, None, tuple(wants), None, dtype, None),
                 dtype=object,
-                meta=np.empty(0, object),
+                meta=_OBJECTS,
                 align_arrays=False,
             )
             return [framed if want else None for want in wants]

@@ -79,7 +79,7 @@ def test_bench_dask_prints_every_row(tmp_path):
     import json
 
     data = json.loads(out.read_text())
-    assert data["partitions"] == 4 and data["error"] <= 1e-10
+    assert data["partitions"] == 2 and data["error"] <= 1e-10  # one per worker thread
     assert all(v["dask"] > 0 and v["numba"] > 0 for v in data["rows"].values())
 
 

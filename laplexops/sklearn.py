@@ -92,9 +92,18 @@ class _Head:
             theta[part] = np.ravel(params[name])
         return theta
 
+    #: ``log_rate`` is held within this bound where it sets the rate (``exp`` of it stays finite,
+    #: and no feature scale needs a rate beyond it): a line search's long trial step would
+    #: otherwise overflow the rate; beyond it the loss is flat in ``log_rate``
+    LOG_RATE_BOUND = 40.0
+
+    def real_rates(self, p: dict[str, np.ndarray]) -> np.ndarray:
+        """``exp(log_rate)``, ``log_rate`` held within ``LOG_RATE_BOUND``."""
+        return np.exp(np.clip(p["log_rate"], -self.LOG_RATE_BOUND, self.LOG_RATE_BOUND))
+
     def rates(self, p: dict[str, np.ndarray]) -> list[float | complex]:
         """Each term's rate: ``exp(log_rate)``, plus ``1j * frequency`` for a phased head."""
-        real = np.exp(p["log_rate"])
+        real = self.real_rates(p)
         if not self.phased:
             return [float(r) for r in real]
         return [complex(r, w) for r, w in zip(real, p["frequency"])]
@@ -144,6 +153,7 @@ class _Head:
         D = (np.exp(log_proba) - Y.T) / n  # d loss / d logits, (C, n)
 
         grad = self.unpack(np.zeros(self.size))
+        real = self.real_rates(p)
         grad["intercept"][:] = D.sum(axis=1)
         grad_v = np.zeros_like(V) if fit_in_scale else None
         for t, (op, scale, Z) in enumerate(zip(ops, scales, products)):
@@ -151,7 +161,8 @@ class _Head:
             g = op.gradient(V, np.conj(scale)[:, None] * D if self.phased else scale[:, None] * D)
             grad["anchors_out"][t] = g.x
             grad["anchors_in"] += g.y
-            grad["log_rate"][t] = np.real(g.rate) * np.exp(p["log_rate"][t])
+            inside = abs(p["log_rate"][t]) <= self.LOG_RATE_BOUND
+            grad["log_rate"][t] = np.real(g.rate) * real[t] if inside else 0.0
             if self.phased:
                 grad["frequency"][t] = np.imag(g.rate)
                 grad["out_scale"][t] = np.einsum("cn,cn->c", D, Z.real)

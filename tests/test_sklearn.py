@@ -162,3 +162,33 @@ def test_invalid_parameters_are_errors():
     ):
         with pytest.raises(ValueError, match="parameter"):
             LaplexClassifier(**bad).fit(X, y)
+
+
+@pytest.mark.parametrize("phased", [False, True])
+def test_a_line_search_step_to_an_extreme_rate_gives_a_finite_loss(rng, phased):
+    """L-BFGS's trial steps can reach any ``log_rate``; beyond ``LOG_RATE_BOUND`` the loss is
+    flat in it (finite, zero gradient there) instead of the rate overflowing; within, the loss
+    and gradient are those of ``exp(log_rate)``."""
+    X = rng.standard_normal((40, 3))
+    y = (X[:, 0] > 0).astype(int)
+    Y = np.eye(2)[y]
+    head = _Head(3, 2, 1, phased)
+    theta = LaplexClassifier(random_state=0)._initial(head, X, Y)
+    value, grad = head.loss(theta, X, Y, 1e-4)
+    p = head.unpack(theta.copy())
+    assert abs(p["log_rate"][0]) < head.LOG_RATE_BOUND
+    for extreme in (800.0, -800.0):
+        p["log_rate"][0] = extreme
+        far, far_grad = head.loss(head.pack(p), X, Y, 1e-4)
+        assert np.isfinite(far) and np.all(np.isfinite(far_grad))
+        assert head.unpack(far_grad)["log_rate"][0] == 0.0
+    # within the bound: a finite-difference check of the log-rate derivative
+    p = head.unpack(theta.copy())
+    h = 1e-6
+    p["log_rate"][0] += h
+    up, _ = head.loss(head.pack(p), X, Y, 1e-4)
+    p["log_rate"][0] -= 2 * h
+    down, _ = head.loss(head.pack(p), X, Y, 1e-4)
+    assert abs((up - down) / (2 * h) - head.unpack(grad)["log_rate"][0]) <= 1e-6 * max(
+        1.0, abs(value)
+    )

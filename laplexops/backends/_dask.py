@@ -584,10 +584,11 @@ def _frame(keys, values):
     """A frame partition for :func:`_route`: ``keys`` (integers: each row's place in the
     shuffle's output) as column ``key`` beside the columns of ``values`` (a 2-D block, copied to
     the host; complex values as their real parts, then their imaginary parts: the shuffle's
-    frames have no complex dtype), in float64 or float32."""
+    frames have no complex dtype; as a blockwise task's argument, the blocks Dask passes, see
+    :func:`_whole`), in float64 or float32."""
     import pandas as pd
 
-    values = _to_host(values)
+    values = _to_host(_whole(values))
     parts = [values.real, values.imag] if values.dtype.kind == "c" else [values]
     columns = {"key": _to_host(keys).astype(np.int64, copy=False)}
     for part in parts:
@@ -598,11 +599,12 @@ def _frame(keys, values):
 
 def _frames(da, keys, values):
     """:func:`_frame` of each chunk of ``keys`` (1-D) and ``values`` (rows chunked alike), as a
-    Dask array of one object block per chunk (its graph is what :func:`_route` takes)."""
+    Dask array of one object block per chunk (its graph is what :func:`_route` takes; each
+    block's value is the frame)."""
     if values.numblocks[1] != 1:
         values = values.rechunk({1: -1})
     return da.blockwise(
-        _frame_block,
+        _frame,
         "i",
         keys,
         "i",
@@ -611,11 +613,6 @@ def _frames(da, keys, values):
         dtype=object,
         meta=_OBJECTS,
     )
-
-
-def _frame_block(keys, values):
-    """:func:`_frame` (a task of :func:`_frames`; the block's graph value is the frame)."""
-    return _frame(keys, _whole(values))
 
 
 def _whole(blocks):

@@ -133,22 +133,26 @@ def test_many_partitions(client, rng):
     assert _rel((op @ _chunked(v, 1000)).compute(), ref) <= 1e-12
 
 
-def test_partitions_spread_over_the_workers(client, rng):
+@pytest.mark.parametrize("partitions", [4, 2])
+def test_partitions_spread_over_the_workers(client, rng, partitions):
     """The single-task shuffle runs on one worker; the plan still puts its partitions on every
-    worker, in contiguous runs (partitions 0-1 on one, 2-3 on the other)."""
+    worker, in contiguous runs (of 2, or of one: a worker's gather is then its block)."""
     from distributed import futures_of, wait
 
     from laplexops.dask import to_plan_order
 
     n = 4000
     x, y = rng.uniform(0, 1, n), rng.uniform(0, 1, n)
-    op = lx.LaplexOperator(_chunked(x, 1000), _chunked(y, 1000), 1.0, backend=DaskBackend(4))
+    backend = DaskBackend(partitions)
+    op = lx.LaplexOperator(_chunked(x, 1000), _chunked(y, 1000), 1.0, backend=backend)
     parts = op._plan.parts
     held = client.who_has(futures_of(parts))
     where = [held[key] for key in parts.__dask_keys__()]
     assert all(len(w) == 1 for w in where)
-    assert where[0] == where[1] != where[2] == where[3]
-    assert op._plan.groups == [[0, 1], [2, 3]]
+    half = partitions // 2
+    assert where[:half] == [where[0]] * half and where[half:] == [where[-1]] * half
+    assert where[0] != where[-1]
+    assert op._plan.groups == [list(range(half)), list(range(half, partitions))]
     v = rng.standard_normal(n)
     assert _rel((op @ _chunked(v, 1000)).compute(), lx.LaplexOperator(x, y, 1.0) @ v) <= 1e-12
     # an operand in plan order: gathered by each worker for its own partitions, left there

@@ -39,12 +39,15 @@ def test_route_moves_rows_as_the_permutation(m, dtype, k, rng):
         flat = np.full(m, np.nan, dtype)
         route.put(a[:, 0], flat, np.empty(m, dtype))
         np.testing.assert_array_equal(flat, expected[:, 0])
-    # rows in blocks (an empty one too), put in turn without joining them
+    # rows in blocks (an empty one too), put and gathered in turn without joining them
     cuts = np.sort(rng.integers(0, m + 1, 3))
     blocks = np.split(a, cuts)
     moved, stage = np.full_like(a, np.nan), np.full_like(a, np.nan)
     route.put(blocks, moved, stage)
     np.testing.assert_array_equal(moved, expected)
+    out, stage = np.full_like(a, np.nan), np.full_like(a, np.nan)
+    route.gather(blocks, out, stage)
+    np.testing.assert_array_equal(out, a[perm])
 
 
 @pytest.mark.parametrize("n", [1, 4096, 70_001, 2**17 + 3])
@@ -61,6 +64,14 @@ def test_route_of_part_of_a_permutation_gathers(n, share, k, rng):
     out, stage = np.full((m, k), np.nan), np.full((m, k), np.nan)
     route.gather(a, out, stage)
     np.testing.assert_array_equal(out, a[perm])
+    # the rows as pieces (a worker's chunks, not joined): pieces smaller than a route's block
+    # of 2**12 rows and larger, cut anywhere, one empty
+    cuts = np.sort(np.concatenate([rng.integers(0, n + 1, 4), rng.integers(0, min(n, 50), 2)]))
+    out = np.full((m, k), np.nan)
+    route.gather(np.split(a, cuts), out, stage)
+    np.testing.assert_array_equal(out, a[perm])
+    with pytest.raises(ValueError, match="rows"):
+        route.gather([a[1:]], out, stage)
     if m < n:
         with pytest.raises(ValueError, match="gathers only"):
             route.put(out, np.empty_like(a), stage)

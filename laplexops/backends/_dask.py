@@ -722,38 +722,30 @@ def _routed(da, router, a, inward: bool):
 
 
 def _move(router, blocks: list, inward: bool) -> np.ndarray:
-    """The rows of ``blocks`` (concatenated) moved through the route: see :func:`_routed`
-    (and :meth:`DaskBackend._gathered_by_groups`: a worker's gather moves only its rows)."""
+    """The rows of ``blocks`` (in turn, not joined first) moved through the route: see
+    :func:`_routed` (and :meth:`DaskBackend._gathered_by_groups`: a worker's gather moves only
+    its rows)."""
     route = router[0]
     if isinstance(route, _IndexRoute):
         xp = route.xp
         return route.moved(xp.concatenate(blocks) if len(blocks) != 1 else blocks[0], inward)
     from ._numba import _movable, _Scratch
 
-    # the staging array (and, for a gather, the joined blocks) kept with the route between
-    # calls: on a worker, fresh arrays of this size cost page faults that take as long as the
-    # move
+    # the staging array kept with the route between calls: on a worker, fresh arrays of this
+    # size cost page faults that take as long as the move
     if getattr(router, "scratch", None) is None:
         router.scratch = _Scratch()
-    rows = sum(int(b.shape[0]) for b in blocks)
-    moved = int(route.slot.shape[0])  # fewer than rows for a group's gather
+    moved = int(route.slot.shape[0])  # fewer than the rows for a group's gather
     k, dtype = int(blocks[0].shape[1]), np.result_type(*blocks)
-    if not inward:  # a put reads its rows in order: block by block, not joined first
-        with router.scratch([((moved, k), dtype)]) as (stage,):
-            out = np.empty((moved, k), dtype)
-            if moved and k:
-                rows_in = [_movable(np.ascontiguousarray(b, dtype=dtype)) for b in blocks]
-                route.put(rows_in, _movable(out), _movable(stage))
-        return out
-    joined = len(blocks) != 1 or not blocks[0].flags.c_contiguous
-    layout = [((moved, k), dtype)] + ([((rows, k), dtype)] if joined else [])
-    with router.scratch(layout) as arrays:
-        stage, a = arrays[0], arrays[1] if joined else blocks[0]
-        if joined:
-            np.concatenate(blocks, out=a)
+    with router.scratch([((moved, k), dtype)]) as (stage,):
         out = np.empty((moved, k), dtype)
         if moved and k:
-            route.gather(_movable(a), _movable(out), _movable(stage))
+            # the blocks' rows in turn, not joined first
+            rows = [_movable(np.ascontiguousarray(b, dtype=dtype)) for b in blocks]
+            if inward:
+                route.gather(rows, _movable(out), _movable(stage))
+            else:
+                route.put(rows, _movable(out), _movable(stage))
     return out
 
 
@@ -1087,7 +1079,10 @@ class DaskBackend:
             for t, run in enumerate(runs)
             for j, p in enumerate(run)
         }
-        graph = HighLevelGraph.from_collections(parts, layer, dependencies=[built, ranged])
+        # each partition picked where its run was built: by the data alone, a partition of a
+        # few kilobytes would be moved to a worker that is free sooner
+        with _placed([where[t] for t, run in enumerate(runs) for _ in run] if where else []):
+            graph = HighLevelGraph.from_collections(parts, layer, dependencies=[built, ranged])
         return da.Array(graph, parts, ((1,) * P,), dtype=object, meta=np.empty(0, object))
 
     def _parts_shuffled(self, sides, splitters, neighbours, shared, dtype, local):
@@ -1184,7 +1179,7 @@ class DaskBackend:
         """``a`` in plan order through one gather per group of partitions (those on one
         worker), on that worker: each group's task takes all of ``a``'s chunks and gathers its
         own rows (:func:`_make_router` of its part), and its partitions' blocks are views of
-        them. Every worker receives the chunks it lacks (G - 1 copies of ``a`` in all, no more
+        them (the gather itself for a group of one). Every worker receives the chunks it lacks (G - 1 copies of ``a`` in all, no more
         than one route moves for G <= 3) and no block moves after, where the single route moves
         each block twice, one after the other. O(N k)."""
         from dask.base import tokenize
@@ -1196,15 +1191,32 @@ class DaskBackend:
         token = tokenize(gathers.name, a.name)
         move, out = "laplex-gathered-" + token, "laplex-in-plan-" + token
         chunks = [(a.name, c, 0) for c in range(a.numblocks[0])]
+        gathers_layer: dict[Any, Any] = {}
         layer: dict[Any, Any] = {}
         for g, group in enumerate(plan.groups):
-            layer[(move, g)] = (_move, (gathers.name, g), chunks, True)
+            gather = (_move, (gathers.name, g), chunks, True)
+            if len(group) == 1:  # the gather is the partition's block (no view, one hop less)
+                layer[(out, group[0], 0)] = gather
+                continue
+            gathers_layer[(move, g)] = gather
             start = 0
             for p in group:
                 stop = start + int(plan.lengths[side][p])
                 layer[(out, p, 0)] = (_rows_beside, (move, g), start, stop, (plan.parts.name, p))
                 start = stop
-        graph = HighLevelGraph.from_collections(out, layer, dependencies=[gathers, a, plan.parts])
+        # every task placed on its group's worker: by the data alone, blocks of a few kilobytes
+        # would go to a worker that is free sooner
+        with _placed(plan.where):
+            moves = HighLevelGraph.from_collections(move, gathers_layer, [gathers, a])
+        by_part = {p: plan.where[g] for g, group in enumerate(plan.groups) for p in group}
+        with _placed([by_part[p] for p in range(plan.npartitions)]):
+            graph = HighLevelGraph.from_collections(out, layer, [gathers, a, plan.parts])
+        if gathers_layer:
+            layers = {**moves.layers, **graph.layers}
+            graph = HighLevelGraph(
+                layers,
+                {**moves.dependencies, **graph.dependencies, out: {*graph.dependencies[out], move}},
+            )
         lengths = tuple(int(n) for n in plan.lengths[side])
         return da.Array(graph, out, (lengths, (a.shape[1],)), dtype=a.dtype, meta=a._meta)
 

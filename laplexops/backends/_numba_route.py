@@ -63,12 +63,37 @@ class Route:
         self.sink = np.empty(blocks)  # see gather_blocks (concurrent calls may share it)
         _build(perm, self.shift, self.slot, self.offset, self.starts, work=m)
 
-    def gather(self, a: np.ndarray, out: np.ndarray, stage: np.ndarray) -> None:
-        """``out[r] = a[perm[r]]`` for the rows of ``a`` (1-D: its elements), through ``stage``
-        (``out``'s shape and dtype). O(m k)."""
-        if out.size:
-            gather_blocks(a, self.starts, self.offset, self.shift, stage, self.sink, work=a.size)
-            gather(stage, self.slot, out, work=a.size)
+    def gather(self, a: np.ndarray | list, out: np.ndarray, stage: np.ndarray) -> None:
+        """``out[r] = a[perm[r]]`` for the rows of ``a`` (1-D: its elements; a list of arrays:
+        their rows in turn, not joined first), through ``stage`` (``out``'s shape and dtype).
+        O(m k)."""
+        if not out.size:
+            return
+        pieces = a if isinstance(a, list) else [a]
+        ends = np.cumsum([piece.shape[0] for piece in pieces])
+        if ends[-1] != self.length:
+            raise ValueError(f"a route of {self.length} rows got {ends[-1]}")
+        firsts = (ends - [piece.shape[0] for piece in pieces]).tolist()
+        size, blocks = 1 << self.shift, self.starts.shape[0] - 1
+        b = 0
+        while b < blocks:  # a run of blocks within one piece in one call
+            j = int(np.searchsorted(ends, b * size, side="right"))  # holds block b's first row
+            end = min((b + 1) * size, self.length)
+            if end <= ends[j]:
+                stop = blocks if ends[j] == self.length else int(ends[j]) // size
+                region, origin = pieces[j], firsts[j]
+            else:  # a block across pieces: its rows joined first (at most 2**16)
+                stop, origin = b + 1, b * size
+                region = np.concatenate(
+                    [p[max(origin - f, 0) : max(end - f, 0)] for p, f in zip(pieces, firsts)]
+                )
+            gather_blocks(
+                *(region, self.starts, self.offset, self.shift, stage, self.sink),
+                *(b, stop, origin),
+                work=(stop - b) * size,
+            )
+            b = stop
+        gather(stage, self.slot, out, work=out.size)
 
     def permutation(self) -> np.ndarray:
         """The permutation this route was built from, made again (a new array). O(m)."""
@@ -220,16 +245,18 @@ def scatter_blocks(stage, starts, offset, shift, out):  # pragma: no cover - com
 
 
 @kernel
-def gather_blocks(a, starts, offset, shift, stage, sink):  # pragma: no cover - compiled
-    """``stage[t] = a[block start + offset[t]]`` row by row, one block at a time: the first pass
+def gather_blocks(a, starts, offset, shift, stage, sink, lo, hi, origin):  # pragma: no cover
+    """``stage[t] = a[block start + offset[t] - origin]`` row by row for the blocks ``lo`` to
+    ``hi`` (whose rows ``a`` holds from row ``origin`` on), one block at a time: the first pass
     of a gather into sorted order. Each block's region of ``a`` is first read in order (streamed
     into the cache) and its sum kept in ``sink[b]``, so that the reads are not optimised away.
     O(m k)."""
-    for b in prange(starts.shape[0] - 1):
-        base = b << shift
+    for i in prange(hi - lo):
+        b = lo + i
+        base = (b << shift) - origin
         acc = _first(a, 0) * 0
-        for i in _lines(a, base, base + (1 << shift)):
-            acc += _first(a, i)
+        for r in _lines(a, base, base + (1 << shift)):
+            acc += _first(a, r)
         sink[b] = acc.real
         for t in range(starts[b], starts[b + 1]):
             _copy_row(a, base + np.intp(offset[t]), stage, t)

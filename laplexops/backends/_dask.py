@@ -1178,8 +1178,9 @@ class DaskBackend:
     def _gathered_by_groups(self, plan: DaskPlan, side: Side, a):
         """``a`` in plan order through one gather per group of partitions (those on one
         worker), on that worker: each group's task takes all of ``a``'s chunks and gathers its
-        own rows (:func:`_make_router` of its part), and its partitions' blocks are views of
-        them (the gather itself for a group of one). Every worker receives the chunks it lacks (G - 1 copies of ``a`` in all, no more
+        own rows (:func:`_make_router` of its part; the chunks read where they are, not
+        joined), and its partitions' blocks are views of them (the gather itself for a group of
+        one). Every worker receives the chunks it lacks (G - 1 copies of ``a`` in all, no more
         than one route moves for G <= 3) and no block moves after, where the single route moves
         each block twice, one after the other. O(N k)."""
         from dask.base import tokenize

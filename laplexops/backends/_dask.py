@@ -1192,32 +1192,24 @@ class DaskBackend:
         token = tokenize(gathers.name, a.name)
         move, out = "laplex-gathered-" + token, "laplex-in-plan-" + token
         chunks = [(a.name, c, 0) for c in range(a.numblocks[0])]
-        gathers_layer: dict[Any, Any] = {}
         layer: dict[Any, Any] = {}
         for g, group in enumerate(plan.groups):
             gather = (_move, (gathers.name, g), chunks, True)
             if len(group) == 1:  # the gather is the partition's block (no view, one hop less)
                 layer[(out, group[0], 0)] = gather
                 continue
-            gathers_layer[(move, g)] = gather
+            whole = (move, group[0])  # keyed by its first partition (see below)
+            layer[whole] = gather
             start = 0
             for p in group:
                 stop = start + int(plan.lengths[side][p])
-                layer[(out, p, 0)] = (_rows_beside, (move, g), start, stop, (plan.parts.name, p))
+                layer[(out, p, 0)] = (_rows_beside, whole, start, stop, (plan.parts.name, p))
                 start = stop
-        # every task placed on its group's worker: by the data alone, blocks of a few kilobytes
-        # would go to a worker that is free sooner
-        with _placed(plan.where):
-            moves = HighLevelGraph.from_collections(move, gathers_layer, [gathers, a])
+        # every task placed on its group's worker (a gather by its first partition): by the data
+        # alone, blocks of a few kilobytes would go to a worker that is free sooner
         by_part = {p: plan.where[g] for g, group in enumerate(plan.groups) for p in group}
         with _placed([by_part[p] for p in range(plan.npartitions)]):
             graph = HighLevelGraph.from_collections(out, layer, [gathers, a, plan.parts])
-        if gathers_layer:
-            layers = {**moves.layers, **graph.layers}
-            graph = HighLevelGraph(
-                layers,
-                {**moves.dependencies, **graph.dependencies, out: {*graph.dependencies[out], move}},
-            )
         lengths = tuple(int(n) for n in plan.lengths[side])
         return da.Array(graph, out, (lengths, (a.shape[1],)), dtype=a.dtype, meta=a._meta)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from contextlib import contextmanager
 
@@ -257,7 +258,7 @@ class _Scratch:
 
     @classmethod
     def _kept(cls, layout) -> bool:
-        size = sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for shape, dtype in layout)
+        size = sum(math.prod(shape) * np.dtype(dtype).itemsize for shape, dtype in layout)
         return size <= cls.KEEP_BYTES
 
     def reserve(self, layout):
@@ -594,7 +595,7 @@ def _results_staged_in_operand(s: _Side, k: int, dtype, operand_dtype, wants) ->
 
 def _carve(buf: np.ndarray, shape, dtype) -> np.ndarray:
     """An array of ``shape`` and ``dtype`` over the first bytes of the C-contiguous ``buf``."""
-    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    size = math.prod(shape) * np.dtype(dtype).itemsize
     return buf.reshape(-1).view(np.uint8)[:size].view(dtype).reshape(shape)
 
 
@@ -628,7 +629,7 @@ def _unstaged(route, staged: np.ndarray) -> np.ndarray:
 
 def _carve_or_new(buf: np.ndarray | None, shape, dtype) -> np.ndarray:
     """:func:`_carve` from ``buf`` when it is large enough, else a new array."""
-    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    size = math.prod(shape) * np.dtype(dtype).itemsize
     if buf is not None and buf.nbytes >= size:
         return _carve(buf, shape, dtype)
     return np.empty(shape, dtype)

@@ -70,30 +70,38 @@ class Route:
         if not out.size:
             return
         pieces = a if isinstance(a, list) else [a]
+        rows = sum(piece.shape[0] for piece in pieces)
+        if rows != self.length:
+            raise ValueError(f"a route of {self.length} rows got {rows}")
+        blocks = self.starts.shape[0] - 1
+        runs = [(pieces[0], 0, blocks, 0)] if len(pieces) == 1 else self._runs(pieces)
+        for region, lo, hi, origin in runs:
+            gather_blocks(
+                *(region, self.starts, self.offset, self.shift, stage, self.sink),
+                *(lo, hi, origin),
+                work=(hi - lo) << self.shift,
+            )
+        gather(stage, self.slot, out, work=out.size)
+
+    def _runs(self, pieces: list):
+        """``(region, lo, hi, origin)`` for each call of :func:`gather_blocks` over ``pieces``:
+        a run of blocks ``lo .. hi - 1`` within one piece reads it in place (``origin``: the
+        piece's first row); a block across pieces reads its rows joined (at most ``2**16``)."""
         ends = np.cumsum([piece.shape[0] for piece in pieces])
-        if ends[-1] != self.length:
-            raise ValueError(f"a route of {self.length} rows got {ends[-1]}")
         firsts = (ends - [piece.shape[0] for piece in pieces]).tolist()
         size, blocks = 1 << self.shift, self.starts.shape[0] - 1
         b = 0
-        while b < blocks:  # a run of blocks within one piece in one call
+        while b < blocks:
             j = int(np.searchsorted(ends, b * size, side="right"))  # holds block b's first row
             end = min((b + 1) * size, self.length)
             if end <= ends[j]:
                 stop = blocks if ends[j] == self.length else int(ends[j]) // size
-                region, origin = pieces[j], firsts[j]
-            else:  # a block across pieces: its rows joined first (at most 2**16)
+                yield pieces[j], b, stop, firsts[j]
+            else:
                 stop, origin = b + 1, b * size
-                region = np.concatenate(
-                    [p[max(origin - f, 0) : max(end - f, 0)] for p, f in zip(pieces, firsts)]
-                )
-            gather_blocks(
-                *(region, self.starts, self.offset, self.shift, stage, self.sink),
-                *(b, stop, origin),
-                work=(stop - b) * size,
-            )
+                parts = [p[max(origin - f, 0) : max(end - f, 0)] for p, f in zip(pieces, firsts)]
+                yield np.concatenate(parts), b, stop, origin
             b = stop
-        gather(stage, self.slot, out, work=out.size)
 
     def permutation(self) -> np.ndarray:
         """The permutation this route was built from, made again (a new array). O(m)."""

@@ -11,16 +11,26 @@ import pytest
 
 import laplexops as lx
 from laplex_testing import make_anchors
-from laplexops.backends import _numba
+from laplexops.backends import _numba, _numba_route
 from laplexops.backends._numba_route import Route
 
 
 @pytest.mark.parametrize("m", [1, 4095, 4096, 4097, 3 * 4096 + 5, 70_001])
 @pytest.mark.parametrize("dtype, k", [(np.float64, 1), (np.float32, 1), (np.float64, 3)])
-def test_route_moves_rows_as_the_permutation(m, dtype, k, rng):
+@pytest.mark.parametrize("inverse", [True, False])
+def test_route_moves_rows_as_the_permutation(m, dtype, k, inverse, rng, monkeypatch):
+    """Scatters read their slots through the route's inverse, or (beyond ``INVERSE_MAX``, as
+    at 1e8 anchors) write them at their offsets: the same moves."""
+    if not inverse:
+        monkeypatch.setattr(_numba_route, "INVERSE_MAX", m - 1)
     perm = rng.permutation(m).astype(rng.choice([np.int32, np.int64]))
     route = Route(perm)
     assert route.starts[0] == 0 and route.starts[-1] == m
+    assert (route.inverse is not None) == inverse
+    assert (
+        route.nbytes
+        == route.slot.nbytes + (4 if inverse else 2) * m + route.starts.nbytes + route.sink.nbytes
+    )
     a = rng.standard_normal((m, k)).astype(dtype)
     out, stage = np.full_like(a, np.nan), np.full_like(a, np.nan)
     route.gather(a, out, stage)

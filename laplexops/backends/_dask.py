@@ -657,10 +657,7 @@ class _IndexRoute:
 
 
 def _route_bytes(block) -> int:
-    route = block[0]
-    if isinstance(route, _IndexRoute):
-        return route.nbytes
-    return int(route.slot.nbytes + route.offset.nbytes)
+    return int(block[0].nbytes)  # a Route's or an _IndexRoute's
 
 
 try:

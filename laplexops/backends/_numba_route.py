@@ -11,13 +11,18 @@ splits the move in two passes over a *staging* array, each with local memory acc
   ``t`` less its block's start, ``starts[b]`` block ``b``'s first slot;
 - a scatter writes ``stage[slot[r]]`` (as many sequential write streams as there are blocks: 16 at
   a million elements, more from 2^20 on, where the blocks stop growing), then
-  :func:`scatter_blocks` copies each block's slots into its region of ``out``;
+  :func:`scatter_inverse` fills each block's region of ``out`` in order from its slots, read
+  through the route's ``inverse`` (``inverse[i]``: the slot of original index ``i``, less its
+  block's first slot);
 - a gather is the reverse: :func:`gather_blocks` reads each region into its slots, then
   :func:`gather` reads ``stage[slot[r]]`` in sorted order.
 
-Data only moves, so the results are bitwise those of the direct permutation. A route costs 6 bytes
-per element (int32 slots, uint16 offsets); building it is O(m), less than one direct scatter; the
-permutation can be made again from it (:meth:`Route.permutation`).
+Both block passes read at random within a block (in cache) and write in order: scattered writes,
+even in cache, took twice as long (each waits for its line). Data only moves, so the results are
+bitwise those of the direct permutation. A route costs 8 bytes per element (int32 slots, uint16
+offsets and inverse; above ``INVERSE_MAX`` elements no inverse, and :func:`scatter_blocks` writes
+each block's slots at their offsets instead); building it is O(m), less than one direct scatter;
+the permutation can be made again from it (:meth:`Route.permutation`).
 """
 
 from __future__ import annotations
@@ -28,23 +33,30 @@ from numba.extending import overload
 
 from ._numba_threads import kernel
 
-__all__ = ["ROUTE_MIN", "Route", "gather", "gather_blocks", "scatter_blocks", "to_slots"]
+__all__ = [
+    "INVERSE_MAX", "ROUTE_MIN", "Route", "gather", "gather_blocks", "scatter_blocks",
+    "scatter_inverse", "to_slots",
+]  # fmt: skip
 
 #: the length from which a permutation gets a route: below it the direct moves stay in cache
 ROUTE_MIN = 1 << 17
+#: the length up to which a route of a permutation keeps its inverse (2 bytes per element): beyond
+#: it a training step's memory (about 39 bytes per anchor at 1e8) has no room for it
+INVERSE_MAX = 1 << 25
 _STREAMS = 16  # about this many blocks: staging streams the hardware prefetchers follow
 _LINE = 64  # bytes in a cache line
 
 
 class Route:
     """The blocked form of a permutation ``perm`` (sorted position -> original index; see the
-    module docstring). ``slot``, ``offset``, ``starts`` and ``shift`` go to the kernels.
+    module docstring). ``slot``, ``offset``, ``starts``, ``shift`` and ``inverse`` (``None``
+    for a part of a permutation or beyond ``INVERSE_MAX``) go to the kernels.
 
     With ``length`` (greater than every index), ``perm`` may be any injective map into
     ``range(length)``, a part of a permutation: the route then gathers (``out[r] =
     a[perm[r]]`` from ``a`` of ``length`` rows) but does not put."""
 
-    __slots__ = ("slot", "offset", "starts", "shift", "sink", "length")
+    __slots__ = ("slot", "offset", "inverse", "starts", "shift", "sink", "length")
 
     def __init__(self, perm: np.ndarray, length: int | None = None) -> None:
         m = perm.shape[0]
@@ -62,6 +74,16 @@ class Route:
             self.starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self.sink = np.empty(blocks)  # see gather_blocks (concurrent calls may share it)
         _build(perm, self.shift, self.slot, self.offset, self.starts, work=m)
+        self.inverse = None
+        if n == m and m <= INVERSE_MAX:
+            self.inverse = np.empty(m, np.uint16)
+            _invert(self.starts, self.offset, self.inverse, work=m)
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes this route holds."""
+        held = (self.slot, self.offset, self.inverse, self.starts, self.sink)
+        return sum(a.nbytes for a in held if a is not None)
 
     def gather(self, a: np.ndarray | list, out: np.ndarray, stage: np.ndarray) -> None:
         """``out[r] = a[perm[r]]`` for the rows of ``a`` (1-D: its elements; a list of arrays:
@@ -128,8 +150,12 @@ class Route:
     def scatter(self, stage: np.ndarray, out: np.ndarray) -> None:
         """``out[perm[r]] = x_r`` for the rows ``x_r`` (1-D: elements) that a kernel wrote to
         ``stage[slot[r]]``. O(m k)."""
-        if stage.size:
+        if not stage.size:
+            return
+        if self.inverse is None:
             scatter_blocks(stage, self.starts, self.offset, self.shift, out, work=stage.size)
+        else:
+            scatter_inverse(stage, self.starts, self.inverse, out, work=stage.size)
 
 
 @kernel
@@ -163,6 +189,17 @@ def _build(perm, shift, slot, offset, starts):  # pragma: no cover - compiled
 
 
 @kernel
+def _invert(starts, offset, inverse):  # pragma: no cover - compiled
+    """``inverse[starts[b] + offset[t]] = t - starts[b]`` for the slots ``t`` of each block ``b``
+    of a permutation's route (whose block ``b`` holds the indices from ``starts[b]`` on). O(m)."""
+    for b in prange(starts.shape[0] - 1):
+        first = starts[b]
+        region = inverse[first : starts[b + 1]]
+        for t in range(first, starts[b + 1]):
+            region[offset[t]] = t - first
+
+
+@kernel
 def _permutation(slot, offset, shift, perm):  # pragma: no cover - compiled
     """``perm[r]``, the original index of sorted position ``r``, from a route: its slot ``t =
     slot[r]`` lies in block ``t >> shift`` (a permutation fills every block, so each block's
@@ -172,6 +209,10 @@ def _permutation(slot, offset, shift, perm):  # pragma: no cover - compiled
         perm[r] = ((t >> shift) << shift) + offset[t]
 
 
+# The block passes index a block's region (a view) by the unsigned offsets themselves: an index
+# computed as block start + offset is signed, and Numba then checks its sign on every element,
+# which took a third of the pass's time.
+#
 # The moves take 1-D arrays (one value per row: the common single column, whose loops then
 # compile to plain element moves, several times faster than the same moves through rows of one)
 # or 2-D ones (rows of k values); these helpers, inlined into the kernels, are what differs.
@@ -245,11 +286,22 @@ def scatter_blocks(stage, starts, offset, shift, out):  # pragma: no cover - com
     order (streamed into the cache; the values are overwritten), so that the scattered writes
     find it there. O(m k)."""
     for b in prange(starts.shape[0] - 1):
-        base = b << shift
-        for i in _lines(out, base, base + (1 << shift)):
-            _clear_first(out, i)
+        region = out[b << shift : (b + 1) << shift]
+        for i in _lines(region, 0, region.shape[0]):
+            _clear_first(region, i)
         for t in range(starts[b], starts[b + 1]):
-            _copy_row(stage, t, out, base + np.intp(offset[t]))
+            _copy_row(stage, t, region, offset[t])
+
+
+@kernel
+def scatter_inverse(stage, starts, inverse, out):  # pragma: no cover - compiled
+    """``out[i] = stage[starts[b] + inverse[i]]`` row by row, one block ``b`` at a time (a
+    permutation's route: block ``b`` holds the indices and the slots from ``starts[b]`` on): the
+    second pass of a scatter into original order, with its writes in order. O(m k)."""
+    for b in prange(starts.shape[0] - 1):
+        slots = stage[starts[b] : starts[b + 1]]
+        for i in range(starts[b], starts[b + 1]):
+            _copy_row(slots, inverse[i], out, i)
 
 
 @kernel
@@ -261,13 +313,13 @@ def gather_blocks(a, starts, offset, shift, stage, sink, lo, hi, origin):  # pra
     O(m k)."""
     for i in prange(hi - lo):
         b = lo + i
-        base = (b << shift) - origin
+        region = a[(b << shift) - origin : ((b + 1) << shift) - origin]
         acc = _first(a, 0) * 0
-        for r in _lines(a, base, base + (1 << shift)):
-            acc += _first(a, r)
+        for r in _lines(region, 0, region.shape[0]):
+            acc += _first(region, r)
         sink[b] = acc.real
         for t in range(starts[b], starts[b + 1]):
-            _copy_row(a, base + np.intp(offset[t]), stage, t)
+            _copy_row(region, offset[t], stage, t)
 
 
 @kernel

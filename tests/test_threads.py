@@ -84,10 +84,13 @@ def workload(rng, m, n, k, rate, dtype=np.float64):
     numba_backend = _numba.NumbaBackend()
     ends = [numba_backend.scan_ends(op._plan, Side.ROWS_X, rate, V, 0, w) for w in (False, True)]
     route, moved = Route(rng.permutation(n)), []
+    beyond = Route(rng.permutation(n))
+    beyond.inverse = None  # as beyond INVERSE_MAX: the scatter writes at the offsets
     for a in (V[:, 0].copy(), V):
-        out = np.empty_like(a)
-        route.put(a, out, np.empty_like(a))
-        moved.append(out)
+        for r in (route, beyond):
+            out = np.empty_like(a)
+            r.put(a, out, np.empty_like(a))
+            moved.append(out)
     return [
         *ends,
         *moved,
@@ -176,8 +179,9 @@ def test_large_problems_use_the_threads(rng, monkeypatch):
         "exponentials",
         "gather",
         "gather_blocks",
-        "scatter_blocks",
+        "scatter_inverse",
         "_build",
+        "_invert",
         "_merge_counts",
         "_radix_argsort_two",
     ):
@@ -186,7 +190,8 @@ def test_large_problems_use_the_threads(rng, monkeypatch):
 
 def _module(name: str) -> str:
     modules = {"_merge_counts": "plan", "_radix_argsort_two": "sort", "exponentials": "exp"}
-    modules.update(dict.fromkeys(["gather", "gather_blocks", "scatter_blocks", "_build"], "route"))
+    route = ["gather", "gather_blocks", "scatter_inverse", "_build", "_invert"]
+    modules.update(dict.fromkeys(route, "route"))
     return modules.get(name, "scan")
 
 

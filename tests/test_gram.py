@@ -127,10 +127,15 @@ def test_gradient_finite_differences(rng, layout, batch, phased):
     check(np.real(g.rate), lambda e: G.with_params(rate=rate + e).nll(X, mean), "rate")
     if phased:
         check(g.rate.imag, lambda e: G.with_params(rate=rate + 1j * e).nll(X, mean), "omega")
+    # an anchor with another within (0, 2h] would put a kink of |a_i - a_j| inside a one-sided
+    # quotient's steps (ties, at distance 0, are what the one-sided quotients are for)
+    gaps = np.abs(a[:, None] - a[None, :])
+    smooth = ~((gaps > 0) & (gaps <= 2 * h)).any(axis=1)
     for i in rng.choice(n, 8, replace=False):
         e_i = np.zeros(n)
         e_i[i] = 1.0
-        check(g.a[i], lambda e, e_i=e_i: G.with_anchors(a + e * e_i).nll(X, mean), f"a[{i}]")
+        if smooth[i]:
+            check(g.a[i], lambda e, e_i=e_i: G.with_anchors(a + e * e_i).nll(X, mean), f"a[{i}]")
         check(g.weights[i], lambda e, e_i=e_i: G.with_params(weights=w + e * e_i).nll(X, mean), "w")
         check(g.noise[i], lambda e, e_i=e_i: G.with_params(noise=u + e * e_i).nll(X, mean), "u")
         check(g.mean[i], lambda e, e_i=e_i: G.nll(X, mean + e * e_i), "mean")

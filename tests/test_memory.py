@@ -61,9 +61,10 @@ def test_matmat_memory_is_linear_in_columns(rng):
 
 @pytest.mark.parametrize("dtype, per_point", [(np.float64, 64), (np.float32, 44)])
 def test_fresh_matvec_peak_per_point(dtype, per_point, rng):
-    """A fresh float64 matvec (validation, snapshots, plan, product) peaks at about 62.4 bytes
-    per point of m + n (40.8 for float32); of these the routes of the permutations take 8 and,
-    with more rows than columns, the staging of the results 8 per row (4 in float32)."""
+    """A fresh float64 matvec (validation, snapshots, plan, product) peaks at about 61.6 bytes
+    per point of m + n (40.0 for float32); of these the routes of the permutations take 6 and
+    the rows' route's inverse 2 per row, and, with more rows than columns, the staging of the
+    results 8 per row (4 in float32)."""
     m, n = 300_000, 200_000
     x, y = (rng.random(m) * m).astype(dtype), (rng.random(n) * n).astype(dtype)
     v = rng.standard_normal(n).astype(dtype)

@@ -26,18 +26,18 @@ def test_route_moves_rows_as_the_permutation(m, dtype, k, inverse, rng, monkeypa
     perm = rng.permutation(m).astype(rng.choice([np.int32, np.int64]))
     route = Route(perm)
     assert route.starts[0] == 0 and route.starts[-1] == m
-    assert (route.inverse is not None) == inverse
-    assert (
-        route.nbytes
-        == route.slot.nbytes + (4 if inverse else 2) * m + route.starts.nbytes + route.sink.nbytes
-    )
     a = rng.standard_normal((m, k)).astype(dtype)
     out, stage = np.full_like(a, np.nan), np.full_like(a, np.nan)
     route.gather(a, out, stage)
     np.testing.assert_array_equal(out, a[perm])
+    assert route.inverse is None  # made by the first scatter
+    held = route.slot.nbytes + route.offset.nbytes + route.starts.nbytes + route.sink.nbytes
+    assert route.nbytes == held
     # a kernel writes sorted row r to its slot; the scatter puts it at row perm[r]
     stage[route.slot] = a
     route.scatter(stage, out)
+    assert (route.inverse is not None) == inverse
+    assert route.nbytes == held + 2 * m * inverse
     expected = np.empty_like(a)
     expected[perm] = a
     np.testing.assert_array_equal(out, expected)
@@ -129,3 +129,21 @@ def test_routed_operator_equals_direct_bitwise(layout, rate, dtype, rng, monkeyp
         assert side.rroute is not None or side.rperm is None
         for a, b in zip(got, want):
             np.testing.assert_array_equal(a, b)
+
+
+def test_prepare_makes_the_rows_route_inverse_and_a_scatter_the_columns(rng, monkeypatch):
+    """A matvec scatters through the rows' route only: ``prepare`` makes that route's inverse
+    (the first product then makes nothing), and the columns' route gets its own on the first
+    adjoint product."""
+    monkeypatch.setattr(_numba, "ROUTE_MIN", 0)
+    m, n = 9_000, 7_000
+    x, y = rng.uniform(0.0, m, m), rng.uniform(0.0, n, n)
+    op = lx.LaplexOperator(x, y).prepare()
+    side = op._plan.side(op._side)
+    assert side.rroute.inverse is not None and side.croute.inverse is None
+    v, u = rng.standard_normal(n), rng.standard_normal(m)
+    before = op @ v
+    assert side.croute.inverse is None
+    adjoint = op.rmatvec(u)
+    assert side.croute.inverse is not None
+    np.testing.assert_allclose(u @ before, adjoint @ v, rtol=1e-12)

@@ -17,7 +17,14 @@ import pytest
 
 import laplexops as lx
 import laplexops.backends._numba  # builds every kernel (the backend's modules load lazily)
-from laplexops.backends import Side, _numba, _numba_scan, _numba_sort, _numba_threads
+from laplexops.backends import (
+    Side,
+    _numba,
+    _numba_route,
+    _numba_scan,
+    _numba_sort,
+    _numba_threads,
+)
 from laplexops.backends._numba_route import Route
 from laplexops.backends._numba_sort import argsort_two
 from laplexops.backends._numba_threads import KERNELS
@@ -83,14 +90,15 @@ def workload(rng, m, n, k, rate, dtype=np.float64):
     # a Dask partition's pieces: the scans' end states, and a route's put (the inverse move)
     numba_backend = _numba.NumbaBackend()
     ends = [numba_backend.scan_ends(op._plan, Side.ROWS_X, rate, V, 0, w) for w in (False, True)]
-    route, moved = Route(rng.permutation(n)), []
-    beyond = Route(rng.permutation(n))
-    beyond.inverse = None  # as beyond INVERSE_MAX: the scatter writes at the offsets
+    route, beyond, moved = Route(rng.permutation(n)), Route(rng.permutation(n)), []
     for a in (V[:, 0].copy(), V):
         for r in (route, beyond):
-            out = np.empty_like(a)
-            r.put(a, out, np.empty_like(a))
-            moved.append(out)
+            with pytest.MonkeyPatch.context() as patch:
+                if r is beyond:  # no inverse: the scatter writes at the offsets
+                    patch.setattr(_numba_route, "INVERSE_MAX", 0)
+                out = np.empty_like(a)
+                r.put(a, out, np.empty_like(a))
+                moved.append(out)
     return [
         *ends,
         *moved,

@@ -333,9 +333,12 @@ class NumbaBackend:
 
     def prepare(self, plan, side, rate, dtype):
         """Lay out what a product of one column on ``side`` at ``rate`` in ``dtype`` needs
-        beyond the sorts: the side's merge counts, its decays, and the scan's scratch, its pages
-        touched; the first such product then costs what later ones do. O(N)."""
+        beyond the sorts: the side's merge counts, its decays, the scan's scratch, its pages
+        touched, and the inverse of the rows' route; the first such product then costs what
+        later ones do. O(N)."""
         s = plan.side(side)
+        if s.rroute is not None:
+            s.rroute.invert()
         real = np.finfo(dtype).dtype
         decay = np.result_type(real, np.complex64) if isinstance(rate, complex) else real
         plan.decays(side, rate, decay)

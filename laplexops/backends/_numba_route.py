@@ -19,10 +19,11 @@ splits the move in two passes over a *staging* array, each with local memory acc
 
 Both block passes read at random within a block (in cache) and write in order: scattered writes,
 even in cache, took twice as long (each waits for its line). Data only moves, so the results are
-bitwise those of the direct permutation. A route costs 8 bytes per element (int32 slots, uint16
-offsets and inverse; above ``INVERSE_MAX`` elements no inverse, and :func:`scatter_blocks` writes
-each block's slots at their offsets instead); building it is O(m), less than one direct scatter;
-the permutation can be made again from it (:meth:`Route.permutation`).
+bitwise those of the direct permutation. A route costs 6 bytes per element (int32 slots, uint16
+offsets), 8 once it has scattered (its inverse, made on first use: a product's columns never
+scatter; above ``INVERSE_MAX`` elements none, and :func:`scatter_blocks` writes each block's slots
+at their offsets instead); building it is O(m), less than one direct scatter; the permutation can
+be made again from it (:meth:`Route.permutation`).
 """
 
 from __future__ import annotations
@@ -49,8 +50,9 @@ _LINE = 64  # bytes in a cache line
 
 class Route:
     """The blocked form of a permutation ``perm`` (sorted position -> original index; see the
-    module docstring). ``slot``, ``offset``, ``starts``, ``shift`` and ``inverse`` (``None``
-    for a part of a permutation or beyond ``INVERSE_MAX``) go to the kernels.
+    module docstring). ``slot``, ``offset``, ``starts``, ``shift`` and ``inverse`` (made by
+    :meth:`invert`, on the first scatter at the latest; ``None`` until then, and for a part of
+    a permutation or beyond ``INVERSE_MAX``) go to the kernels.
 
     With ``length`` (greater than every index), ``perm`` may be any injective map into
     ``range(length)``, a part of a permutation: the route then gathers (``out[r] =
@@ -74,10 +76,17 @@ class Route:
             self.starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self.sink = np.empty(blocks)  # see gather_blocks (concurrent calls may share it)
         _build(perm, self.shift, self.slot, self.offset, self.starts, work=m)
-        self.inverse = None
-        if n == m and m <= INVERSE_MAX:
-            self.inverse = np.empty(m, np.uint16)
-            _invert(self.starts, self.offset, self.inverse, work=m)
+        self.inverse: np.ndarray | None = None
+
+    def invert(self) -> np.ndarray | None:
+        """The route's ``inverse``, made now unless held (a permutation of up to ``INVERSE_MAX``
+        elements; else ``None``). O(m) once."""
+        m = self.slot.shape[0]
+        if self.inverse is None and self.length == m and m <= INVERSE_MAX:
+            inverse = np.empty(m, np.uint16)
+            _invert(self.starts, self.offset, inverse, work=m)
+            self.inverse = inverse  # whole or not at all (concurrent callers each make one)
+        return self.inverse
 
     @property
     def nbytes(self) -> int:
@@ -152,10 +161,11 @@ class Route:
         ``stage[slot[r]]``. O(m k)."""
         if not stage.size:
             return
-        if self.inverse is None:
+        inverse = self.invert()
+        if inverse is None:
             scatter_blocks(stage, self.starts, self.offset, self.shift, out, work=stage.size)
         else:
-            scatter_inverse(stage, self.starts, self.inverse, out, work=stage.size)
+            scatter_inverse(stage, self.starts, inverse, out, work=stage.size)
 
 
 @kernel

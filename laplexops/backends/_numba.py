@@ -258,8 +258,7 @@ class _Scratch:
 
     @classmethod
     def _kept(cls, layout) -> bool:
-        size = sum(math.prod(shape) * np.dtype(dtype).itemsize for shape, dtype in layout)
-        return size <= cls.KEEP_BYTES
+        return sum(_nbytes(shape, dtype) for shape, dtype in layout) <= cls.KEEP_BYTES
 
     def reserve(self, layout):
         """Create the arrays of ``layout`` now, their pages touched, unless kept already (or
@@ -596,9 +595,14 @@ def _results_staged_in_operand(s: _Side, k: int, dtype, operand_dtype, wants) ->
     return m * sum(wants) * np.dtype(dtype).itemsize <= n * np.dtype(operand_dtype).itemsize
 
 
+def _nbytes(shape, dtype) -> int:
+    """The bytes of an array of ``shape`` and ``dtype`` (plain Python: called on every product)."""
+    return math.prod(shape) * np.dtype(dtype).itemsize
+
+
 def _carve(buf: np.ndarray, shape, dtype) -> np.ndarray:
     """An array of ``shape`` and ``dtype`` over the first bytes of the C-contiguous ``buf``."""
-    size = math.prod(shape) * np.dtype(dtype).itemsize
+    size = _nbytes(shape, dtype)
     return buf.reshape(-1).view(np.uint8)[:size].view(dtype).reshape(shape)
 
 
@@ -632,8 +636,7 @@ def _unstaged(route, staged: np.ndarray) -> np.ndarray:
 
 def _carve_or_new(buf: np.ndarray | None, shape, dtype) -> np.ndarray:
     """:func:`_carve` from ``buf`` when it is large enough, else a new array."""
-    size = math.prod(shape) * np.dtype(dtype).itemsize
-    if buf is not None and buf.nbytes >= size:
+    if buf is not None and buf.nbytes >= _nbytes(shape, dtype):
         return _carve(buf, shape, dtype)
     return np.empty(shape, dtype)
 

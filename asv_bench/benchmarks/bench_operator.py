@@ -173,15 +173,6 @@ class PeerSuite:
     def setup(self, n, dtype):
         self.x, self.y, self.v = _anchors(n, dtype)
         self.merged = np.concatenate([self.x, self.y])
-        self.sorted = np.sort(self.x).astype(np.float64)
-        self.v64 = self.v.astype(np.float64)
-        self.zeros = np.zeros(n)
-        try:
-            import celerite2
-
-            self.term = celerite2.terms.RealTerm(a=1.0, c=1.0)
-        except ImportError:
-            self.term = None
 
     def time_argsort_merged(self, n, dtype):
         np.argsort(self.merged)
@@ -189,9 +180,27 @@ class PeerSuite:
     def time_rfft(self, n, dtype):
         np.fft.rfft(self.v)
 
-    def time_celerite2_dot_sorted(self, n, dtype):
-        if self.term is None:
-            raise NotImplementedError("celerite2 is not installed")
+
+class Celerite2Suite:
+    """celerite2's ``RealTerm.dot`` on the sorted x anchors in float64 (skipped without
+    celerite2): the peer of ``OperatorSuite.time_matvec_cached_sorted_square``."""
+
+    params = [SIZES]
+    param_names = ["n"]
+    timeout = 600
+
+    def setup(self, n):
+        try:
+            import celerite2
+        except ImportError:
+            raise NotImplementedError("celerite2 is not installed") from None
+        x, _, v = _anchors(n, np.float64)
+        self.sorted = np.sort(x).astype(np.float64)
+        self.v64 = v.astype(np.float64)
+        self.zeros = np.zeros(n)
+        self.term = celerite2.terms.RealTerm(a=1.0, c=1.0)
+
+    def time_celerite2_dot_sorted(self, n):
         self.term.dot(self.sorted, self.zeros, self.v64)
 
 

@@ -62,11 +62,8 @@ class _Side:
         # rows are the columns, all distinct: lo = arange, hi = lo + 1 (see scan_square)
         self.square = rz is cz and not bool((cz[1:] == cz[:-1]).any())
         self._counts = None
-        self.ties = True  # both arrays the first time, to find out
         lo, hi = self.counts()
-        self.ties = self.square or bool((lo != hi).any())  # a row equals a column
-        if not self.ties:
-            self._counts = (lo, lo)  # equal: keep one of them
+        self.ties = self.square or hi is not lo  # a row equals a column
 
     def counts(self):
         """``(lo, hi)``, the merge counts (see ``_numba_scan``; one array when no row ties with
@@ -76,8 +73,7 @@ class _Side:
             index = _index_dtype(self.rz.shape[0] + self.cz.shape[0])
             size = 0 if self.square else self.rz.shape[0]
             lo = np.empty(size, dtype=index)
-            hi = np.empty(size, dtype=index) if self.ties else lo
-            merge_counts(self.rz[:size], self.cz, lo, hi)
+            hi = merge_counts(self.rz[:size], self.cz, lo)
             held = self._counts = (lo, hi)
         return held
 

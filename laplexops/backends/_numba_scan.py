@@ -59,10 +59,10 @@ __all__ = [
 
 @kernel
 def exponents(rs, cs, lo, hi, rate, d, el, er):  # pragma: no cover - compiled
-    """The exponents ``-s Δ`` of the side's decays ``d``, ``el``, ``er`` for ``rate`` (see above;
-    ``-inf`` where a decay is 0); O(m + n)."""
+    """The exponents ``-s Δ`` of the side's decays ``d`` (unless empty), ``el``, ``er`` for
+    ``rate`` (see above; ``-inf`` where a decay is 0); O(m + n)."""
     n = cs.shape[0]
-    for c in prange(n):
+    for c in prange(d.shape[0]):
         d[c] = -rate * (cs[c] - cs[c - 1]) if c > 0 else -np.inf
     for r in prange(lo.shape[0]):
         a = lo[r]
@@ -74,15 +74,18 @@ def exponents(rs, cs, lo, hi, rate, d, el, er):  # pragma: no cover - compiled
 def decays(rs, cs, lo, hi, rate, d, rows):
     """The side's decays for ``rate`` (see above): ``d`` (length n) and ``el``, ``er``, the two
     halves of ``rows`` (length 2 m), filled with the exponents, then their exponentials in place
-    (a real rate's in SIMD lanes, ``_numba_exp``); O(m + n). Returns ``(d, el, er)``."""
+    (a real rate's in SIMD lanes, ``_numba_exp``, which for ``d`` takes the gaps of ``cs``
+    itself: one pass over ``d``); O(m + n). Returns ``(d, el, er)``."""
     m, n = lo.shape[0], cs.shape[0]
     el, er = rows[:m], rows[m:]
-    exponents(rs, cs, lo, hi, rate, d, el, er, work=m + n)
-    for a in (d, rows):
-        if a.dtype.kind == "c":
+    if d.dtype.kind == "c":
+        exponents(rs, cs, lo, hi, rate, d, el, er, work=m + n)
+        for a in (d, rows):
             exponentials_complex(a, work=a.shape[0])
-        else:
-            exponentials(a, False, NO_GAPS, 0.0, work=a.shape[0])
+    else:
+        exponentials(d, False, cs, float(rate), work=n)
+        exponents(rs, cs, lo, hi, rate, d[:0], el, er, work=m)
+        exponentials(rows, False, NO_GAPS, 0.0, work=2 * m)
     return d, el, er
 
 

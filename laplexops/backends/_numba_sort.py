@@ -294,12 +294,21 @@ def argsort_two(a, b, numpy_below=None, with_values=False):
 @njit(cache=True, nogil=True)
 def _stabilise(keys, perm, out, values):  # pragma: no cover - compiled
     """From an unstable argsort ``perm`` of ``keys``: ``values = keys[perm]`` (``-0.0`` as
-    ``+0.0``) and ``out`` the stable argsort (each run of equal values' indices ascending). O(n)
-    apart from sorting the runs."""
+    ``+0.0``) and ``out`` the stable argsort (each run of equal values' indices ascending), the
+    runs looked for only when the gather met two equal neighbours. O(n) apart from sorting the
+    runs."""
     n = perm.shape[0]
+    ties = False
+    previous = np.nan  # (the keys are finite)
     for i in range(n):
-        values[i] = keys[perm[i]] + 0  # -0.0 + 0 is +0.0
-        out[i] = perm[i]
+        p = perm[i]
+        value = keys[p] + 0  # -0.0 + 0 is +0.0
+        values[i] = value
+        out[i] = p
+        ties |= value == previous
+        previous = value
+    if not ties:  # the runs' pass only where there are runs
+        return
     start = 0
     for i in range(1, n + 1):
         if i == n or values[i] != values[start]:

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from . import _numba_filter, _numba_filter2, _numba_sort
+from . import _numba_filter, _numba_filter2, _numba_plan, _numba_sort
 from ._base import Side, SortedPlan, gradient_reductions, snapshot_with
 from ._numba_plan import merge_counts
 from ._numba_route import ROUTE_MIN, Route, gather
@@ -38,6 +38,10 @@ _COUNTS_KEEP_BYTES = 1 << 28
 #: for it (made again on request, see Route.permutation: a training step's next plan, the Gram)
 _PERM_KEEP_BYTES = 1 << 28
 _REPAIR_MOVES = 4  # insertion moves per anchor before a plan repair falls back to a sort
+
+
+#: the dtypes whose snapshots a compiled pass copies (and checks) at once
+_SNAPSHOT_TYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _index_dtype(size: int) -> np.dtype:
@@ -307,7 +311,12 @@ class NumbaBackend:
             return np.asarray(a)
 
     def snapshot(self, a, dtype):
-        return snapshot_with(np, np.asarray(a), dtype)
+        """``a`` copied as ``dtype`` and its count of non-finite values: one pass for float32 and
+        float64 (``_numba_plan.snapshot``), other types through NumPy; order not checked."""
+        a, dtype = np.asarray(a), np.dtype(dtype)
+        if a.ndim == 1 and a.dtype in _SNAPSHOT_TYPES and dtype in _SNAPSHOT_TYPES:
+            return (*_numba_plan.snapshot(a, dtype), None)
+        return snapshot_with(np, a, dtype)
 
     def plan(self, x, y, hint=None, ordered=(None, None)):
         return NumbaPlan(x, y, hint)  # (its sorts find sorted anchors on their own)

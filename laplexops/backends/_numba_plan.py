@@ -1,13 +1,34 @@
-"""Merge counts of two sorted anchor sets (Numba), the O(m + n) half of building a plan."""
+"""A plan's linear passes (Numba): the anchors' snapshots, and the merge counts of two sorted anchor
+sets, the O(m + n) half of building a plan."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from numba import get_num_threads, njit, prange
 
 from ._numba_threads import kernel, use_threads
 
-__all__ = ["merge_counts"]
+__all__ = ["merge_counts", "snapshot"]
+
+
+@kernel
+def _copy_counting(a, out):  # pragma: no cover - compiled
+    """``out[i] = a[i]`` (in ``out``'s dtype), returning how many of the copies are not finite.
+    O(n), in parallel."""
+    bad = 0
+    for i in prange(a.shape[0]):
+        out[i] = a[i]
+        bad += 0 if math.isfinite(out[i]) else 1
+    return bad
+
+
+def snapshot(a: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, int]:
+    """A copy of the 1-D float32 or float64 ``a`` in ``dtype`` (float32 or float64) and the
+    number of its values that are not finite (after the conversion), from one read of ``a``."""
+    out = np.empty(a.shape[0], dtype)
+    return out, int(_copy_counting(a, out, work=a.shape[0]))
 
 
 @njit(cache=True, nogil=True, inline="always")

@@ -47,6 +47,17 @@ def _step(rs, cs, out, r, a):  # pragma: no cover - compiled
     return r + np.intp(not passed), a + np.intp(passed), tie
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _walk(rs, cs, lo, r, stop, a):  # pragma: no cover - compiled
+    """The merge walk of rows ``r .. stop - 1`` from column ``a`` (see :func:`_step`); returns
+    how many of those rows equal a column."""
+    ties = 0
+    while r < stop:
+        r, a, tie = _step(rs, cs, lo, r, a)
+        ties += np.intp(tie)
+    return ties
+
+
 @kernel
 def _merge_counts(rs, cs, lo, chunks, tied):  # pragma: no cover - compiled
     """``lo[r] = #{c : cs[c] < rs[r]}``, and the number of rows equal to a column in
@@ -78,18 +89,10 @@ def _merge_counts(rs, cs, lo, chunks, tied):  # pragma: no cover - compiled
             r3, a3, t3 = _step(rs, cs, lo, r3, a3)
             ties += np.intp(t0) + np.intp(t1) + np.intp(t2) + np.intp(t3)
         # the parts' rests, one after another
-        while r0 < e0:
-            r0, a0, t0 = _step(rs, cs, lo, r0, a0)
-            ties += np.intp(t0)
-        while r1 < e1:
-            r1, a1, t1 = _step(rs, cs, lo, r1, a1)
-            ties += np.intp(t1)
-        while r2 < e2:
-            r2, a2, t2 = _step(rs, cs, lo, r2, a2)
-            ties += np.intp(t2)
-        while r3 < stop:
-            r3, a3, t3 = _step(rs, cs, lo, r3, a3)
-            ties += np.intp(t3)
+        ties += _walk(rs, cs, lo, r0, e0, a0)
+        ties += _walk(rs, cs, lo, r1, e1, a1)
+        ties += _walk(rs, cs, lo, r2, e2, a2)
+        ties += _walk(rs, cs, lo, r3, stop, a3)
         tied[chunk] = ties
 
 

@@ -11,8 +11,9 @@ alternates small products with NumPy's BLAS work becomes a hundred times slower.
 So every parallel kernel also exists as a serial build of the same code (``prange`` then runs as
 ``range``: no region, no pool), and a call takes the parallel build only when its work, counted in
 elements touched, reaches ``PARALLEL_MIN_WORK`` and Numba may use more than one thread. Both builds
-compute every output element by the same arithmetic in the same order (no kernel reduces across
-``prange`` iterations), so the two give the same bits and a result does not depend on the path.
+compute every output element by the same arithmetic in the same order (no kernel reduces floats
+across ``prange`` iterations; an integer count is exact in any order), so the two give the same bits
+and a result does not depend on the path.
 
 Every kernel releases the GIL while it runs (``nogil``; so do the backend's other compiled
 functions): a product in one thread, such as a Dask worker's task, leaves the process's other

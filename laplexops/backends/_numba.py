@@ -360,14 +360,15 @@ class NumbaBackend:
         wants = (want_sum, want_signed, want_moment)
         outs = [np.empty((m, k) if want else (0, 0), dtype=dtype) for want in wants]
         layout = _scan_layout(s, k, dtype, b.dtype, wants)
-        with plan.scratch(layout) as (*scratch, sorted_b, out_stage):
+        with plan.scratch(layout) as (*scratch, operand, out_stage):
             if s.cperm is not None:
                 # the route's staging in the forward scan's scratch, written after it
                 b_stage = _carve(scratch[0], (n, k), b.dtype)
+                sorted_b = operand[:n]
                 _to_sorted(b, s.cperm, s.croute, sorted_b, b_stage)
                 b = sorted_b
-            if _results_staged_in_operand(s, k, dtype, b.dtype, wants):
-                out_stage = _carve(sorted_b, (m * k * sum(wants),), dtype)
+            if _results_staged_in_operand(s):
+                out_stage = _carve(operand, (m * k * sum(wants),), dtype)
             rdest, targets = _row_targets(s.rperm, s.rroute, outs, out_stage)
             cz = s.cz.astype(real, copy=False)
             if s.square:
@@ -582,22 +583,24 @@ def _scan_layout(s: _Side, k: int, dtype, operand_dtype, wants):
         ]
     staged = s.cperm is not None
     results = m * k * sum(wants) * (s.rroute is not None)
-    if _results_staged_in_operand(s, k, dtype, operand_dtype, wants):
+    operand_rows = n if staged else 0
+    if _results_staged_in_operand(s):
+        # one region for both, as long as the larger: the results are written after the last read
+        # of the operand
+        size = results * np.dtype(dtype).itemsize
+        operand_rows = max(n, -(-size // (k * np.dtype(operand_dtype).itemsize)))
         results = 0
     return [(shape, dtype) for shape in shapes] + [
-        ((n if staged else 0, k), operand_dtype),
+        ((operand_rows, k), operand_dtype),
         ((results,), dtype),
     ]
 
 
-def _results_staged_in_operand(s: _Side, k: int, dtype, operand_dtype, wants) -> bool:
-    """Whether an ``apply``'s routed results can be staged in the sorted operand's scratch: the
-    row pass of ``scan`` does not read the operand (``scan_square``'s does) and it is large
-    enough."""
-    m, n = s.rz.shape[0], s.cz.shape[0]
-    if s.rroute is None or s.cperm is None or s.square:
-        return False
-    return m * sum(wants) * np.dtype(dtype).itemsize <= n * np.dtype(operand_dtype).itemsize
+def _results_staged_in_operand(s: _Side) -> bool:
+    """Whether an ``apply``'s routed results are staged in the sorted operand's scratch (made
+    large enough for both): the row pass of ``scan`` does not read the operand
+    (``scan_square``'s does)."""
+    return s.rroute is not None and s.cperm is not None and not s.square
 
 
 def _nbytes(shape, dtype) -> int:

@@ -8,7 +8,8 @@ an exact O(n) solve, log-determinant, sampler and Gaussian likelihood with its g
 
 Public names: :class:`LaplexOperator`, :class:`Gradients` (what its ``gradient`` returns),
 :class:`LaplexGram`, :class:`GramGradients` (what its ``nll_gradient`` returns),
-:data:`DENSE_LIMIT` (the size guard of ``to_dense``) and :func:`available_backends`; the backend
+:data:`DENSE_LIMIT` (the size guard of ``to_dense``), :func:`available_backends` and
+:func:`release_memory` (the memory the CPU backend keeps for reuse); the backend
 registry is :mod:`laplexops.backends`. The contract (mathematics, API, errors, accuracy) is
 ``docs/reference.md``.
 
@@ -24,6 +25,7 @@ Examples
 from ._gram import GramGradients, LaplexGram
 from ._operator import DENSE_LIMIT, Gradients, LaplexOperator
 from .backends import available as available_backends
+from .backends._numba_memory import release_memory
 
 __version__ = "0.1.0"
 
@@ -34,5 +36,6 @@ __all__ = [
     "GramGradients",
     "DENSE_LIMIT",
     "available_backends",
+    "release_memory",
     "__version__",
 ]

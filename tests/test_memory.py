@@ -10,6 +10,15 @@ import numpy as np
 import pytest
 
 import laplexops as lx
+from laplexops.backends._numba_memory import POOL
+
+
+@pytest.fixture(autouse=True)
+def _nothing_kept_for_reuse(monkeypatch):
+    """What a call needs, measured with the CPU backend keeping no memory for reuse: kept
+    buffers would serve it from memory allocated before the trace (``test_memory_pool``)."""
+    lx.release_memory()
+    monkeypatch.setattr(POOL, "keep_bytes", 0)
 
 
 def _peak_bytes(fn):

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 import threading
+import weakref
 from contextlib import contextmanager
 
 import numpy as np
 
 from . import _numba_filter, _numba_filter2, _numba_plan, _numba_sort
 from ._base import Side, SortedPlan, gradient_reductions, snapshot_with
+from ._numba_memory import POOL
 from ._numba_plan import merge_counts
 from ._numba_route import ROUTE_MIN, Route, gather
 from ._numba_scan import (
@@ -76,7 +78,7 @@ class _Side:
         if held is None:
             index = _index_dtype(self.rz.shape[0] + self.cz.shape[0])
             size = 0 if self.square else self.rz.shape[0]
-            lo = np.empty(size, dtype=index)
+            lo = POOL.empty(size, index)
             hi = merge_counts(self.rz[:size], self.cz, lo)
             held = self._counts = (lo, hi)
         return held
@@ -113,8 +115,8 @@ class _Side:
             self.lo,
             self.hi,
             dtype.type(rate),
-            np.empty(n, dtype),
-            np.empty(2 * m, dtype),
+            POOL.empty(n, dtype),
+            POOL.empty(2 * m, dtype),
         )
 
 
@@ -143,6 +145,7 @@ class NumbaPlan(SortedPlan):
         self._routes: list = [None, None]  # of x's permutation, of y's
         self.scratch = _Scratch()
         self.gram_pool = _numba_filter.Pool()  # the Gram's factors and scratch
+        weakref.finalize(self, POOL.trim)  # its arrays free: the pool's free memory bounded again
 
     def side(self, side: Side) -> _Side:
         """The orientation whose rows are ``side``'s anchors, its merge counts held. Beyond
@@ -215,7 +218,7 @@ def _permutation(perm):
 
 def _take(a: np.ndarray, perm: np.ndarray) -> np.ndarray:
     """``a[perm]`` for 1-D ``a``, gathered in parallel when large."""
-    out = np.empty(perm.shape[0], a.dtype)
+    out = POOL.empty(perm.shape[0], a.dtype)
     gather(a, perm, out, work=perm.shape[0])
     return out
 
@@ -233,8 +236,11 @@ def _presorted(a: np.ndarray, previous: np.ndarray | Route | None, hinted: bool)
     if hinted:
         if previous is None:
             perm = np.arange(a.shape[0])
+        elif isinstance(previous, Route):
+            perm = previous.permutation()
         else:  # a copy: the repair works in place
-            perm = previous.permutation() if isinstance(previous, Route) else previous.copy()
+            perm = POOL.empty_like(previous)
+            np.copyto(perm, previous)
         values = _take(a, perm)
         if _numba_sort.repair(values, perm, _REPAIR_MOVES * a.shape[0]):
             return values, perm
@@ -277,14 +283,14 @@ class _Scratch:
         """Arrays of the ``(shape, dtype)`` pairs in ``layout``, reused when seen recently."""
         if not self._kept(layout):
             # made for this call and not held here: the caller can let each one go when done
-            yield tuple(np.empty(shape, dtype) for shape, dtype in layout)
+            yield tuple(POOL.empty(shape, dtype) for shape, dtype in layout)
             return
         key = tuple(layout)
         mine = self._lock.acquire(blocking=False)
         try:
             arrays = self._sets.pop(key, None) if mine else None
             if arrays is None:
-                arrays = tuple(np.empty(shape, dtype) for shape, dtype in layout)
+                arrays = tuple(POOL.empty(shape, dtype) for shape, dtype in layout)
             if mine:
                 self._sets[key] = arrays  # most recent last
                 while len(self._sets) > self._KEEP:
@@ -559,10 +565,9 @@ class NumbaBackend:
 
 
 def _touched(shape, dtype) -> np.ndarray:
-    """A new array whose pages are all mapped (written once; ``np.zeros`` maps them lazily)."""
-    a = np.empty(shape, dtype)
-    a.fill(0)
-    return a
+    """An array whose pages are all mapped: kept memory, or new and written once (``np.zeros``
+    maps them lazily)."""
+    return POOL.empty(shape, dtype, touch=True)
 
 
 def _scan_layout(s: _Side, k: int, dtype, operand_dtype, wants):
@@ -646,7 +651,7 @@ def _carve_or_new(buf: np.ndarray | None, shape, dtype) -> np.ndarray:
     """:func:`_carve` from ``buf`` when it is large enough, else a new array."""
     if buf is not None and buf.nbytes >= _nbytes(shape, dtype):
         return _carve(buf, shape, dtype)
-    return np.empty(shape, dtype)
+    return POOL.empty(shape, dtype)
 
 
 def _row_targets(perm, route, outs, stage):

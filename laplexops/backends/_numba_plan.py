@@ -8,6 +8,7 @@ import math
 import numpy as np
 from numba import get_num_threads, njit, prange
 
+from ._numba_memory import POOL
 from ._numba_threads import kernel, use_threads
 
 __all__ = ["merge_counts", "snapshot"]
@@ -27,7 +28,7 @@ def _copy_counting(a, out):  # pragma: no cover - compiled
 def snapshot(a: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, int]:
     """A copy of the 1-D float32 or float64 ``a`` in ``dtype`` (float32 or float64) and the
     number of its values that are not finite (after the conversion), from one read of ``a``."""
-    out = np.empty(a.shape[0], dtype)
+    out = POOL.empty(a.shape[0], dtype)
     return out, int(_copy_counting(a, out, work=a.shape[0]))
 
 
@@ -140,6 +141,6 @@ def merge_counts(rs, cs, lo):
     _merge_counts(rs, cs, lo, chunks, tied, work=rs.shape[0] + cs.shape[0])
     if not tied.any():
         return lo
-    hi = np.empty_like(lo)
+    hi = POOL.empty_like(lo)
     _upper_counts(rs, cs, lo, hi, work=rs.shape[0])
     return hi

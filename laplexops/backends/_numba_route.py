@@ -32,6 +32,7 @@ import numpy as np
 from numba import njit, prange
 from numba.extending import overload
 
+from ._numba_memory import POOL
 from ._numba_threads import kernel
 
 __all__ = [
@@ -67,8 +68,8 @@ class Route:
         # blocks of at least 2^12 indices, at most 2^16 (the offsets' uint16; 512 kB of float64)
         self.shift = min(16, max(12, int(np.ceil(np.log2(max(n, 1) / _STREAMS)))))
         blocks = ((n - 1) >> self.shift) + 1 if n else 0
-        self.slot = np.empty(m, np.int32 if m < 2**31 else np.int64)
-        self.offset = np.empty(m, np.uint16)
+        self.slot = POOL.empty(m, np.int32 if m < 2**31 else np.int64)
+        self.offset = POOL.empty(m, np.uint16)
         if n == m:  # a permutation fills every block
             self.starts = np.minimum(np.arange(blocks + 1, dtype=np.int64) << self.shift, m)
         else:
@@ -83,7 +84,7 @@ class Route:
         elements; else ``None``). O(m) once."""
         m = self.slot.shape[0]
         if self.inverse is None and self.length == m and m <= INVERSE_MAX:
-            inverse = np.empty(m, np.uint16)
+            inverse = POOL.empty(m, np.uint16)
             _invert(self.starts, self.offset, inverse, work=m)
             self.inverse = inverse  # whole or not at all (concurrent callers each make one)
         return self.inverse
@@ -136,7 +137,7 @@ class Route:
 
     def permutation(self) -> np.ndarray:
         """The permutation this route was built from, made again (a new array). O(m)."""
-        perm = np.empty(self.slot.shape[0], self.slot.dtype)
+        perm = POOL.empty(self.slot.shape[0], self.slot.dtype)
         _permutation(self.slot, self.offset, self.shift, perm, work=perm.shape[0])
         return perm
 

@@ -30,6 +30,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from ._numba_memory import POOL
 from ._numba_threads import kernel
 
 __all__ = ["argsort", "argsort_two", "is_sorted", "numpy_sorts_faster", "repair"]
@@ -193,24 +194,25 @@ def _use_numpy(keys, numpy_below):
 def _workspace(bits):
     """Allocate the output and scratch buffers for sorting ``bits``.
 
-    Allocated by NumPy rather than inside Numba because NumPy requests huge
-    pages for large arrays, which makes first touch markedly cheaper.
+    Allocated outside Numba, from the backend's buffers kept for reuse
+    (``_numba_memory``): an earlier sort's memory, whose pages need no first
+    touch.
     """
     n = bits.size
     npasses = -(-8 * bits.itemsize // _DIGIT_BITS)
     work = (
-        np.empty_like(bits),
-        np.empty_like(bits),
-        np.empty(n, np.int32),
-        np.empty(n, np.int32),
+        POOL.empty_like(bits),
+        POOL.empty_like(bits),
+        POOL.empty(n, np.int32),
+        POOL.empty(n, np.int32),
         np.zeros((npasses, _RADIX), np.int64),
     )
-    return np.empty(n, np.int32), work  # the radix sort takes n < 2^31
+    return POOL.empty(n, np.int32), work  # the radix sort takes n < 2^31
 
 
 def _values_out(keys, with_values):
     """The sorted values' array for ``keys`` (empty when not wanted), and its bits view."""
-    values = np.empty(keys.size if with_values else 0, keys.dtype)
+    values = POOL.empty(keys.size if with_values else 0, keys.dtype)
     return values, values.view(_UINT_OF[keys.dtype])
 
 
@@ -345,8 +347,8 @@ def _numpy_stable_argsort(keys):
     """``(perm, keys[perm])`` for a stable ``perm`` (int32), by NumPy's default sort and
     :func:`_stabilise`."""
     perm = np.argsort(keys)
-    out = np.empty(keys.size, np.int32)
-    values = np.empty_like(keys)
+    out = POOL.empty(keys.size, np.int32)
+    values = POOL.empty_like(keys)
     _stabilise(keys, perm, out, values)
     return out, values
 

@@ -1,0 +1,176 @@
+"""Buffers kept for reuse: the CPU backend's plans and scratch without a page-fault storm.
+
+A fresh product or a training step (``with_anchors``, a product, a gradient) makes its plan's
+arrays anew: sorted values and orders, routes, merge counts, decays, scratch, about 200 bytes
+per anchor. The allocator hands multi-megabyte arrays back to the operating system when they are
+freed, so the next plan's arrays start as unmapped pages, and the first write to each page costs
+a fault: on the machines measured (docs/benchmarks.md) these faults took half of a training
+step's time at a million anchors.
+
+:data:`POOL` keeps the memory of such arrays after them. Each array from :meth:`BufferPool.empty`
+is a view of a buffer (a flat ``uint8`` array) that the pool holds; a buffer is free again when
+no object but the pool refers to it (no array made from it is alive, which its reference count
+tells), and the next request of about its size gets it. So a training loop's plans and scratch
+take each other's memory step after step.
+
+What the pool holds beyond the arrays in use is bounded: no more free memory than the arrays
+in use take, nor than ``keep_bytes`` (``LAPLEXOPS_KEEP_BYTES`` in the environment, 512 MiB by
+default; 0 turns the pool off), but always up to an eighth of ``keep_bytes`` (as the allocator
+itself keeps some freed memory). The least recently used free buffers go first, whenever the
+pool is asked for memory and whenever a plan dies: a training loop, whose live operator's plan
+is as large as the dead one's, keeps the dead one's memory; once no operator is left, an eighth
+of ``keep_bytes`` at most stays. An array larger than a quarter of ``keep_bytes``, or smaller
+than ``MIN_BYTES``, is a plain NumPy array. :func:`release_memory` lets every free buffer go.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+import numpy as np
+
+__all__ = ["MIN_BYTES", "POOL", "BufferPool", "release_memory"]
+
+#: the size from which an array comes from the pool: below it the allocator keeps freed memory
+#: mapped, and a buffer's bookkeeping would cost more than its page faults
+MIN_BYTES = 1 << 20
+_SLACK = 8  # a buffer serves requests down to this fraction less than its size (1 / 8)
+_DEFAULT_KEEP = 512 << 20
+
+
+def _keep_bytes_from_environment() -> int:
+    """``LAPLEXOPS_KEEP_BYTES`` as a byte count (the default where unset)."""
+    text = os.environ.get("LAPLEXOPS_KEEP_BYTES", "").strip()
+    if not text:
+        return _DEFAULT_KEEP
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"LAPLEXOPS_KEEP_BYTES must be a byte count, got {text!r}") from None
+    if value < 0:
+        raise ValueError(f"LAPLEXOPS_KEEP_BYTES must be at least 0, got {value}")
+    return value
+
+
+class BufferPool:
+    """Flat buffers handed out as arrays and taken back once nothing refers to them (see the
+    module docstring); at most ``keep_bytes`` of free ones held. Thread-safe."""
+
+    def __init__(self, keep_bytes: int) -> None:
+        self.keep_bytes = int(keep_bytes)
+        self._lock = threading.Lock()
+        self._buffers: list[np.ndarray] = []  # least recently handed out first
+
+    def _free(self, i: int) -> bool:
+        """Whether buffer ``i`` is free: the pool's list holds the only reference to it (one
+        more is ``getrefcount``'s own argument)."""
+        return sys.getrefcount(self._buffers[i]) == 2
+
+    def empty(self, shape, dtype, touch: bool = False) -> np.ndarray:
+        """An uninitialised C-contiguous array of ``shape`` and ``dtype``, on a free buffer of
+        at least its size (and at most an eighth larger) when there is one. ``touch``: write
+        a new buffer's pages once now, so that later writes fault no more."""
+        dtype = np.dtype(dtype)
+        shape = (int(shape),) if np.ndim(shape) == 0 else tuple(int(s) for s in shape)
+        size = dtype.itemsize
+        for s in shape:
+            size *= s
+        if size < MIN_BYTES or 4 * size > self.keep_bytes:
+            a = np.empty(shape, dtype)
+            if touch:
+                a.fill(0)
+            return a
+        with self._lock:
+            found = None
+            for i in range(len(self._buffers)):
+                n = self._buffers[i].nbytes
+                if size <= n <= size + size // _SLACK and self._free(i):
+                    if found is None or n < self._buffers[found].nbytes:
+                        found = i
+            if found is None:
+                buf = np.empty(size, np.uint8)
+                if touch:
+                    buf.fill(0)
+            else:
+                buf = self._buffers.pop(found)
+            self._buffers.append(buf)  # most recently handed out last
+            array = buf[:size].view(dtype).reshape(shape)
+            del buf
+            self._trim()
+        return array
+
+    def empty_like(self, a: np.ndarray, dtype=None) -> np.ndarray:
+        """:meth:`empty` of ``a``'s shape, in ``a``'s dtype unless given."""
+        return self.empty(a.shape, a.dtype if dtype is None else dtype)
+
+    def _trim(self) -> None:
+        """Let free buffers go, the least recently used first, until no more free bytes are held
+        than are in use, nor than ``keep_bytes``, or an eighth of ``keep_bytes`` at most (the
+        lock held)."""
+        free = [i for i in range(len(self._buffers)) if self._free(i)]
+        held = sum(self._buffers[i].nbytes for i in free)
+        in_use = sum(b.nbytes for b in self._buffers) - held
+        limit = min(self.keep_bytes, max(in_use, self.keep_bytes // 8))
+        drop = set()
+        for i in free:
+            if held <= limit:
+                break
+            held -= self._buffers[i].nbytes
+            drop.add(i)
+        if drop:
+            self._buffers = [b for i, b in enumerate(self._buffers) if i not in drop]
+
+    def trim(self) -> None:
+        """Let the free buffers beyond the bound go (see :meth:`_trim`)."""
+        with self._lock:
+            self._trim()
+
+    def release(self) -> int:
+        """Let every free buffer go; returns the bytes let go."""
+        with self._lock:
+            free = [i for i in range(len(self._buffers)) if self._free(i)]
+            released = sum(self._buffers[i].nbytes for i in free)
+            gone = set(free)
+            self._buffers = [b for i, b in enumerate(self._buffers) if i not in gone]
+        return released
+
+    def held_bytes(self) -> tuple[int, int]:
+        """``(in_use, free)``: the bytes of the buffers held, in use and free."""
+        with self._lock:
+            free = sum(self._buffers[i].nbytes for i in range(len(self._buffers)) if self._free(i))
+            return sum(b.nbytes for b in self._buffers) - free, free
+
+
+#: the CPU backend's pool
+POOL = BufferPool(_keep_bytes_from_environment())
+
+
+def release_memory() -> int:
+    """Hand back to the operating system the memory the CPU backend keeps for reuse.
+
+    The CPU backend keeps the memory of its plans' and scratch arrays (each of a megabyte or
+    more) after they die, so that the next plan of a training loop writes to pages already
+    mapped instead of faulting on new ones. Of memory no array uses it keeps no more than the
+    arrays in use take, nor than ``LAPLEXOPS_KEEP_BYTES`` (an environment variable read at
+    import; 512 MiB by default, 0 to keep nothing), but up to an eighth of that even when no
+    operator is left; the rest goes as plans die. This lets go of all of it now; the arrays in
+    use (those of live operators, and anchors or results held) stay.
+
+    Returns
+    -------
+    int
+        The bytes let go.
+
+    Examples
+    --------
+    >>> op = lx.LaplexOperator(np.arange(400_000.0), np.arange(400_000.0)[::-1])
+    >>> y = op @ np.ones(400_000)
+    >>> del op
+    >>> lx.release_memory() > 0
+    True
+    >>> lx.release_memory()
+    0
+    """
+    return POOL.release()

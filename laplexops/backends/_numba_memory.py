@@ -13,14 +13,15 @@ no object but the pool refers to it (no array made from it is alive, which its r
 tells), and the next request of about its size gets it. So a training loop's plans and scratch
 take each other's memory step after step.
 
-What the pool holds beyond the arrays in use is bounded: no more free memory than the arrays
-in use take, nor than ``keep_bytes`` (``LAPLEXOPS_KEEP_BYTES`` in the environment, 512 MiB by
-default; 0 turns the pool off), but always up to an eighth of ``keep_bytes`` (as the allocator
-itself keeps some freed memory). The least recently used free buffers go first, whenever the
-pool is asked for memory and whenever a plan dies: a training loop, whose live operator's plan
-is as large as the dead one's, keeps the dead one's memory; once no operator is left, an eighth
-of ``keep_bytes`` at most stays. An array larger than a quarter of ``keep_bytes``, or smaller
-than ``MIN_BYTES``, is a plain NumPy array. :func:`release_memory` lets every free buffer go.
+What the pool holds beyond the arrays in use is bounded: at most ``keep_bytes`` of free memory
+(``LAPLEXOPS_KEEP_BYTES`` in the environment, 512 MiB by default; 0 turns the pool off) while any
+of its arrays is in use, and an eighth of that once none is (as the allocator itself keeps some
+freed memory). The least recently used free buffers go first, whenever the pool is asked for
+memory and whenever a plan dies. So a training loop keeps each dead plan's memory for the next
+one (an operator is alive throughout: the next plan is built from the previous one), and once
+the last operator is gone an eighth of ``keep_bytes`` at most stays. An array larger than a
+quarter of ``keep_bytes``, or smaller than ``MIN_BYTES``, is a plain NumPy array.
+:func:`release_memory` lets every free buffer go.
 """
 
 from __future__ import annotations
@@ -106,13 +107,13 @@ class BufferPool:
         return self.empty(a.shape, a.dtype if dtype is None else dtype)
 
     def _trim(self) -> None:
-        """Let free buffers go, the least recently used first, until no more free bytes are held
-        than are in use, nor than ``keep_bytes``, or an eighth of ``keep_bytes`` at most (the
-        lock held)."""
+        """Let free buffers go, the least recently used first, until at most ``keep_bytes`` of
+        them are held while some buffer is in use, an eighth of that while none is (the lock
+        held)."""
         free = [i for i in range(len(self._buffers)) if self._free(i)]
         held = sum(self._buffers[i].nbytes for i in free)
-        in_use = sum(b.nbytes for b in self._buffers) - held
-        limit = min(self.keep_bytes, max(in_use, self.keep_bytes // 8))
+        in_use = len(free) < len(self._buffers)
+        limit = self.keep_bytes if in_use else self.keep_bytes // 8
         drop = set()
         for i in free:
             if held <= limit:
@@ -152,10 +153,10 @@ def release_memory() -> int:
 
     The CPU backend keeps the memory of its plans' and scratch arrays (each of a megabyte or
     more) after they die, so that the next plan of a training loop writes to pages already
-    mapped instead of faulting on new ones. Of memory no array uses it keeps no more than the
-    arrays in use take, nor than ``LAPLEXOPS_KEEP_BYTES`` (an environment variable read at
-    import; 512 MiB by default, 0 to keep nothing), but up to an eighth of that even when no
-    operator is left; the rest goes as plans die. This lets go of all of it now; the arrays in
+    mapped instead of faulting on new ones. Of memory no array uses it keeps at most
+    ``LAPLEXOPS_KEEP_BYTES`` (an environment variable read at import; 512 MiB by default, 0 to
+    keep nothing) while some of its arrays are in use (an operator is alive), and an eighth of
+    that once none is; the rest goes as plans die. This lets go of all of it now; the arrays in
     use (those of live operators, and anchors or results held) stay.
 
     Returns

@@ -11,6 +11,8 @@ coordinates, never zeros.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from hypothesis import note
 from hypothesis import strategies as st
@@ -255,3 +257,13 @@ def result_dtype(op_dtype, v_dtype) -> np.dtype:
     if v_dtype.kind in "iub":
         return np.dtype(op_dtype)
     return np.result_type(op_dtype, v_dtype)
+
+
+def run_in_threads(target, count: int) -> None:
+    """Call ``target(i)`` for ``i`` in ``range(count)``, each on a thread of its own, all at
+    once; return when all are done."""
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()

@@ -5,13 +5,14 @@ a training loop takes its predecessor's memory, and what is kept stays bounded."
 import os
 import subprocess
 import sys
-import threading
 import tracemalloc
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
 
 import laplexops as lx
+from laplex_testing import run_in_threads
 from laplexops.backends import _numba_memory
 from laplexops.backends._numba_memory import MIN_BYTES, POOL, BufferPool
 
@@ -126,12 +127,19 @@ def test_threads_never_share_memory(pool):
                 if not np.all(old == seed):
                     errors.append(seed)
 
-    threads = [threading.Thread(target=work, args=(s,)) for s in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_in_threads(work, 4)
     assert not errors
+
+
+@contextmanager
+def _pool_off():
+    """The CPU backend's pool keeping nothing, within the block."""
+    keep = POOL.keep_bytes
+    POOL.keep_bytes = 0
+    try:
+        yield
+    finally:
+        POOL.keep_bytes = keep
 
 
 def test_products_on_reused_memory_equal_those_on_new_memory(rng):
@@ -148,12 +156,8 @@ def test_products_on_reused_memory_equal_those_on_new_memory(rng):
 
     first = results()
     again = results()  # on the first one's memory
-    keep = POOL.keep_bytes
-    POOL.keep_bytes = 0
-    try:
+    with _pool_off():
         new = results()
-    finally:
-        POOL.keep_bytes = keep
     for a, b, c in zip(first, again, new):
         assert a.tobytes() == b.tobytes() == c.tobytes()
 
@@ -182,12 +186,8 @@ def test_a_training_loop_takes_its_predecessors_memory(rng):
             tracemalloc.stop()
 
     reused = new_bytes()
-    keep = POOL.keep_bytes
-    POOL.keep_bytes = 0
-    try:
+    with _pool_off():
         fresh = new_bytes()
-    finally:
-        POOL.keep_bytes = keep
     assert reused < 0.25 * fresh, (reused / (2 * n), fresh / (2 * n))
 
 

@@ -17,6 +17,7 @@ import pytest
 
 import laplexops as lx
 import laplexops.backends._numba  # builds every kernel (the backend's modules load lazily)
+from laplex_testing import run_in_threads
 from laplexops.backends import (
     Side,
     _numba,
@@ -304,8 +305,6 @@ def test_kernels_release_the_gil(rng):
     """Every compiled function of the backend runs without the GIL, so a product in one thread
     (a Dask worker's task) leaves the others (its event loop) free, and calls from several
     threads at once on one operator give the same bits as one at a time."""
-    import threading
-
     from laplexops.backends import _numba_filter, _numba_filter2, _numba_ranges, _numba_route
 
     modules = (_numba_scan, _numba_sort, _numba_route, _numba_ranges, _numba_filter, _numba_filter2)
@@ -335,11 +334,7 @@ def test_kernels_release_the_gil(rng):
         except Exception as error:  # pragma: no cover - reported below
             errors.append(error)
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_in_threads(run, 4)
     assert not errors, errors
     for got in results:
         for a, b in zip(got, alone):

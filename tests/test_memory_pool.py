@@ -223,3 +223,15 @@ def test_the_keep_setting_is_read_at_import(monkeypatch):
     assert _numba_memory._keep_bytes_from_environment() == 12345
     monkeypatch.setenv("LAPLEXOPS_KEEP_BYTES", " ")
     assert _numba_memory._keep_bytes_from_environment() == 512 << 20
+
+
+def test_a_trim_while_the_pool_is_busy_waits_for_its_next_call(pool):
+    """A plan's finalizer may run inside the pool's own call (the garbage collector): it must
+    not wait for the lock that call holds."""
+    dead = [pool.empty(2 * SIZE, np.float64) for _ in range(40)]
+    del dead
+    with pool._lock:
+        pool.trim()  # returns at once
+    assert pool.held_bytes() == (0, 80 * MIN_BYTES)
+    pool.trim()
+    assert pool.held_bytes() == (0, 8 * MIN_BYTES)

@@ -17,11 +17,11 @@ What the pool holds beyond the arrays in use is bounded: at most ``keep_bytes`` 
 (``LAPLEXOPS_KEEP_BYTES`` in the environment, 512 MiB by default; 0 turns the pool off) while any
 of its arrays is in use, and an eighth of that once none is (as the allocator itself keeps some
 freed memory). The least recently used free buffers go first, whenever the pool is asked for
-memory and whenever a plan dies. So a training loop keeps each dead plan's memory for the next
-one (an operator is alive throughout: the next plan is built from the previous one), and once
-the last operator is gone an eighth of ``keep_bytes`` at most stays. An array larger than a
-quarter of ``keep_bytes``, or smaller than ``MIN_BYTES``, is a plain NumPy array.
-:func:`release_memory` lets every free buffer go.
+memory and whenever a plan dies (unless another call holds the pool then). So a training loop
+keeps each dead plan's memory for the next one (an operator is alive throughout: the next plan is
+built from the previous one), and once the last operator is gone an eighth of ``keep_bytes`` at
+most stays. An array larger than a quarter of ``keep_bytes``, or smaller than ``MIN_BYTES``, is a
+plain NumPy array. :func:`release_memory` lets every free buffer go.
 """
 
 from __future__ import annotations
@@ -124,9 +124,14 @@ class BufferPool:
             self._buffers = [b for i, b in enumerate(self._buffers) if i not in drop]
 
     def trim(self) -> None:
-        """Let the free buffers beyond the bound go (see :meth:`_trim`)."""
-        with self._lock:
-            self._trim()
+        """Let the free buffers beyond the bound go (see :meth:`_trim`), unless the pool is busy:
+        a plan's finalizer calls this, and the garbage collector may run one while this thread
+        holds the lock (the pool's next call trims then)."""
+        if self._lock.acquire(blocking=False):
+            try:
+                self._trim()
+            finally:
+                self._lock.release()
 
     def release(self) -> int:
         """Let every free buffer go; returns the bytes let go."""

@@ -1,11 +1,12 @@
 """Buffers kept for reuse: the CPU backend's plans and scratch without a page-fault storm.
 
 A fresh product or a training step (``with_anchors``, a product, a gradient) makes its plan's
-arrays anew: sorted values and orders, routes, merge counts, decays, scratch, about 200 bytes
-per anchor. The allocator hands multi-megabyte arrays back to the operating system when they are
-freed, so the next plan's arrays start as unmapped pages, and the first write to each page costs
-a fault: on the machines measured (docs/benchmarks.md) these faults took half of a training
-step's time at a million anchors.
+arrays anew: snapshots, sorted values and orders, routes, merge counts, decays, scratch, about 50
+bytes per anchor for a product (100 MB at a million a side). The allocator often hands
+multi-megabyte arrays back to the operating system when they are freed, so the next plan's arrays
+start as unmapped pages, and the first write to each page costs a fault: on the machine measured
+(docs/benchmarks.md) these faults took half of the time of ``with_anchors`` and a product at a
+million anchors a side.
 
 :data:`POOL` keeps the memory of such arrays after them. Each array from :meth:`BufferPool.empty`
 is a view of a buffer (a flat ``uint8`` array) that the pool holds; a buffer is free again when

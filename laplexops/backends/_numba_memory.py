@@ -38,7 +38,7 @@ __all__ = ["MIN_BYTES", "POOL", "BufferPool", "release_memory"]
 #: the size from which an array comes from the pool: below it the allocator keeps freed memory
 #: mapped, and a buffer's bookkeeping would cost more than its page faults
 MIN_BYTES = 1 << 20
-_SLACK = 8  # a buffer serves requests down to this fraction less than its size (1 / 8)
+_SLACK = 8  # a buffer serves a request when it is at most 1 / _SLACK larger
 _DEFAULT_KEEP = 512 << 20
 
 

@@ -5,6 +5,7 @@ a training loop takes its predecessor's memory, and what is kept stays bounded."
 import os
 import subprocess
 import sys
+import time
 import tracemalloc
 from contextlib import contextmanager
 
@@ -235,3 +236,28 @@ def test_a_trim_while_the_pool_is_busy_waits_for_its_next_call(pool):
     assert pool.held_bytes() == (0, 80 * MIN_BYTES)
     pool.trim()
     assert pool.held_bytes() == (0, 8 * MIN_BYTES)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+@pytest.mark.filterwarnings("ignore:.*fork:DeprecationWarning")
+def test_a_child_forked_while_the_pool_is_busy_can_use_it(pool):
+    """The lock of a pool busy in another thread at a fork is not held in the child."""
+    with pool._lock:
+        pid = os.fork()
+        if pid == 0:  # the child: exit 0 once it has an array, or be killed below
+            code = 1
+            try:
+                pool.empty(SIZE, np.float64)[:] = 1.0
+                code = 0
+            finally:
+                os._exit(code)
+    for _ in range(200):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child waited for the parent's lock")
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0

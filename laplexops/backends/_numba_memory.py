@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import weakref
 
 import numpy as np
 
@@ -64,6 +65,7 @@ class BufferPool:
         self.keep_bytes = int(keep_bytes)
         self._lock = threading.Lock()
         self._buffers: list[np.ndarray] = []  # least recently handed out first
+        _POOLS.add(self)
 
     def _free(self, i: int) -> bool:
         """Whether buffer ``i`` is free: the pool's list holds the only reference to it (one
@@ -149,6 +151,17 @@ class BufferPool:
             free = sum(self._buffers[i].nbytes for i in range(len(self._buffers)) if self._free(i))
             return sum(b.nbytes for b in self._buffers) - free, free
 
+
+def _after_fork() -> None:
+    """In a forked child, every pool gets a new lock: another thread may have held the parent's
+    at the fork, and that thread does not exist in the child."""
+    for pool in list(_POOLS):
+        pool._lock = threading.Lock()
+
+
+_POOLS: weakref.WeakSet[BufferPool] = weakref.WeakSet()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 
 #: the CPU backend's pool
 POOL = BufferPool(_keep_bytes_from_environment())

@@ -283,8 +283,12 @@ def test_scipy_solvers(rng):
     b = rng.standard_normal(n)
     x, info = sla.cg(G, b, rtol=1e-12, maxiter=2000)
     assert info == 0 and np.allclose(x, G.solve(b), rtol=1e-8, atol=1e-10)
+    # MINRES stops on its residual relative to |G| |x| (scipy's test), which leaves up to ~4e-10
+    # of |b| here, as it does on the dense matrix: compare residuals and errors in norm
     x, info = sla.minres(G.aslinearoperator(), b, rtol=1e-12, maxiter=2000)
-    assert info == 0 and np.allclose(x, G.solve(b), rtol=1e-7, atol=1e-9)
+    assert info == 0
+    assert np.linalg.norm(G @ x - b) <= 1e-8 * np.linalg.norm(b)
+    assert np.linalg.norm(x - G.solve(b)) <= 1e-6 * np.linalg.norm(x)
 
 
 def test_celerite2_agrees(rng):

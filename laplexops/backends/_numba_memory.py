@@ -81,74 +81,78 @@ class BufferPool:
         size = dtype.itemsize
         for s in shape:
             size *= s
+        new = True
         if size < MIN_BYTES or 4 * size > self.keep_bytes:
-            a = np.empty(shape, dtype)
-            if touch:
-                a.fill(0)
-            return a
-        with self._lock:
-            found = None
-            for i in range(len(self._buffers)):
-                n = self._buffers[i].nbytes
-                if size <= n <= size + size // _SLACK and self._free(i):
-                    if found is None or n < self._buffers[found].nbytes:
-                        found = i
-            if found is None:
-                buf = np.empty(size, np.uint8)
-                if touch:
-                    buf.fill(0)
-            else:
-                buf = self._buffers.pop(found)
-            self._buffers.append(buf)  # most recently handed out last
-            array = buf[:size].view(dtype).reshape(shape)
-            del buf
-            self._trim()
+            array = np.empty(shape, dtype)
+        else:
+            with self._lock:
+                fits = [
+                    i
+                    for i in range(len(self._buffers))
+                    if size <= self._buffers[i].nbytes <= size + size // _SLACK and self._free(i)
+                ]
+                new = not fits
+                if new:
+                    buf = np.empty(size, np.uint8)
+                else:
+                    buf = self._buffers.pop(min(fits, key=lambda i: self._buffers[i].nbytes))
+                self._buffers.append(buf)  # most recently handed out last
+                array = buf[:size].view(dtype).reshape(shape)
+                del buf
+                self._drop_free(self._limit())
+        if touch and new:
+            array.fill(0)
         return array
 
     def empty_like(self, a: np.ndarray, dtype=None) -> np.ndarray:
         """:meth:`empty` of ``a``'s shape, in ``a``'s dtype unless given."""
         return self.empty(a.shape, a.dtype if dtype is None else dtype)
 
-    def _trim(self) -> None:
-        """Let free buffers go, the least recently used first, until at most ``keep_bytes`` of
-        them are held while some buffer is in use, an eighth of that while none is (the lock
-        held)."""
-        free = [i for i in range(len(self._buffers)) if self._free(i)]
+    def _free_indices(self) -> list[int]:
+        """The free buffers' places in the list, least recently used first (the lock held)."""
+        return [i for i in range(len(self._buffers)) if self._free(i)]
+
+    def _limit(self) -> int:
+        """The free bytes to hold: ``keep_bytes`` while some buffer is in use, an eighth of it
+        while none is (the lock held)."""
+        in_use = len(self._free_indices()) < len(self._buffers)
+        return self.keep_bytes if in_use else self.keep_bytes // 8
+
+    def _drop_free(self, limit: int) -> int:
+        """Let free buffers go, the least recently used first, until at most ``limit`` bytes of
+        them are held; returns the bytes let go (the lock held)."""
+        free = self._free_indices()
         held = sum(self._buffers[i].nbytes for i in free)
-        in_use = len(free) < len(self._buffers)
-        limit = self.keep_bytes if in_use else self.keep_bytes // 8
         drop = set()
         for i in free:
             if held <= limit:
                 break
             held -= self._buffers[i].nbytes
             drop.add(i)
+        dropped = sum(self._buffers[i].nbytes for i in drop)
         if drop:
             self._buffers = [b for i, b in enumerate(self._buffers) if i not in drop]
+        return dropped
 
     def trim(self) -> None:
-        """Let the free buffers beyond the bound go (see :meth:`_trim`), unless the pool is busy:
-        a plan's finalizer calls this, and the garbage collector may run one while this thread
-        holds the lock (the pool's next call trims then)."""
+        """Let the free buffers beyond the bound go (see :meth:`_limit`), unless the pool is
+        busy: a plan's finalizer calls this, and the garbage collector may run one while this
+        thread holds the lock (the pool's next call trims then)."""
         if self._lock.acquire(blocking=False):
             try:
-                self._trim()
+                self._drop_free(self._limit())
             finally:
                 self._lock.release()
 
     def release(self) -> int:
         """Let every free buffer go; returns the bytes let go."""
         with self._lock:
-            free = [i for i in range(len(self._buffers)) if self._free(i)]
-            released = sum(self._buffers[i].nbytes for i in free)
-            gone = set(free)
-            self._buffers = [b for i, b in enumerate(self._buffers) if i not in gone]
-        return released
+            return self._drop_free(0)
 
     def held_bytes(self) -> tuple[int, int]:
         """``(in_use, free)``: the bytes of the buffers held, in use and free."""
         with self._lock:
-            free = sum(self._buffers[i].nbytes for i in range(len(self._buffers)) if self._free(i))
+            free = sum(self._buffers[i].nbytes for i in self._free_indices())
             return sum(b.nbytes for b in self._buffers) - free, free
 
 

@@ -220,9 +220,10 @@ def _permutation(slot, offset, shift, perm):  # pragma: no cover - compiled
         perm[r] = ((t >> shift) << shift) + offset[t]
 
 
-# The block passes index a block's region (a view) by the unsigned offsets themselves: an index
-# computed as block start + offset is signed, and Numba then checks its sign on every element,
-# which took a third of the pass's time.
+# The block passes compute their indices (block start + offset) in unsigned arithmetic
+# (``np.uintp``): a signed index makes Numba check its sign on every element, which took a third of
+# the pass's time, and with plain unsigned indices into the whole array a single column's loop
+# runs in SIMD lanes (AVX-512 gathers), a sixth faster than indexing a view of the block's region.
 #
 # The moves take 1-D arrays (one value per row: the common single column, whose loops then
 # compile to plain element moves, several times faster than the same moves through rows of one)
@@ -310,9 +311,9 @@ def scatter_inverse(stage, starts, inverse, out):  # pragma: no cover - compiled
     permutation's route: block ``b`` holds the indices and the slots from ``starts[b]`` on): the
     second pass of a scatter into original order, with its writes in order. O(m k)."""
     for b in prange(starts.shape[0] - 1):
-        slots = stage[starts[b] : starts[b + 1]]
-        for i in range(starts[b], starts[b + 1]):
-            _copy_row(slots, inverse[i], out, i)
+        first = np.uintp(starts[b])
+        for i in range(first, np.uintp(starts[b + 1])):
+            _copy_row(stage, first + np.uintp(inverse[i]), out, i)
 
 
 @kernel
@@ -324,13 +325,13 @@ def gather_blocks(a, starts, offset, shift, stage, sink, lo, hi, origin):  # pra
     O(m k)."""
     for i in prange(hi - lo):
         b = lo + i
-        region = a[(b << shift) - origin : ((b + 1) << shift) - origin]
+        first = (b << shift) - origin
         acc = _first(a, 0) * 0
-        for r in _lines(region, 0, region.shape[0]):
-            acc += _first(region, r)
+        for r in _lines(a, first, first + (1 << shift)):
+            acc += _first(a, r)
         sink[b] = acc.real
-        for t in range(starts[b], starts[b + 1]):
-            _copy_row(region, offset[t], stage, t)
+        for t in range(np.uintp(starts[b]), np.uintp(starts[b + 1])):
+            _copy_row(a, np.uintp(first) + np.uintp(offset[t]), stage, t)
 
 
 @kernel

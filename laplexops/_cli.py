@@ -25,7 +25,7 @@ from ._load_bench import (
     interleaved_with_blas_in,
     training_step,
 )
-from ._timing import best_of, fmt_seconds, once
+from ._timing import best_of, best_of_pair, fmt_seconds, once
 from .backends import get_backend, registered
 
 TOLERANCE = {"float64": 1e-10, "float32": 1e-4}
@@ -322,16 +322,19 @@ def demo(n, dtype, rate, backend, seed) -> int:
 
 
 # ---------------------------------------------------------------------------------------- bench
-def _first_product_seconds(x, y, rate, backend, v, repeat: int = 3) -> float:
-    """The fastest of ``repeat`` first products of fresh operators whose plans were built
-    beforehand (``prepare``): the decays and the merge of the plan's sides, and the scan."""
-    best = float("inf")
-    for _ in range(repeat):
+def _first_and_cached_seconds(x, y, rate, backend, v, cached, rounds: int = 4):
+    """``(first, cached)``: the fastest of ``rounds`` first products of fresh operators whose
+    plans were built beforehand (``prepare``), and the fastest cached product of the operator
+    ``cached`` (three in each round, after its first product), in turn."""
+    first = best = float("inf")
+    for _ in range(rounds):
         op = LaplexOperator(x, y, rate, backend=backend).prepare()
         t0 = time.perf_counter()
         op @ v
-        best = min(best, time.perf_counter() - t0)
-    return best
+        first = min(first, time.perf_counter() - t0)
+        del op
+        best = min(best, best_of(lambda: cached @ v, 3))
+    return first, best
 
 
 def _load_rows(row, op, v, n, seed) -> None:
@@ -387,6 +390,12 @@ def bench(n, dtype, rate, backend, seed, json_path=None, huge=False) -> int:
             flush=True,
         )
 
+    def paired(ours, peer_label, peer):
+        """``(ours' seconds, peer_label, peer's seconds)`` for :func:`row`, timed in turn
+        (:func:`best_of_pair`)."""
+        t_ours, t_peer = best_of_pair(ours, peer)
+        return t_ours, peer_label, t_peer
+
     _warm_up(dtype, rate, backend)
     print(f"laplexops bench: n = {n:,}, {dtype}, s = {rate}, backend {backend}")
     print(f"machine: {_machine()}")
@@ -410,56 +419,51 @@ def bench(n, dtype, rate, backend, seed, json_path=None, huge=False) -> int:
     )
     plan = best_of(lambda: LaplexOperator(x, y, rate, backend=backend).prepare(), repeat=3)
     row("plan alone: prepare()", plan, "np.argsort of 2n merged", t_argsort)
-    first = _first_product_seconds(x, y, rate, backend, v)
     op @ v
-    t_cached = best_of(lambda: op @ v)
+    first, t_cached = _first_and_cached_seconds(x, y, rate, backend, v, op)
     row("first matvec after a plan", first, "cached matvec, same layout", t_cached, 1.5)
-    row("cached matvec, random anchors", t_cached, "np.fft.rfft(n)", t_fft, 1.0)
+    rfft = lambda: np.fft.rfft(v)  # noqa: E731
+    row("cached matvec, random anchors", *paired(lambda: op @ v, "np.fft.rfft(n)", rfft), 1.0)
     row(
         "cached rmatvec, random anchors",
-        best_of(lambda: op.rmatvec(v)),
-        "np.fft.rfft(n)",
-        t_fft,
+        *paired(lambda: op.rmatvec(v), "np.fft.rfft(n)", rfft),
         1.0,
     )
-    row(
-        "gradient, random anchors",
-        best_of(lambda: op.gradient(v, v), repeat=3),
-        "np.fft.rfft(n)",
-        t_fft,
-        2.5,
-    )
+    row("gradient, random anchors", *paired(lambda: op.gradient(v, v), "np.fft.rfft(n)", rfft), 2.5)
     V = rng.standard_normal((n, 4)).astype(dtype)
     row("cached matmat, k = 4", best_of(lambda: op @ V, repeat=3), "4 x np.fft.rfft(n)", 4 * t_fft)
     if not isinstance(rate, complex):
         phased = op.with_rate(complex(rate, 1.0))
         phased @ v
-        t_phased = best_of(lambda: phased @ v)
-        row(f"cached matvec, rate {rate}+1j", t_phased, "the real rate's", t_cached, 1.3)
+        rates = paired(lambda: phased @ v, "the real rate's", lambda: op @ v)
+        row(f"cached matvec, rate {rate}+1j", *rates, 1.3)
     if dtype == np.float64:
         single = LaplexOperator(x.astype(np.float32), y.astype(np.float32), rate, backend=backend)
         v32 = v.astype(np.float32)
         single @ v32
-        t_single = best_of(lambda: single @ v32)
-        row("cached matvec, float32 data", t_single, "the same in float64", t_cached, 0.6)
+        singles = paired(lambda: single @ v32, "the same in float64", lambda: op @ v)
+        row("cached matvec, float32 data", *singles, 0.6)
     import numba
 
     threads = numba.get_num_threads()
     if threads > 1 and op.backend == "numba":
-        numba.set_num_threads(1)
-        try:
-            t_one = best_of(lambda: op @ v)
-        finally:
-            numba.set_num_threads(threads)
+
+        def on_one_thread():
+            numba.set_num_threads(1)
+            try:
+                op @ v
+            finally:
+                numba.set_num_threads(threads)
+
         # a speed-up of 1.7 or more
-        row(f"cached matvec, {threads} threads", t_cached, "one thread", t_one, round(1 / 1.7, 2))
+        speedup = paired(lambda: op @ v, "one thread", on_one_thread)
+        row(f"cached matvec, {threads} threads", *speedup, round(1 / 1.7, 2))
 
     if op.backend == "numba":
         _load_rows(row, op, v, n, seed)
     s = np.sort(x)
     square = LaplexOperator(s, s, rate, backend=backend)
     square @ v
-    t_sorted = best_of(lambda: square @ v)
     try:
         import celerite2
 
@@ -467,21 +471,19 @@ def bench(n, dtype, rate, backend, seed, json_path=None, huge=False) -> int:
             raise ImportError("celerite2 comparison needs a real rate and float64")
         term = celerite2.terms.RealTerm(a=1.0, c=float(rate))
         zeros = np.zeros(n)
-        t_cel = best_of(lambda: term.dot(s, zeros, v))
         err = np.abs(np.asarray(square @ v) - term.dot(s, zeros, v)).max()
-        row("cached matvec, sorted x = y", t_sorted, "celerite2 RealTerm.dot", t_cel, 0.3)
+        versus = paired(lambda: square @ v, "celerite2 RealTerm.dot", lambda: term.dot(s, zeros, v))
+        row("cached matvec, sorted x = y", *versus, 0.3)
         print(f"{'':<42} (max |ours - celerite2| = {err:.1e})")
     except ImportError as exc:
-        row("cached matvec, sorted x = y", t_sorted, "np.fft.rfft(n)", t_fft)
+        row("cached matvec, sorted x = y", *paired(lambda: square @ v, "np.fft.rfft(n)", rfft))
         print(f"  (celerite2 comparison skipped: {exc})")
     if dtype == np.float64:
         square32 = LaplexOperator(s.astype(np.float32), s.astype(np.float32), rate, backend=backend)
         v32 = v.astype(np.float32)
         square32 @ v32
-        t_square32 = best_of(lambda: square32 @ v32)
-        row(
-            "cached matvec, sorted x = y, float32", t_square32, "the same in float64", t_sorted, 0.6
-        )
+        squares = paired(lambda: square32 @ v32, "the same in float64", lambda: square @ v)
+        row("cached matvec, sorted x = y, float32", *squares, 0.6)
     if huge:
         huge_n = 10**8
         print(f"training step at m = n = {huge_n:.0e}, float32, in a fresh process ...", flush=True)

@@ -23,6 +23,27 @@ def best_of(fn: Callable[[], object], repeat: int = 5, budget: float = 10.0) -> 
     return best
 
 
+def best_of_pair(
+    first: Callable[[], object],
+    second: Callable[[], object],
+    rounds: int = 4,
+    per_round: int = 3,
+    budget: float = 20.0,
+) -> tuple[float, float]:
+    """The fastest call of ``first`` and of ``second`` in seconds, over up to ``rounds`` rounds
+    that each call ``first`` then ``second`` ``per_round`` times back to back (stops early past
+    ``budget`` s). Two cases compared by their ratio then see the same drift of a shared
+    machine, and each keeps its data warm within a round."""
+    best = [float("inf"), float("inf")]
+    start = time.perf_counter()
+    for _ in range(rounds):
+        for i, fn in enumerate((first, second)):
+            best[i] = min(best[i], best_of(fn, per_round))
+        if time.perf_counter() - start > budget:
+            break
+    return best[0], best[1]
+
+
 def once(fn: Callable[[], T]) -> tuple[float, T]:
     """``(seconds, result)`` of one call of ``fn``."""
     t0 = time.perf_counter()

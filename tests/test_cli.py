@@ -120,3 +120,24 @@ def test_training_step_reports_time_and_peak_memory():
     assert step["plan"] > 0 and step["step"] > 0
     assert step["peak"] > 2 * 50_000 * 4
     assert step["bytes_per_anchor"] == step["peak"] / 100_000
+
+
+def test_best_of_pair_times_the_two_cases_in_turn():
+    """The bench's paired timings: rounds of each case's calls back to back, in turn, and each
+    case's fastest call."""
+    import time
+
+    from laplexops._timing import best_of_pair
+
+    calls = []
+
+    def slow():
+        calls.append("slow")
+        time.sleep(0.004)
+
+    def fast():
+        calls.append("fast")
+
+    t_slow, t_fast = best_of_pair(slow, fast, rounds=2, per_round=3)
+    assert calls == (["slow"] * 3 + ["fast"] * 3) * 2
+    assert t_slow >= 0.004 > t_fast >= 0

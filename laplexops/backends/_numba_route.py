@@ -222,8 +222,9 @@ def _permutation(slot, offset, shift, perm):  # pragma: no cover - compiled
 
 # The block passes compute their indices (block start + offset) in unsigned arithmetic
 # (``np.uintp``): a signed index makes Numba check its sign on every element, which took a third of
-# the pass's time, and with plain unsigned indices into the whole array a single column's loop
-# runs in SIMD lanes (AVX-512 gathers), a sixth faster than indexing a view of the block's region.
+# the pass's time; and unlike a view of the block's region indexed by the offsets themselves,
+# plain indices into the whole array let a single column's loop run in SIMD lanes (AVX-512
+# gathers; docs/benchmarks.md).
 #
 # The moves take 1-D arrays (one value per row: the common single column, whose loops then
 # compile to plain element moves, several times faster than the same moves through rows of one)

@@ -390,7 +390,7 @@ def bench(n, dtype, rate, backend, seed, json_path=None, huge=False) -> int:
             flush=True,
         )
 
-    def paired(ours, peer_label, peer):
+    def paired(ours, peer_label: str, peer) -> tuple[float, str, float]:
         """``(ours' seconds, peer_label, peer's seconds)`` for :func:`row`, timed in turn
         (:func:`best_of_pair`)."""
         t_ours, t_peer = best_of_pair(ours, peer)

@@ -99,7 +99,7 @@ class BufferPool:
                 self._buffers.append(buf)  # most recently handed out last
                 array = buf[:size].view(dtype).reshape(shape)
                 del buf
-                self._drop_free(self._limit())
+                self._drop_free()
         if touch and new:
             array.fill(0)
         return array
@@ -112,16 +112,14 @@ class BufferPool:
         """The free buffers' places in the list, least recently used first (the lock held)."""
         return [i for i in range(len(self._buffers)) if self._free(i)]
 
-    def _limit(self) -> int:
-        """The free bytes to hold: ``keep_bytes`` while some buffer is in use, an eighth of it
-        while none is (the lock held)."""
-        in_use = len(self._free_indices()) < len(self._buffers)
-        return self.keep_bytes if in_use else self.keep_bytes // 8
-
-    def _drop_free(self, limit: int) -> int:
+    def _drop_free(self, limit: int | None = None) -> int:
         """Let free buffers go, the least recently used first, until at most ``limit`` bytes of
-        them are held; returns the bytes let go (the lock held)."""
+        them are held (``None``: the bound, ``keep_bytes`` while some buffer is in use, an
+        eighth of it while none is); returns the bytes let go (the lock held)."""
         free = self._free_indices()
+        if limit is None:
+            in_use = len(free) < len(self._buffers)
+            limit = self.keep_bytes if in_use else self.keep_bytes // 8
         held = sum(self._buffers[i].nbytes for i in free)
         drop = set()
         for i in free:
@@ -135,12 +133,12 @@ class BufferPool:
         return dropped
 
     def trim(self) -> None:
-        """Let the free buffers beyond the bound go (see :meth:`_limit`), unless the pool is
+        """Let the free buffers beyond the bound go (see :meth:`_drop_free`), unless the pool is
         busy: a plan's finalizer calls this, and the garbage collector may run one while this
         thread holds the lock (the pool's next call trims then)."""
         if self._lock.acquire(blocking=False):
             try:
-                self._drop_free(self._limit())
+                self._drop_free()
             finally:
                 self._lock.release()
 

@@ -57,6 +57,43 @@ def test_large_repeats_are_bitwise_identical(rng, dtype, rate):
     assert np.array_equal(lx.LaplexOperator(x, y, rate) @ v, a)
 
 
+@pytest.mark.parametrize("rate", [0.4, 0.4 - 1.1j], ids=["real", "complex"])
+def test_decays_of_sums_and_split_decays_with_ties(rng, rate):
+    """A side whose rows tie with columns keeps two sets of right decays: the one sums take,
+    against the first column at or right of the row (1 for a tied row), and the split one that
+    signed and moment reductions take, against the first column strictly right of it
+    (``_numba_scan``'s notation). Each matches the direct formula, the split set
+    shares the other's arrays but ``er``, and a gradient gives the same bits whether or not a
+    product made the set of sums first."""
+    from laplexops.backends._base import Side
+
+    m, n = 3000, 2000
+    x, y = np.round(rng.uniform(0, 300, m), 1), np.round(rng.uniform(0, 300, n), 1)
+    v, g = rng.standard_normal(n), rng.standard_normal(m)
+    op = lx.LaplexOperator(x, y, rate).prepare()
+    plan = op._build_plan()
+    s = plan.side(Side.ROWS_X)
+    assert s.ties and s.hi is not s.lo and np.any(s.lo < s.hi)
+    decay = np.dtype(complex if isinstance(rate, complex) else float)
+    d, el, er = plan.decays(Side.ROWS_X, rate, decay)
+    d2, el2, er2 = plan.decays(Side.ROWS_X, rate, decay, split=True)
+    assert d2 is d and el2 is el and er2 is not er
+    rs, cs = np.sort(x), np.sort(y)
+    lo, hi = s.lo.astype(np.int64), s.hi.astype(np.int64)
+    right = np.append(cs, np.inf)
+    want = np.exp(-rate * (right[lo] - rs))
+    want_split = np.exp(-rate * (right[hi] - rs))
+    assert np.all(er[lo < hi] == 1)
+    np.testing.assert_allclose(er, want, rtol=1e-13, atol=0)
+    np.testing.assert_allclose(er2, want_split, rtol=1e-13, atol=0)
+    np.testing.assert_allclose(el, np.exp(-rate * (rs - np.append(-np.inf, cs)[lo])), rtol=1e-13)
+    assert_close_to_ref(op @ v, apply_ref(x, y, rate, v), np.float64, v, m, n)
+    after_product = op.gradient(v, g)
+    fresh = lx.LaplexOperator(x, y, rate)
+    for a, b in zip(after_product, fresh.gradient(v, g)):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
 # ------------------------------------------------------------------ snapshots
 @pytest.mark.parametrize("when", ["before-first-use", "after-first-use"])
 @pytest.mark.parametrize("rate", [0.7, 0.7 - 1.4j], ids=["real", "complex"])

@@ -23,6 +23,7 @@ from ._numba_scan import (
     scan,
     scan_ends,
     scan_square,
+    split_decays,
 )
 
 __all__ = ["NumbaBackend", "NumbaPlan"]
@@ -113,10 +114,10 @@ class _Side:
             self.rz.astype(real, copy=False),
             self.cz.astype(real, copy=False),
             self.lo,
-            self.hi,
             dtype.type(rate),
             POOL.empty(n, dtype),
-            POOL.empty(2 * m, dtype),
+            POOL.empty(m, dtype),
+            POOL.empty(m, dtype),
         )
 
 
@@ -185,29 +186,50 @@ class NumbaPlan(SortedPlan):
                 self.sorted = tuple((v, route if p is perm else p) for v, p in self.sorted)
         return self._routes[i]
 
-    def decays(self, side: Side, rate, dtype: np.dtype, keep: bool = True):
+    def decays(self, side: Side, rate, dtype: np.dtype, keep: bool = True, split: bool = False):
         """The side's decays ``(d, el, er)`` for ``rate`` in ``dtype``, cached for a few (side,
         rate, dtype) up to ``_DECAY_CACHE_BYTES`` (the newest always). With ``keep=False`` the
         set is handed over instead: taken out of the cache, or made and not put in, so that the
-        caller can let ``d`` go before it is done with ``el`` and ``er``."""
+        caller can let ``d`` go before it is done with ``el`` and ``er``.
+
+        With ``split``, ``er`` is the split decays (``_numba_scan.split_decays``; the same set
+        where no row of the side ties with a column), made from the set of sums: in a new array
+        where that set is cached (it may be in use), else in its ``er``."""
         if self.shared:
             side = Side.ROWS_X
-        key = (side, rate, dtype)
+        s = self.side(side)
+        split = split and s.ties and not s.square
+        key = (side, rate, dtype, split)
         hit = self._decays.get(key) if keep else self._decays.pop(key, None)
-        if hit is None:
-            s = self.side(side)
-            size = (s.cz.shape[0] + 2 * s.lo.shape[0]) * np.dtype(dtype).itemsize
-            # the oldest sets go first, so that they are not held while the new one is made
+        if hit is not None:
+            return hit
+        m, n = s.lo.shape[0], s.cz.shape[0]
+        base = (side, rate, dtype, False)
+        held = (self._decays.get(base) if keep else self._decays.pop(base, None)) if split else None
+        size = (m if held is not None else n + 2 * m) * np.dtype(dtype).itemsize
+        if keep:  # the oldest sets go first, so that they are not held while the new one is made
             while self._decays and (
                 len(self._decays) >= _DECAY_CACHE_SIZE
-                or size + sum(sum(a.nbytes for a in d) for d in self._decays.values())
-                > _DECAY_CACHE_BYTES
+                or size + self._decays_nbytes() > _DECAY_CACHE_BYTES
             ):
                 self._decays.pop(next(iter(self._decays)))
+        if held is not None:
+            d, el, er = held
+            out = POOL.empty(m, dtype)
+            split_decays(s.lo, s.hi, d, er, out, work=m)
+            hit = (d, el, out)
+        else:
             hit = s.decays(rate, dtype)
-            if keep:
-                self._decays[key] = hit
+            if split:  # a set of this call's own
+                split_decays(s.lo, s.hi, hit[0], hit[2], hit[2], work=m)
+        if keep:
+            self._decays[key] = hit
         return hit
+
+    def _decays_nbytes(self) -> int:
+        """The bytes of the decays cached (the arrays that sets share counted once)."""
+        held = {id(a): a.nbytes for found in self._decays.values() for a in found}
+        return sum(held.values())
 
 
 def _permutation(perm):
@@ -359,7 +381,8 @@ class NumbaBackend:
         s = plan.side(side)
         real = np.finfo(b.dtype).dtype
         decay = np.result_type(real, np.complex64) if isinstance(rate, complex) else real
-        d, el, er = plan.decays(side, rate, decay)
+        split = want_signed or want_moment  # sums alone take the side's own er (and lo)
+        d, el, er = plan.decays(side, rate, decay, split=split)
         b = np.ascontiguousarray(b)
         m, n, k = s.rz.shape[0], s.cz.shape[0], b.shape[1]
         dtype = np.result_type(b.dtype, d.dtype)
@@ -383,21 +406,19 @@ class NumbaBackend:
             elif k == 1 and wants == (True, False, False) and m and n:
                 column_scans(cz, d, b, *scratch, False, work=m + n)
                 target = targets[0][:, 0]
-                rows_sum_one_column(
-                    s.lo, s.hi, rdest, el, er, s.ties, *scratch[:2], target, work=m + n
-                )
+                rows_sum_one_column(s.lo, rdest, el, er, *scratch[:2], target, work=m + n)
             else:
                 scan(
                     s.rz.astype(real, copy=False),
                     cz,
                     s.lo,
-                    s.hi,
+                    s.hi if split else s.lo,
                     rdest,
                     d,
                     el,
                     er,
                     b,
-                    s.ties,
+                    s.ties and split,
                     *targets,
                     *scratch,
                     work=(m + n) * k,
@@ -433,7 +454,7 @@ class NumbaBackend:
         decay = np.result_type(real, np.complex64) if isinstance(rate, complex) else real
         # decays beyond the plan's cache are handed over, so that d goes after the column scans
         keep = (m + n + max(m, n)) * np.dtype(decay).itemsize <= _DECAY_CACHE_BYTES
-        dx_, elx, erx = plan.decays(side, rate, decay, keep)
+        dx_, elx, erx = plan.decays(side, rate, decay, keep, split=True)
         dtype = np.result_type(v.dtype, gc.dtype, decay)
         zero = dtype.type(0)
         v, gc = np.ascontiguousarray(v), np.ascontiguousarray(gc)
@@ -511,7 +532,7 @@ class NumbaBackend:
             # side y: its merge counts and decays only now (at huge sizes the plan then holds
             # one side's of each)
             sy = plan.side(side.other)
-            dy_, ely, ery = plan.decays(side.other, rate, decay, keep)
+            dy_, ely, ery = plan.decays(side.other, rate, decay, keep, split=True)
             fy, by = fwd[: k * m].reshape(k, m), bwd[: k * m].reshape(k, m)
             column_scans(rx, dy_, gc, fy, by, fy[:, :0], by[:, :0], False, work=work)
             del dy_

@@ -10,15 +10,18 @@ strictly right. With the decays (only differences of neighbouring sorted anchors
 
     d[c]  = exp(-s (cs[c] - cs[c-1]))          (d[0] unused)
     el[r] = exp(-s (rs[r] - cs[lo[r]-1]))      (0 when lo[r] == 0)
-    er[r] = exp(-s (cs[hi[r]] - rs[r]))        (0 when hi[r] == n)
+    er[r] = exp(-s (cs[lo[r]] - rs[r]))        (0 when lo[r] == n; 1 when the row ties)
 
 the forward recurrence ``F_c = d[c] F_{c-1} + b_c`` gives the left sum at row r as ``el[r]
-F_{lo-1}`` and the backward recurrence ``B_c = d[c+1] B_{c+1} + b_c`` the right sum as ``er[r]
-B_{hi}``. Columns that tie with the row contribute their plain sum T (weight exp(0) = 1). Between
-tied columns the decay is exactly 1 and ``el[r] = d[lo]``, so the forward scan at the row's last
-tied column already holds both: ``left + T = F_{hi-1}``. Three reductions come out of the scans:
+F_{lo-1}`` and the backward recurrence ``B_c = d[c+1] B_{c+1} + b_c`` the sum over the columns
+from ``lo`` on as ``er[r] B_{lo}``. Columns that tie with the row contribute their plain sum T
+(weight exp(0) = 1); between tied columns the decay is exactly 1, so ``B_{lo}`` of a tied row
+holds T and the right sum: ``T + right = B_{lo}``, and a row's sum needs ``lo`` alone, tie or
+not. The signed and moment reductions leave T out: they take the right sum from ``B_{hi}``, with
+the *split* decay ``er'[r] = exp(-s (cs[hi[r]] - rs[r]))``, which for a tied row is ``d[hi]``
+(:func:`split_decays` makes it from ``er``). Three reductions come out of the scans:
 
-    sum      (W b)_r                       = left + T + right  (F_{hi-1} + right with ties)
+    sum      (W b)_r                       = left + T + right  = el F_{lo-1} + er B_{lo}
     signed   sum_c sign(r - c) W_rc b_c    = left - right            (sign(0) = 0)
     moment   sum_c |r - c| W_rc b_c        from first-moment scans F1, B1:
              moving by Δ:  F1 <- e (F1 + Δ F),  F <- e F
@@ -54,11 +57,12 @@ __all__ = [
     "scan",
     "scan_ends",
     "scan_square",
+    "split_decays",
 ]
 
 
 @kernel
-def exponents(rs, cs, lo, hi, rate, d, el, er):  # pragma: no cover - compiled
+def exponents(rs, cs, lo, rate, d, el, er):  # pragma: no cover - compiled
     """The exponents ``-s Δ`` of the side's decays ``d`` (unless empty), ``el``, ``er`` for
     ``rate`` (see above; ``-inf`` where a decay is 0); O(m + n)."""
     n = cs.shape[0]
@@ -66,27 +70,43 @@ def exponents(rs, cs, lo, hi, rate, d, el, er):  # pragma: no cover - compiled
         d[c] = -rate * (cs[c] - cs[c - 1]) if c > 0 else -np.inf
     for r in prange(lo.shape[0]):
         a = lo[r]
-        e = hi[r]
         el[r] = -rate * (rs[r] - cs[a - 1]) if a > 0 else -np.inf
-        er[r] = -rate * (cs[e] - rs[r]) if e < n else -np.inf
+        er[r] = -rate * (cs[a] - rs[r]) if a < n else -np.inf
 
 
-def decays(rs, cs, lo, hi, rate, d, rows):
-    """The side's decays for ``rate`` (see above): ``d`` (length n) and ``el``, ``er``, the two
-    halves of ``rows`` (length 2 m), filled with the exponents, then their exponentials in place
-    (a real rate's in SIMD lanes, ``_numba_exp``, which for ``d`` takes the gaps of ``cs``
-    itself: one pass over ``d``); O(m + n). Returns ``(d, el, er)``."""
+def decays(rs, cs, lo, rate, d, el, er):
+    """The side's decays for ``rate`` (see above) into ``d`` (length n), ``el`` and ``er``
+    (length m each; separate arrays, so that one can go before the other): the exponents, then
+    their exponentials in place (a real rate's in SIMD lanes, ``_numba_exp``, which for ``d``
+    takes the gaps of ``cs`` itself: one pass over ``d``); O(m + n). Returns ``(d, el, er)``."""
     m, n = lo.shape[0], cs.shape[0]
-    el, er = rows[:m], rows[m:]
     if d.dtype.kind == "c":
-        exponents(rs, cs, lo, hi, rate, d, el, er, work=m + n)
-        for a in (d, rows):
+        exponents(rs, cs, lo, rate, d, el, er, work=m + n)
+        for a in (d, el, er):
             exponentials_complex(a, work=a.shape[0])
     else:
         exponentials(d, False, cs, float(rate), work=n)
-        exponents(rs, cs, lo, hi, rate, d[:0], el, er, work=m)
-        exponentials(rows, False, NO_GAPS, 0.0, work=2 * m)
+        exponents(rs, cs, lo, rate, d[:0], el, er, work=m)
+        for a in (el, er):
+            exponentials(a, False, NO_GAPS, 0.0, work=m)
     return d, el, er
+
+
+@kernel
+def split_decays(lo, hi, d, er, out):  # pragma: no cover - compiled
+    """The split decays ``out[r] = exp(-s (cs[hi[r]] - rs[r]))`` (see above) from the side's
+    ``er``: the same where the row ties with no column, ``d[hi[r]]`` where it does (0 when
+    ``hi[r] == n``). ``out`` may be ``er``. O(m)."""
+    m, n = lo.shape[0], d.shape[0]
+    if m == 0:
+        return
+    zero = er[0] * 0
+    for r in prange(m):
+        e = hi[r]
+        if lo[r] == e:
+            out[r] = er[r]
+        else:
+            out[r] = d[e] if e < n else zero
 
 
 # The column scans are chains of dependent multiply-adds, so their speed is the latency of a link
@@ -466,18 +486,17 @@ def rows_sum_signed_dot(
 
 
 @kernel
-def rows_sum_one_column(lo, hi, rdest, el, er, ties, fwd, bwd, out):  # pragma: no cover
+def rows_sum_one_column(lo, rdest, el, er, fwd, bwd, out):  # pragma: no cover
     """The row pass of :func:`scan` for a product with one column (after :func:`column_scans`
     of it, at least one column), in one-dimensional views: ``out`` (shape (m,)) gets row
-    ``r``'s sum at ``rdest[r]`` (empty ``rdest``: at ``r``). O(m).
+    ``r``'s sum ``el[r] F_{lo-1} + er[r] B_{lo}`` at ``rdest[r]`` (empty ``rdest``: at ``r``).
+    O(m).
 
     A kernel of its own, with one loop for each kind of ``rdest``: in the serial builds a loop
     that reads ``rdest`` under a condition, or that follows the inlined column scans, took and
     dropped an atomic reference count on every row (about 17 ns a row); and the general loop of
     ``scan`` takes half as long again for one column. Both loops read every row's candidates
-    (indices clamped into the arrays) and select among them without branching: rows tied with
-    columns come in no pattern the branch predictor could learn (one row in 25 at a million
-    random float32 anchors), and their mispredictions cost a tenth of the pass."""
+    (indices clamped into the arrays) and select among them without branching on the data."""
     m = lo.shape[0]
     n = fwd.shape[1]
     if m == 0:
@@ -486,23 +505,17 @@ def rows_sum_one_column(lo, hi, rdest, el, er, ties, fwd, bwd, out):  # pragma: 
     if rdest.shape[0] == 0:
         for r in prange(m):
             a = lo[r]
-            e = hi[r]
-            right = er[r] * bwd[0, min(e, n - 1)]
-            right = right if e < n else zero
-            left = _mul_add(el[r], fwd[0, max(a, 1) - 1], right)
-            tied = fwd[0, max(e, 1) - 1] + right
-            left = left if a > 0 else right
-            out[r] = tied if ties and a < e else left
+            right = er[r] * bwd[0, min(a, n - 1)]
+            right = right if a < n else zero
+            both = _mul_add(el[r], fwd[0, max(a, 1) - 1], right)
+            out[r] = both if a > 0 else right
     else:
         for r in prange(m):
             a = lo[r]
-            e = hi[r]
-            right = er[r] * bwd[0, min(e, n - 1)]
-            right = right if e < n else zero
-            left = _mul_add(el[r], fwd[0, max(a, 1) - 1], right)
-            tied = fwd[0, max(e, 1) - 1] + right
-            left = left if a > 0 else right
-            out[rdest[r]] = tied if ties and a < e else left
+            right = er[r] * bwd[0, min(a, n - 1)]
+            right = right if a < n else zero
+            both = _mul_add(el[r], fwd[0, max(a, 1) - 1], right)
+            out[rdest[r]] = both if a > 0 else right
 
 
 @kernel
@@ -529,8 +542,11 @@ def scan(
 
     Writes whichever of ``out_sum``, ``out_signed``, ``out_moment`` (each (m, k), or (0, 0) when
     not wanted) is requested, sorted row ``r`` to row ``rdest[r]`` (empty: to row ``r``).
-    ``ties``: some row ties with a column. Scratch, shape (k, n): ``fwd``, ``bwd``, and ``fwd1``,
-    ``bwd1`` for moments (each (k, 0) when not wanted). O((m + n) k).
+    With signed or moment reductions, ``hi`` and ``er`` are the split ones (see above) and
+    ``ties`` says whether some row ties with a column (a row's sum is then ``F_{hi-1} +
+    right``); for sums alone, ``hi`` is ``lo``, ``er`` the side's own and ``ties`` false.
+    Scratch, shape (k, n): ``fwd``, ``bwd``, and ``fwd1``, ``bwd1`` for moments (each (k, 0)
+    when not wanted). O((m + n) k).
     """
     m = rs.shape[0]
     n = cs.shape[0]

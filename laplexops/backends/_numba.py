@@ -197,12 +197,14 @@ class NumbaPlan(SortedPlan):
         where that set is cached (it may be in use), else in its ``er``."""
         if self.shared:
             side = Side.ROWS_X
-        s = self.side(side)
-        split = split and s.ties and not s.square
+        if split:
+            s = self.side(side)
+            split = s.ties and not s.square
         key = (side, rate, dtype, split)
         hit = self._decays.get(key) if keep else self._decays.pop(key, None)
         if hit is not None:
             return hit
+        s = self.side(side)
         m, n = s.lo.shape[0], s.cz.shape[0]
         base = (side, rate, dtype, False)
         held = (self._decays.get(base) if keep else self._decays.pop(base, None)) if split else None

@@ -59,16 +59,17 @@ def test_large_repeats_are_bitwise_identical(rng, dtype, rate):
 
 @pytest.mark.parametrize("rate", [0.4, 0.4 - 1.1j], ids=["real", "complex"])
 def test_decays_of_sums_and_split_decays_with_ties(rng, rate):
-    """A side whose rows tie with columns keeps two sets of right decays: the one sums take,
-    against the first column at or right of the row (1 for a tied row), and the split one that
-    signed and moment reductions take, against the first column strictly right of it
-    (``_numba_scan``'s notation). Each matches the direct formula, the split set
-    shares the other's arrays but ``er``, and a gradient gives the same bits whether or not a
-    product made the set of sums first."""
+    """A side whose rows tie with columns keeps two sets of right decays (``_numba_scan``'s
+    notation): the one sums take, against the first column at or right of the row (1 for a tied
+    row), and the split one that signed and moment reductions take, against the first column
+    strictly right of it. Each matches the direct formula, the split set shares the other's
+    arrays but ``er``, and a gradient gives the same bits whether or not a product made the set
+    of sums first."""
     from laplexops.backends._base import Side
 
     m, n = 3000, 2000
-    x, y = np.round(rng.uniform(0, 300, m), 1), np.round(rng.uniform(0, 300, n), 1)
+    x, y = np.round(rng.uniform(0, 300, m), 1), np.round(rng.uniform(5, 295, n), 1)
+    x[:2] = 0.0, 300.0  # rows left and right of every column (el, er 0 there)
     v, g = rng.standard_normal(n), rng.standard_normal(m)
     op = lx.LaplexOperator(x, y, rate).prepare()
     plan = op._build_plan()
@@ -80,13 +81,15 @@ def test_decays_of_sums_and_split_decays_with_ties(rng, rate):
     assert d2 is d and el2 is el and er2 is not er
     rs, cs = np.sort(x), np.sort(y)
     lo, hi = s.lo.astype(np.int64), s.hi.astype(np.int64)
-    right = np.append(cs, np.inf)
-    want = np.exp(-rate * (right[lo] - rs))
-    want_split = np.exp(-rate * (right[hi] - rs))
+
+    def decay_to(c, rows):  # exp(-rate |cs[c] - rows|), 0 where c is past either end
+        inside = (c >= 0) & (c < n)
+        return np.where(inside, np.exp(-rate * np.abs(cs[np.clip(c, 0, n - 1)] - rows)), 0)
+
     assert np.all(er[lo < hi] == 1)
-    np.testing.assert_allclose(er, want, rtol=1e-13, atol=0)
-    np.testing.assert_allclose(er2, want_split, rtol=1e-13, atol=0)
-    np.testing.assert_allclose(el, np.exp(-rate * (rs - np.append(-np.inf, cs)[lo])), rtol=1e-13)
+    np.testing.assert_allclose(er, decay_to(lo, rs), rtol=1e-13, atol=0)
+    np.testing.assert_allclose(er2, decay_to(hi, rs), rtol=1e-13, atol=0)
+    np.testing.assert_allclose(el, decay_to(lo - 1, rs), rtol=1e-13, atol=0)
     assert_close_to_ref(op @ v, apply_ref(x, y, rate, v), np.float64, v, m, n)
     after_product = op.gradient(v, g)
     fresh = lx.LaplexOperator(x, y, rate)

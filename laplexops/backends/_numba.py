@@ -405,10 +405,13 @@ class NumbaBackend:
             if s.square:
                 # one task per column: a single column gains nothing from threads
                 scan_square(cz, rdest, d, b, *targets, *scratch, work=n * k if k > 1 else 0)
-            elif k == 1 and wants == (True, False, False) and m and n:
-                column_scans(cz, d, b, *scratch, False, work=m + n)
+            elif _one_column_sums(s, k, wants) and m and n:
+                fwd, bwd = scratch[:2]  # (1, n + 1): the states one apart, zeros at the ends
+                fwd[0, 0] = bwd[0, n] = 0
+                scans = fwd[:, 1:], bwd[:, :n], *scratch[2:]
+                column_scans(cz, d, b, *scans, False, work=m + n)
                 target = targets[0][:, 0]
-                rows_sum_one_column(s.lo, rdest, el, er, *scratch[:2], target, work=m + n)
+                rows_sum_one_column(s.lo, rdest, el, er, fwd, bwd, target, work=m + n)
             else:
                 scan(
                     s.rz.astype(real, copy=False),
@@ -603,9 +606,10 @@ def _scan_layout(s: _Side, k: int, dtype, operand_dtype, wants):
     if s.square:
         shapes = [(k, n), (k, n * want_moment)]
     else:
+        states = n + _one_column_sums(s, k, wants)  # see rows_sum_one_column
         shapes = [
-            (k, n),
-            (k, n),
+            (k, states),
+            (k, states),
             (k, n * want_moment),
             (k, n * want_moment),
         ]
@@ -622,6 +626,13 @@ def _scan_layout(s: _Side, k: int, dtype, operand_dtype, wants):
         ((operand_rows, k), operand_dtype),
         ((results,), dtype),
     ]
+
+
+def _one_column_sums(s: _Side, k: int, wants) -> bool:
+    """Whether an ``apply`` takes the one-column row pass (``rows_sum_one_column``, whose scan
+    states lie one apart in scratch of ``n + 1``): sums alone of one column, rows not the
+    columns."""
+    return k == 1 and tuple(wants) == (True, False, False) and not s.square
 
 
 def _results_staged_in_operand(s: _Side) -> bool:

@@ -406,7 +406,9 @@ class NumbaBackend:
                 # one task per column: a single column gains nothing from threads
                 scan_square(cz, rdest, d, b, *targets, *scratch, work=n * k if k > 1 else 0)
             elif _one_column_sums(s, k, wants) and m and n:
-                fwd, bwd = scratch[:2]  # (1, n + 1): the states one apart, zeros at the ends
+                # (1, n + 1): the states one apart, zeros at the ends, written on every call
+                # (the operand's staging above shares fwd's scratch)
+                fwd, bwd = scratch[:2]
                 fwd[0, 0] = bwd[0, n] = 0
                 scans = fwd[:, 1:], bwd[:, :n], *scratch[2:]
                 column_scans(cz, d, b, *scans, False, work=m + n)
